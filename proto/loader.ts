@@ -1,0 +1,53 @@
+// Loads the agent–federation contract for @grpc/grpc-js. The options must
+// match scripts/gen-proto-types.mjs so the generated types describe exactly
+// what the loader produces.
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import type { ProtoGrpcType } from './generated/federation';
+
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+// dist/proto/loader.js and proto/loader.ts both resolve the .proto sources in
+// the repository's proto/ folder.
+function protoRoot(): string {
+  const here = __dirname;
+  return here.includes(`${path.sep}dist${path.sep}`) || here.endsWith(`${path.sep}dist`)
+    ? path.resolve(here, '..', '..', 'proto')
+    : here;
+}
+
+let cached: ProtoGrpcType | undefined;
+
+/** The loaded kedge.v1 package, typed by the generated definitions. */
+export function kedgeProto(): ProtoGrpcType {
+  if (!cached) {
+    const root = protoRoot();
+    const def = protoLoader.loadSync(path.join(root, 'kedge', 'v1', 'federation.proto'), {
+      ...LOADER_OPTIONS,
+      includeDirs: [root],
+    });
+    cached = grpc.loadPackageDefinition(def) as unknown as ProtoGrpcType;
+  }
+  return cached;
+}
+
+export type { AgentMessage__Output, AgentMessage } from './generated/kedge/v1/AgentMessage';
+export type { FederationMessage, FederationMessage__Output } from './generated/kedge/v1/FederationMessage';
+export type { Service, Service__Output } from './generated/kedge/v1/Service';
+export type { Endpoint, Endpoint__Output } from './generated/kedge/v1/Endpoint';
+export type { Register, Register__Output } from './generated/kedge/v1/Register';
+export type { Workload, Workload__Output } from './generated/kedge/v1/Workload';
+export type { ServicePort, ServicePort__Output } from './generated/kedge/v1/ServicePort';
+export type { ServiceUpdate, ServiceUpdate__Output } from './generated/kedge/v1/ServiceUpdate';
+export type { SignRequest, SignRequest__Output } from './generated/kedge/v1/SignRequest';
+export type { SignResponse, SignResponse__Output } from './generated/kedge/v1/SignResponse';
+export type { HostFacts, HostFacts__Output } from './generated/kedge/v1/HostFacts';
+export type { Locality, Locality__Output } from './generated/kedge/v1/Locality';
+export type { FederationClient, FederationHandlers } from './generated/kedge/v1/Federation';
