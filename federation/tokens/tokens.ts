@@ -1,0 +1,172 @@
+// Join tokens: how a VM or bare-metal agent proves, once, which namespace and
+// service account it may get a certificate for. The token is
+// `kedge1.<id>.<secret>`; the store keeps only the SHA-256 of the secret, so
+// reading the store (or a backup of it) does not let anyone join.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { KedgeError } from '../../proto/model/errors';
+import { isValidName } from '../../proto/model/spiffe';
+import type { KeyValue, Store } from '../store/types';
+
+/** The identity a token grants: namespace + service account, plus labels the agent may claim. */
+export interface TokenBinding { namespace: string; serviceAccount: string; labels?: Record<string, string> }
+
+/** What `kedge token list` shows; `uses` is how many redemptions the token allowed in total. */
+export interface TokenInfo { id: string; namespace: string; serviceAccount: string; usesLeft: number; uses: number; expiresAt: string; createdAt: string }
+
+/** Where token records live in the store, one key per token id. */
+export const TOKEN_PREFIX = '/kedge/tokens/';
+
+// Used-up and expired records stay this long after expiry, so a late redeem
+// is told "expired" or "used" (actionable) instead of "unknown" (suspicious).
+const DEFAULT_RETAIN_MS = 24 * 60 * 60 * 1000;
+
+const TOKEN_RE = /^kedge1\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/; // 16-byte id, 32-byte secret, base64url
+const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+const CREATE_HINT = 'create a new one with `kedge token create`';
+
+/** The stored record; `hash` is base64url SHA-256 of the secret. */
+interface TokenRecord {
+  hash: string;
+  namespace: string;
+  serviceAccount: string;
+  labels?: Record<string, string>;
+  uses: number;
+  used: number;
+  createdAt: number;
+  expiresAt: number;
+}
+
+const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+function invalidRequest(message: string): KedgeError {
+  return new KedgeError('KEDGE_TOKEN_INVALID_REQUEST', message);
+}
+
+// One message for "no such id" and "wrong secret", so ids cannot be probed.
+function unknownToken(): KedgeError {
+  return new KedgeError('KEDGE_TOKEN_UNKNOWN', `join token not recognised: it was never issued here, was mistyped, or was deleted; ${CREATE_HINT}`);
+}
+
+function validateBinding(b: TokenBinding): void {
+  if (!isValidName(b.namespace)) throw invalidRequest(`namespace "${b.namespace}" is not a valid name: use lowercase letters, digits, '-' and '.'`);
+  if (!isValidName(b.serviceAccount)) throw invalidRequest(`service account "${b.serviceAccount}" is not a valid name: use lowercase letters, digits, '-' and '.'`);
+  for (const [k, v] of Object.entries(b.labels ?? {})) {
+    if (!LABEL_KEY.test(k) || typeof v !== 'string' || !LABEL_VALUE.test(v)) {
+      throw invalidRequest(`label ${k}=${String(v)} is not a valid Kubernetes-style label (keys and values up to 63 characters of letters, digits, '-', '_', '.')`);
+    }
+  }
+}
+
+function parseRecord(kv: KeyValue): TokenRecord {
+  try {
+    return JSON.parse(kv.value) as TokenRecord;
+  } catch (err) {
+    throw new KedgeError('KEDGE_TOKEN_STORE_CORRUPT', `token record ${kv.key} in the store is not valid JSON; delete it and create a new token`, { cause: err });
+  }
+}
+
+/** Issues, redeems and lists join tokens kept in a Store. */
+export class TokenService {
+  private readonly clock: () => number;
+  private readonly retainMs: number;
+
+  constructor(private readonly store: Store, opts: { clock?: () => number; retainMs?: number } = {}) {
+    this.clock = opts.clock ?? Date.now;
+    this.retainMs = opts.retainMs ?? DEFAULT_RETAIN_MS;
+  }
+
+  /** Issues a token; `uses` defaults to 1. The token string is returned once and never stored. */
+  async create(binding: TokenBinding, opts: { ttlMs: number; uses?: number }): Promise<{ token: string; info: TokenInfo }> {
+    validateBinding(binding);
+    const uses = opts.uses ?? 1;
+    if (!Number.isSafeInteger(uses) || uses < 1) throw invalidRequest(`token uses must be a whole number of at least 1, got ${uses}`);
+    if (!Number.isFinite(opts.ttlMs) || opts.ttlMs <= 0) throw invalidRequest(`token TTL must be positive, got ${opts.ttlMs} ms`);
+    const id = randomBytes(16).toString('base64url');
+    const secret = randomBytes(32).toString('base64url');
+    const now = this.clock();
+    const rec: TokenRecord = {
+      hash: sha256(secret).toString('base64url'),
+      namespace: binding.namespace,
+      serviceAccount: binding.serviceAccount,
+      ...(binding.labels ? { labels: { ...binding.labels } } : {}),
+      uses,
+      used: 0,
+      createdAt: now,
+      expiresAt: now + opts.ttlMs,
+    };
+    await this.store.put(TOKEN_PREFIX + id, JSON.stringify(rec), { expectRevision: 0 });
+    return { token: `kedge1.${id}.${secret}`, info: toInfo(id, rec) };
+  }
+
+  /**
+   * Checks a token and consumes one use. The use is taken with a guarded put
+   * on the record's modRevision and retried on conflict, so N concurrent
+   * redemptions of a one-use token succeed exactly once. The loop ends: every
+   * conflict means another redemption (or a delete) got through, which uses
+   * the token up in at most `uses` rounds.
+   */
+  async redeem(token: string): Promise<TokenBinding> {
+    const m = typeof token === 'string' ? TOKEN_RE.exec(token.trim()) : null;
+    if (!m) throw new KedgeError('KEDGE_TOKEN_MALFORMED', `join token is malformed (expected kedge1.<id>.<secret>); check it was copied whole, or ${CREATE_HINT}`);
+    const [, id, secret] = m as unknown as [string, string, string];
+    const presented = sha256(secret);
+    for (;;) {
+      const kv = await this.store.get(TOKEN_PREFIX + id);
+      if (!kv) throw unknownToken();
+      const rec = parseRecord(kv);
+      const stored = Buffer.from(rec.hash, 'base64url');
+      if (stored.length !== presented.length || !timingSafeEqual(stored, presented)) throw unknownToken();
+      const now = this.clock();
+      if (now >= rec.expiresAt) {
+        await this.collect(kv, rec, now);
+        throw new KedgeError('KEDGE_TOKEN_EXPIRED', `join token ${id} expired at ${new Date(rec.expiresAt).toISOString()}; ${CREATE_HINT}`);
+      }
+      if (rec.used >= rec.uses) {
+        throw new KedgeError('KEDGE_TOKEN_USED', `join token ${id} has been used ${rec.used} of ${rec.uses} time(s) and cannot be used again; ${CREATE_HINT}`);
+      }
+      try {
+        await this.store.put(kv.key, JSON.stringify({ ...rec, used: rec.used + 1 }), { expectRevision: kv.modRevision });
+      } catch (err) {
+        if (err instanceof KedgeError && err.code === 'KEDGE_STORE_CONFLICT') continue;
+        throw err;
+      }
+      return { namespace: rec.namespace, serviceAccount: rec.serviceAccount, ...(rec.labels ? { labels: rec.labels } : {}) };
+    }
+  }
+
+  /** Every token still on record, oldest first; records past their retention are deleted here. */
+  async list(): Promise<TokenInfo[]> {
+    const { kvs } = await this.store.list(TOKEN_PREFIX);
+    const now = this.clock();
+    const out: { info: TokenInfo; createdAt: number }[] = [];
+    for (const kv of kvs) {
+      const rec = parseRecord(kv);
+      if (await this.collect(kv, rec, now)) continue;
+      out.push({ info: toInfo(kv.key.slice(TOKEN_PREFIX.length), rec), createdAt: rec.createdAt });
+    }
+    return out.sort((a, b) => a.createdAt - b.createdAt).map((e) => e.info);
+  }
+
+  // Deletes a record once it is past expiry plus retention; true when it did.
+  private async collect(kv: KeyValue, rec: TokenRecord, now: number): Promise<boolean> {
+    if (now < rec.expiresAt + this.retainMs) return false;
+    // Guarded so a record changed meanwhile is left for the next pass.
+    await this.store.delete(kv.key, { expectRevision: kv.modRevision }).catch((err: unknown) => {
+      if (!(err instanceof KedgeError && err.code === 'KEDGE_STORE_CONFLICT')) throw err;
+    });
+    return true;
+  }
+}
+
+function toInfo(id: string, rec: TokenRecord): TokenInfo {
+  return {
+    id,
+    namespace: rec.namespace,
+    serviceAccount: rec.serviceAccount,
+    usesLeft: Math.max(0, rec.uses - rec.used),
+    uses: rec.uses,
+    expiresAt: new Date(rec.expiresAt).toISOString(),
+    createdAt: new Date(rec.createdAt).toISOString(),
+  };
+}

@@ -1,0 +1,260 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { openEmbeddedStore, type EmbeddedStoreOptions, type StoreTimers } from '../../federation/store/embedded';
+import type { WatchEvent } from '../../federation/store/types';
+import { hasCode } from '../../proto/model/errors';
+import { silentLogger } from '../../proto/model/log';
+import { storeConformance, waitFor } from '../support/store-conformance';
+
+const dirs: string[] = [];
+async function tempDir(): Promise<string> {
+  const d = await fs.mkdtemp(join(tmpdir(), 'kedge-store-'));
+  dirs.push(d);
+  return d;
+}
+after(async () => {
+  await Promise.all(dirs.map((d) => fs.rm(d, { recursive: true, force: true })));
+});
+
+const open = (dir: string, extra: Partial<EmbeddedStoreOptions> = {}) => openEmbeddedStore(dir, { logger: silentLogger(), ...extra });
+
+function expectCode(code: string, ...mentions: string[]) {
+  return (err: unknown) => {
+    assert.ok(hasCode(err, code), `expected ${code}, got ${String(err)}`);
+    for (const m of mentions) assert.ok((err as Error).message.includes(m), `message "${(err as Error).message}" should mention ${m}`);
+    return true;
+  };
+}
+
+/** A pid that certainly belongs to no running process: one that has exited and been reaped. */
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', '']);
+  assert.ok(r.pid);
+  return r.pid;
+}
+
+storeConformance('embedded', async () => {
+  const dir = await tempDir();
+  const store = await open(dir);
+  return { store, cleanup: () => store.close() };
+});
+
+describe('embedded store durability', () => {
+  it('keeps durable keys across close and reopen, and the revision keeps rising', async () => {
+    const dir = await tempDir();
+    const s1 = await open(dir);
+    await s1.put('/d/a', '1');
+    const { revision: last } = await s1.put('/d/b', '2');
+    await s1.delete('/d/a');
+    await s1.close();
+
+    const s2 = await open(dir);
+    assert.equal(await s2.get('/d/a'), undefined);
+    assert.deepEqual(await s2.get('/d/b'), { key: '/d/b', value: '2', createRevision: last, modRevision: last });
+    assert.ok((await s2.list('/')).revision > last);
+    const { revision } = await s2.put('/d/c', '3');
+    assert.ok(revision > last + 1, 'the delete took a revision too');
+    await s2.close();
+  });
+
+  it('forgets leased keys on reopen but never reuses the revisions they took', async () => {
+    const dir = await tempDir();
+    const s1 = await open(dir);
+    await s1.put('/d/durable', 'x');
+    const lease = await s1.grantLease(60_000);
+    await s1.put('/agents/a', 'here', { lease });
+    await s1.put('/d/durable', 'leased now', { lease }); // the durable copy must not come back either
+    const { revision: leasedRev } = await s1.put('/agents/b', 'here', { lease });
+    await s1.close();
+
+    const s2 = await open(dir);
+    assert.deepEqual((await s2.list('/')).kvs, []);
+    const { revision } = await s2.put('/d/next', 'y');
+    assert.ok(revision > leasedRev, `revision ${revision} must be above the leased write's ${leasedRev}`);
+    await s2.close();
+  });
+
+  it('refuses a second open of a locked data dir, naming the dir and the pid', async () => {
+    const dir = await tempDir();
+    const s1 = await open(dir);
+    await assert.rejects(open(dir), expectCode('KEDGE_STORE_LOCKED', dir, String(process.pid)));
+    await s1.close();
+    const s2 = await open(dir); // released on close
+    await s2.close();
+  });
+
+  it('takes over a stale lock whose process is dead', async () => {
+    const dir = await tempDir();
+    await fs.mkdir(join(dir, 'store'), { recursive: true });
+    await fs.writeFile(join(dir, 'store', 'LOCK'), `${deadPid()}\n`);
+    const s = await open(dir);
+    assert.equal((await fs.readFile(join(dir, 'store', 'LOCK'), 'utf8')).trim(), String(process.pid));
+    await s.close();
+    await assert.rejects(fs.stat(join(dir, 'store', 'LOCK')), { code: 'ENOENT' });
+  });
+
+  it('reports a corrupt snapshot without touching it, and does not hold the lock', async () => {
+    const dir = await tempDir();
+    const s1 = await open(dir);
+    await s1.put('/d/a', '1');
+    await s1.close();
+    await (await open(dir)).close(); // reopening compacts the log into snapshot.json
+    const file = join(dir, 'store', 'snapshot.json');
+    const good = await fs.readFile(file);
+    const bad = Buffer.from(good.subarray(0, good.length - 7)); // truncated mid-document
+    await fs.writeFile(file, bad);
+    await assert.rejects(open(dir), expectCode('KEDGE_STORE_CORRUPT', file));
+    assert.deepEqual(await fs.readFile(file), bad);
+    await assert.rejects(fs.stat(join(dir, 'store', 'LOCK')), { code: 'ENOENT' });
+  });
+
+  it('reports a damaged log record without touching the log', async () => {
+    const dir = await tempDir();
+    const s1 = await open(dir);
+    await s1.put('/d/a', 'first');
+    await s1.put('/d/b', 'second');
+    await s1.close();
+    const file = join(dir, 'store', 'wal.log');
+    const bytes = await fs.readFile(file);
+    const at = bytes.indexOf('first');
+    assert.ok(at > 0);
+    bytes[at] = 'F'.charCodeAt(0); // a flipped byte inside a complete line
+    await fs.writeFile(file, bytes);
+    await assert.rejects(open(dir), expectCode('KEDGE_STORE_CORRUPT', file, 'line'));
+    assert.deepEqual(await fs.readFile(file), bytes);
+  });
+
+  it('drops a torn last log record and keeps working', async () => {
+    const dir = await tempDir();
+    const s1 = await open(dir);
+    await s1.put('/d/a', '1');
+    await s1.close();
+    await fs.appendFile(join(dir, 'store', 'wal.log'), '0badc0de {"op":"put","rev":99,"ke');
+    const s2 = await open(dir);
+    assert.equal((await s2.get('/d/a'))?.value, '1');
+    await s2.put('/d/b', '2');
+    await s2.close();
+    const s3 = await open(dir);
+    assert.deepEqual((await s3.list('/d/')).kvs.map((kv) => kv.value), ['1', '2']);
+    await s3.close();
+  });
+
+  it('snapshots when the log passes its size limit, losing nothing', async () => {
+    const dir = await tempDir();
+    const s1 = await open(dir, { compactBytes: 1024 });
+    for (let i = 0; i < 100; i++) await s1.put(`/d/${String(i).padStart(3, '0')}`, `value ${i}`);
+    const wal = await fs.stat(join(dir, 'store', 'wal.log'));
+    assert.ok(wal.size < 1200, `log was compacted (size ${wal.size})`);
+    await s1.close();
+    const s2 = await open(dir);
+    const { kvs } = await s2.list('/d/');
+    assert.equal(kvs.length, 100);
+    assert.equal(kvs[99]?.value, 'value 99');
+    await s2.close();
+  });
+
+  it('fails a watch from before the remembered history with KEDGE_STORE_COMPACTED', async () => {
+    const dir = await tempDir();
+    const s1 = await open(dir);
+    const { revision: old } = await s1.put('/d/a', '1');
+    await s1.close();
+    const s2 = await open(dir, { historyLimit: 4 });
+    const errors: Error[] = [];
+    s2.watch('/d/', { fromRevision: old - 1 }, () => assert.fail('no events expected'), (err) => errors.push(err));
+    await waitFor(() => errors.length === 1, 2000, 'the compacted error');
+    assert.ok(hasCode(errors[0], 'KEDGE_STORE_COMPACTED'));
+
+    const revs: number[] = [];
+    for (let i = 0; i < 10; i++) revs.push((await s2.put('/d/k', String(i))).revision);
+    const late: WatchEvent[] = [];
+    s2.watch('/d/', { fromRevision: revs[1]! }, () => assert.fail('no events expected'), (err) => errors.push(err));
+    s2.watch('/d/', { fromRevision: revs[7]! }, (ev) => late.push(...ev));
+    await waitFor(() => errors.length === 2 && late.length === 2, 2000, 'one compacted error and two replayed events');
+    assert.ok(hasCode(errors[1], 'KEDGE_STORE_COMPACTED'));
+    await s2.close();
+  });
+
+  it('expires leases by the injected clock and timers', async () => {
+    let now = 1_000_000;
+    let tick: (() => void) | undefined;
+    const timers: StoreTimers = { setInterval: (fn) => (tick = fn), clearInterval: () => (tick = undefined) };
+    const s = await open(await tempDir(), { clock: () => now, timers });
+    const lease = await s.grantLease(10_000);
+    await s.put('/agents/a', 'x', { lease });
+    now += 9_999;
+    tick!();
+    assert.equal(await s.keepAlive(lease), true); // renewed until now + 10 s
+    now += 10_000;
+    tick!();
+    await waitFor(async () => (await s.get('/agents/a')) === undefined, 2000, 'the expired key to go');
+    assert.equal(await s.keepAlive(lease), false);
+    await s.close();
+    assert.equal(tick, undefined, 'close stops the timer');
+  });
+
+  it('keeps every write a SIGKILLed writer reported as done, over repeated crashes', { timeout: 60_000 }, async () => {
+    const dir = await tempDir();
+    const acked = new Map<string, string>();
+    // Each round starts a writer on the same dir (taking over the dead one's
+    // lock and log) and kills it mid-stream; a kill only sometimes lands in
+    // the window between an append and its acknowledgement, so do it thrice.
+    for (let round = 0; round < 3; round++) {
+      for (const [key, value] of await crashWriter(dir, round)) acked.set(key, value);
+      const s = await open(dir);
+      const stored = new Map((await s.list('/crash/')).kvs.map((kv) => [kv.key, kv.value]));
+      for (const [key, value] of acked) assert.equal(stored.get(key), value, `acknowledged write ${key} survived`);
+      assert.deepEqual((await s.list('/agents/')).kvs, [], 'leased keys do not survive');
+      await s.close();
+    }
+  });
+});
+
+/**
+ * Runs a child process that writes keys with four concurrent writers,
+ * printing each key after its put resolved, and SIGKILLs it after 300 such
+ * acknowledgements. Returns what it acknowledged.
+ */
+async function crashWriter(dir: string, round: number): Promise<Map<string, string>> {
+  const storeJs = join(__dirname, '../../federation/store/embedded.js');
+  const logJs = join(__dirname, '../../proto/model/log.js');
+  const script = `
+    const { openEmbeddedStore } = require(${JSON.stringify(storeJs)});
+    const { silentLogger } = require(${JSON.stringify(logJs)});
+    (async () => {
+      const store = await openEmbeddedStore(${JSON.stringify(dir)}, { logger: silentLogger() });
+      const lease = await store.grantLease(60000);
+      let next = 0;
+      const writer = async () => {
+        for (;;) {
+          const n = next++;
+          const key = '/crash/${round}/' + n;
+          await store.put(key, 'value-' + n);
+          process.stdout.write(key + ' value-' + n + '\\n');
+          if (n % 10 === 0) await store.put('/agents/' + n, 'x', { lease });
+        }
+      };
+      await Promise.all([writer(), writer(), writer(), writer()]);
+    })();`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const acked = new Map<string, string>();
+  let buf = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (chunk: string) => {
+    buf += chunk;
+    const lines = buf.split('\n');
+    buf = lines.pop()!;
+    for (const line of lines) {
+      const [key, value] = line.split(' ') as [string, string];
+      acked.set(key, value);
+    }
+    if (acked.size >= 300 && !child.killed) child.kill('SIGKILL');
+  });
+  const [code, signal] = await new Promise<[number | null, string | null]>((res) => child.on('close', (c, s) => res([c, s])));
+  assert.equal(signal, 'SIGKILL', `writer exited on its own (code ${code})`);
+  assert.ok(acked.size >= 300);
+  return acked;
+}
