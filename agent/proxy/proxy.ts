@@ -1,0 +1,173 @@
+// The agent's data path as one object: the inbound mTLS listener and the
+// explicit upstream listeners, sharing one identity, one snapshot and one
+// set of counters. Control work (rotation, snapshot swaps) only replaces
+// references; connections read whatever is current when they are accepted.
+import type { AddressInfo, Server, Socket } from 'node:net';
+import { type HostPort, formatHostPort } from '../../proto/model/address';
+import { KedgeError } from '../../proto/model/errors';
+import type { Logger } from '../../proto/model/log';
+import { InboundListener } from './inbound';
+import { DirectionCounters, type ProxyStats } from './stats';
+import { SessionCache, buildIdentityContexts } from './tls';
+import type { LocalTarget, ProxySnapshot, TlsIdentity, UpstreamSpec } from './types';
+import { type ClientTls, UpstreamListener } from './upstream';
+
+export type { ConnectionCounters, ProxyStats } from './stats';
+
+/** Covers TCP connect and TLS handshake to one endpoint; a slower endpoint is skipped for the next one. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
+/** How long close() lets open connections finish before destroying them. */
+export const DEFAULT_DRAIN_MS = 2_000;
+
+/** How the agent configures its proxy. */
+export interface ProxyOptions {
+  inboundListen: HostPort;
+  targets: readonly LocalTarget[];
+  upstreams: readonly UpstreamSpec[];
+  identity: TlsIdentity;
+  logger: Logger;
+  connectTimeoutMs?: number;
+}
+
+const EMPTY_SNAPSHOT: ProxySnapshot = Object.freeze({ version: '', services: new Map() });
+
+// Listen failures operators hit, with what to check.
+const LISTEN_HINTS: Record<string, string> = {
+  EADDRINUSE: 'another process (maybe another Kedge agent) already listens there',
+  EACCES: 'ports below 1024 need CAP_NET_BIND_SERVICE',
+  EADDRNOTAVAIL: 'the address is not assigned to any interface of this host',
+};
+
+function listen(server: Server, at: HostPort, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      const code = err.code ?? 'error';
+      const hint = LISTEN_HINTS[code] ?? 'check the address in the agent configuration';
+      reject(new KedgeError('KEDGE_LISTEN_FAILED', `${what} cannot listen on ${formatHostPort(at)} (${code}): ${hint}`, { cause: err }));
+    };
+    server.once('error', onError);
+    server.listen(at.port, at.host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/** Stops accepting; resolves once the server's accepted connections are gone (or it was not listening). */
+function stopListening(server: Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+function addressOf(server: Server): HostPort {
+  const a = server.address() as AddressInfo | null;
+  if (a === null) throw new KedgeError('KEDGE_NOT_LISTENING', 'the proxy is not listening; call start() first');
+  return { host: a.address, port: a.port };
+}
+
+/** The agent's proxy: inbound mTLS listener plus explicit upstream listeners. */
+export class Proxy {
+  private current: ProxySnapshot = EMPTY_SNAPSHOT;
+  private clientTls: ClientTls;
+  private readonly inbound: InboundListener;
+  private readonly upstreams: UpstreamListener[];
+  private readonly inboundStats = new DirectionCounters();
+  private readonly outboundStats = new DirectionCounters();
+  private readonly logger: Logger;
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly opts: ProxyOptions) {
+    this.logger = opts.logger.child({ component: 'proxy' });
+    const contexts = buildIdentityContexts(opts.identity);
+    this.clientTls = { contexts, sessions: new SessionCache() };
+    this.inbound = new InboundListener(contexts, opts.targets, this.logger.child({ listener: 'inbound' }), this.inboundStats);
+    const deps = {
+      snapshot: () => this.current,
+      clientTls: () => this.clientTls,
+      logger: this.logger.child({ listener: 'upstream' }),
+      stats: this.outboundStats,
+      connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    };
+    this.upstreams = opts.upstreams.map((spec) => new UpstreamListener(spec, deps));
+  }
+
+  /** Binds the inbound listener and every upstream; on any failure closes what was bound and rejects with KEDGE_LISTEN_FAILED. */
+  async start(): Promise<void> {
+    const binds: Array<[Server, HostPort, string]> = [
+      [this.inbound.server, this.opts.inboundListen, 'inbound listener'],
+      ...this.upstreams.map((u): [Server, HostPort, string] => [u.server, u.spec.listen, `upstream listener for ${u.spec.service}:${u.spec.port}`]),
+    ];
+    const results = await Promise.allSettled(binds.map(([server, at, what]) => listen(server, at, what)));
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure !== undefined) {
+      await Promise.all(binds.map(([server], i) => (results[i]?.status === 'fulfilled' ? stopListening(server) : undefined)));
+      throw failure.reason;
+    }
+    this.logger.info({ inbound: formatHostPort(this.inboundAddress()), upstreams: this.upstreamAddresses().map(formatHostPort) }, 'proxy listening');
+  }
+
+  /** Rotates the certificate: new connections, both directions, use `id`; open connections continue undisturbed. Throws KEDGE_TLS_IDENTITY_INVALID and keeps the old identity if `id` does not load. */
+  setIdentity(id: TlsIdentity): void {
+    const contexts = buildIdentityContexts(id);
+    this.inbound.setIdentity(contexts);
+    // Fresh sessions: a resumed session would keep the old client
+    // certificate and a server chain checked against the old trust bundle.
+    this.clientTls = { contexts, sessions: new SessionCache() };
+    this.logger.info({ spiffeId: id.spiffeId, serial: id.serial, notAfter: id.notAfter.toISOString() }, 'proxy identity rotated');
+  }
+
+  /** Swaps the mesh view in one step; connections accepted afterwards use it. */
+  setSnapshot(s: ProxySnapshot): void {
+    this.current = s;
+  }
+
+  snapshot(): ProxySnapshot {
+    return this.current;
+  }
+
+  /** Replaces the local targets behind the inbound listener. */
+  setTargets(targets: readonly LocalTarget[]): void {
+    this.inbound.setTargets(targets);
+  }
+
+  inboundAddress(): HostPort {
+    return addressOf(this.inbound.server);
+  }
+
+  upstreamAddresses(): HostPort[] {
+    return this.upstreams.map((u) => addressOf(u.server));
+  }
+
+  /** A copy of the counters. */
+  stats(): ProxyStats {
+    const i = this.inboundStats.snapshot();
+    const o = this.outboundStats.snapshot();
+    return {
+      inbound: { ...i.totals, byPeer: i.by, failures: i.failures },
+      outbound: { ...o.totals, byEndpoint: o.by, failures: o.failures },
+    };
+  }
+
+  /** Stops listening, lets open connections finish for up to `drainMs`, then destroys the rest. Idempotent. */
+  close(drainMs = DEFAULT_DRAIN_MS): Promise<void> {
+    this.closing ??= this.shutdown(drainMs);
+    return this.closing;
+  }
+
+  private async shutdown(drainMs: number): Promise<void> {
+    const servers = [this.inbound.server, ...this.upstreams.map((u) => u.server)];
+    const stopped = Promise.all(servers.map(stopListening));
+    const sets = [this.inbound.sockets, ...this.upstreams.map((u) => u.sockets)];
+    const open = (): number => sets.reduce((n, s) => n + s.size, 0);
+    // Polling only runs during shutdown; it keeps the hot path free of
+    // per-connection idle callbacks.
+    const deadline = performance.now() + drainMs;
+    while (open() > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const left = open();
+    if (left > 0) {
+      this.logger.warn({ sockets: left, drainMs }, 'proxy drain timed out; destroying open connections');
+      for (const set of sets) for (const s of [...set] as Socket[]) s.destroy();
+    }
+    await stopped;
+    this.logger.info({}, 'proxy closed');
+  }
+}
