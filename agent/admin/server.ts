@@ -1,0 +1,97 @@
+// The agent's admin endpoint (localhost): GET /config (services and
+// endpoints held, with the acked version), GET /certs (identity and trust
+// bundle), GET /stats (proxy counters), GET /healthz/ready.
+import * as http from 'node:http';
+import { X509Certificate } from 'node:crypto';
+import type { Service__Output } from '../../proto/loader';
+import { KedgeError, errorMessage } from '../../proto/model/errors';
+import { HostPort, formatHostPort } from '../../proto/model/address';
+import { formatLocality } from '../../proto/model/locality';
+import type { TlsIdentity } from '../proxy/types';
+import type { SessionStatus } from '../registration/session';
+
+/** What the admin endpoint reads from the agent. */
+export interface AdminDeps {
+  identity: () => TlsIdentity | undefined;
+  services: () => ReadonlyMap<string, Service__Output>;
+  session: () => SessionStatus | undefined;
+  stats: () => unknown;
+  ready: () => boolean;
+}
+
+/** Starts the admin server; rejects with KEDGE_LISTEN_FAILED when the address is taken. */
+export async function startAdmin(listen: HostPort, deps: AdminDeps): Promise<{ address: HostPort; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    const send = (status: number, body: unknown) => {
+      const text = JSON.stringify(body, null, 2);
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(text);
+    };
+    try {
+      if (req.method !== 'GET') return send(405, { code: 'KEDGE_METHOD', message: 'the admin endpoint is read-only; use GET' });
+      switch (new URL(req.url ?? '/', 'http://x').pathname) {
+        case '/config':
+          return send(200, configDump(deps));
+        case '/certs':
+          return send(200, certsDump(deps.identity()));
+        case '/stats':
+          return send(200, deps.stats());
+        case '/healthz/ready':
+          return deps.ready() ? send(200, { status: 'ready' }) : send(503, { status: 'not ready' });
+        default:
+          return send(404, { code: 'KEDGE_NOT_FOUND', message: 'try /config, /certs, /stats or /healthz/ready' });
+      }
+    } catch (err) {
+      send(500, { code: 'KEDGE_INTERNAL', message: errorMessage(err) });
+    }
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once('error', (err) => reject(new KedgeError('KEDGE_LISTEN_FAILED', `cannot listen for admin on ${formatHostPort(listen)}: ${errorMessage(err)}; set admin.listen to a free address`, { cause: err })));
+    server.listen(listen.port, listen.host, () => resolve((server.address() as { port: number }).port));
+  });
+  return {
+    address: { host: listen.host, port },
+    close: () => new Promise((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }),
+  };
+}
+
+function configDump(deps: AdminDeps) {
+  const session = deps.session();
+  return {
+    version: session?.ackedVersion ?? '',
+    federation: session,
+    services: [...deps.services().values()].map((s) => ({
+      key: s.key,
+      hostname: s.hostname,
+      vip: s.vip,
+      version: s.version,
+      ports: s.ports,
+      endpoints: s.endpoints.map((e) => ({
+        address: e.address,
+        mtlsPort: e.mtlsPort,
+        identity: e.identity,
+        workload: e.workload,
+        health: e.health,
+        locality: formatLocality(e.locality),
+        network: e.network,
+        cluster: e.cluster,
+      })),
+    })),
+  };
+}
+
+function certsDump(id: TlsIdentity | undefined) {
+  if (!id) return { spiffeId: null };
+  const leaf = new X509Certificate(id.certChainPem);
+  return {
+    spiffeId: id.spiffeId,
+    serial: id.serial,
+    notBefore: new Date(leaf.validFrom).toISOString(),
+    notAfter: id.notAfter.toISOString(),
+    chainPem: id.certChainPem,
+    trustBundlePem: id.trustBundlePem,
+  };
+}

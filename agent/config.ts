@@ -1,0 +1,198 @@
+// Agent configuration: loaded once from YAML, validated into a frozen
+// object, defaults in one table. A bad file names the file and the field and
+// the agent exits before binding anything.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import YAML from 'yaml';
+import { KedgeError } from '../proto/model/errors';
+import { HostPort, parseHostPort } from '../proto/model/address';
+import { LocalityParts, parseLocality } from '../proto/model/locality';
+import { isDnsLabel, parseServiceKey, serviceKey } from '../proto/model/service';
+import { isValidName, isValidTrustDomain } from '../proto/model/spiffe';
+import { Doc, deepFreeze } from '../proto/model/validate';
+import { parseDuration } from '../proto/model/duration';
+
+/** Defaults for every optional agent setting, in one place. */
+export const AGENT_DEFAULTS = Object.freeze({
+  inboundListen: '0.0.0.0:15006',
+  adminListen: '127.0.0.1:15000',
+  network: '',
+  protocol: 'tcp',
+  appHost: '127.0.0.1',
+  dataDir: '/var/lib/kedge/agent',
+  trustDomain: '',
+  connectTimeout: '5s',
+});
+
+const PROTOCOLS = ['tcp', 'http', 'http2', 'grpc', 'tls'] as const;
+
+/** A port a local service exposes through the mesh. */
+export interface ServicePortConfig {
+  name: string;
+  port: number;
+  targetPort: number;
+  protocol: string;
+}
+
+/** A service this workload serves. */
+export interface ServiceConfig {
+  name: string;
+  ports: readonly ServicePortConfig[];
+}
+
+/** An explicit upstream: a local listener forwarding to a mesh service. */
+export interface UpstreamConfig {
+  service: string;
+  port: number;
+  listen: HostPort;
+}
+
+/** The validated, frozen agent configuration. */
+export interface AgentConfig {
+  file: string;
+  federation: {
+    addresses: readonly HostPort[];
+    rootCertFile: string;
+    tokenFile: string | undefined;
+    /** Expected trust domain of the federation's SPIFFE ID; '' accepts the one its pinned root vouches for. */
+    trustDomain: string;
+  };
+  workload: {
+    name: string;
+    namespace: string;
+    serviceAccount: string;
+    /** undefined: detect from the host's interfaces. */
+    address: string | undefined;
+    locality: LocalityParts;
+    network: string;
+    labels: Readonly<Record<string, string>>;
+  };
+  services: readonly ServiceConfig[];
+  upstreams: readonly UpstreamConfig[];
+  proxy: { inboundListen: HostPort; appHost: string; connectTimeoutMs: number };
+  admin: { listen: HostPort };
+  dataDir: string;
+  /** The raw `capture:` block, validated by agent/capture when capture is used. */
+  captureDoc: Doc;
+}
+
+const TOP = ['federation', 'workload', 'services', 'upstreams', 'proxy', 'admin', 'dataDir', 'capture'] as const;
+
+/** Reads and validates an agent config file. */
+export function loadAgentConfig(file: string): AgentConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new KedgeError('KEDGE_BAD_CONFIG', `cannot read agent config ${file}: ${(err as NodeJS.ErrnoException).code ?? err}; pass --config FILE`, { cause: err });
+  }
+  return parseAgentConfig(text, file);
+}
+
+/** Parses agent config text; `file` names the source in errors and anchors relative paths. */
+export function parseAgentConfig(text: string, file: string): AgentConfig {
+  let value: unknown;
+  try {
+    value = YAML.parse(text);
+  } catch (err) {
+    throw new KedgeError('KEDGE_BAD_CONFIG', `${file}: not valid YAML: ${(err as Error).message}`, { cause: err });
+  }
+  const base = path.dirname(path.resolve(file));
+  const rel = (p: string) => path.resolve(base, p);
+  const doc = new Doc(file, value).object(TOP);
+
+  const fed = doc.at('federation').object(['address', 'rootCert', 'tokenFile', 'trustDomain']);
+  const addrDoc = fed.at('address');
+  const addresses = Array.isArray(addrDoc.value)
+    ? addrDoc.list().map((d) => d.parse((s) => parseHostPort(s, 'address')))
+    : [addrDoc.parse((s) => parseHostPort(s, 'address'))];
+  if (addresses.length === 0) addrDoc.fail('must name at least one federation address');
+  const trustDomain = fed.at('trustDomain').optionalString() ?? AGENT_DEFAULTS.trustDomain;
+  if (trustDomain && !isValidTrustDomain(trustDomain)) fed.at('trustDomain').fail(`invalid trust domain "${trustDomain}"`);
+
+  const wl = doc.at('workload').object(['name', 'namespace', 'serviceAccount', 'address', 'locality', 'network', 'labels']);
+  const name = nameField(wl.at('name'));
+  const namespace = nameField(wl.at('namespace'));
+  const serviceAccount = nameField(wl.at('serviceAccount'));
+  const address = wl.at('address').optionalString();
+  if (address !== undefined && !/^[0-9a-fA-F:.]+$/.test(address)) wl.at('address').fail(`"${address}" is not an IP address`);
+
+  const services = doc.at('services').list().map((s) => {
+    s.object(['name', 'ports']);
+    const sname = s.at('name').string();
+    if (!isDnsLabel(sname)) s.at('name').fail(`"${sname}" is not a valid service name (lowercase letters, digits and '-', at most 63)`);
+    const ports = s.at('ports').list().map((p) => {
+      p.object(['name', 'port', 'targetPort', 'protocol']);
+      const port = p.at('port').port();
+      const protocol = p.at('protocol').string(AGENT_DEFAULTS.protocol);
+      if (!(PROTOCOLS as readonly string[]).includes(protocol)) p.at('protocol').fail(`must be one of ${PROTOCOLS.join(', ')}`);
+      return { name: p.at('name').string(`port-${port}`), port, targetPort: p.at('targetPort').port(port), protocol };
+    });
+    if (ports.length === 0) s.at('ports').fail('a service needs at least one port');
+    const seen = new Set<number>();
+    for (const [i, p] of ports.entries()) {
+      if (seen.has(p.port)) s.at('ports').at(i).at('port').fail(`port ${p.port} is listed twice`);
+      seen.add(p.port);
+    }
+    return { name: sname, ports };
+  });
+  const svcNames = new Set<string>();
+  for (const [i, s] of services.entries()) {
+    if (svcNames.has(s.name)) doc.at('services').at(i).at('name').fail(`service "${s.name}" is listed twice`);
+    svcNames.add(s.name);
+  }
+  // Two services of one workload cannot share a service port: the inbound
+  // listener routes on the SNI's port and hostname, but the app behind it is
+  // reached by targetPort alone.
+
+  const upstreams = doc.at('upstreams').list().map((u) => {
+    u.object(['service', 'port', 'listen']);
+    const service = serviceKey(u.at('service').parse((s) => parseServiceKey(s)));
+    return { service, port: u.at('port').port(), listen: u.at('listen').parse((s) => parseHostPort(s, 'listen')) };
+  });
+  const listens = new Set<string>();
+  for (const [i, u] of upstreams.entries()) {
+    const k = `${u.listen.host}:${u.listen.port}`;
+    if (listens.has(k)) doc.at('upstreams').at(i).at('listen').fail(`${k} is used by two upstreams`);
+    listens.add(k);
+  }
+
+  const proxy = doc.at('proxy').optionalObject(['inboundListen', 'appHost', 'connectTimeout']) ?? doc.at('proxy');
+  const admin = doc.at('admin').optionalObject(['listen']) ?? doc.at('admin');
+  const tokenFile = fed.at('tokenFile').optionalString();
+
+  return deepFreeze({
+    file,
+    federation: {
+      addresses,
+      rootCertFile: rel(fed.at('rootCert').string()),
+      tokenFile: tokenFile === undefined ? undefined : rel(tokenFile),
+      trustDomain,
+    },
+    workload: {
+      name,
+      namespace,
+      serviceAccount,
+      address,
+      locality: wl.at('locality').isMissing() ? parseLocality('') : wl.at('locality').parse(parseLocality),
+      network: wl.at('network').optionalString() ?? AGENT_DEFAULTS.network,
+      labels: wl.at('labels').stringMap(),
+    },
+    services,
+    upstreams,
+    proxy: {
+      inboundListen: proxy.at('inboundListen').parse((s) => parseHostPort(s, 'inboundListen'), AGENT_DEFAULTS.inboundListen),
+      appHost: proxy.at('appHost').string(AGENT_DEFAULTS.appHost),
+      connectTimeoutMs: proxy.at('connectTimeout').parse((s) => parseDuration(s, 'connectTimeout'), AGENT_DEFAULTS.connectTimeout),
+    },
+    admin: { listen: admin.at('listen').parse((s) => parseHostPort(s, 'listen'), AGENT_DEFAULTS.adminListen) },
+    dataDir: rel(doc.at('dataDir').string(AGENT_DEFAULTS.dataDir)),
+    captureDoc: doc.at('capture'),
+  });
+}
+
+function nameField(d: Doc): string {
+  const v = d.string();
+  if (!isValidName(v)) d.fail(`"${v}" is not a valid name (lowercase letters, digits, '-' and '.')`);
+  return v;
+}

@@ -1,0 +1,146 @@
+// The agent's mesh identity: loaded from the data dir, or obtained once with
+// the join token; renewed at 50–70% of its lifetime over mTLS with the
+// current certificate; rotated into the proxy without dropping connections.
+import * as fs from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { KedgeError, errorMessage } from '../../proto/model/errors';
+import type { Logger } from '../../proto/model/log';
+import type { TlsIdentity } from '../proxy/types';
+import { FederationTarget, callAnyFederation, isTransient, signOnce } from '../registration/client';
+import { generateKeyAndCsr, parseCertChain } from './csr';
+import { expiryWarning, renewalDelayMs, retryDelayMs } from './refresh';
+import { loadIdentity, saveIdentity, toTlsIdentity } from './store';
+
+/** Options for the identity manager; clock and random are injectable for tests. */
+export interface IdentityManagerOptions {
+  dataDir: string;
+  tokenFile: string | undefined;
+  federation: FederationTarget;
+  logger: Logger;
+  clock?: () => number;
+  random?: () => number;
+}
+
+/** Owns the workload certificate; emits 'rotated' with the new TlsIdentity. */
+export class IdentityManager extends EventEmitter {
+  private identity: TlsIdentity | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private readonly clock: () => number;
+  private readonly random: () => number;
+
+  constructor(private readonly opts: IdentityManagerOptions) {
+    super();
+    this.clock = opts.clock ?? Date.now;
+    this.random = opts.random ?? Math.random;
+  }
+
+  current(): TlsIdentity {
+    if (!this.identity) throw new KedgeError('KEDGE_NO_IDENTITY', 'the agent has no certificate yet');
+    return this.identity;
+  }
+
+  /**
+   * Returns a usable identity: the saved one when still valid, otherwise a new
+   * one from the join token. Waits (with backoff, logging) while the
+   * federation is unreachable; throws on a refused token, which is fatal.
+   */
+  async ensure(): Promise<TlsIdentity> {
+    const saved = loadIdentity(this.opts.dataDir);
+    if (saved && saved.notAfter.getTime() > this.clock()) {
+      this.identity = saved;
+      this.opts.logger.info({ spiffeId: saved.spiffeId, serial: saved.serial, notAfter: saved.notAfter.toISOString() }, 'loaded saved identity');
+      return saved;
+    }
+    if (saved) this.opts.logger.warn({ notAfter: saved.notAfter.toISOString() }, 'saved certificate has expired; joining again with the token');
+    const token = this.readToken();
+    let attempt = 0;
+    for (;;) {
+      try {
+        const id = await this.requestIdentity(token, undefined);
+        this.identity = id;
+        this.opts.logger.info({ spiffeId: id.spiffeId, serial: id.serial, notAfter: id.notAfter.toISOString() }, 'joined the mesh');
+        return id;
+      } catch (err) {
+        if (!isTransient(err) || this.stopped) throw err;
+        const delay = Math.min(30_000, 500 * 2 ** Math.min(attempt++, 6)) * (0.5 + this.random());
+        this.opts.logger.warn({ err: errorMessage(err), retryInMs: Math.round(delay) }, 'federation unreachable; will retry');
+        await sleep(delay);
+      }
+    }
+  }
+
+  /** Starts the renewal loop. */
+  startRenewal(): void {
+    this.schedule(renewalDelayMs({ notBefore: this.notBefore(), notAfter: this.current().notAfter, now: new Date(this.clock()), random: this.random() }), 0);
+  }
+
+  /** Renews now (also used by tests); resolves with the new identity. */
+  async renew(): Promise<TlsIdentity> {
+    const id = await this.requestIdentity('', this.current());
+    if (id.spiffeId !== this.current().spiffeId) {
+      throw new KedgeError('KEDGE_IDENTITY_CHANGED', `renewal returned ${id.spiffeId}, not ${this.current().spiffeId}`);
+    }
+    this.identity = id;
+    this.opts.logger.info({ spiffeId: id.spiffeId, serial: id.serial, notAfter: id.notAfter.toISOString() }, 'certificate renewed');
+    this.emit('rotated', id);
+    return id;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  private schedule(delayMs: number, attempt: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.renew()
+        .then((id) => this.schedule(renewalDelayMs({ notBefore: this.notBefore(), notAfter: id.notAfter, now: new Date(this.clock()), random: this.random() }), 0))
+        .catch((err) => {
+          const notAfter = this.current().notAfter;
+          const state = expiryWarning({ notBefore: this.notBefore(), notAfter, now: new Date(this.clock()) });
+          const retry = retryDelayMs(attempt, { notAfter, now: new Date(this.clock()), random: this.random() });
+          const fields = { err: errorMessage(err), notAfter: notAfter.toISOString(), retryInMs: retry };
+          // Keep serving with the old certificate; grow louder as expiry nears.
+          if (state === 'ok') this.opts.logger.warn(fields, 'certificate renewal failed; keeping the current one');
+          else this.opts.logger.error(fields, state === 'expired' ? 'certificate has EXPIRED and renewal keeps failing' : 'certificate expires soon and renewal keeps failing');
+          this.schedule(retry, attempt + 1);
+        });
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  private notBefore(): Date {
+    return parseCertChain(this.current().certChainPem).notBefore;
+  }
+
+  private readToken(): string {
+    const file = this.opts.tokenFile;
+    if (!file) {
+      throw new KedgeError('KEDGE_NO_TOKEN', `no saved identity in ${this.opts.dataDir} and no federation.tokenFile in the config: create a token with "kedge token create" and set federation.tokenFile`);
+    }
+    let token: string;
+    try {
+      token = fs.readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new KedgeError('KEDGE_NO_TOKEN', `cannot read the join token file ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`, { cause: err });
+    }
+    if (!token) throw new KedgeError('KEDGE_NO_TOKEN', `the join token file ${file} is empty`);
+    return token;
+  }
+
+  private async requestIdentity(token: string, current: TlsIdentity | undefined): Promise<TlsIdentity> {
+    const { keyPem, csrPem } = await generateKeyAndCsr();
+    const res = await callAnyFederation(this.opts.federation, current, (client) => signOnce(client, csrPem, token));
+    const id = toTlsIdentity(keyPem, res.certChainPem.join(''), res.trustBundlePem.join(''));
+    if (id.spiffeId !== res.spiffeId) throw new KedgeError('KEDGE_BAD_CERT', `federation said ${res.spiffeId} but the certificate names ${id.spiffeId}`);
+    saveIdentity(this.opts.dataDir, id);
+    return id;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}

@@ -1,0 +1,134 @@
+// The agent supervisor: identity, proxy, registration and admin, wired
+// together. Configuration was validated before this runs; nothing here binds
+// a port until the identity is in hand.
+import * as fs from 'node:fs';
+import type { Register, Service__Output } from '../proto/loader';
+import { KedgeError, errorMessage } from '../proto/model/errors';
+import type { Logger } from '../proto/model/log';
+import { formatHostPort } from '../proto/model/address';
+import { serviceHostname } from '../proto/model/service';
+import type { AgentConfig } from './config';
+import { collectHostFacts, detectWorkloadAddress } from './host';
+import { IdentityManager } from './identity/manager';
+import { Proxy } from './proxy/proxy';
+import type { LocalTarget } from './proxy/types';
+import { RegistrationSession } from './registration/session';
+import { toProxySnapshot } from './registration/updates';
+import { startAdmin } from './admin/server';
+import type { FederationTarget } from './registration/client';
+
+/** The agent's version, reported at registration. */
+export const AGENT_VERSION = '0.1.0';
+
+/** A running agent. */
+export interface RunningAgent {
+  proxy: Proxy;
+  identity: IdentityManager;
+  session: RegistrationSession;
+  /** Graceful stop: Goodbye to the federation, drain, close. */
+  stop(): Promise<void>;
+}
+
+/** Local app targets behind the inbound listener, from the configured services. */
+export function localTargets(config: AgentConfig): LocalTarget[] {
+  return config.services.flatMap((s) =>
+    s.ports.map((p) => ({
+      hostname: serviceHostname({ name: s.name, namespace: config.workload.namespace }),
+      servicePort: p.port,
+      host: config.proxy.appHost,
+      targetPort: p.targetPort,
+    })),
+  );
+}
+
+/** Starts an agent from a validated config. */
+export async function runAgent(config: AgentConfig, logger: Logger): Promise<RunningAgent> {
+  let rootCertPem: string;
+  try {
+    rootCertPem = fs.readFileSync(config.federation.rootCertFile, 'utf8');
+  } catch (err) {
+    throw new KedgeError('KEDGE_BAD_CONFIG', `${config.file}: federation.rootCert: cannot read ${config.federation.rootCertFile}: ${(err as NodeJS.ErrnoException).code ?? err}; copy the federation's DATA_DIR/root-cert.pem here`, { cause: err });
+  }
+  if (!rootCertPem.includes('BEGIN CERTIFICATE')) {
+    throw new KedgeError('KEDGE_BAD_CONFIG', `${config.file}: federation.rootCert: ${config.federation.rootCertFile} holds no PEM certificate`);
+  }
+  const target: FederationTarget = { addresses: config.federation.addresses, rootCertPem, trustDomain: config.federation.trustDomain };
+
+  const [host, detected] = await Promise.all([collectHostFacts(), config.workload.address ? Promise.resolve(config.workload.address) : detectWorkloadAddress()]);
+  const address = config.workload.address ?? detected;
+  if (!address) throw new KedgeError('KEDGE_NO_ADDRESS', `${config.file}: workload.address is not set and no address could be detected on this host; set it`);
+
+  const identity = new IdentityManager({ dataDir: config.dataDir, tokenFile: config.federation.tokenFile, federation: target, logger: logger.child({ component: 'identity' }) });
+  const id = await identity.ensure();
+  const expected = `/ns/${config.workload.namespace}/sa/${config.workload.serviceAccount}`;
+  if (!id.spiffeId.endsWith(expected)) {
+    throw new KedgeError('KEDGE_IDENTITY_MISMATCH', `${config.file}: workload is ${config.workload.namespace}/${config.workload.serviceAccount} but the agent's certificate is ${id.spiffeId}; fix the config or rejoin with a token for that identity`);
+  }
+
+  const proxy = new Proxy({
+    inboundListen: config.proxy.inboundListen,
+    targets: localTargets(config),
+    upstreams: config.upstreams,
+    identity: id,
+    logger,
+    connectTimeoutMs: config.proxy.connectTimeoutMs,
+  });
+  await proxy.start();
+  identity.on('rotated', (next) => proxy.setIdentity(next));
+  identity.startRenewal();
+
+  const register = (): Register => ({
+    workload: {
+      name: config.workload.name,
+      namespace: config.workload.namespace,
+      serviceAccount: config.workload.serviceAccount,
+      address,
+      locality: config.workload.locality,
+      network: config.workload.network,
+      labels: { ...config.workload.labels },
+      inboundPort: proxy.inboundAddress().port,
+    },
+    services: config.services.map((s) => ({ name: s.name, namespace: config.workload.namespace, ports: s.ports.map((p) => ({ ...p })) })),
+    host,
+    subscriptions: [...new Set(config.upstreams.map((u) => u.service))],
+    agentVersion: AGENT_VERSION,
+  });
+  const session = new RegistrationSession({
+    target,
+    identity: () => identity.current(),
+    register,
+    onServices: (services: ReadonlyMap<string, Service__Output>, version: string) => proxy.setSnapshot(toProxySnapshot(services, version)),
+    logger: logger.child({ component: 'registration' }),
+  });
+  session.start();
+
+  const admin = await startAdmin(config.admin.listen, {
+    identity: () => identity.current(),
+    services: () => session.currentServices(),
+    session: () => session.status(),
+    stats: () => proxy.stats(),
+    ready: () => session.status().connects > 0,
+  }).catch(async (err) => {
+    await session.stop();
+    identity.stop();
+    await proxy.close();
+    throw err;
+  });
+  logger.info({ spiffeId: id.spiffeId, inbound: formatHostPort(proxy.inboundAddress()), upstreams: proxy.upstreamAddresses().map(formatHostPort), admin: formatHostPort(admin.address) }, 'agent started');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    proxy,
+    identity,
+    session,
+    stop: () => {
+      stopping ??= (async () => {
+        identity.stop();
+        await session.stop().catch((err) => logger.warn({ err: errorMessage(err) }, 'goodbye failed'));
+        await Promise.all([proxy.close(), admin.close()]);
+        logger.info('agent stopped');
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,153 @@
+// The agent's Connect stream: registers, keeps subscriptions, applies and
+// acks pushed updates, and reconnects with jittered backoff (addresses tried
+// in order) whenever the federation goes away. The proxy keeps its last
+// snapshot meanwhile, so traffic does not depend on the federation being up.
+import type * as grpc from '@grpc/grpc-js';
+import type { AgentMessage, FederationMessage__Output, Register, Service__Output } from '../../proto/loader';
+import { errorMessage } from '../../proto/model/errors';
+import type { Logger } from '../../proto/model/log';
+import { formatHostPort } from '../../proto/model/address';
+import { fromGrpcError } from '../../federation/api/status';
+import type { TlsIdentity } from '../proxy/types';
+import { FederationTarget, federationClient } from './client';
+import { applyUpdate } from './updates';
+
+/** What the session reports to the admin endpoint. */
+export interface SessionStatus {
+  connected: boolean;
+  address: string | undefined;
+  replica: string | undefined;
+  agentId: string | undefined;
+  ackedVersion: string;
+  lastError: string | undefined;
+  connects: number;
+}
+
+/** Options for the Connect session. */
+export interface SessionOptions {
+  target: FederationTarget;
+  identity: () => TlsIdentity;
+  register: () => Register;
+  /** Called with the agent's services after an accepted update. */
+  onServices: (services: ReadonlyMap<string, Service__Output>, version: string) => void;
+  logger: Logger;
+  random?: () => number;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+/** The long-lived registration with the federation. */
+export class RegistrationSession {
+  private call: grpc.ClientDuplexStream<AgentMessage, FederationMessage__Output> | undefined;
+  private client: { close(): void } | undefined;
+  private services = new Map<string, Service__Output>();
+  private stopped = false;
+  private attempt = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly state: SessionStatus = { connected: false, address: undefined, replica: undefined, agentId: undefined, ackedVersion: '', lastError: undefined, connects: 0 };
+
+  constructor(private readonly opts: SessionOptions) {}
+
+  start(): void {
+    this.connect(0);
+  }
+
+  status(): SessionStatus {
+    return { ...this.state };
+  }
+
+  /** Current services as last accepted. */
+  currentServices(): ReadonlyMap<string, Service__Output> {
+    return this.services;
+  }
+
+  /** Adds subscriptions on the live stream (they are also part of every Register). */
+  subscribe(add: string[]): void {
+    this.send({ subscribe: { add, remove: [] } });
+  }
+
+  /**
+   * Graceful stop: says Goodbye so the federation removes this agent's
+   * endpoints at once, waits briefly for the stream to close, then stops.
+   */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const call = this.call;
+    if (call && this.state.connected) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 2_000);
+        call.on('status', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        call.on('error', () => undefined);
+        call.write({ goodbye: { reason: 'agent stopping' } });
+        call.end();
+      });
+    }
+    call?.cancel();
+    this.client?.close();
+  }
+
+  private send(msg: AgentMessage): void {
+    if (this.call && this.state.connected) this.call.write(msg);
+  }
+
+  private connect(index: number): void {
+    if (this.stopped) return;
+    const { target, logger } = this.opts;
+    const address = target.addresses[index % target.addresses.length]!;
+    const addr = formatHostPort(address);
+    const identity = this.opts.identity();
+    const client = federationClient(address, target.rootCertPem, identity, target.trustDomain);
+    this.client = client;
+    const call = client.Connect();
+    this.call = call;
+    let registered = false;
+    let done = false;
+
+    call.on('data', (msg: FederationMessage__Output) => {
+      if (msg.msg === 'registered' && msg.registered) {
+        registered = true;
+        this.attempt = 0;
+        Object.assign(this.state, { connected: true, address: addr, replica: msg.registered.replica, agentId: msg.registered.agentId, lastError: undefined });
+        this.state.connects += 1;
+        logger.info({ federation: addr, replica: msg.registered.replica, agentId: msg.registered.agentId }, 'registered with the federation');
+      } else if (msg.msg === 'update' && msg.update) {
+        const applied = applyUpdate(this.services, msg.update);
+        this.services = applied.services;
+        this.opts.onServices(this.services, msg.update.nonce);
+        const errorDetail = applied.rejected.join('; ');
+        if (errorDetail) logger.warn({ nonce: msg.update.nonce, rejected: applied.rejected }, 'rejected part of an update (NACK)');
+        else this.state.ackedVersion = msg.update.nonce;
+        call.write({ ack: { nonce: msg.update.nonce, errorDetail } });
+      }
+    });
+    const lost = (err: unknown) => {
+      if (done) return;
+      done = true;
+      this.state.connected = false;
+      client.close();
+      if (this.stopped) return;
+      const e = err ? fromGrpcError(err) : undefined;
+      this.state.lastError = e?.message ?? 'stream ended';
+      // After a working session start again from the first address; after a
+      // failed attempt try the next one, backing off once per full round.
+      const next = registered ? 0 : index + 1;
+      const round = next % target.addresses.length === 0;
+      const base = this.opts.minBackoffMs ?? 500;
+      const delay = round ? Math.min(this.opts.maxBackoffMs ?? 5_000, base * 2 ** Math.min(this.attempt++, 5)) * (0.5 + (this.opts.random ?? Math.random)()) : 0;
+      logger.warn({ federation: addr, err: this.state.lastError, code: e?.code, retryInMs: Math.round(delay) }, registered ? 'lost the federation; reconnecting' : 'cannot reach the federation; retrying');
+      this.retryTimer = setTimeout(() => this.connect(next), delay);
+    };
+    call.on('error', (err) => lost(err));
+    call.on('end', () => lost(undefined));
+    try {
+      call.write({ register: this.opts.register() });
+    } catch (err) {
+      logger.error({ err: errorMessage(err) }, 'cannot send Register');
+      lost(err);
+    }
+  }
+}

@@ -1,0 +1,64 @@
+// Applies the federation's per-service updates to the agent's state in two
+// phases: every service is checked off to the side (a malformed one rejects
+// only itself and is NACKed), then the proxy snapshot is rebuilt and swapped
+// once. Pure.
+import { isIP } from 'node:net';
+import type { Service__Output, ServiceUpdate__Output } from '../../proto/loader';
+import { parseSpiffeId } from '../../proto/model/spiffe';
+import type { ProxySnapshot, ServiceView } from '../proxy/types';
+
+/** The result of applying one update. */
+export interface AppliedUpdate {
+  services: Map<string, Service__Output>;
+  /** One line per rejected service; empty means ACK. */
+  rejected: string[];
+}
+
+/** Why a pushed service cannot be used, or undefined when it can. */
+export function checkService(s: Service__Output): string | undefined {
+  if (!s.key || s.key !== `${s.name}.${s.namespace}`) return `service key "${s.key}" does not match ${s.name}.${s.namespace}`;
+  if (!s.hostname) return `service ${s.key} has no hostname`;
+  for (const e of s.endpoints) {
+    if (isIP(e.address) === 0) return `service ${s.key}: endpoint address "${e.address}" is not an IP`;
+    if (e.meshed) {
+      if (!(e.mtlsPort >= 1 && e.mtlsPort <= 65535)) return `service ${s.key}: endpoint ${e.address} has mTLS port ${e.mtlsPort}`;
+      if (!parseSpiffeId(e.identity)) return `service ${s.key}: endpoint ${e.address} has no valid SPIFFE identity`;
+    }
+  }
+  return undefined;
+}
+
+/** Applies an update to the current services. */
+export function applyUpdate(current: ReadonlyMap<string, Service__Output>, update: ServiceUpdate__Output): AppliedUpdate {
+  const services = new Map(current);
+  const rejected: string[] = [];
+  for (const s of update.services) {
+    const why = checkService(s);
+    if (why) rejected.push(why);
+    else services.set(s.key, s);
+  }
+  for (const key of update.removed) services.delete(key);
+  return { services, rejected };
+}
+
+/** Converts the agent's services into the proxy's immutable snapshot. */
+export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, version: string): ProxySnapshot {
+  const out = new Map<string, ServiceView>();
+  for (const s of services.values()) {
+    out.set(s.key, Object.freeze({
+      key: s.key,
+      hostname: s.hostname,
+      vip: s.vip,
+      version: s.version,
+      ports: Object.freeze(s.ports.map((p) => Object.freeze({ name: p.name, port: p.port, protocol: p.protocol }))),
+      // Only meshed endpoints are reachable over mTLS from here; plaintext
+      // endpoints arrive with transparent capture (a later issue).
+      endpoints: Object.freeze(
+        s.endpoints
+          .filter((e) => e.meshed)
+          .map((e) => Object.freeze({ address: e.address, mtlsPort: e.mtlsPort, identity: e.identity, workload: e.workload, healthy: e.health !== 'UNHEALTHY' })),
+      ),
+    }));
+  }
+  return Object.freeze({ version, services: out });
+}

@@ -1,0 +1,61 @@
+// The kedge CLI entry: dispatches subcommands, nothing else.
+import { KedgeError, errorMessage } from '../proto/model/errors';
+
+const HELP = `kedge — a service mesh for VMs, bare-metal hosts and Kubernetes clusters
+
+commands:
+  kedge federation [--config FILE] [--data-dir DIR] [--listen-grpc H:P] [--listen-http H:P] ...
+  kedge agent --config FILE
+  kedge token create --namespace NS --service-account SA [--ttl 1h] [--uses 1]
+  kedge get services|workloads|endpoints [NAME] [-o table|json]
+  kedge capture install|remove|show [--dry-run] [--config FILE]
+  kedge demo [--base-dir DIR]
+  kedge version
+
+admin commands take --federation http://HOST:PORT and --admin-token-file FILE.
+`;
+
+type Command = (argv: string[]) => Promise<number>;
+
+const print = (f: (argv: string[]) => Promise<string>): Command => async (argv) => {
+  process.stdout.write(await f(argv));
+  return 0;
+};
+
+const COMMANDS: Record<string, () => Command> = {
+  federation: () => require('../cli/federation').runFederationCommand,
+  agent: () => require('../cli/agent').runAgentCommand,
+  token: () => print(require('../cli/token').runToken),
+  get: () => print(require('../cli/get').runGet),
+  capture: () => require('../cli/capture').runCapture,
+  demo: () => require('../cli/demo').runDemo,
+  version: () => async () => {
+    process.stdout.write(`kedge ${require('../../package.json').version}\n`);
+    return 0;
+  },
+  help: () => async () => {
+    process.stdout.write(HELP);
+    return 0;
+  },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  const command = name === undefined || name === '--help' || name === '-h' ? COMMANDS.help : COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`kedge: unknown command "${name}"\n\n${HELP}`);
+    return 2;
+  }
+  return command()(rest);
+}
+
+main(process.argv.slice(2)).then(
+  // Exit explicitly: a stopped daemon may still hold idle handles (gRPC
+  // channels, timers) that would otherwise keep the process alive.
+  (code) => process.exit(code),
+  (err: unknown) => {
+    const code = err instanceof KedgeError ? err.code : 'KEDGE_INTERNAL';
+    process.stderr.write(`kedge: ${errorMessage(err)} [${code}]\n`);
+    process.exit(code === 'KEDGE_USAGE' ? 2 : 1);
+  },
+);

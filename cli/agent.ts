@@ -1,0 +1,21 @@
+// `kedge agent --config FILE`: runs the host agent until signalled.
+import { KedgeError } from '../proto/model/errors';
+import { createLogger } from '../proto/model/log';
+import { loadAgentConfig } from '../agent/config';
+import { runAgent } from '../agent/main';
+import { parseFlags } from './args';
+import { runUntilSignal } from './daemon';
+
+const USAGE = 'kedge agent --config FILE';
+
+/** Runs the agent; returns the exit code. */
+export async function runAgentCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, { config: { type: 'string', short: 'c' }, mode: { type: 'string', default: 'sidecar' } }, USAGE);
+  if (!values.config || positionals.length) throw new KedgeError('KEDGE_USAGE', `usage: ${USAGE}`);
+  if (values.mode !== 'sidecar') throw new KedgeError('KEDGE_USAGE', `--mode ${values.mode}: only "sidecar" exists so far`);
+  // Validate everything before anything is bound or contacted.
+  const config = loadAgentConfig(values.config);
+  const logger = createLogger('kedge-agent', { workload: `${config.workload.namespace}/${config.workload.name}` });
+  const agent = await runAgent(config, logger);
+  return runUntilSignal(() => agent.stop(), logger);
+}

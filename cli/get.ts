@@ -1,0 +1,80 @@
+// `kedge get services|workloads|endpoints [NAME] [-o table|json]`.
+import { KedgeError } from '../proto/model/errors';
+import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
+import { parseFlags } from './args';
+import { renderTable } from './table';
+
+const USAGE = 'kedge get services|workloads|endpoints [NAME] [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+
+/** A service row as the API returns it. */
+export interface ServiceRow {
+  key: string;
+  hostname: string;
+  vip: string;
+  ports: { name: string; port: number; protocol: string }[];
+  endpoints: number;
+  healthy: number;
+  warnings: string[];
+}
+
+/** An endpoint row as the API returns it. */
+export interface EndpointRow {
+  service: string;
+  address: string;
+  mtlsPort: number;
+  ports: { name: string; port: number }[];
+  workload: string;
+  identity: string;
+  health: string;
+  locality: string;
+  cluster: string;
+  network: string;
+}
+
+/** A workload row as the API returns it. */
+export interface WorkloadRow {
+  name: string;
+  namespace: string;
+  identity: string;
+  address: string;
+  locality: string;
+  network: string;
+  services: string[];
+  replica: string;
+  connectedAt: string;
+  ackedVersion?: string;
+}
+
+/** Table renderers per resource kind; golden-tested. */
+export const TABLES = {
+  services: (rows: ServiceRow[]) =>
+    renderTable(
+      ['name', 'hostname', 'ports', 'endpoints', 'warnings'],
+      rows.map((s) => [s.key, s.hostname, s.ports.map((p) => `${p.port}/${p.protocol}`).join(','), `${s.healthy}/${s.endpoints}`, String(s.warnings.length)]),
+    ),
+  endpoints: (rows: EndpointRow[]) =>
+    renderTable(
+      ['service', 'endpoint', 'health', 'workload', 'locality', 'network', 'cluster', 'identity'],
+      rows.map((e) => [e.service, `${e.address}:${e.mtlsPort}`, e.health, e.workload, e.locality || '-', e.network || '-', e.cluster || '-', e.identity || '-']),
+    ),
+  workloads: (rows: WorkloadRow[]) =>
+    renderTable(
+      ['namespace', 'name', 'address', 'services', 'locality', 'network', 'replica', 'identity'],
+      rows.map((w) => [w.namespace, w.name, w.address, w.services.join(',') || '-', w.locality || '-', w.network || '-', w.replica, w.identity]),
+    ),
+} as const;
+
+/** Runs `kedge get`; returns the text to print. */
+export async function runGet(argv: string[]): Promise<string> {
+  const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, output: { type: 'string', short: 'o', default: 'table' } }, USAGE);
+  const [kind, name, ...extra] = positionals;
+  if (!kind || !(kind in TABLES) || extra.length > 0) throw new KedgeError('KEDGE_USAGE', `usage: ${USAGE}`);
+  if (values.output !== 'table' && values.output !== 'json') throw new KedgeError('KEDGE_USAGE', `-o ${values.output}: use table or json`);
+  const target = resolveAdminTarget(values);
+  let route = `/api/v1/${kind}`;
+  if (name) route += kind === 'workloads' ? `/${name.includes('/') ? name.split('/').map(encodeURIComponent).join('/') : `default/${encodeURIComponent(name)}`}` : `/${encodeURIComponent(name)}`;
+  const result = await apiRequest<unknown>(target, 'GET', route);
+  if (values.output === 'json') return `${JSON.stringify(result, null, 2)}\n`;
+  const rows = (Array.isArray(result) ? result : [result]) as never[];
+  return TABLES[kind as keyof typeof TABLES](rows);
+}

@@ -1,0 +1,200 @@
+// The agent-facing gRPC service: Sign (CSR -> certificate chain) and Connect
+// (registration, subscriptions, pushed updates, acks).
+import * as grpc from '@grpc/grpc-js';
+import { X509Certificate } from 'node:crypto';
+import type { AgentMessage__Output, FederationHandlers, FederationMessage, SignRequest__Output, SignResponse } from '../../proto/loader';
+import { KedgeError, errorMessage } from '../../proto/model/errors';
+import type { Logger } from '../../proto/model/log';
+import { formatSpiffeId } from '../../proto/model/spiffe';
+import type { CertificateAuthority } from '../ca';
+import { inspectCsr } from '../ca';
+import type { TokenService } from '../tokens/tokens';
+import type { AgentRegistry, Registration } from '../sources/agents';
+import type { MeshView, AgentRecord } from '../mesh/types';
+import { PushSession, PushStatus } from '../push/session';
+import { authenticatePeer } from './peer';
+import { recordFromRegister } from './register';
+import { toGrpcError } from './status';
+
+/** Largest CSR accepted; a 2048- or 4096-bit RSA CSR is 1–2 KB. */
+export const MAX_CSR_BYTES = 16 * 1024;
+/** How long a new stream may take to send its Register. */
+export const REGISTER_TIMEOUT_MS = 10_000;
+
+/** A connected agent's stream on this replica. */
+export interface ConnectedAgent {
+  id: string;
+  identity: string;
+  connectedAt: string;
+  lastContact: string;
+  push: PushSession;
+}
+
+/** What the gRPC service needs from the rest of the federation. */
+export interface GrpcDeps {
+  trustDomain: string;
+  replica: string;
+  ca: () => CertificateAuthority;
+  /** Certificates that sign workload certs (peer certs must chain to one). */
+  issuers: () => X509Certificate[];
+  tokens: TokenService;
+  registry: AgentRegistry;
+  view: () => MeshView;
+  logger: Logger;
+  clock?: () => number;
+}
+
+/** Implements the Federation service; `connected` lists this replica's streams. */
+export class FederationService {
+  readonly connected = new Map<string, ConnectedAgent>();
+  private readonly clock: () => number;
+
+  constructor(private readonly deps: GrpcDeps) {
+    this.clock = deps.clock ?? Date.now;
+  }
+
+  handlers(): FederationHandlers {
+    return {
+      Sign: (call, cb) => {
+        this.sign(call.request, call)
+          .then((res) => cb(null, res))
+          .catch((err) => {
+            this.deps.logger.warn({ err: errorMessage(err), code: (err as KedgeError).code }, 'Sign refused');
+            cb(toGrpcError(err) as grpc.ServiceError);
+          });
+      },
+      Connect: (call) => this.connect(call),
+    };
+  }
+
+  /** Pushes the current view to every connected agent (after the debounce). */
+  pushAll(view: MeshView): void {
+    for (const c of this.connected.values()) c.push.push(view);
+  }
+
+  statuses(): (Omit<ConnectedAgent, 'push'> & { push: PushStatus })[] {
+    return [...this.connected.values()].map((c) => ({ ...c, push: c.push.status() }));
+  }
+
+  private async sign(req: SignRequest__Output, call: grpc.ServerUnaryCall<SignRequest__Output, SignResponse>): Promise<SignResponse> {
+    const { deps } = this;
+    if (req.csrPem.length > MAX_CSR_BYTES) {
+      throw new KedgeError('KEDGE_BAD_CSR', `CSR is ${req.csrPem.length} bytes; the limit is ${MAX_CSR_BYTES}`);
+    }
+    // Validate the CSR before consuming a token use, so a broken CSR costs nothing.
+    inspectCsr(req.csrPem);
+    let spiffeId: string;
+    if (req.joinToken) {
+      const binding = await deps.tokens.redeem(req.joinToken);
+      spiffeId = formatSpiffeId({ trustDomain: deps.trustDomain, namespace: binding.namespace, serviceAccount: binding.serviceAccount });
+    } else {
+      spiffeId = authenticatePeer(call, deps.issuers(), deps.trustDomain, this.clock());
+    }
+    const ca = deps.ca();
+    const signed = ca.signCsr(req.csrPem, spiffeId);
+    deps.logger.info({ spiffeId, serial: signed.serial, notAfter: signed.notAfter.toISOString(), via: req.joinToken ? 'token' : 'mtls' }, 'signed workload certificate');
+    return { certChainPem: signed.chainPem, trustBundlePem: ca.trustBundle(), spiffeId };
+  }
+
+  private connect(call: grpc.ServerDuplexStream<AgentMessage__Output, FederationMessage>): void {
+    const { deps } = this;
+    const log = deps.logger;
+    let identity: string;
+    try {
+      identity = authenticatePeer(call, deps.issuers(), deps.trustDomain, this.clock());
+    } catch (err) {
+      call.emit('error', toGrpcError(err));
+      call.end();
+      return;
+    }
+    let registration: Registration | undefined;
+    let record: AgentRecord | undefined;
+    let conn: ConnectedAgent | undefined;
+    let ended = false;
+    const registerTimer = setTimeout(() => fail(new KedgeError('KEDGE_BAD_REQUEST', `no Register within ${REGISTER_TIMEOUT_MS} ms of connecting`)), REGISTER_TIMEOUT_MS);
+    registerTimer.unref();
+
+    const cleanup = () => {
+      if (ended) return;
+      ended = true;
+      clearTimeout(registerTimer);
+      registration?.abandon();
+      if (conn && this.connected.get(conn.id) === conn) this.connected.delete(conn.id);
+    };
+    const fail = (err: unknown) => {
+      if (ended) return;
+      log.warn({ identity, err: errorMessage(err) }, 'closing agent stream');
+      cleanup();
+      call.emit('error', toGrpcError(err));
+      call.end();
+    };
+    call.on('cancelled', () => {
+      if (!ended) log.info({ agent: conn?.id, identity }, 'agent stream lost; endpoints kept for the grace period');
+      cleanup();
+    });
+    call.on('error', () => cleanup());
+    call.on('end', () => {
+      if (!ended) call.end();
+      cleanup();
+    });
+
+    let queue = Promise.resolve();
+    call.on('data', (msg: AgentMessage__Output) => {
+      // Messages are handled in order: a Subscribe right after Register must
+      // not overtake the registration write.
+      queue = queue.then(() => handle(msg)).catch(fail);
+    });
+
+    const handle = async (msg: AgentMessage__Output) => {
+      if (ended) return;
+      const now = this.clock();
+      if (conn) conn.lastContact = new Date(now).toISOString();
+      switch (msg.msg) {
+        case 'register': {
+          if (registration) throw new KedgeError('KEDGE_BAD_REQUEST', 'Register sent twice on one stream');
+          clearTimeout(registerTimer);
+          record = recordFromRegister(msg.register!, identity, deps.replica, new Date(now));
+          registration = await deps.registry.register(record);
+          if (ended) {
+            registration.abandon();
+            return;
+          }
+          const push = new PushSession((u) => call.write({ update: u }), this.clock);
+          conn = { id: record.id, identity, connectedAt: record.connectedAt, lastContact: record.connectedAt, push };
+          this.connected.set(record.id, conn);
+          call.write({ registered: { agentId: record.id, replica: deps.replica, spiffeId: identity } });
+          push.subscribe(msg.register!.subscriptions, []);
+          push.push(deps.view());
+          log.info({ agent: record.id, identity, address: record.workload.address, services: record.services.map((s) => s.name) }, 'agent registered');
+          return;
+        }
+        case 'goodbye':
+          if (registration) await registration.remove();
+          log.info({ agent: conn?.id, reason: msg.goodbye?.reason }, 'agent left; endpoints removed');
+          registration = undefined;
+          cleanup();
+          call.end();
+          return;
+      }
+      if (!conn || !record || !registration) throw new KedgeError('KEDGE_BAD_REQUEST', `expected Register first, got ${msg.msg ?? 'an empty message'}`);
+      switch (msg.msg) {
+        case 'subscribe':
+          if (conn.push.subscribe(msg.subscribe!.add, msg.subscribe!.remove)) conn.push.push(deps.view());
+          return;
+        case 'ack':
+          conn.push.ack(msg.ack!.nonce, msg.ack!.errorDetail);
+          if (msg.ack!.errorDetail) log.warn({ agent: conn.id, nonce: msg.ack!.nonce, detail: msg.ack!.errorDetail }, 'agent rejected an update (NACK)');
+          return;
+        case 'health': {
+          const health = { ...record.health };
+          for (const h of msg.health!.services) health[h.service] = { healthy: h.healthy, detail: h.detail };
+          record = { ...record, health };
+          await registration.update(record);
+          return;
+        }
+        default:
+          throw new KedgeError('KEDGE_BAD_REQUEST', `unknown agent message ${String(msg.msg)}`);
+      }
+    };
+  }
+}

@@ -1,0 +1,190 @@
+// The federation's HTTP JSON API for the CLI, authenticated with the admin
+// token (bearer), plus unauthenticated /healthz and /readyz.
+import * as http from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { KedgeError, errorMessage } from '../../proto/model/errors';
+import type { Logger } from '../../proto/model/log';
+import { parseDuration } from '../../proto/model/duration';
+import type { TokenService } from '../tokens/tokens';
+import type { AgentRecord, MeshView } from '../mesh/types';
+import { formatLocality } from '../../proto/model/locality';
+import { parseServiceKey, serviceKey } from '../../proto/model/service';
+import type { FederationService } from './grpc';
+
+/** Largest request body the API reads. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+/** What the HTTP API reads from the federation. */
+export interface HttpDeps {
+  adminToken: string;
+  tokens: TokenService;
+  view: () => MeshView;
+  agents: () => AgentRecord[];
+  grpc: FederationService;
+  replica: string;
+  trustDomain: string;
+  ready: () => boolean;
+  logger: Logger;
+}
+
+type Handler = (req: http.IncomingMessage, body: unknown, params: string[]) => Promise<unknown> | unknown;
+
+class HttpError extends Error {
+  constructor(readonly status: number, readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+/** Creates the API server (not yet listening). */
+export function createHttpApi(deps: HttpDeps): http.Server {
+  const tokenDigest = createHash('sha256').update(deps.adminToken).digest();
+  const routes: [string, RegExp, Handler][] = [
+    ['GET', /^\/api\/v1\/services$/, () => [...deps.view().services.values()].map(serviceSummary)],
+    ['GET', /^\/api\/v1\/services\/([^/]+)$/, (_r, _b, [key]) => serviceSummary(findService(deps.view(), key!))],
+    ['GET', /^\/api\/v1\/endpoints$/, () => [...deps.view().services.values()].flatMap(endpointRows)],
+    ['GET', /^\/api\/v1\/endpoints\/([^/]+)$/, (_r, _b, [key]) => endpointRows(findService(deps.view(), key!))],
+    ['GET', /^\/api\/v1\/workloads$/, () => workloadRows(deps)],
+    ['GET', /^\/api\/v1\/workloads\/([^/]+)\/([^/]+)$/, (_r, _b, [ns, name]) => {
+      const row = workloadRows(deps).find((w) => w.namespace === ns && w.name === name);
+      if (!row) throw new HttpError(404, 'KEDGE_NOT_FOUND', `no workload ${ns}/${name} is registered`);
+      return row;
+    }],
+    ['GET', /^\/api\/v1\/tokens$/, () => deps.tokens.list()],
+    ['POST', /^\/api\/v1\/tokens$/, (_r, body) => createToken(deps, body)],
+  ];
+
+  return http.createServer((req, res) => {
+    const send = (status: number, payload: unknown) => {
+      const text = JSON.stringify(payload, null, 2);
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+    };
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/healthz') return send(200, { status: 'ok' });
+    if (url.pathname === '/readyz') return deps.ready() ? send(200, { status: 'ready' }) : send(503, { status: 'not ready' });
+    const route = routes.find(([m, re]) => m === req.method && re.test(url.pathname));
+    if (!route) return send(404, { code: 'KEDGE_NOT_FOUND', message: `no API route ${req.method} ${url.pathname}` });
+    if (!authorized(req.headers.authorization, tokenDigest)) {
+      return send(401, { code: 'KEDGE_UNAUTHORIZED', message: 'missing or wrong admin token: pass --admin-token-file DATA_DIR/admin-token' });
+    }
+    readBody(req)
+      .then((body) => route[2](req, body, (route[1].exec(url.pathname) ?? []).slice(1).map(decodeURIComponent)))
+      .then((result) => send(200, result))
+      .catch((err) => {
+        if (err instanceof HttpError) return send(err.status, { code: err.code, message: err.message });
+        if (err instanceof KedgeError) return send(400, { code: err.code, message: err.message });
+        deps.logger.error({ err: errorMessage(err), path: url.pathname }, 'API request failed');
+        send(500, { code: 'KEDGE_INTERNAL', message: errorMessage(err) });
+      });
+  });
+}
+
+function authorized(header: string | undefined, digest: Buffer): boolean {
+  const m = /^Bearer (.+)$/.exec(header ?? '');
+  if (!m) return false;
+  return timingSafeEqual(createHash('sha256').update(m[1]!.trim()).digest(), digest);
+}
+
+function readBody(req: http.IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new HttpError(413, 'KEDGE_TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('error', reject);
+    req.on('end', () => {
+      if (size === 0) return resolve(undefined);
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch {
+        reject(new HttpError(400, 'KEDGE_BAD_JSON', 'request body is not valid JSON'));
+      }
+    });
+  });
+}
+
+function findService(view: MeshView, key: string) {
+  let k: string;
+  try {
+    k = serviceKey(parseServiceKey(key));
+  } catch (err) {
+    throw new HttpError(400, 'KEDGE_BAD_SERVICE', errorMessage(err));
+  }
+  const svc = view.services.get(k);
+  if (!svc) throw new HttpError(404, 'KEDGE_NOT_FOUND', `no service ${k} in the mesh`);
+  return svc;
+}
+
+function serviceSummary(svc: ReturnType<typeof findService>) {
+  return {
+    key: svc.key,
+    name: svc.name,
+    namespace: svc.namespace,
+    hostname: svc.hostname,
+    vip: svc.vip,
+    ports: svc.ports,
+    endpoints: svc.endpoints.length,
+    healthy: svc.endpoints.filter((e) => e.health === 'HEALTHY').length,
+    version: svc.version,
+    warnings: svc.warnings,
+  };
+}
+
+function endpointRows(svc: ReturnType<typeof findService>) {
+  return svc.endpoints.map((e) => ({
+    service: svc.key,
+    address: e.address,
+    ports: e.ports,
+    mtlsPort: e.mtlsPort,
+    workload: e.workload,
+    identity: e.identity,
+    health: e.health,
+    locality: formatLocality(e.locality),
+    cluster: e.cluster,
+    network: e.network,
+    meshed: e.meshed,
+    labels: e.labels,
+  }));
+}
+
+function workloadRows(deps: HttpDeps) {
+  const local = new Map(deps.grpc.statuses().map((s) => [s.id, s]));
+  return deps.agents().map((a) => {
+    const conn = local.get(a.id);
+    return {
+      name: a.workload.name,
+      namespace: a.workload.namespace,
+      identity: a.identity,
+      address: a.workload.address,
+      locality: formatLocality(a.workload.locality),
+      network: a.workload.network,
+      labels: a.workload.labels,
+      services: a.services.map((s) => s.name),
+      replica: a.replica,
+      connectedAt: a.connectedAt,
+      lastContact: conn?.lastContact,
+      ackedVersion: conn?.push.ackedNonce,
+      subscriptions: conn?.push.subscriptions,
+      host: a.host,
+    };
+  });
+}
+
+async function createToken(deps: HttpDeps, body: unknown) {
+  const b = (body ?? {}) as Record<string, unknown>;
+  if (typeof b.namespace !== 'string' || typeof b.serviceAccount !== 'string') {
+    throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'namespace and serviceAccount are required strings');
+  }
+  const ttlMs = parseDuration((b.ttl as string | undefined) ?? '1h', 'token ttl');
+  const uses = b.uses === undefined ? 1 : Number(b.uses);
+  const { token, info } = await deps.tokens.create({ namespace: b.namespace, serviceAccount: b.serviceAccount }, { ttlMs, uses });
+  deps.logger.info({ tokenId: info.id, namespace: info.namespace, serviceAccount: info.serviceAccount, uses, expiresAt: info.expiresAt }, 'join token created');
+  return { token, ...info, spiffeId: `spiffe://${deps.trustDomain}/ns/${info.namespace}/sa/${info.serviceAccount}` };
+}

@@ -1,0 +1,124 @@
+// Federation configuration: command-line flags over an optional YAML file
+// (--config), validated once into a frozen object with defaults in one table.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import YAML from 'yaml';
+import { KedgeError } from '../proto/model/errors';
+import { HostPort, parseHostPort } from '../proto/model/address';
+import { parseDuration } from '../proto/model/duration';
+import { isValidTrustDomain } from '../proto/model/spiffe';
+import { Doc, deepFreeze } from '../proto/model/validate';
+
+/** Defaults for every optional federation setting, in one place. */
+export const FEDERATION_DEFAULTS = Object.freeze({
+  dataDir: '/var/lib/kedge/federation',
+  listenGrpc: '0.0.0.0:15012',
+  listenHttp: '0.0.0.0:15014',
+  trustDomain: 'cluster.local',
+  workloadCertTtl: '24h',
+  gracePeriod: '10s',
+  pushDebounce: '100ms',
+});
+
+/** The validated, frozen federation configuration. */
+export interface FederationConfig {
+  dataDir: string;
+  listenGrpc: HostPort;
+  listenHttp: HostPort;
+  trustDomain: string;
+  workloadCertTtlMs: number;
+  /** How long a disconnected agent's endpoints stay before removal. */
+  gracePeriodMs: number;
+  pushDebounceMs: number;
+  caCertFile: string | undefined;
+  caKeyFile: string | undefined;
+  /** Name of this replica in `kedge status` (default: hostname:grpc-port). */
+  replica: string;
+}
+
+/** The flag names `kedge federation` accepts, mapped to YAML keys. */
+export const FEDERATION_FLAGS = {
+  'data-dir': 'dataDir',
+  'listen-grpc': 'listenGrpc',
+  'listen-http': 'listenHttp',
+  'trust-domain': 'trustDomain',
+  'workload-cert-ttl': 'workloadCertTtl',
+  'grace-period': 'gracePeriod',
+  'push-debounce': 'pushDebounce',
+  'ca-cert': 'caCert',
+  'ca-key': 'caKey',
+  replica: 'replica',
+} as const;
+
+const YAML_KEYS = Object.values(FEDERATION_FLAGS) as readonly string[];
+
+/**
+ * Builds the configuration from flags (already parsed, by flag name) and the
+ * YAML file they may name with `config`. Flags win over the file.
+ */
+export function resolveFederationConfig(flags: Readonly<Record<string, string | undefined>>, hostname: string): FederationConfig {
+  let fileValues: Record<string, unknown> = {};
+  let source = 'command line';
+  let base = process.cwd();
+  const configFile = flags.config;
+  if (configFile) {
+    source = configFile;
+    base = path.dirname(path.resolve(configFile));
+    let text: string;
+    try {
+      text = fs.readFileSync(configFile, 'utf8');
+    } catch (err) {
+      throw new KedgeError('KEDGE_BAD_CONFIG', `cannot read federation config ${configFile}: ${(err as NodeJS.ErrnoException).code ?? err}`, { cause: err });
+    }
+    let parsed: unknown;
+    try {
+      parsed = YAML.parse(text);
+    } catch (err) {
+      throw new KedgeError('KEDGE_BAD_CONFIG', `${configFile}: not valid YAML: ${(err as Error).message}`, { cause: err });
+    }
+    fileValues = (new Doc(configFile, parsed ?? {}).object(YAML_KEYS).value as Record<string, unknown>);
+  }
+  const merged: Record<string, unknown> = { ...fileValues };
+  const fromFlag = new Set<string>();
+  for (const [flag, key] of Object.entries(FEDERATION_FLAGS)) {
+    const v = flags[flag];
+    if (v !== undefined) {
+      merged[key] = v;
+      fromFlag.add(key);
+    }
+  }
+  // Errors name the flag when the value came from one, the file's field otherwise.
+  const at = (key: string) => {
+    const d = new Doc(source, merged).at(key);
+    return fromFlag.has(key) ? new Doc('command line', d.value, `--${flagOf(key)}`) : d;
+  };
+  // Relative paths resolve against the file that named them, or the working directory for flags.
+  const relKey = (key: string, p: string | undefined) => (p === undefined ? undefined : path.resolve(fromFlag.has(key) ? process.cwd() : base, p));
+
+  const trustDomain = at('trustDomain').string(FEDERATION_DEFAULTS.trustDomain);
+  if (!isValidTrustDomain(trustDomain)) at('trustDomain').fail(`invalid trust domain "${trustDomain}": use lowercase letters, digits, '-', '.' and '_'`);
+  const listenGrpc = at('listenGrpc').parse((s) => parseHostPort(s, 'listenGrpc'), FEDERATION_DEFAULTS.listenGrpc);
+  const caCertFile = relKey('caCert', at('caCert').optionalString());
+  const caKeyFile = relKey('caKey', at('caKey').optionalString());
+  if ((caCertFile === undefined) !== (caKeyFile === undefined)) {
+    at(caCertFile === undefined ? 'caCert' : 'caKey').fail('--ca-cert and --ca-key go together: give both files of the plug-in intermediate, or neither');
+  }
+  const ttl = at('workloadCertTtl').parse((s) => parseDuration(s, 'workload certificate TTL'), FEDERATION_DEFAULTS.workloadCertTtl);
+  if (ttl < 10_000) at('workloadCertTtl').fail('must be at least 10s');
+  return deepFreeze({
+    dataDir: relKey('dataDir', at('dataDir').string(FEDERATION_DEFAULTS.dataDir)) as string,
+    listenGrpc,
+    listenHttp: at('listenHttp').parse((s) => parseHostPort(s, 'listenHttp'), FEDERATION_DEFAULTS.listenHttp),
+    trustDomain,
+    workloadCertTtlMs: ttl,
+    gracePeriodMs: at('gracePeriod').parse((s) => parseDuration(s, 'grace period'), FEDERATION_DEFAULTS.gracePeriod),
+    pushDebounceMs: at('pushDebounce').parse((s) => parseDuration(s, 'push debounce'), FEDERATION_DEFAULTS.pushDebounce),
+    caCertFile,
+    caKeyFile,
+    replica: at('replica').string(`${hostname}:${listenGrpc.port}`),
+  });
+}
+
+function flagOf(key: string): string {
+  return Object.entries(FEDERATION_FLAGS).find(([, k]) => k === key)?.[0] ?? key;
+}

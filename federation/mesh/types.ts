@@ -1,0 +1,40 @@
+// The federation's merged view of the mesh, in the wire shapes agents receive.
+import type { Service__Output, Endpoint__Output, ServicePort__Output, HostFacts__Output } from '../../proto/loader';
+import type { LocalityParts } from '../../proto/model/locality';
+
+/** A service with every field set, as pushed to agents. */
+export type MeshService = Service__Output;
+/** An endpoint with every field set. */
+export type MeshEndpoint = Endpoint__Output;
+/** A service port with every field set. */
+export type MeshServicePort = ServicePort__Output;
+
+/** The merged mesh: services by key (name.namespace), built by a pure function. */
+export interface MeshView {
+  services: ReadonlyMap<string, MeshService>;
+}
+
+/** A registered agent as stored under /kedge/agents/<namespace>/<name> (leased). */
+export interface AgentRecord {
+  /** <namespace>/<name> */
+  id: string;
+  /** SPIFFE ID of the certificate the agent connected with. */
+  identity: string;
+  workload: {
+    name: string;
+    namespace: string;
+    serviceAccount: string;
+    address: string;
+    locality: LocalityParts;
+    network: string;
+    labels: Record<string, string>;
+    inboundPort: number;
+  };
+  services: { name: string; ports: { name: string; port: number; targetPort: number; protocol: string }[] }[];
+  /** Health per service name; absent means healthy (no probe configured). */
+  health: Record<string, { healthy: boolean; detail: string }>;
+  host: HostFacts__Output | null;
+  replica: string;
+  connectedAt: string;
+  agentVersion: string;
+}

@@ -1,0 +1,36 @@
+// What an agent must be sent: the pure diff between the mesh view and what
+// was already sent on this stream, restricted to the agent's subscriptions.
+import type { MeshService, MeshView } from '../mesh/types';
+
+/** A per-service delta for one agent. */
+export interface Delta {
+  services: MeshService[];
+  removed: string[];
+}
+
+/**
+ * Services whose version differs from the one last sent, and keys that were
+ * sent before but are gone (or unsubscribed-and-resubscribed keys that do not
+ * exist, so the agent learns the answer is "none").
+ */
+export function computeDelta(view: MeshView, subscriptions: ReadonlySet<string>, sent: ReadonlyMap<string, string>): Delta {
+  const services: MeshService[] = [];
+  const removed: string[] = [];
+  for (const key of [...subscriptions].sort()) {
+    const svc = view.services.get(key);
+    const last = sent.get(key);
+    if (svc) {
+      if (last !== svc.version) services.push(svc);
+    } else if (last !== '') {
+      // '' marks "told it is absent"; undefined means never answered.
+      removed.push(key);
+    }
+  }
+  return { services, removed };
+}
+
+/** Records a delta as sent: versions for services, '' for absent keys. */
+export function applySent(sent: Map<string, string>, delta: Delta): void {
+  for (const s of delta.services) sent.set(s.key, s.version);
+  for (const k of delta.removed) sent.set(k, '');
+}

@@ -1,0 +1,172 @@
+// Assembles a federation replica: store, CA, tokens, agent registry, mesh
+// view, push, and the gRPC and HTTP listeners.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as http from 'node:http';
+import { X509Certificate } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { kedgeProto } from '../proto/loader';
+import { KedgeError, errorMessage } from '../proto/model/errors';
+import type { Logger } from '../proto/model/log';
+import { formatHostPort, HostPort } from '../proto/model/address';
+import { federationSpiffeId } from '../proto/model/spiffe';
+import type { FederationConfig } from './config';
+import { openEmbeddedStore } from './store/embedded';
+import type { Store } from './store/types';
+import { CertificateAuthority } from './ca';
+import { TokenService } from './tokens/tokens';
+import { AgentRegistry } from './sources/agents';
+import { buildMeshView } from './mesh/merge';
+import type { MeshView } from './mesh/types';
+import { FederationService } from './api/grpc';
+import { createHttpApi } from './api/http';
+import { MemoryCertificateProvider } from './api/cert-provider';
+import { loadCaMaterial, loadOrCreateAdminToken } from './bootstrap';
+import { writeFileAtomic } from '../proto/model/files';
+
+/** A running federation replica. */
+export interface RunningFederation {
+  grpcAddress: HostPort;
+  httpAddress: HostPort;
+  view(): MeshView;
+  close(): Promise<void>;
+}
+
+/** Starts a replica; rejects (having released everything) when any part fails. */
+export async function startFederation(config: FederationConfig, logger: Logger): Promise<RunningFederation> {
+  fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const closers: (() => Promise<void> | void)[] = [];
+  const closeAll = async () => {
+    for (const c of closers.reverse()) {
+      try {
+        await c();
+      } catch (err) {
+        logger.warn({ err: errorMessage(err) }, 'error while shutting down');
+      }
+    }
+  };
+  try {
+    const store: Store = await openEmbeddedStore(path.join(config.dataDir, 'store'), { logger });
+    closers.push(() => store.close());
+
+    const material = await loadCaMaterial(store, { trustDomain: config.trustDomain, caCertFile: config.caCertFile, caKeyFile: config.caKeyFile, logger });
+    const ca = new CertificateAuthority(material, { workloadTtlMs: config.workloadCertTtlMs });
+    const roots = ca.trustBundle();
+    writeFileAtomic(path.join(config.dataDir, 'root-cert.pem'), roots.join(''), 0o644);
+    const adminToken = loadOrCreateAdminToken(config.dataDir);
+    const issuers = [new X509Certificate(material.certPem)];
+
+    // The serving certificate names the federation by SPIFFE ID, so agents
+    // can reach any replica at any address.
+    const provider = new MemoryCertificateProvider();
+    let servingTimer: NodeJS.Timeout | undefined;
+    closers.push(() => clearTimeout(servingTimer));
+    const rotateServing = () => {
+      const serving = ca.issueServing(federationSpiffeId(config.trustDomain), { ttlMs: config.workloadCertTtlMs });
+      provider.update(roots.join(''), serving.chainPem.join(''), serving.keyPem);
+      const delay = Math.max(5_000, Math.floor((serving.notAfter.getTime() - Date.now()) / 2));
+      servingTimer = setTimeout(rotateServing, delay);
+      servingTimer.unref();
+    };
+    rotateServing();
+
+    const tokens = new TokenService(store);
+    let view: MeshView = { services: new Map() };
+    let service: FederationService | undefined;
+    let pushTimer: NodeJS.Timeout | undefined;
+    const registry = new AgentRegistry(store, {
+      gracePeriodMs: config.gracePeriodMs,
+      logger,
+      onChange: () => {
+        // Debounced: a burst of registrations becomes one recompute and one push.
+        if (pushTimer) return;
+        pushTimer = setTimeout(() => {
+          pushTimer = undefined;
+          view = buildMeshView(registry.all());
+          service?.pushAll(view);
+        }, config.pushDebounceMs);
+      },
+    });
+    closers.push(() => {
+      registry.close();
+      if (pushTimer) clearTimeout(pushTimer);
+    });
+    await registry.start();
+    view = buildMeshView(registry.all());
+
+    service = new FederationService({
+      trustDomain: config.trustDomain,
+      replica: config.replica,
+      ca: () => ca,
+      issuers: () => issuers,
+      tokens,
+      registry,
+      view: () => view,
+      logger,
+    });
+    const server = new grpc.Server({
+      'grpc.keepalive_time_ms': 10_000,
+      'grpc.keepalive_timeout_ms': 5_000,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+      'grpc.max_receive_message_length': 4 * 1024 * 1024,
+    });
+    server.addService(kedgeProto().kedge.v1.Federation.service, service.handlers());
+    // Client certificates are requested but not required: a first Sign comes
+    // with a join token; everything else is checked in authenticatePeer.
+    const creds = grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
+    const grpcPort = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(formatHostPort(config.listenGrpc), creds, (err, port) => (err ? reject(listenError('gRPC', config.listenGrpc, err)) : resolve(port)));
+    });
+    closers.push(
+      () =>
+        new Promise<void>((resolve) => {
+          const t = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, 2_000);
+          server.tryShutdown(() => {
+            clearTimeout(t);
+            resolve();
+          });
+        }),
+    );
+
+    let ready = false;
+    const api = createHttpApi({
+      adminToken,
+      tokens,
+      view: () => view,
+      agents: () => registry.all(),
+      grpc: service,
+      replica: config.replica,
+      trustDomain: config.trustDomain,
+      ready: () => ready,
+      logger,
+    });
+    const httpPort = await listen(api, config.listenHttp);
+    closers.push(() => new Promise<void>((resolve) => {
+      api.close(() => resolve());
+      api.closeAllConnections();
+    }));
+    ready = true;
+    const grpcAddress = { host: config.listenGrpc.host, port: grpcPort };
+    const httpAddress = { host: config.listenHttp.host, port: httpPort };
+    logger.info({ grpc: formatHostPort(grpcAddress), http: formatHostPort(httpAddress), trustDomain: config.trustDomain, replica: config.replica, dataDir: config.dataDir }, 'federation ready');
+    return { grpcAddress, httpAddress, view: () => view, close: closeAll };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+function listenError(what: string, addr: HostPort, err: unknown): KedgeError {
+  return new KedgeError('KEDGE_LISTEN_FAILED', `cannot listen for ${what} on ${formatHostPort(addr)}: ${errorMessage(err)}; is another process using it?`, { cause: err });
+}
+
+function listen(server: http.Server, addr: HostPort): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (err) => reject(listenError('HTTP', addr, err)));
+    server.listen(addr.port, addr.host, () => resolve((server.address() as { port: number }).port));
+  });
+}

@@ -1,0 +1,32 @@
+// CLI tables are generated text: golden-tested.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { TABLES } from '../../cli/get';
+
+const GOLDEN = path.resolve(__dirname, '..', '..', '..', 'test', 'golden', 'cli');
+
+function golden(name: string, actual: string) {
+  const file = path.join(GOLDEN, `${name}.golden`);
+  if (process.env.KEDGE_UPDATE_GOLDEN) {
+    fs.mkdirSync(GOLDEN, { recursive: true });
+    fs.writeFileSync(file, actual);
+  }
+  assert.equal(actual, fs.readFileSync(file, 'utf8'));
+}
+
+describe('kedge get tables', () => {
+  it('services', () => golden('services', TABLES.services([
+    { key: 'reviews.default', hostname: 'reviews.default.svc.cluster.local', vip: '', ports: [{ name: 'http', port: 9080, protocol: 'http' }], endpoints: 3, healthy: 2, warnings: [] },
+    { key: 'db.shop', hostname: 'db.shop.svc.cluster.local', vip: '', ports: [{ name: 'pg', port: 5432, protocol: 'tcp' }, { name: 'm', port: 9187, protocol: 'http' }], endpoints: 1, healthy: 1, warnings: ['w'] },
+  ])));
+  it('endpoints', () => golden('endpoints', TABLES.endpoints([
+    { service: 'reviews.default', address: '127.0.0.2', mtlsPort: 15006, ports: [], workload: 'default/reviews-v1', identity: 'spiffe://cluster.local/ns/default/sa/reviews', health: 'HEALTHY', locality: 'us-east1/us-east1-b', cluster: 'vms', network: 'net-a' },
+    { service: 'reviews.default', address: '127.0.0.3', mtlsPort: 15006, ports: [], workload: 'default/reviews-v2', identity: 'spiffe://cluster.local/ns/default/sa/reviews', health: 'UNHEALTHY', locality: '', cluster: 'vms', network: '' },
+  ])));
+  it('workloads', () => golden('workloads', TABLES.workloads([
+    { name: 'vm-1', namespace: 'shop', identity: 'spiffe://cluster.local/ns/shop/sa/payments', address: '127.0.0.2', locality: 'r/z', network: 'net-a', services: ['payments'], replica: 'host:15012', connectedAt: '' },
+  ])));
+  it('an empty list still prints the header', () => golden('empty', TABLES.services([])));
+});

@@ -1,0 +1,149 @@
+// Mesh merge, per-agent deltas and push sessions: pure, table-tested.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildMeshView } from '../../federation/mesh/merge';
+import type { AgentRecord } from '../../federation/mesh/types';
+import { computeDelta } from '../../federation/push/delta';
+import { PushSession } from '../../federation/push/session';
+import { recordFromRegister } from '../../federation/api/register';
+import { applyUpdate, toProxySnapshot } from '../../agent/registration/updates';
+import type { ServiceUpdate } from '../../proto/loader';
+import { hasCode } from '../../proto/model/errors';
+
+/** Builds an agent record with defaults; override what a case needs. */
+function agent(name: string, o: Partial<AgentRecord['workload']> & { services?: AgentRecord['services']; health?: AgentRecord['health'] } = {}): AgentRecord {
+  const namespace = o.namespace ?? 'default';
+  return {
+    id: `${namespace}/${name}`,
+    identity: `spiffe://cluster.local/ns/${namespace}/sa/${o.serviceAccount ?? name}`,
+    workload: {
+      name, namespace, serviceAccount: o.serviceAccount ?? name, address: o.address ?? '10.0.0.1',
+      locality: o.locality ?? { region: 'r', zone: 'z', subzone: '' }, network: o.network ?? 'n', labels: o.labels ?? {}, inboundPort: o.inboundPort ?? 15006,
+    },
+    services: o.services ?? [{ name: 'reviews', ports: [{ name: 'http', port: 9080, targetPort: 18080, protocol: 'http' }] }],
+    health: o.health ?? {},
+    host: null,
+    replica: 'r1',
+    connectedAt: '2026-01-01T00:00:00.000Z',
+    agentVersion: 't',
+  };
+}
+
+describe('buildMeshView', () => {
+  it('merges the same name.namespace from several agents into one service', () => {
+    const view = buildMeshView([agent('b', { address: '10.0.0.2' }), agent('a', { address: '10.0.0.1' })]);
+    const svc = view.services.get('reviews.default')!;
+    assert.equal(svc.hostname, 'reviews.default.svc.cluster.local');
+    assert.deepEqual(svc.endpoints.map((e) => [e.address, e.workload, e.identity, e.mtlsPort, e.meshed]), [
+      ['10.0.0.1', 'default/a', 'spiffe://cluster.local/ns/default/sa/a', 15006, true],
+      ['10.0.0.2', 'default/b', 'spiffe://cluster.local/ns/default/sa/b', 15006, true],
+    ]);
+    assert.deepEqual(svc.endpoints[0]!.ports, [{ name: 'http', port: 18080 }]);
+    assert.deepEqual(svc.warnings, []);
+  });
+  it('is deterministic: input order does not change versions', () => {
+    const a = buildMeshView([agent('a'), agent('b', { address: '10.0.0.2' })]).services.get('reviews.default')!;
+    const b = buildMeshView([agent('b', { address: '10.0.0.2' }), agent('a')]).services.get('reviews.default')!;
+    assert.equal(a.version, b.version);
+    const c = buildMeshView([agent('a'), agent('b', { address: '10.0.0.3' })]).services.get('reviews.default')!;
+    assert.notEqual(a.version, c.version);
+  });
+  it('keeps namespaces apart', () => {
+    const view = buildMeshView([agent('a'), agent('b', { namespace: 'shop' })]);
+    assert.deepEqual([...view.services.keys()], ['reviews.default', 'reviews.shop']);
+  });
+  it('reports a port conflict as a warning instead of picking silently', () => {
+    const view = buildMeshView([agent('a'), agent('b', { services: [{ name: 'reviews', ports: [{ name: 'http', port: 9080, targetPort: 1, protocol: 'tcp' }] }] })]);
+    assert.equal(view.services.get('reviews.default')!.warnings.length, 1);
+    assert.match(view.services.get('reviews.default')!.warnings[0]!, /port "http": default\/b declares 9080\/tcp, others 9080\/http/);
+  });
+  it('marks endpoints of unhealthy services', () => {
+    const view = buildMeshView([agent('a', { health: { reviews: { healthy: false, detail: 'probe failed' } } })]);
+    assert.equal(view.services.get('reviews.default')!.endpoints[0]!.health, 'UNHEALTHY');
+  });
+});
+
+describe('computeDelta and PushSession', () => {
+  const v1 = buildMeshView([agent('a')]);
+  const v2 = buildMeshView([agent('a'), agent('b', { address: '10.0.0.2' })]);
+  const empty = buildMeshView([]);
+  it('sends only subscribed services that changed, and removals', () => {
+    const subs = new Set(['reviews.default', 'ratings.default']);
+    const d1 = computeDelta(v1, subs, new Map());
+    assert.deepEqual(d1.services.map((s) => s.key), ['reviews.default']);
+    assert.deepEqual(d1.removed, ['ratings.default']);
+    const sent = new Map([['reviews.default', d1.services[0]!.version], ['ratings.default', '']]);
+    assert.deepEqual(computeDelta(v1, subs, sent), { services: [], removed: [] });
+    assert.deepEqual(computeDelta(v2, subs, sent).services.map((s) => s.endpoints.length), [2]);
+    assert.deepEqual(computeDelta(empty, subs, sent), { services: [], removed: ['reviews.default'] });
+  });
+  it('numbers pushes, sends the first one even when empty, and records acks and nacks', () => {
+    const sent: ServiceUpdate[] = [];
+    const s = new PushSession((u) => sent.push(u), () => 0);
+    s.subscribe(['other.default'], []);
+    assert.equal(s.push(v1), true);
+    assert.deepEqual(sent[0], { nonce: '1', services: [], removed: ['other.default'] });
+    assert.equal(s.push(v1), false, 'nothing changed');
+    s.subscribe(['reviews.default'], []);
+    s.push(v1);
+    assert.equal(sent[1]!.nonce, '2');
+    assert.deepEqual(sent[1]!.services!.map((x) => x.key), ['reviews.default']);
+    s.ack('2', '');
+    s.ack('3', 'bad service');
+    assert.equal(s.status().ackedNonce, '2');
+    assert.equal(s.status().lastNack, '3: bad service');
+    s.subscribe([], ['reviews.default']);
+    assert.deepEqual(s.status().subscriptions, ['other.default']);
+  });
+});
+
+describe('recordFromRegister', () => {
+  const reg = {
+    workload: { name: 'vm-1', namespace: 'shop', serviceAccount: 'payments', address: '127.0.0.2', locality: { region: 'r', zone: 'z', subzone: '' }, network: 'n', labels: {}, inboundPort: 15006 },
+    services: [{ name: 'payments', namespace: 'shop', ports: [{ name: 'http', port: 9080, targetPort: 18080, protocol: 'http' }] }],
+    host: null,
+    subscriptions: [],
+    agentVersion: 't',
+  };
+  const id = 'spiffe://cluster.local/ns/shop/sa/payments';
+  it('accepts a registration matching the certificate', () => {
+    const rec = recordFromRegister(reg, id, 'r1', new Date(0));
+    assert.equal(rec.id, 'shop/vm-1');
+    assert.equal(rec.identity, id);
+  });
+  it('refuses a workload claiming another identity', () => {
+    assert.throws(() => recordFromRegister(reg, 'spiffe://cluster.local/ns/shop/sa/other', 'r1', new Date(0)), (e) => hasCode(e, 'KEDGE_PERMISSION_DENIED'));
+  });
+  const bad: [string, (r: typeof reg) => unknown][] = [
+    ['address', (r) => ({ ...r, workload: { ...r.workload, address: 'host' } })],
+    ['port', (r) => ({ ...r, services: [{ ...r.services[0]!, ports: [{ name: 'x', port: 0, targetPort: 1, protocol: 'tcp' }] }] })],
+    ['protocol', (r) => ({ ...r, services: [{ ...r.services[0]!, ports: [{ name: 'x', port: 1, targetPort: 1, protocol: 'smtp' }] }] })],
+    ['service namespace', (r) => ({ ...r, services: [{ ...r.services[0]!, namespace: 'other' }] })],
+    ['duplicate service', (r) => ({ ...r, services: [r.services[0]!, r.services[0]!] })],
+    ['inbound port', (r) => ({ ...r, workload: { ...r.workload, inboundPort: 0 } })],
+  ];
+  for (const [what, mutate] of bad) {
+    it(`refuses a bad ${what}`, () => assert.throws(() => recordFromRegister(mutate(reg) as typeof reg, id, 'r1', new Date(0)), (e) => hasCode(e, 'KEDGE_BAD_REQUEST')));
+  }
+});
+
+describe('agent applyUpdate', () => {
+  const good = buildMeshView([agent('a')]).services.get('reviews.default')!;
+  it('applies good services, rejects only the malformed one, and removes', () => {
+    const broken = { ...good, key: 'ratings.default', name: 'ratings', endpoints: [{ ...good.endpoints[0]!, identity: 'not-spiffe' }] };
+    const r = applyUpdate(new Map(), { nonce: '1', services: [good, broken], removed: [] });
+    assert.deepEqual([...r.services.keys()], ['reviews.default']);
+    assert.equal(r.rejected.length, 1);
+    assert.match(r.rejected[0]!, /no valid SPIFFE identity/);
+    const r2 = applyUpdate(r.services, { nonce: '2', services: [], removed: ['reviews.default'] });
+    assert.equal(r2.services.size, 0);
+  });
+  it('builds a frozen proxy snapshot with meshed endpoints only', () => {
+    const plain = { ...good.endpoints[0]!, meshed: false, address: '10.9.9.9' };
+    const snap = toProxySnapshot(new Map([['reviews.default', { ...good, endpoints: [good.endpoints[0]!, plain] }]]), '7');
+    assert.equal(snap.version, '7');
+    const view = snap.services.get('reviews.default')!;
+    assert.deepEqual(view.endpoints.map((e) => e.address), ['10.0.0.1']);
+    assert.ok(Object.isFrozen(view) && Object.isFrozen(view.endpoints));
+  });
+});
