@@ -54,9 +54,9 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
   }
   const target: FederationTarget = { addresses: config.federation.addresses, rootCertPem, trustDomain: config.federation.trustDomain };
 
-  const [host, detected] = await Promise.all([collectHostFacts(), config.workload.address ? Promise.resolve(config.workload.address) : detectWorkloadAddress()]);
-  const address = config.workload.address ?? detected;
-  if (!address) throw new KedgeError('KEDGE_NO_ADDRESS', `${config.file}: workload.address is not set and no address could be detected on this host; set it`);
+  // Host facts take a second or two to collect: overlap them with the join.
+  const facts = Promise.all([collectHostFacts(), config.workload.address ? Promise.resolve(config.workload.address) : detectWorkloadAddress()]);
+  facts.catch(() => undefined);
 
   const identity = new IdentityManager({ dataDir: config.dataDir, tokenFile: config.federation.tokenFile, federation: target, logger: logger.child({ component: 'identity' }) });
   const id = await identity.ensure();
@@ -74,6 +74,12 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
     connectTimeoutMs: config.proxy.connectTimeoutMs,
   });
   await proxy.start();
+  const [host, detected] = await facts;
+  const address = config.workload.address ?? detected;
+  if (!address) {
+    await proxy.close();
+    throw new KedgeError('KEDGE_NO_ADDRESS', `${config.file}: workload.address is not set and no address could be detected on this host; set it`);
+  }
   identity.on('rotated', (next) => proxy.setIdentity(next));
   identity.startRenewal();
 

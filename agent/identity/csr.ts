@@ -30,7 +30,8 @@ export async function generateKeyAndCsr(opts: { spiffeId?: string } = {}): Promi
     };
     csr.setAttributes([extensionRequest as unknown as forge.pki.CertificateField]);
   }
-  // forge lays the request out; Node signs it (forge's JS RSA is ~25x slower).
+  // forge lays the request out; Node signs it (forge's pure-JS RSA signing is
+  // dozens of times slower, docs/BENCHMARKS.md).
   const info = getCertificationRequestInfo(csr);
   const infoDer = Buffer.from(forge.asn1.toDer(info).getBytes(), 'binary');
   csr.certificationRequestInfo = info;

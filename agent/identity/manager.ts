@@ -142,5 +142,6 @@ export class IdentityManager extends EventEmitter {
 }
 
 function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
+  // Not unref'd: while joining, this timer is what keeps the agent alive.
+  return new Promise((r) => setTimeout(r, ms));
 }

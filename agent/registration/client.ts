@@ -24,6 +24,10 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.keepalive_permit_without_calls': 1,
   'grpc.initial_reconnect_backoff_ms': 500,
   'grpc.max_reconnect_backoff_ms': 5_000,
+  // Each client gets its own connection: a shared subchannel left in backoff
+  // by an earlier failed attempt would hold the next attempt's calls until
+  // their deadline instead of failing fast.
+  'grpc.use_local_subchannel_pool': 1,
 };
 
 /** Checks a federation certificate's SPIFFE ID; `trustDomain` '' accepts any the pinned root vouches for. */

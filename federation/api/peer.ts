@@ -19,7 +19,7 @@ export interface HasAuthContext {
 export function authenticatePeer(call: HasAuthContext, issuers: readonly X509Certificate[], trustDomain: string, now = Date.now()): string {
   const peer = call.getAuthContext().sslPeerCertificate;
   if (!peer || !peer.raw || peer.raw.length === 0) {
-    throw new KedgeError('KEDGE_UNAUTHENTICATED', 'no client certificate: connect with your mesh certificate, or send a join token to Sign');
+    throw new KedgeError('KEDGE_UNAUTHENTICATED', 'no valid client certificate: connect with a mesh certificate issued by this federation, or send a join token to Sign');
   }
   let cert: X509Certificate;
   try {

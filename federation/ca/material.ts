@@ -86,7 +86,8 @@ export function loadPluggedCa(certFilePem: string, keyPem: string, opts: { now?:
       throw invalid(`certificate #${i + 1} in --ca-cert cannot be parsed; check that the file is not truncated`, err);
     }
   });
-  const name = (i: number): string => `certificate #${i + 1} in --ca-cert (subject "${certs[i]!.subject.replace(/\n/g, ', ')}")`;
+  // X509Certificate.subject is undefined (despite its type) for an empty subject.
+  const name = (i: number): string => `certificate #${i + 1} in --ca-cert (subject "${(certs[i]!.subject ?? '').replace(/\n/g, ', ')}")`;
 
   let key: crypto.KeyObject;
   try {

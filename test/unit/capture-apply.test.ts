@@ -62,7 +62,9 @@ describe('installCapture / removeCapture with a fake host', () => {
     const o = captureOptions({ inboundPorts: '*' }, users);
     const rules = await installCapture(o, host, env(false));
     assert.deepEqual(host.calls.map((c) => [c.cmd, ...c.args].join(' ')), ['iptables-save -t nat', 'iptables-restore -w 10 --noflush']);
-    assert.equal(host.restores()[0]?.input, rules.v4);
+    const payload = host.restores()[0]?.input ?? '';
+    assert.deepEqual(kedgeStateFromSave(payload), kedgeStateFromSave(rules.v4));
+    assert.equal(payload, rules.v4, 'from an empty table the payload is the rules themselves');
     assert.equal(renderState(host.kedge[4]), rules.v4);
   });
 
@@ -81,6 +83,15 @@ describe('installCapture / removeCapture with a fake host', () => {
     assert.equal(renderState(host.kedge[4]), next.v4);
     assert.equal(renderState(host.kedge[6]), next.v6);
     assert.equal(host.kedge[4].rules.filter((r) => r.includes('-j KEDGE_OUTPUT')).length, 1);
+  });
+
+  it('leaves a jump that is wanted again in place, so a reinstall does not reorder built-in chains', async () => {
+    const host = new FakeHost();
+    await installCapture(captureOptions({ inboundPorts: [8080] }, users), host, env(false));
+    await installCapture(captureOptions({ inboundPorts: [9090] }, users), host, env(false));
+    const payload = host.restores()[1]?.input ?? '';
+    assert.ok(!/^-[AD] (PREROUTING|OUTPUT) /m.test(payload), payload);
+    assert.match(payload, /^-A KEDGE_INBOUND -p tcp -m tcp --dport 9090 -j KEDGE_IN_REDIRECT$/m);
   });
 
   it('removes IPv6 rules left by an earlier install when IPv6 is now off', async () => {
