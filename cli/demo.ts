@@ -97,8 +97,8 @@ export async function runDemo(argv: string[]): Promise<number> {
     throw err;
   }
 
-  const cli = `node ${path.relative(process.cwd(), path.resolve(__dirname, '..', '..', 'bin', 'kedge')) || 'bin/kedge'}`;
-  const admin = `--federation http://127.0.0.1:${values['http-port']} --admin-token-file ${path.relative(process.cwd(), path.join(base, 'federation', 'admin-token'))}`;
+  const cli = `node ${shortPath(path.resolve(__dirname, '..', '..', 'bin', 'kedge'))}`;
+  const admin = `--federation http://127.0.0.1:${values['http-port']} --admin-token-file ${shortPath(path.join(base, 'federation', 'admin-token'))}`;
   process.stdout.write(`
 Kedge demo mesh is up: a federation and three agents on loopback (logs in ${base}).
 
@@ -115,6 +115,12 @@ Press Ctrl-C to stop.
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
   });
+}
+
+/** A path relative to the working directory when it lies below it, else absolute. */
+function shortPath(p: string): string {
+  const rel = path.relative(process.cwd(), p);
+  return rel && !rel.startsWith('..') ? rel : p;
 }
 
 function demoApp(name: string, port: number, version: string): Promise<http.Server> {
