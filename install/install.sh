@@ -7,7 +7,7 @@
 #              [--service payments:9080:18080:http ...] [--upstream reviews.default:9080:127.0.0.1:19080 ...]
 #
 # Installs Kedge from this checkout (built with npm ci) into --prefix
-# (/opt/kedge), creates the kedge-proxy user, writes /etc/kedge/agent.yaml,
+# (/opt/kedge), creates the kedge user, writes /etc/kedge/agent.yaml,
 # the token and the root certificate, and enables the systemd service.
 # --no-systemd writes everything but starts nothing; --root DIR installs into
 # a staging tree (used by the tests).
@@ -96,11 +96,11 @@ node -e '
 rm -f "$etc/agent.check.yaml"
 mv "$etc/agent.yaml.new" "$etc/agent.yaml"
 
-if [ -z "$root" ] && ! id kedge-proxy >/dev/null 2>&1; then
-  useradd --system --home-dir /var/lib/kedge --shell /usr/sbin/nologin kedge-proxy
+if [ -z "$root" ] && ! id kedge >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/kedge --shell /usr/sbin/nologin kedge
 fi
 if [ -z "$root" ]; then
-  chown -R kedge-proxy:kedge-proxy /var/lib/kedge "$etc/token"
+  chown -R kedge:kedge /var/lib/kedge "$etc/token"
 fi
 mkdir -p "$root/etc/systemd/system"
 sed "s#/opt/kedge#$prefix#g" "$src/systemd/kedge-agent.service" > "$root/etc/systemd/system/kedge-agent.service"

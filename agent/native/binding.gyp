@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "kedge_native",
+      "sources": ["src/original_dst.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}
