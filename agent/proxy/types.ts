@@ -12,6 +12,8 @@ export interface EndpointView {
   identity: string;
   workload: string;
   healthy: boolean;
+  /** Ports the endpoint serves: service port name and the port the app listens on (behind the proxy). */
+  ports: readonly { name: string; port: number }[];
 }
 
 /** A port of a service. */

@@ -56,7 +56,7 @@ export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, 
       endpoints: Object.freeze(
         s.endpoints
           .filter((e) => e.meshed)
-          .map((e) => Object.freeze({ address: e.address, mtlsPort: e.mtlsPort, identity: e.identity, workload: e.workload, healthy: e.health !== 'UNHEALTHY' })),
+          .map((e) => Object.freeze({ address: e.address, mtlsPort: e.mtlsPort, identity: e.identity, workload: e.workload, healthy: e.health !== 'UNHEALTHY', ports: Object.freeze(e.ports.map((p) => ({ name: p.name, port: p.port }))) })),
       ),
     }));
   }

@@ -145,7 +145,7 @@ async function endpoint(leaf: TestLeaf, tcpPort: number, httpPort: number): Prom
   const proxy = new Proxy({ inboundListen: LOCAL, targets, upstreams: [], identity: toTlsIdentity(leaf), logger });
   await proxy.start();
   const at = proxy.inboundAddress();
-  return { proxy, lines, view: (identity = leaf.spiffeId, healthy = true) => ({ address: at.host, mtlsPort: at.port, identity, workload: leaf.spiffeId.split('/').pop()!, healthy }) };
+  return { proxy, lines, view: (identity = leaf.spiffeId, healthy = true) => ({ address: at.host, mtlsPort: at.port, identity, workload: leaf.spiffeId.split('/').pop()!, healthy, ports: [] }) };
 }
 
 function snapshot(endpoints: EndpointView[], version = 'v1'): ProxySnapshot {

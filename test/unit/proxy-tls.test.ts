@@ -66,7 +66,7 @@ describe('SessionCache', () => {
   });
 });
 
-const ep = (address: string, healthy = true): EndpointView => ({ address, mtlsPort: 15006, identity: ID, workload: address, healthy });
+const ep = (address: string, healthy = true): EndpointView => ({ address, mtlsPort: 15006, identity: ID, workload: address, healthy, ports: [] });
 const names = (eps: readonly EndpointView[]): string[] => eps.map((e) => e.address);
 const service = (endpoints: EndpointView[]): ServiceView => ({ key: 'cart.shop', hostname: 'cart', vip: '', ports: [], endpoints, version: '1' });
 
