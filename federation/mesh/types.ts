@@ -35,6 +35,8 @@ export interface AgentRecord {
   health: Record<string, { healthy: boolean; detail: string }>;
   host: HostFacts__Output | null;
   replica: string;
+  /** Set for agents in a Kubernetes pod: the cluster whose TokenReview admitted them. */
+  cluster?: string;
   connectedAt: string;
   agentVersion: string;
 }

@@ -55,11 +55,64 @@ describe('buildMeshView', () => {
   it('reports a port conflict as a warning instead of picking silently', () => {
     const view = buildMeshView([agent('a'), agent('b', { services: [{ name: 'reviews', ports: [{ name: 'http', port: 9080, targetPort: 1, protocol: 'tcp' }] }] })]);
     assert.equal(view.services.get('reviews.default')!.warnings.length, 1);
-    assert.match(view.services.get('reviews.default')!.warnings[0]!, /port "http": default\/b declares 9080\/tcp, others 9080\/http/);
+    assert.match(view.services.get('reviews.default')!.warnings[0]!, /port "http": default\/b declares 9080\/tcp, default\/a 9080\/http/);
   });
   it('marks endpoints of unhealthy services', () => {
     const view = buildMeshView([agent('a', { health: { reviews: { healthy: false, detail: 'probe failed' } } })]);
     assert.equal(view.services.get('reviews.default')!.endpoints[0]!.health, 'UNHEALTHY');
+  });
+});
+
+/** A source service with one plaintext endpoint per address. */
+function sourceService(name: string, namespace: string, cluster: string, addresses: string[], port = { name: 'http', port: 9080, targetPort: 8080, protocol: 'http' }) {
+  return {
+    name, namespace, ports: [port],
+    endpoints: addresses.map((address) => ({
+      address, ports: [{ name: port.name, port: port.targetPort }], mtlsPort: 0, locality: { region: 'us-east1', zone: 'b', subzone: '' }, cluster,
+      network: `net-${cluster}`, health: 'HEALTHY' as const, weight: 1, labels: {}, identity: '', meshed: false, workload: '',
+    })),
+  };
+}
+
+describe('buildMeshView across sources', () => {
+  it('merges a service from VMs, two clusters and Consul into one', () => {
+    const view = buildMeshView([agent('vm', { address: '10.9.0.1' })], {}, [
+      [sourceService('reviews', 'default', 'east', ['10.1.0.1', '10.1.0.2'])],
+      [sourceService('reviews', 'default', 'west', ['10.2.0.1'])],
+      [sourceService('reviews', 'default', 'dc1', ['10.3.0.1'])],
+    ]);
+    const svc = view.services.get('reviews.default')!;
+    assert.deepEqual(svc.endpoints.map((e) => `${e.cluster}/${e.address}`), ['dc1/10.3.0.1', 'east/10.1.0.1', 'east/10.1.0.2', 'vms/10.9.0.1', 'west/10.2.0.1']);
+    // Target ports differ per endpoint; the service port and protocol agree, so no warning.
+    assert.deepEqual(svc.warnings, []);
+  });
+  it('meshes a pod endpoint when an agent of that cluster registered its address', () => {
+    const pod = { ...agent('pod-1', { address: '10.1.0.1' }), cluster: 'east' };
+    const view = buildMeshView([pod], {}, [[sourceService('reviews', 'default', 'east', ['10.1.0.1', '10.1.0.2'])]]);
+    const eps = view.services.get('reviews.default')!.endpoints;
+    assert.deepEqual(eps.map((e) => [e.address, e.meshed, e.identity, e.mtlsPort]), [
+      ['10.1.0.1', true, 'spiffe://cluster.local/ns/default/sa/pod-1', 15006],
+      ['10.1.0.2', false, '', 0],
+    ]);
+  });
+  it('an agent in another cluster with the same address does not mesh the pod', () => {
+    const pod = { ...agent('pod-1', { address: '10.1.0.1' }), cluster: 'west' };
+    const view = buildMeshView([pod], {}, [[sourceService('reviews', 'default', 'east', ['10.1.0.1'])]]);
+    const eps = view.services.get('reviews.default')!.endpoints;
+    assert.deepEqual(eps.map((e) => [e.cluster, e.meshed]), [['east', false], ['west', true]]);
+  });
+  it('warns on a port declared with different protocols by two sources', () => {
+    const view = buildMeshView([], {}, [
+      [sourceService('db', 'shop', 'east', ['10.1.0.1'], { name: 'pg', port: 5432, targetPort: 5432, protocol: 'tcp' })],
+      [sourceService('db', 'shop', 'dc1', ['10.3.0.1'], { name: 'pg', port: 5432, targetPort: 5432, protocol: 'http' })],
+    ]);
+    assert.match(view.services.get('db.shop')!.warnings[0]!, /port "pg": dc1 declares 5432\/http, east 5432\/tcp/);
+  });
+  it('sets VIPs from the allocation table and versions change with them', () => {
+    const a = buildMeshView([agent('a')], { vips: new Map([['reviews.default', '240.240.1.2']]) }).services.get('reviews.default')!;
+    const b = buildMeshView([agent('a')]).services.get('reviews.default')!;
+    assert.equal(a.vip, '240.240.1.2');
+    assert.notEqual(a.version, b.version);
   });
 });
 
