@@ -7,7 +7,8 @@ commands:
   kedge federation [--config FILE] [--data-dir DIR] [--listen-grpc H:P] [--listen-http H:P] ...
   kedge agent --config FILE
   kedge token create --namespace NS --service-account SA [--ttl 1h] [--uses 1]
-  kedge get services|workloads|endpoints [NAME] [-o table|json]
+  kedge get services|workloads|endpoints|clusters [NAME] [-o table|json]
+  kedge status [-o table|json]
   kedge capture install|remove|show [--dry-run] [--config FILE]
   kedge demo [--base-dir DIR]
   kedge version
@@ -27,6 +28,7 @@ const COMMANDS: Record<string, () => Command> = {
   agent: () => require('../cli/agent').runAgentCommand,
   token: () => print(require('../cli/token').runToken),
   get: () => print(require('../cli/get').runGet),
+  status: () => print(require('../cli/status').runStatus),
   capture: () => require('../cli/capture').runCapture,
   demo: () => require('../cli/demo').runDemo,
   version: () => async () => {

@@ -3,8 +3,9 @@ import { KedgeError } from '../proto/model/errors';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
 import { renderTable } from './table';
+import type { SourceStatus } from '../federation/sources/types';
 
-const USAGE = 'kedge get services|workloads|endpoints [NAME] [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge get services|workloads|endpoints|clusters [NAME] [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** A service row as the API returns it. */
 export interface ServiceRow {
@@ -61,6 +62,11 @@ export const TABLES = {
     renderTable(
       ['namespace', 'name', 'address', 'services', 'locality', 'network', 'replica', 'identity'],
       rows.map((w) => [w.namespace, w.name, w.address, w.services.join(',') || '-', w.locality || '-', w.network || '-', w.replica, w.identity]),
+    ),
+  clusters: (rows: SourceStatus[]) =>
+    renderTable(
+      ['name', 'kind', 'connected', 'stale', 'last sync', 'services', 'endpoints', 'error'],
+      rows.map((c) => [c.name, c.kind, c.connected ? 'yes' : 'no', c.stale ? 'yes' : 'no', c.lastSync ?? '-', String(c.services), String(c.endpoints), c.error ?? '']),
     ),
 } as const;
 

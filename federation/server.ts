@@ -142,6 +142,7 @@ export async function startFederation(config: FederationConfig, logger: Logger):
       replica: config.replica,
       trustDomain: config.trustDomain,
       ready: () => ready,
+      sources: () => [],
       logger,
     });
     const httpPort = await listen(api, config.listenHttp);

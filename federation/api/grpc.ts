@@ -18,6 +18,8 @@ import { toGrpcError } from './status';
 
 /** Largest CSR accepted; a 2048- or 4096-bit RSA CSR is 1–2 KB. */
 export const MAX_CSR_BYTES = 16 * 1024;
+/** How often an agent's status (acked version, last contact) is written back to the store. */
+export const STATUS_WRITE_INTERVAL_MS = 5_000;
 /** How long a new stream may take to send its Register. */
 export const REGISTER_TIMEOUT_MS = 10_000;
 
@@ -88,7 +90,7 @@ export class FederationService {
       const binding = await deps.tokens.redeem(req.joinToken);
       spiffeId = formatSpiffeId({ trustDomain: deps.trustDomain, namespace: binding.namespace, serviceAccount: binding.serviceAccount });
     } else {
-      spiffeId = authenticatePeer(call, deps.issuers(), deps.trustDomain, this.clock());
+      spiffeId = authenticatePeer(call, deps.issuers(), deps.trustDomain, this.clock()).spiffeId;
     }
     const ca = deps.ca();
     const signed = ca.signCsr(req.csrPem, spiffeId);
@@ -100,8 +102,9 @@ export class FederationService {
     const { deps } = this;
     const log = deps.logger;
     let identity: string;
+    let certNotAfter: Date;
     try {
-      identity = authenticatePeer(call, deps.issuers(), deps.trustDomain, this.clock());
+      ({ spiffeId: identity, certNotAfter } = authenticatePeer(call, deps.issuers(), deps.trustDomain, this.clock()));
     } catch (err) {
       call.emit('error', toGrpcError(err));
       call.end();
@@ -111,6 +114,20 @@ export class FederationService {
     let record: AgentRecord | undefined;
     let conn: ConnectedAgent | undefined;
     let ended = false;
+    let statusTimer: NodeJS.Timeout | undefined;
+    // Status goes to the store throttled: every replica can then answer
+    // `kedge status` for every agent without a write per ack.
+    const writeStatusSoon = () => {
+      if (statusTimer || ended) return;
+      statusTimer = setTimeout(() => {
+        statusTimer = undefined;
+        if (ended || !registration || !record || !conn) return;
+        const st = conn.push.status();
+        record = { ...record, status: { ackedNonce: st.ackedNonce, ackedAt: st.ackedAt, lastContact: conn.lastContact, certNotAfter: certNotAfter.toISOString(), subscriptions: st.subscriptions } };
+        registration.update(record).catch((err) => log.warn({ agent: conn?.id, err: errorMessage(err) }, 'cannot record agent status'));
+      }, STATUS_WRITE_INTERVAL_MS);
+      statusTimer.unref();
+    };
     const registerTimer = setTimeout(() => fail(new KedgeError('KEDGE_BAD_REQUEST', `no Register within ${REGISTER_TIMEOUT_MS} ms of connecting`)), REGISTER_TIMEOUT_MS);
     registerTimer.unref();
 
@@ -118,6 +135,7 @@ export class FederationService {
       if (ended) return;
       ended = true;
       clearTimeout(registerTimer);
+      if (statusTimer) clearTimeout(statusTimer);
       registration?.abandon();
       if (conn && this.connected.get(conn.id) === conn) this.connected.delete(conn.id);
     };
@@ -154,6 +172,7 @@ export class FederationService {
           if (registration) throw new KedgeError('KEDGE_BAD_REQUEST', 'Register sent twice on one stream');
           clearTimeout(registerTimer);
           record = recordFromRegister(msg.register!, identity, deps.replica, new Date(now));
+          record.status = { ackedNonce: '', ackedAt: undefined, lastContact: record.connectedAt, certNotAfter: certNotAfter.toISOString(), subscriptions: [...msg.register!.subscriptions].sort() };
           registration = await deps.registry.register(record);
           if (ended) {
             registration.abandon();
@@ -180,9 +199,11 @@ export class FederationService {
       switch (msg.msg) {
         case 'subscribe':
           if (conn.push.subscribe(msg.subscribe!.add, msg.subscribe!.remove)) conn.push.push(deps.view());
+          writeStatusSoon();
           return;
         case 'ack':
           conn.push.ack(msg.ack!.nonce, msg.ack!.errorDetail);
+          writeStatusSoon();
           if (msg.ack!.errorDetail) log.warn({ agent: conn.id, nonce: msg.ack!.nonce, detail: msg.ack!.errorDetail }, 'agent rejected an update (NACK)');
           return;
         case 'health': {

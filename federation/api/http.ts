@@ -10,6 +10,7 @@ import type { AgentRecord, MeshView } from '../mesh/types';
 import { formatLocality } from '../../proto/model/locality';
 import { parseServiceKey, serviceKey } from '../../proto/model/service';
 import type { FederationService } from './grpc';
+import type { SourceStatus } from '../sources/types';
 
 /** Largest request body the API reads. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -24,6 +25,7 @@ export interface HttpDeps {
   replica: string;
   trustDomain: string;
   ready: () => boolean;
+  sources: () => SourceStatus[];
   logger: Logger;
 }
 
@@ -50,6 +52,8 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       return row;
     }],
     ['GET', /^\/api\/v1\/tokens$/, () => deps.tokens.list()],
+    ['GET', /^\/api\/v1\/clusters$/, () => deps.sources()],
+    ['GET', /^\/api\/v1\/status$/, () => statusRows(deps)],
     ['POST', /^\/api\/v1\/tokens$/, (_r, body) => createToken(deps, body)],
   ];
 
@@ -175,6 +179,20 @@ function workloadRows(deps: HttpDeps) {
       host: a.host,
     };
   });
+}
+
+function statusRows(deps: HttpDeps) {
+  return deps.agents().map((a) => ({
+    agent: a.id,
+    identity: a.identity,
+    replica: a.replica,
+    connectedAt: a.connectedAt,
+    ackedVersion: a.status?.ackedNonce ?? '',
+    ackedAt: a.status?.ackedAt,
+    lastContact: a.status?.lastContact ?? a.connectedAt,
+    certNotAfter: a.status?.certNotAfter,
+    subscriptions: a.status?.subscriptions ?? [],
+  })).sort((x, y) => x.agent.localeCompare(y.agent));
 }
 
 async function createToken(deps: HttpDeps, body: unknown) {

@@ -11,12 +11,18 @@ export interface HasAuthContext {
   getAuthContext(): AuthContext;
 }
 
+/** Who a verified caller is. */
+export interface Peer {
+  spiffeId: string;
+  certNotAfter: Date;
+}
+
 /**
  * Verifies the caller's certificate was issued by `issuers` (the certificates
  * that sign workload certs), is within its validity, and carries exactly one
  * workload SPIFFE ID in `trustDomain`; returns that ID.
  */
-export function authenticatePeer(call: HasAuthContext, issuers: readonly X509Certificate[], trustDomain: string, now = Date.now()): string {
+export function authenticatePeer(call: HasAuthContext, issuers: readonly X509Certificate[], trustDomain: string, now = Date.now()): Peer {
   const peer = call.getAuthContext().sslPeerCertificate;
   if (!peer || !peer.raw || peer.raw.length === 0) {
     throw new KedgeError('KEDGE_UNAUTHENTICATED', 'no valid client certificate: connect with a mesh certificate issued by this federation, or send a join token to Sign');
@@ -39,5 +45,5 @@ export function authenticatePeer(call: HasAuthContext, issuers: readonly X509Cer
   if (!id || id.trustDomain !== trustDomain) {
     throw new KedgeError('KEDGE_UNAUTHENTICATED', `client certificate does not carry one workload SPIFFE ID in trust domain ${trustDomain} (found: ${uris.join(', ') || 'none'})`);
   }
-  return uris[0] as string;
+  return { spiffeId: uris[0] as string, certNotAfter: new Date(cert.validTo) };
 }

@@ -39,4 +39,15 @@ export interface AgentRecord {
   cluster?: string;
   connectedAt: string;
   agentVersion: string;
+  /** Written by the replica holding the stream, at most every few seconds, for `kedge status`. */
+  status?: AgentStatus;
+}
+
+/** Push and contact state of an agent, as its replica last recorded it. */
+export interface AgentStatus {
+  ackedNonce: string;
+  ackedAt: string | undefined;
+  lastContact: string;
+  certNotAfter: string;
+  subscriptions: string[];
 }

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { TABLES } from '../../cli/get';
+import { statusTable } from '../../cli/status';
 
 const GOLDEN = path.resolve(__dirname, '..', '..', '..', 'test', 'golden', 'cli');
 
@@ -28,5 +29,13 @@ describe('kedge get tables', () => {
   it('workloads', () => golden('workloads', TABLES.workloads([
     { name: 'vm-1', namespace: 'shop', identity: 'spiffe://cluster.local/ns/shop/sa/payments', address: '127.0.0.2', locality: 'r/z', network: 'net-a', services: ['payments'], replica: 'host:15012', connectedAt: '' },
   ])));
+  it('clusters', () => golden('clusters', TABLES.clusters([
+    { name: 'east', kind: 'kubernetes', connected: true, stale: false, lastSync: '2026-11-24T07:00:00.000Z', error: undefined, services: 12, endpoints: 40 },
+    { name: 'dc1', kind: 'consul', connected: false, stale: true, lastSync: '2026-11-24T06:59:00.000Z', error: 'connect ECONNREFUSED 127.0.0.1:8500', services: 3, endpoints: 5 },
+  ])));
+  it('status', () => golden('status', statusTable([
+    { agent: 'shop/vm-1', replica: 'fed-a:15012', ackedVersion: '7', lastContact: '2026-11-24T06:59:55.000Z', certNotAfter: '2026-11-25T06:00:00.000Z', subscriptions: ['reviews.default'] },
+    { agent: 'shop/vm-2', replica: 'fed-b:15012', ackedVersion: '', lastContact: '2026-11-24T06:30:00.000Z', certNotAfter: undefined, subscriptions: [] },
+  ], Date.parse('2026-11-24T07:00:00.000Z'))));
   it('an empty list still prints the header', () => golden('empty', TABLES.services([])));
 });
