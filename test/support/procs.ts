@@ -5,6 +5,7 @@ import { spawn, ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import { after } from 'node:test';
 
 /** Path of the compiled CLI entry. */
 export const KEDGE_JS = path.resolve(__dirname, '..', '..', 'bin', 'kedge.js');
@@ -72,9 +73,14 @@ export class KedgeProcess {
 }
 
 const running = new Set<KedgeProcess>();
-process.on('exit', () => {
+/** Kills every kedge process this test file started. */
+export function killAll(): void {
   for (const p of running) p.child.kill('SIGKILL');
-});
+}
+process.on('exit', killAll);
+// A child left running (say, by a failed start) keeps its pipes open and so
+// the test file alive; the root-level hook ends them when the file's tests end.
+after(killAll);
 
 /** Starts `kedge <args>` as a child process. */
 export function startKedge(name: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): KedgeProcess {
