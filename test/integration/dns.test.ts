@@ -369,6 +369,16 @@ describe('DNS proxy with real clients', () => {
       c.sock.destroy();
     });
 
+    it('answers more queries than the pipeline limit, also after the client half-closes', T, async () => {
+      const c = await rawTcp(server.tcp.port);
+      const n = 40; // the server keeps 16 in flight and reads the rest later
+      c.sock.end(Buffer.concat(Array.from({ length: n }, (_, i) => frame(query(i % 2 ? 'reviews' : 'example.test', 'A', 100 + i)))));
+      const ids: number[] = [];
+      for (let i = 0; i < n; i++) ids.push(idOf(await c.next()));
+      assert.deepEqual(ids.sort((a, b) => a - b), Array.from({ length: n }, (_, i) => 100 + i));
+      await c.closed;
+    });
+
     it('reassembles a query sent a byte at a time', T, async () => {
       const c = await rawTcp(server.tcp.port);
       for (const b of frame(query('reviews.default', 'A', 9))) {
