@@ -8,6 +8,10 @@ import { HostPort, parseHostPort } from '../proto/model/address';
 import { parseDuration } from '../proto/model/duration';
 import { isValidTrustDomain } from '../proto/model/spiffe';
 import { Doc, deepFreeze } from '../proto/model/validate';
+import { isValidName } from '../proto/model/spiffe';
+import { parseConsulCluster, type ConsulClusterConfig } from './sources/consul/config';
+import { parseServiceEntries, type ServiceEntry } from './sources/static';
+import { parseCidr4 } from './mesh/vips';
 
 /** Defaults for every optional federation setting, in one place. */
 export const FEDERATION_DEFAULTS = Object.freeze({
@@ -18,7 +22,25 @@ export const FEDERATION_DEFAULTS = Object.freeze({
   workloadCertTtl: '24h',
   gracePeriod: '10s',
   pushDebounce: '100ms',
+  store: 'embedded',
+  vipCidr: '240.240.0.0/16',
+  kubernetesStaleAfter: '30s',
 });
+
+/** Where the federation keeps its state. */
+export type StoreConfig = { kind: 'embedded' } | { kind: 'etcd'; endpoints: string[] };
+
+/** A Kubernetes cluster whose Services and EndpointSlices join the mesh. */
+export interface KubernetesClusterConfig {
+  kind: 'kubernetes';
+  name: string;
+  kubeconfig: string;
+  network: string;
+  staleAfterMs: number;
+}
+
+/** A cluster entry of the config: Kubernetes or Consul. */
+export type ClusterConfig = KubernetesClusterConfig | (ConsulClusterConfig & { kind: 'consul' });
 
 /** The validated, frozen federation configuration. */
 export interface FederationConfig {
@@ -34,6 +56,10 @@ export interface FederationConfig {
   caKeyFile: string | undefined;
   /** Name of this replica in `kedge status` (default: hostname:grpc-port). */
   replica: string;
+  store: StoreConfig;
+  vipCidr: string;
+  clusters: readonly ClusterConfig[];
+  serviceEntries: readonly ServiceEntry[];
 }
 
 /** The flag names `kedge federation` accepts, mapped to YAML keys. */
@@ -48,9 +74,46 @@ export const FEDERATION_FLAGS = {
   'ca-cert': 'caCert',
   'ca-key': 'caKey',
   replica: 'replica',
+  store: 'store',
+  'vip-cidr': 'vipCidr',
 } as const;
 
-const YAML_KEYS = Object.values(FEDERATION_FLAGS) as readonly string[];
+const YAML_KEYS = [...Object.values(FEDERATION_FLAGS), 'clusters', 'serviceEntries'] as readonly string[];
+
+/** Parses `embedded` or `etcd://host:port[,host:port...]`. */
+export function parseStore(s: string): StoreConfig {
+  if (s === 'embedded') return { kind: 'embedded' };
+  const m = /^etcd:\/\/(.+)$/.exec(s);
+  const endpoints = m ? m[1]!.split(',').map((e) => e.trim()) : [];
+  if (!m || endpoints.some((e) => !/^[^:/\s]+:\d{1,5}$/.test(e))) {
+    throw new KedgeError('KEDGE_BAD_CONFIG', `invalid store "${s}": use "embedded" or etcd://HOST:PORT[,HOST:PORT...]`);
+  }
+  return { kind: 'etcd', endpoints };
+}
+
+function parseClusters(doc: Doc, baseDir: string): ClusterConfig[] {
+  const clusters = doc.list().map((c): ClusterConfig => {
+    const kind = c.object().at('kind').string();
+    if (kind === 'consul') return { ...parseConsulCluster(c, baseDir), kind: 'consul' };
+    if (kind !== 'kubernetes') c.at('kind').fail(`unknown cluster kind "${kind}": use kubernetes or consul`);
+    c.object(['name', 'kind', 'kubeconfig', 'network', 'staleAfter']);
+    const name = c.at('name').string();
+    if (!isValidName(name)) c.at('name').fail(`invalid cluster name "${name}"`);
+    return {
+      kind: 'kubernetes',
+      name,
+      kubeconfig: path.resolve(baseDir, c.at('kubeconfig').string()),
+      network: c.at('network').string(''),
+      staleAfterMs: c.at('staleAfter').parse((v) => parseDuration(v, 'staleAfter'), FEDERATION_DEFAULTS.kubernetesStaleAfter),
+    };
+  });
+  const names = new Set<string>();
+  clusters.forEach((c, i) => {
+    if (names.has(c.name)) doc.at(i).at('name').fail(`cluster "${c.name}" is listed twice`);
+    names.add(c.name);
+  });
+  return clusters;
+}
 
 /**
  * Builds the configuration from flags (already parsed, by flag name) and the
@@ -116,6 +179,10 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
     caCertFile,
     caKeyFile,
     replica: at('replica').string(`${hostname}:${listenGrpc.port}`),
+    store: at('store').parse(parseStore, FEDERATION_DEFAULTS.store),
+    vipCidr: at('vipCidr').parse((v) => (parseCidr4(v), v), FEDERATION_DEFAULTS.vipCidr),
+    clusters: parseClusters(new Doc(source, merged).at('clusters'), base),
+    serviceEntries: parseServiceEntries(new Doc(source, merged).at('serviceEntries')),
   });
 }
 

@@ -12,6 +12,12 @@ import { formatHostPort, HostPort } from '../proto/model/address';
 import { federationSpiffeId } from '../proto/model/spiffe';
 import type { FederationConfig } from './config';
 import { openEmbeddedStore } from './store/embedded';
+import { openEtcdStore } from './store/etcd';
+import type { Source, SourceService } from './sources/types';
+import { KubernetesSource } from './sources/kubernetes';
+import { ConsulSource } from './sources/consul';
+import { StaticSource } from './sources/static';
+import { VipAllocator, parseCidr4 } from './mesh/vips';
 import type { Store } from './store/types';
 import { CertificateAuthority } from './ca';
 import { TokenService } from './tokens/tokens';
@@ -46,14 +52,17 @@ export async function startFederation(config: FederationConfig, logger: Logger):
     }
   };
   try {
-    const store: Store = await openEmbeddedStore(path.join(config.dataDir, 'store'), { logger });
+    const store: Store =
+      config.store.kind === 'etcd'
+        ? await openEtcdStore(config.store.endpoints, { logger: logger.child({ component: 'store' }) })
+        : await openEmbeddedStore(path.join(config.dataDir, 'store'), { logger });
     closers.push(() => store.close());
 
     const material = await loadCaMaterial(store, { trustDomain: config.trustDomain, caCertFile: config.caCertFile, caKeyFile: config.caKeyFile, logger });
     const ca = new CertificateAuthority(material, { workloadTtlMs: config.workloadCertTtlMs });
     const roots = ca.trustBundle();
     writeFileAtomic(path.join(config.dataDir, 'root-cert.pem'), roots.join(''), 0o644);
-    const adminToken = loadOrCreateAdminToken(config.dataDir);
+    const adminToken = await loadOrCreateAdminToken(store, config.dataDir);
     const issuers = [new X509Certificate(material.certPem)];
 
     // The serving certificate names the federation by SPIFFE ID, so agents
@@ -74,25 +83,34 @@ export async function startFederation(config: FederationConfig, logger: Logger):
     let view: MeshView = { services: new Map() };
     let service: FederationService | undefined;
     let pushTimer: NodeJS.Timeout | undefined;
-    const registry = new AgentRegistry(store, {
-      gracePeriodMs: config.gracePeriodMs,
-      logger,
-      onChange: () => {
-        // Debounced: a burst of registrations becomes one recompute and one push.
-        if (pushTimer) return;
-        pushTimer = setTimeout(() => {
-          pushTimer = undefined;
-          view = buildMeshView(registry.all());
-          service?.pushAll(view);
-        }, config.pushDebounceMs);
-      },
-    });
+    const sources = createSources(config, logger);
+    const rebuild = () => {
+      const next = buildMeshView(registry.all(), { vips: vips.table() }, sources.map((src) => src.services() as SourceService[]));
+      vips.ensure(next.services.keys());
+      return next;
+    };
+    // Debounced: a burst of changes becomes one recompute and one push.
+    const scheduleRebuild = () => {
+      if (pushTimer) return;
+      pushTimer = setTimeout(() => {
+        pushTimer = undefined;
+        view = rebuild();
+        service?.pushAll(view);
+      }, config.pushDebounceMs);
+    };
+    const registry = new AgentRegistry(store, { gracePeriodMs: config.gracePeriodMs, logger, onChange: scheduleRebuild });
+    const vips = new VipAllocator(store, parseCidr4(config.vipCidr), { logger, onChange: scheduleRebuild });
     closers.push(() => {
       registry.close();
+      vips.close();
       if (pushTimer) clearTimeout(pushTimer);
     });
+    await vips.start();
     await registry.start();
-    view = buildMeshView(registry.all());
+    // Sources never block start-up: an unreachable backend retries in the background.
+    await Promise.all(sources.map((src) => src.start(scheduleRebuild)));
+    closers.push(() => Promise.all(sources.map((src) => src.close())).then(() => undefined));
+    view = rebuild();
 
     service = new FederationService({
       trustDomain: config.trustDomain,
@@ -142,7 +160,7 @@ export async function startFederation(config: FederationConfig, logger: Logger):
       replica: config.replica,
       trustDomain: config.trustDomain,
       ready: () => ready,
-      sources: () => [],
+      sources: () => sources.map((src) => src.status()),
       logger,
     });
     const httpPort = await listen(api, config.listenHttp);
@@ -159,6 +177,17 @@ export async function startFederation(config: FederationConfig, logger: Logger):
     await closeAll();
     throw err;
   }
+}
+
+/** The configured endpoint sources besides agents. */
+function createSources(config: FederationConfig, logger: Logger): Source[] {
+  const out: Source[] = config.clusters.map((c) =>
+    c.kind === 'kubernetes'
+      ? new KubernetesSource({ name: c.name, kubeconfig: c.kubeconfig, network: c.network, staleAfterMs: c.staleAfterMs, logger: logger.child({ source: c.name }) })
+      : new ConsulSource({ ...c, logger: logger.child({ source: c.name }) }),
+  );
+  if (config.serviceEntries.length > 0) out.push(new StaticSource({ entries: config.serviceEntries }));
+  return out;
 }
 
 function listenError(what: string, addr: HostPort, err: unknown): KedgeError {

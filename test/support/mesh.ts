@@ -71,6 +71,8 @@ export interface AgentSpec {
   dataDir?: string;
   /** Token to join with; default: a fresh token for namespace/serviceAccount. */
   token?: string;
+  /** Federation addresses tried in order (default: the federation's one). */
+  federationAddresses?: string[];
   /** Extra top-level config merged in. */
   extra?: Record<string, unknown>;
 }
@@ -89,7 +91,7 @@ export interface AgentHandle {
 /** Writes an agent config for `spec` and returns its path. */
 export function writeAgentConfig(fed: FederationHandle, spec: AgentSpec, dataDir: string, tokenFile: string): string {
   const config = {
-    federation: { address: fed.grpc, rootCert: fed.rootCertFile, tokenFile },
+    federation: { address: spec.federationAddresses ?? fed.grpc, rootCert: fed.rootCertFile, tokenFile },
     workload: {
       name: spec.name,
       namespace: spec.namespace,

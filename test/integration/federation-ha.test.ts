@@ -1,0 +1,103 @@
+// Two federation replicas on one real etcd: agents on either replica see
+// each other's services; kill -9 of a replica moves its agents to the other
+// without their endpoints disappearing; an etcd restart loses nothing.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import YAML from 'yaml';
+import { startEtcd, EtcdServer } from '../support/etcd';
+import { eventually, runKedge } from '../support/procs';
+import { AgentHandle, FederationHandle, agentSeesEndpoints, createToken, getJson, httpGet, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
+
+describe('federation replicas on etcd', () => {
+  let etcd: EtcdServer;
+  let r1: FederationHandle;
+  let r2: FederationHandle;
+  const agents: AgentHandle[] = [];
+  const apps: { close(): Promise<void> }[] = [];
+  before(async () => {
+    etcd = await startEtcd();
+    const store = `etcd://${etcd.endpoint.replace(/^https?:\/\//, '')}`;
+    r1 = await startFederationProc({ args: ['--store', store, '--replica', 'r1', '--grace-period', '4s'] });
+    r2 = await startFederationProc({ args: ['--store', store, '--replica', 'r2', '--grace-period', '4s'] });
+  });
+  after(async () => {
+    await Promise.all(agents.map((a) => a.proc.stop('SIGKILL')));
+    await Promise.all([r1?.proc.stop('SIGKILL'), r2?.proc.stop('SIGKILL')]);
+    await Promise.all(apps.map((a) => a.close()));
+    await etcd?.destroy();
+  });
+
+  it('replicas share one CA and one admin token', () => {
+    assert.equal(fs.readFileSync(r1.rootCertFile, 'utf8'), fs.readFileSync(r2.rootCertFile, 'utf8'));
+    assert.equal(fs.readFileSync(r1.adminTokenFile, 'utf8'), fs.readFileSync(r2.adminTokenFile, 'utf8'));
+  });
+
+  it('agents on different replicas see each other and send traffic', async () => {
+    const appA = await startHttpApp('alpha');
+    const appB = await startHttpApp('beta');
+    apps.push(appA, appB);
+    // A token made on one replica is good on the other.
+    const tokenA = await createToken(r2, 'default', 'alpha');
+    const a = await startAgentProc(r1, {
+      name: 'alpha', namespace: 'default', serviceAccount: 'alpha', address: '127.0.50.1', token: tokenA,
+      services: [{ name: 'alpha', ports: [{ name: 'http', port: 9080, targetPort: appA.port }] }],
+      upstreams: [{ service: 'beta.default', port: 9080 }],
+      federationAddresses: [r1.grpc, r2.grpc],
+    });
+    agents.push(a);
+    const b = await startAgentProc(r2, {
+      name: 'beta', namespace: 'default', serviceAccount: 'beta', address: '127.0.50.2',
+      services: [{ name: 'beta', ports: [{ name: 'http', port: 9080, targetPort: appB.port }] }],
+      upstreams: [{ service: 'alpha.default', port: 9080 }],
+      federationAddresses: [r2.grpc, r1.grpc],
+    });
+    agents.push(b);
+    assert.equal(a.proc.logs.find((l) => l.msg === 'registered with the federation')?.replica, 'r1');
+    assert.equal(b.proc.logs.find((l) => l.msg === 'registered with the federation')?.replica, 'r2');
+    await agentSeesEndpoints(a, 'beta.default', 1);
+    await agentSeesEndpoints(b, 'alpha.default', 1);
+    assert.equal(await httpGet(a.upstreams[0]!), 'beta');
+    assert.equal(await httpGet(b.upstreams[0]!), 'alpha');
+    const status = JSON.parse((await runKedge(['status', '-o', 'json', '--federation', r2.httpUrl, '--admin-token-file', r2.adminTokenFile])).stdout) as { agent: string; replica: string }[];
+    assert.deepEqual(status.map((s) => [s.agent, s.replica]), [['default/alpha', 'r1'], ['default/beta', 'r2']]);
+  });
+
+  it('kill -9 of a replica: its agents move to the other, endpoints stay visible', async () => {
+    const [a, b] = agents;
+    // Watch from B's side, every 100 ms, that alpha stays in its view.
+    let missing = 0;
+    let stop = false;
+    const watcher = (async () => {
+      while (!stop) {
+        const cfg = await getJson<{ services: { key: string; endpoints: unknown[] }[] }>(`${b!.adminUrl}/config`).catch(() => undefined);
+        if (cfg && cfg.services.find((s) => s.key === 'alpha.default')?.endpoints.length !== 1) missing += 1;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    await r1.proc.stop('SIGKILL');
+    await eventually(() => a!.proc.logs.some((l) => l.msg === 'registered with the federation' && l.replica === 'r2'), 20_000, 'alpha to move to r2');
+    await new Promise((r) => setTimeout(r, 5_000)); // past the 4 s grace period of r1's lease
+    stop = true;
+    await watcher;
+    assert.equal(missing, 0, 'alpha never left beta\'s view');
+    assert.equal(await httpGet(b!.upstreams[0]!), 'alpha');
+  });
+
+  it('an etcd restart loses nothing', async () => {
+    const [a, b] = agents;
+    await etcd.stop();
+    // The data path keeps working on the agents' last snapshots.
+    assert.equal(await httpGet(a!.upstreams[0]!), 'beta');
+    await etcd.restart();
+    const token = await eventually(() => createToken(r2, 'default', 'gamma').catch(() => undefined), 20_000, 'tokens to work again');
+    assert.match(token, /^kedge1\./);
+    const eps = await eventually(async () => {
+      const rows = JSON.parse((await runKedge(['get', 'endpoints', '-o', 'json', '--federation', r2.httpUrl, '--admin-token-file', r2.adminTokenFile])).stdout) as { service: string }[];
+      return rows.length === 2 ? rows : undefined;
+    }, 20_000, 'both registrations after the etcd restart');
+    assert.deepEqual(eps.map((e) => e.service).sort(), ['alpha.default', 'beta.default']);
+    assert.equal(await httpGet(b!.upstreams[0]!), 'alpha');
+    assert.ok(YAML.stringify(eps));
+  });
+});
