@@ -22,6 +22,8 @@ export const AGENT_DEFAULTS = Object.freeze({
   dataDir: '/var/lib/kedge/agent',
   trustDomain: '',
   connectTimeout: '5s',
+  inboundMode: 'PERMISSIVE',
+  outboundPolicy: 'allow-any',
 });
 
 const PROTOCOLS = ['tcp', 'http', 'http2', 'grpc', 'tls'] as const;
@@ -69,7 +71,15 @@ export interface AgentConfig {
   };
   services: readonly ServiceConfig[];
   upstreams: readonly UpstreamConfig[];
-  proxy: { inboundListen: HostPort; appHost: string; connectTimeoutMs: number };
+  proxy: {
+    inboundListen: HostPort;
+    appHost: string;
+    connectTimeoutMs: number;
+    /** With inbound capture: plaintext from outside the mesh is served (PERMISSIVE) or refused (STRICT). */
+    inboundMode: 'PERMISSIVE' | 'STRICT';
+    /** With outbound capture: destinations outside the mesh pass through (allow-any) or are refused. */
+    outboundPolicy: 'allow-any' | 'registry-only';
+  };
   admin: { listen: HostPort };
   dataDir: string;
   /** The raw `capture:` block, validated by agent/capture when capture is used. */
@@ -157,7 +167,11 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
     listens.add(k);
   }
 
-  const proxy = doc.at('proxy').optionalObject(['inboundListen', 'appHost', 'connectTimeout']) ?? doc.at('proxy');
+  const proxy = doc.at('proxy').optionalObject(['inboundListen', 'appHost', 'connectTimeout', 'inboundMode', 'outboundPolicy']) ?? doc.at('proxy');
+  const inboundMode = proxy.at('inboundMode').string(AGENT_DEFAULTS.inboundMode);
+  if (inboundMode !== 'PERMISSIVE' && inboundMode !== 'STRICT') proxy.at('inboundMode').fail('must be PERMISSIVE or STRICT');
+  const outboundPolicy = proxy.at('outboundPolicy').string(AGENT_DEFAULTS.outboundPolicy);
+  if (outboundPolicy !== 'allow-any' && outboundPolicy !== 'registry-only') proxy.at('outboundPolicy').fail('must be allow-any or registry-only');
   const admin = doc.at('admin').optionalObject(['listen']) ?? doc.at('admin');
   const tokenFile = fed.at('tokenFile').optionalString();
 
@@ -184,6 +198,8 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
       inboundListen: proxy.at('inboundListen').parse((s) => parseHostPort(s, 'inboundListen'), AGENT_DEFAULTS.inboundListen),
       appHost: proxy.at('appHost').string(AGENT_DEFAULTS.appHost),
       connectTimeoutMs: proxy.at('connectTimeout').parse((s) => parseDuration(s, 'connectTimeout'), AGENT_DEFAULTS.connectTimeout),
+      inboundMode: inboundMode as 'PERMISSIVE' | 'STRICT',
+      outboundPolicy: outboundPolicy as 'allow-any' | 'registry-only',
     },
     admin: { listen: admin.at('listen').parse((s) => parseHostPort(s, 'listen'), AGENT_DEFAULTS.adminListen) },
     dataDir: rel(doc.at('dataDir').string(AGENT_DEFAULTS.dataDir)),

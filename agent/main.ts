@@ -16,6 +16,9 @@ import { RegistrationSession } from './registration/session';
 import { toProxySnapshot } from './registration/updates';
 import { startAdmin } from './admin/server';
 import type { FederationTarget } from './registration/client';
+import { Subscriptions } from './registration/subscriptions';
+import { captureOptionsFromDoc, type CaptureOptions } from './capture';
+import { readResolvConf, startDnsServer, type DnsServer, type MeshLookup } from './dns';
 
 /** The agent's version, reported at registration. */
 export const AGENT_VERSION = '0.1.0';
@@ -43,6 +46,9 @@ export function localTargets(config: AgentConfig): LocalTarget[] {
 
 /** Starts an agent from a validated config. */
 export async function runAgent(config: AgentConfig, logger: Logger): Promise<RunningAgent> {
+  // Transparent capture is on when the config has a capture block (the
+  // iptables rules themselves are installed by `kedge capture install`).
+  const capture: CaptureOptions | undefined = config.captureDoc.isMissing() ? undefined : captureOptionsFromDoc(config.captureDoc);
   let rootCertPem: string;
   try {
     rootCertPem = fs.readFileSync(config.federation.rootCertFile, 'utf8');
@@ -72,6 +78,14 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
     identity: id,
     logger,
     connectTimeoutMs: config.proxy.connectTimeoutMs,
+    ...(capture
+      ? {
+          // REDIRECT delivers captured local traffic to loopback.
+          outboundListen: [{ host: '127.0.0.1', port: capture.outboundPort }, ...(capture.ipv6 === false ? [] : [{ host: '::1', port: capture.outboundPort }])],
+          outboundPolicy: config.proxy.outboundPolicy,
+          inboundCapture: { mode: config.proxy.inboundMode },
+        }
+      : {}),
   });
   await proxy.start();
   const [host, detected] = await facts;
@@ -96,23 +110,57 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
     },
     services: config.services.map((s) => ({ name: s.name, namespace: config.workload.namespace, ports: s.ports.map((p) => ({ ...p })) })),
     host,
-    subscriptions: [...new Set(config.upstreams.map((u) => u.service))],
+    subscriptions: subs.all(),
     agentVersion: AGENT_VERSION,
   });
+  const subs = new Subscriptions(config.upstreams.map((u) => u.service));
   const session = new RegistrationSession({
     target,
     identity: () => identity.current(),
     register,
-    onServices: (services: ReadonlyMap<string, Service__Output>, version: string) => proxy.setSnapshot(toProxySnapshot(services, version)),
+    onServices: (services: ReadonlyMap<string, Service__Output>, version: string, removed: readonly string[]) => {
+      proxy.setSnapshot(toProxySnapshot(services, version));
+      session.subscribe([], subs.answered(services, removed));
+    },
     logger: logger.child({ component: 'registration' }),
   });
   session.start();
+
+  let dns: DnsServer | undefined;
+  if (capture?.dns) {
+    const resolv = await readResolvConf();
+    for (const w of resolv.warnings) logger.warn({ component: 'dns' }, w);
+    const lookup = (key: string): MeshLookup => {
+      const services = session.currentServices();
+      const state = subs.state(key, services);
+      if (state === 'present') {
+        const vip = services.get(key)?.vip;
+        return vip ? { vip4: vip } : 'unknown-yet';
+      }
+      return state === 'absent' ? undefined : 'unknown-yet';
+    };
+    dns = await startDnsServer({
+      listen: { host: '127.0.0.1', port: capture.dnsPort },
+      ownNamespace: config.workload.namespace,
+      lookup,
+      onLookup: (key) => {
+        if (subs.add(key)) session.subscribe([key]);
+      },
+      upstreams: resolv.nameservers,
+      logger: logger.child({ component: 'dns' }),
+    }).catch(async (err) => {
+      await session.stop();
+      identity.stop();
+      await proxy.close();
+      throw err;
+    });
+  }
 
   const admin = await startAdmin(config.admin.listen, {
     identity: () => identity.current(),
     services: () => session.currentServices(),
     session: () => session.status(),
-    stats: () => proxy.stats(),
+    stats: () => ({ proxy: proxy.stats(), dns: dns?.stats() }),
     ready: () => session.status().connects > 0,
   }).catch(async (err) => {
     await session.stop();
@@ -120,7 +168,7 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
     await proxy.close();
     throw err;
   });
-  logger.info({ spiffeId: id.spiffeId, inbound: formatHostPort(proxy.inboundAddress()), upstreams: proxy.upstreamAddresses().map(formatHostPort), admin: formatHostPort(admin.address) }, 'agent started');
+  logger.info({ spiffeId: id.spiffeId, capture: !!capture, dns: dns ? formatHostPort(dns.udp) : undefined, inbound: formatHostPort(proxy.inboundAddress()), upstreams: proxy.upstreamAddresses().map(formatHostPort), admin: formatHostPort(admin.address) }, 'agent started');
 
   let stopping: Promise<void> | undefined;
   return {
@@ -131,7 +179,7 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
       stopping ??= (async () => {
         identity.stop();
         await session.stop().catch((err) => logger.warn({ err: errorMessage(err) }, 'goodbye failed'));
-        await Promise.all([proxy.close(), admin.close()]);
+        await Promise.all([proxy.close(), admin.close(), dns?.close()]);
         logger.info('agent stopped');
       })();
       return stopping;

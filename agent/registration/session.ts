@@ -28,8 +28,8 @@ export interface SessionOptions {
   target: FederationTarget;
   identity: () => TlsIdentity;
   register: () => Register;
-  /** Called with the agent's services after an accepted update. */
-  onServices: (services: ReadonlyMap<string, Service__Output>, version: string) => void;
+  /** Called with the agent's services after an accepted update, and the keys it said are gone. */
+  onServices: (services: ReadonlyMap<string, Service__Output>, version: string, removed: readonly string[]) => void;
   logger: Logger;
   random?: () => number;
   minBackoffMs?: number;
@@ -61,9 +61,9 @@ export class RegistrationSession {
     return this.services;
   }
 
-  /** Adds subscriptions on the live stream (they are also part of every Register). */
-  subscribe(add: string[]): void {
-    this.send({ subscribe: { add, remove: [] } });
+  /** Changes subscriptions on the live stream (Register carries the full set on reconnect). */
+  subscribe(add: readonly string[], remove: readonly string[] = []): void {
+    if (add.length || remove.length) this.send({ subscribe: { add: [...add], remove: [...remove] } });
   }
 
   /**
@@ -117,7 +117,7 @@ export class RegistrationSession {
       } else if (msg.msg === 'update' && msg.update) {
         const applied = applyUpdate(this.services, msg.update);
         this.services = applied.services;
-        this.opts.onServices(this.services, msg.update.nonce);
+        this.opts.onServices(this.services, msg.update.nonce, msg.update.removed);
         const errorDetail = applied.rejected.join('; ');
         if (errorDetail) logger.warn({ nonce: msg.update.nonce, rejected: applied.rejected }, 'rejected part of an update (NACK)');
         else this.state.ackedVersion = msg.update.nonce;
