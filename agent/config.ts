@@ -56,6 +56,9 @@ export interface AgentConfig {
     addresses: readonly HostPort[];
     rootCertFile: string;
     tokenFile: string | undefined;
+    /** A pod's projected service-account token, checked by the federation with `cluster`'s TokenReview. */
+    kubernetesTokenFile: string | undefined;
+    cluster: string | undefined;
     /** Expected trust domain of the federation's SPIFFE ID; '' accepts the one its pinned root vouches for. */
     trustDomain: string;
   };
@@ -111,7 +114,10 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
   const rel = (p: string) => path.resolve(base, p);
   const doc = new Doc(file, value).object(TOP);
 
-  const fed = doc.at('federation').object(['address', 'rootCert', 'tokenFile', 'trustDomain']);
+  const fed = doc.at('federation').object(['address', 'rootCert', 'tokenFile', 'trustDomain', 'kubernetesTokenFile', 'cluster']);
+  const kubernetesTokenFile = fed.at('kubernetesTokenFile').optionalString();
+  const cluster = fed.at('cluster').optionalString();
+  if ((kubernetesTokenFile === undefined) !== (cluster === undefined)) fed.at(cluster === undefined ? 'cluster' : 'kubernetesTokenFile').fail('kubernetesTokenFile and cluster go together: a pod joins with its service-account token, checked by that cluster');
   const addrDoc = fed.at('address');
   const addresses = Array.isArray(addrDoc.value)
     ? addrDoc.list().map((d) => d.parse((s) => parseHostPort(s, 'address')))
@@ -181,6 +187,8 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
       addresses,
       rootCertFile: rel(fed.at('rootCert').string()),
       tokenFile: tokenFile === undefined ? undefined : rel(tokenFile),
+      kubernetesTokenFile: kubernetesTokenFile === undefined ? undefined : rel(kubernetesTokenFile),
+      cluster,
       trustDomain,
     },
     workload: {

@@ -64,7 +64,8 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
   const facts = Promise.all([collectHostFacts(), config.workload.address ? Promise.resolve(config.workload.address) : detectWorkloadAddress()]);
   facts.catch(() => undefined);
 
-  const identity = new IdentityManager({ dataDir: config.dataDir, tokenFile: config.federation.tokenFile, federation: target, logger: logger.child({ component: 'identity' }) });
+  const kubernetes = config.federation.kubernetesTokenFile && config.federation.cluster ? { tokenFile: config.federation.kubernetesTokenFile, cluster: config.federation.cluster } : undefined;
+  const identity = new IdentityManager({ dataDir: config.dataDir, tokenFile: config.federation.tokenFile, kubernetes, federation: target, logger: logger.child({ component: 'identity' }) });
   const id = await identity.ensure();
   const expected = `/ns/${config.workload.namespace}/sa/${config.workload.serviceAccount}`;
   if (!id.spiffeId.endsWith(expected)) {

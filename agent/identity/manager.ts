@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import type { TlsIdentity } from '../proxy/types';
-import { FederationTarget, callAnyFederation, isTransient, signOnce } from '../registration/client';
+import { FederationTarget, JoinCredential, callAnyFederation, isTransient, signOnce } from '../registration/client';
 import { generateKeyAndCsr, parseCertChain } from './csr';
 import { expiryWarning, renewalDelayMs, retryDelayMs } from './refresh';
 import { loadIdentity, saveIdentity, toTlsIdentity } from './store';
@@ -15,6 +15,8 @@ import { loadIdentity, saveIdentity, toTlsIdentity } from './store';
 export interface IdentityManagerOptions {
   dataDir: string;
   tokenFile: string | undefined;
+  /** A pod joins with its service-account token instead of a join token. */
+  kubernetes?: { tokenFile: string; cluster: string } | undefined;
   federation: FederationTarget;
   logger: Logger;
   clock?: () => number;
@@ -53,11 +55,11 @@ export class IdentityManager extends EventEmitter {
       return saved;
     }
     if (saved) this.opts.logger.warn({ notAfter: saved.notAfter.toISOString() }, 'saved certificate has expired; joining again with the token');
-    const token = this.readToken();
     let attempt = 0;
     for (;;) {
       try {
-        const id = await this.requestIdentity(token, undefined);
+        // Re-read each attempt: a projected token is rotated by the kubelet.
+        const id = await this.requestIdentity(this.joinCredential(), undefined);
         this.identity = id;
         this.opts.logger.info({ spiffeId: id.spiffeId, serial: id.serial, notAfter: id.notAfter.toISOString() }, 'joined the mesh');
         return id;
@@ -77,7 +79,7 @@ export class IdentityManager extends EventEmitter {
 
   /** Renews now (also used by tests); resolves with the new identity. */
   async renew(): Promise<TlsIdentity> {
-    const id = await this.requestIdentity('', this.current());
+    const id = await this.requestIdentity(undefined, this.current());
     if (id.spiffeId !== this.current().spiffeId) {
       throw new KedgeError('KEDGE_IDENTITY_CHANGED', `renewal returned ${id.spiffeId}, not ${this.current().spiffeId}`);
     }
@@ -116,24 +118,30 @@ export class IdentityManager extends EventEmitter {
     return parseCertChain(this.current().certChainPem).notBefore;
   }
 
-  private readToken(): string {
+  private joinCredential(): JoinCredential {
+    const k = this.opts.kubernetes;
+    if (k) return { kubernetesToken: this.readTokenFile(k.tokenFile, 'service-account token'), cluster: k.cluster };
     const file = this.opts.tokenFile;
     if (!file) {
       throw new KedgeError('KEDGE_NO_TOKEN', `no saved identity in ${this.opts.dataDir} and no federation.tokenFile in the config: create a token with "kedge token create" and set federation.tokenFile`);
     }
+    return { joinToken: this.readTokenFile(file, 'join token') };
+  }
+
+  private readTokenFile(file: string, what: string): string {
     let token: string;
     try {
       token = fs.readFileSync(file, 'utf8').trim();
     } catch (err) {
-      throw new KedgeError('KEDGE_NO_TOKEN', `cannot read the join token file ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`, { cause: err });
+      throw new KedgeError('KEDGE_NO_TOKEN', `cannot read the ${what} file ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`, { cause: err });
     }
-    if (!token) throw new KedgeError('KEDGE_NO_TOKEN', `the join token file ${file} is empty`);
+    if (!token) throw new KedgeError('KEDGE_NO_TOKEN', `the ${what} file ${file} is empty`);
     return token;
   }
 
-  private async requestIdentity(token: string, current: TlsIdentity | undefined): Promise<TlsIdentity> {
+  private async requestIdentity(credential: JoinCredential, current: TlsIdentity | undefined): Promise<TlsIdentity> {
     const { keyPem, csrPem } = await generateKeyAndCsr();
-    const res = await callAnyFederation(this.opts.federation, current, (client) => signOnce(client, csrPem, token));
+    const res = await callAnyFederation(this.opts.federation, current, (client) => signOnce(client, csrPem, credential));
     const id = toTlsIdentity(keyPem, res.certChainPem.join(''), res.trustBundlePem.join(''));
     if (id.spiffeId !== res.spiffeId) throw new KedgeError('KEDGE_BAD_CERT', `federation said ${res.spiffeId} but the certificate names ${id.spiffeId}`);
     saveIdentity(this.opts.dataDir, id);

@@ -53,10 +53,14 @@ export function federationClient(address: HostPort, rootCertPem: string, identit
   return new Ctor(formatHostPort(address), creds, CHANNEL_OPTIONS);
 }
 
+/** How the caller proves who it is when it has no certificate yet. */
+export type JoinCredential = { joinToken: string } | { kubernetesToken: string; cluster: string } | undefined;
+
 /** Calls Sign on one address; errors come back as KedgeErrors with the federation's code. */
-export function signOnce(client: FederationClient, csrPem: string, joinToken: string, timeoutMs = 10_000): Promise<SignResponse__Output> {
+export function signOnce(client: FederationClient, csrPem: string, credential: JoinCredential | string, timeoutMs = 15_000): Promise<SignResponse__Output> {
+  const cred = typeof credential === 'string' ? (credential ? { joinToken: credential } : undefined) : credential;
   return new Promise((resolve, reject) => {
-    client.Sign({ csrPem, joinToken }, { deadline: Date.now() + timeoutMs }, (err, res) => {
+    client.Sign({ csrPem, ...cred }, { deadline: Date.now() + timeoutMs }, (err, res) => {
       if (err) reject(fromGrpcError(err));
       else if (!res) reject(new KedgeError('KEDGE_FEDERATION_ERROR', 'empty Sign response'));
       else resolve(res);
@@ -66,8 +70,10 @@ export function signOnce(client: FederationClient, csrPem: string, joinToken: st
 
 /** True for errors worth retrying on another address or later (the federation is away). */
 export function isTransient(err: unknown): boolean {
-  return err instanceof KedgeError && (err.code === 'KEDGE_FEDERATION_UNREACHABLE' || err.code === 'KEDGE_INTERNAL' || err.code === 'KEDGE_FEDERATION_ERROR');
+  return err instanceof KedgeError && (TRANSIENT.has(err.code) || /^KEDGE_K8S_(UNREACHABLE|TIMEOUT|SERVER_ERROR)$/.test(err.code));
 }
+
+const TRANSIENT = new Set(['KEDGE_FEDERATION_UNREACHABLE', 'KEDGE_INTERNAL', 'KEDGE_FEDERATION_ERROR', 'KEDGE_STORE_UNAVAILABLE']);
 
 /** The federation as the agent sees it: addresses tried in order, one pinned root. */
 export interface FederationTarget {

@@ -15,6 +15,7 @@ import { PushSession, PushStatus } from '../push/session';
 import { authenticatePeer } from './peer';
 import { recordFromRegister } from './register';
 import { toGrpcError } from './status';
+import type { CertClusters } from './cert-clusters';
 
 /** Largest CSR accepted; a 2048- or 4096-bit RSA CSR is 1–2 KB. */
 export const MAX_CSR_BYTES = 16 * 1024;
@@ -32,8 +33,14 @@ export interface ConnectedAgent {
   push: PushSession;
 }
 
+/** Checks a pod's service-account token with a cluster's TokenReview. */
+export type PodTokenReviewer = (cluster: string, token: string) => Promise<{ namespace: string; serviceAccount: string }>;
+
 /** What the gRPC service needs from the rest of the federation. */
 export interface GrpcDeps {
+  reviewPodToken?: PodTokenReviewer;
+  /** Which Kubernetes cluster admitted the holder of a certificate serial (pod agents only). */
+  certClusters?: CertClusters;
   trustDomain: string;
   replica: string;
   ca: () => CertificateAuthority;
@@ -86,15 +93,29 @@ export class FederationService {
     // Validate the CSR before consuming a token use, so a broken CSR costs nothing.
     inspectCsr(req.csrPem);
     let spiffeId: string;
+    let cluster: string | undefined;
+    let via: string;
     if (req.joinToken) {
       const binding = await deps.tokens.redeem(req.joinToken);
       spiffeId = formatSpiffeId({ trustDomain: deps.trustDomain, namespace: binding.namespace, serviceAccount: binding.serviceAccount });
+      via = 'token';
+    } else if (req.kubernetesToken) {
+      if (!deps.reviewPodToken) throw new KedgeError('KEDGE_UNAUTHENTICATED', 'this federation has no Kubernetes clusters configured to check service-account tokens');
+      const who = await deps.reviewPodToken(req.cluster, req.kubernetesToken);
+      spiffeId = formatSpiffeId({ trustDomain: deps.trustDomain, namespace: who.namespace, serviceAccount: who.serviceAccount });
+      cluster = req.cluster;
+      via = `kubernetes/${req.cluster}`;
     } else {
-      spiffeId = authenticatePeer(call, deps.issuers(), deps.trustDomain, this.clock()).spiffeId;
+      const peer = authenticatePeer(call, deps.issuers(), deps.trustDomain, this.clock());
+      spiffeId = peer.spiffeId;
+      // A renewed pod certificate stays bound to the cluster that admitted the pod.
+      cluster = await deps.certClusters?.get(peer.serial);
+      via = 'mtls';
     }
     const ca = deps.ca();
     const signed = ca.signCsr(req.csrPem, spiffeId);
-    deps.logger.info({ spiffeId, serial: signed.serial, notAfter: signed.notAfter.toISOString(), via: req.joinToken ? 'token' : 'mtls' }, 'signed workload certificate');
+    if (cluster) await deps.certClusters?.put(signed.serial, cluster, signed.notAfter.getTime() - this.clock());
+    deps.logger.info({ spiffeId, serial: signed.serial, notAfter: signed.notAfter.toISOString(), via }, 'signed workload certificate');
     return { certChainPem: signed.chainPem, trustBundlePem: ca.trustBundle(), spiffeId };
   }
 
@@ -103,8 +124,9 @@ export class FederationService {
     const log = deps.logger;
     let identity: string;
     let certNotAfter: Date;
+    let certSerial: string;
     try {
-      ({ spiffeId: identity, certNotAfter } = authenticatePeer(call, deps.issuers(), deps.trustDomain, this.clock()));
+      ({ spiffeId: identity, certNotAfter, serial: certSerial } = authenticatePeer(call, deps.issuers(), deps.trustDomain, this.clock()));
     } catch (err) {
       call.emit('error', toGrpcError(err));
       call.end();
@@ -172,6 +194,8 @@ export class FederationService {
           if (registration) throw new KedgeError('KEDGE_BAD_REQUEST', 'Register sent twice on one stream');
           clearTimeout(registerTimer);
           record = recordFromRegister(msg.register!, identity, deps.replica, new Date(now));
+          const cluster = await deps.certClusters?.get(certSerial);
+          if (cluster) record.cluster = cluster;
           record.status = { ackedNonce: '', ackedAt: undefined, lastContact: record.connectedAt, certNotAfter: certNotAfter.toISOString(), subscriptions: [...msg.register!.subscriptions].sort() };
           registration = await deps.registry.register(record);
           if (ended) {

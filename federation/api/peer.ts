@@ -15,6 +15,8 @@ export interface HasAuthContext {
 export interface Peer {
   spiffeId: string;
   certNotAfter: Date;
+  /** Uppercase hex, as X509Certificate reports it. */
+  serial: string;
 }
 
 /**
@@ -45,5 +47,5 @@ export function authenticatePeer(call: HasAuthContext, issuers: readonly X509Cer
   if (!id || id.trustDomain !== trustDomain) {
     throw new KedgeError('KEDGE_UNAUTHENTICATED', `client certificate does not carry one workload SPIFFE ID in trust domain ${trustDomain} (found: ${uris.join(', ') || 'none'})`);
   }
-  return { spiffeId: uris[0] as string, certNotAfter: new Date(cert.validTo) };
+  return { spiffeId: uris[0] as string, certNotAfter: new Date(cert.validTo), serial: cert.serialNumber.toUpperCase() };
 }

@@ -14,6 +14,9 @@ const STATUS_BY_CODE: Record<string, grpc.status> = {
   KEDGE_BAD_IDENTITY: grpc.status.INVALID_ARGUMENT,
   KEDGE_CSR_IDENTITY_MISMATCH: grpc.status.PERMISSION_DENIED,
   KEDGE_PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
+  KEDGE_K8S_TOKEN_REJECTED: grpc.status.UNAUTHENTICATED,
+  KEDGE_K8S_TOKEN_AUDIENCE: grpc.status.UNAUTHENTICATED,
+  KEDGE_K8S_TOKEN_NOT_SERVICE_ACCOUNT: grpc.status.UNAUTHENTICATED,
 };
 
 /** A gRPC error object carrying a Kedge error's code and message. */
