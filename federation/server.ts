@@ -28,6 +28,8 @@ import { FederationService } from './api/grpc';
 import { createHttpApi } from './api/http';
 import { MemoryCertificateProvider } from './api/cert-provider';
 import { loadCaMaterial, loadOrCreateAdminToken } from './bootstrap';
+import { CertClusters } from './api/cert-clusters';
+import { reviewServiceAccountToken } from './sources/kubernetes';
 import { writeFileAtomic } from '../proto/model/files';
 
 /** A running federation replica. */
@@ -112,7 +114,18 @@ export async function startFederation(config: FederationConfig, logger: Logger):
     closers.push(() => Promise.all(sources.map((src) => src.close())).then(() => undefined));
     view = rebuild();
 
+    const certClusters = new CertClusters(store);
+    await certClusters.sweep().catch((err) => logger.warn({ err: errorMessage(err) }, 'cannot sweep expired pod certificate bindings'));
+    const kubeClusters = new Map(config.clusters.flatMap((c) => (c.kind === 'kubernetes' ? [[c.name, c] as const] : [])));
     service = new FederationService({
+      certClusters,
+      reviewPodToken: async (cluster, token) => {
+        const c = kubeClusters.get(cluster);
+        if (!c) {
+          throw new KedgeError('KEDGE_UNAUTHENTICATED', `no Kubernetes cluster "${cluster}" in this federation's config (known: ${[...kubeClusters.keys()].join(', ') || 'none'}); set federation.cluster in the agent config`);
+        }
+        return reviewServiceAccountToken(c.kubeconfig, token, { cluster });
+      },
       trustDomain: config.trustDomain,
       replica: config.replica,
       ca: () => ca,

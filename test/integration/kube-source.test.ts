@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { KubernetesSource, type KubernetesSourceConfig } from '../../federation/sources/kubernetes/source';
 import { reviewServiceAccountToken } from '../../federation/sources/kubernetes/token-review';
 import { K8S_ERRORS } from '../../federation/sources/kubernetes/errors';
+import { servicesFromObjects } from '../../federation/sources/kubernetes/mapping';
+import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
 import { hasCode } from '../../proto/model/errors';
 import { silentLogger } from '../../proto/model/log';
 import type { SourceService } from '../../federation/sources/types';
@@ -22,7 +24,8 @@ const NODES = [
 ];
 
 // Short timings so outages and retries play out in well under a second.
-const FAST: Partial<KubernetesSourceConfig> = { staleAfterMs: 400, requestTimeoutMs: 800, backoff: { initialMs: 40, maxMs: 300 }, watchTimeoutSeconds: 60 };
+// (requestTimeoutMs stays generous: a loaded CI host must not turn a slow list into a failure.)
+const FAST: Partial<KubernetesSourceConfig> = { staleAfterMs: 400, requestTimeoutMs: 2500, backoff: { initialMs: 40, maxMs: 300 }, watchTimeoutSeconds: 60 };
 
 interface Cluster {
   double: KubeApiDouble;
@@ -75,6 +78,8 @@ test('initial sync: services with endpoints, locality from slice and node, statu
   const s = source(t, c, 'east');
   let changes = 0;
   await s.start(() => changes++);
+  // start() resolves after the first sync, or after a first failure on a very loaded host.
+  await waitFor('first sync', () => s.status().connected);
   const reviews = s.services().find((x) => x.name === 'reviews');
   assert.ok(reviews);
   assert.deepEqual(reviews.ports, [{ name: 'http', port: 9080, targetPort: 9080, protocol: 'http' }]);
@@ -123,6 +128,58 @@ test('scaling a deployment (slice change) reaches services() and onChange quickl
   await waitFor('ratings gone', () => !s.services().some((x) => x.name === 'ratings'));
 });
 
+test('the incrementally maintained view equals a full mapping after a random series of changes', async (t) => {
+  const c = await cluster(t, 'east');
+  const s = source(t, c, 'east');
+  await s.start(() => {});
+  await waitFor('watches open', () => c.double.activeWatches() === 3);
+  // A seeded generator: the same series on every run.
+  let seed = 42;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    // The low bits of this LCG cycle; use the high ones.
+    return Math.floor(seed / 2 ** 15) % n;
+  };
+  const names = ['a', 'b', 'c', 'd'];
+  for (let i = 0; i < 150; i++) {
+    const name = names[rand(names.length)]!;
+    const ns = rand(2) === 0 ? 'default' : 'shop';
+    switch (rand(8)) {
+      case 0:
+      case 1:
+        c.double.apply(service(name, ns, [{ name: 'http', port: 80 + rand(2) }]));
+        break;
+      case 2:
+        c.double.delete('services', ns, name);
+        break;
+      case 3:
+      case 4:
+      case 5:
+        c.double.apply(endpointSlice(name, ns, [{ name: 'http', port: 8080 }], replicas(name, rand(5), { ipPrefix: `10.${rand(3)}.${rand(3)}`, nodes: NODES, ready: rand(3) > 0 }), { suffix: String(rand(2)) }));
+        break;
+      case 6:
+        c.double.delete('endpointslices', ns, `${name}-${rand(2)}`);
+        break;
+      case 7:
+        c.double.apply(node(NODES[rand(2)]!.name, { region: `r${rand(3)}`, zone: `z${rand(3)}` }));
+        break;
+    }
+    if (rand(10) === 0) await new Promise((r) => setTimeout(r, 5));
+  }
+  const expected = () =>
+    JSON.stringify(
+      servicesFromObjects(
+        c.double.store.list('services') as V1Service[],
+        c.double.store.list('endpointslices') as V1EndpointSlice[],
+        c.double.store.list('nodes') as V1Node[],
+        'east',
+        'net-east',
+      ),
+    );
+  await waitFor('view converged', () => JSON.stringify(s.services()) === expected(), 5000);
+  assert.ok(s.services().length >= 4 && s.status().endpoints >= 8, `a non-trivial view: ${s.services().length} services, ${s.status().endpoints} endpoints`);
+});
+
 test('410 Gone on resume relists: changes made meanwhile arrive, nothing lost or duplicated', async (t) => {
   const c = await cluster(t, 'east');
   const s = source(t, c, 'east');
@@ -161,8 +218,8 @@ test('bookmarks keep an idle watch resumable across compaction (no relist)', asy
   await waitFor('watches re-opened', () => c.double.activeWatches() === 3);
   c.double.apply(node('node-d', { region: 'us-east1', zone: 'us-east1-d' }));
   c.double.setEndpoints('default', 'reviews-abcde', [{ ip: '10.1.0.7', nodeName: 'node-d', zone: 'us-east1-d' }]);
-  await waitFor('change after reconnect', () => addresses(s).join() === '10.1.0.7');
-  assert.equal(s.services().find((x) => x.name === 'reviews')!.endpoints[0]!.locality!.region, 'us-east1');
+  // Node and slice arrive on different watches, in either order.
+  await waitFor('change after reconnect', () => addresses(s).join() === '10.1.0.7' && s.services().find((x) => x.name === 'reviews')!.endpoints[0]!.locality!.region === 'us-east1');
   assert.deepEqual(lists(), before, 'resumed from bookmarked resourceVersions without relisting');
 });
 
@@ -242,7 +299,7 @@ test('garbage and hanging API servers: bounded start, clear errors, endpoints ke
   const c = await cluster(t, 'east');
   for (const fault of [{ kind: 'garbage' }, { kind: 'not-http' }, { kind: 'hang' }, { kind: 'status', code: 503 }] as const) {
     c.double.setFault(fault);
-    const s = new KubernetesSource({ name: 'east', kubeconfig: c.kubeconfig, network: 'n', logger: silentLogger(), ...FAST });
+    const s = new KubernetesSource({ name: 'east', kubeconfig: c.kubeconfig, network: 'n', logger: silentLogger(), ...FAST, requestTimeoutMs: 800 });
     const t0 = Date.now();
     await s.start(() => {});
     const took = Date.now() - t0;
@@ -269,9 +326,23 @@ test('garbage and hanging API servers: bounded start, clear errors, endpoints ke
   c.double.setFault({ kind: 'garbage' });
   await new Promise((r) => setTimeout(r, 300));
   assert.deepEqual(addresses(s), ['10.1.0.1', '10.1.0.2']);
-  assert.match(s.status().error ?? '', /invalid answer|closed the \w+ watch at once|did not answer/);
+  assert.match(s.status().error ?? '', /invalid answer|closed the \w+ watch at once|did not answer|lost the connection/);
   c.double.setFault(null);
-  await waitFor('fresh', () => s.status().connected && !s.status().stale, 5000);
+  await waitFor('fresh', () => s.status().connected && !s.status().stale, 8000);
+});
+
+test('a hanging API server holds start() for startWaitMs at most; the sync completes later', async (t) => {
+  const c = await cluster(t, 'east');
+  c.double.setFault({ kind: 'hang' });
+  const s = source(t, c, 'east', { requestTimeoutMs: 1500, startWaitMs: 200 });
+  const t0 = Date.now();
+  await s.start(() => {});
+  const took = Date.now() - t0;
+  assert.ok(took < 1000, `start took ${took} ms`);
+  assert.equal(s.status().connected, false);
+  assert.deepEqual(s.services(), []);
+  c.double.setFault(null);
+  await waitFor('synced after the hung requests timed out', () => s.status().connected && addresses(s).length === 2, 8000);
 });
 
 test('unreadable or invalid kubeconfig: KEDGE_K8S_KUBECONFIG at construction, naming the file', async (t) => {
@@ -296,6 +367,7 @@ test('two clusters (east and west) in one process stay separate', async (t) => {
   const se = source(t, east, 'east');
   const sw = source(t, west, 'west');
   await Promise.all([se.start(() => {}), sw.start(() => {})]);
+  await waitFor('both synced', () => se.status().connected && sw.status().connected);
   assert.deepEqual(addresses(se), ['10.1.0.1', '10.1.0.2']);
   assert.deepEqual(addresses(sw), ['10.2.0.1', '10.2.0.2', '10.2.0.3']);
   const ep = sw.services()[0]!.endpoints[0]!;
