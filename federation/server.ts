@@ -29,8 +29,10 @@ import { createHttpApi } from './api/http';
 import { MemoryCertificateProvider } from './api/cert-provider';
 import { loadCaMaterial, loadOrCreateAdminToken } from './bootstrap';
 import { CertClusters } from './api/cert-clusters';
-import { reviewServiceAccountToken } from './sources/kubernetes';
 import { writeFileAtomic } from '../proto/model/files';
+
+/** The audience pods must project their service-account token for. */
+export const POD_TOKEN_AUDIENCE = 'kedge';
 
 /** A running federation replica. */
 export interface RunningFederation {
@@ -116,7 +118,7 @@ export async function startFederation(config: FederationConfig, logger: Logger):
 
     const certClusters = new CertClusters(store);
     await certClusters.sweep().catch((err) => logger.warn({ err: errorMessage(err) }, 'cannot sweep expired pod certificate bindings'));
-    const kubeClusters = new Map(config.clusters.flatMap((c) => (c.kind === 'kubernetes' ? [[c.name, c] as const] : [])));
+    const kubeClusters = new Map(sources.flatMap((src) => (src instanceof KubernetesSource ? [[src.name, src] as const] : [])));
     service = new FederationService({
       certClusters,
       reviewPodToken: async (cluster, token) => {
@@ -124,7 +126,9 @@ export async function startFederation(config: FederationConfig, logger: Logger):
         if (!c) {
           throw new KedgeError('KEDGE_UNAUTHENTICATED', `no Kubernetes cluster "${cluster}" in this federation's config (known: ${[...kubeClusters.keys()].join(', ') || 'none'}); set federation.cluster in the agent config`);
         }
-        return reviewServiceAccountToken(c.kubeconfig, token, { cluster });
+        // Only tokens projected for Kedge's audience: a pod's default token
+        // (audience: the API server) sent here could otherwise be replayed.
+        return c.reviewToken(token, { audiences: [POD_TOKEN_AUDIENCE], cluster });
       },
       trustDomain: config.trustDomain,
       replica: config.replica,
