@@ -157,3 +157,25 @@ describe('federation across Kubernetes, Consul, static entries and VMs', () => {
     await eventually(async () => (await endpoints('reviews.default')).filter((e) => e.cluster === 'east').every((e) => e.health !== 'STALE'), 20_000, 'east fresh again');
   });
 });
+
+describe('federation source configuration errors', () => {
+  it('an unreadable kubeconfig or an invalid service entry stops the federation with the field named', async () => {
+    const dir = tempDir('fed-bad-sources');
+    const base = { dataDir: path.join(dir, 'data'), listenGrpc: '127.0.0.1:0', listenHttp: '127.0.0.1:0' };
+    const file = path.join(dir, 'federation.yaml');
+    fs.writeFileSync(file, YAML.stringify({ ...base, clusters: [{ name: 'east', kind: 'kubernetes', kubeconfig: './missing.kubeconfig', network: 'n' }] }));
+    const k = await runKedge(['federation', '--config', file]);
+    assert.equal(k.code, 1);
+    assert.match(k.stderr, /missing\.kubeconfig/);
+    fs.writeFileSync(file, YAML.stringify({ ...base, serviceEntries: [{ name: 'db', namespace: 'shop', ports: [{ name: 'pg', port: 5432 }], endpoints: [{ address: 'db.example.com' }] }] }));
+    const e = await runKedge(['federation', '--config', file]);
+    assert.equal(e.code, 1);
+    assert.match(e.stderr, /serviceEntries\[0\]\.endpoints\[0\]\.address/);
+    fs.writeFileSync(file, YAML.stringify({ ...base, clusters: [{ name: 'x', kind: 'nomad' }] }));
+    const n = await runKedge(['federation', '--config', file]);
+    assert.match(n.stderr, /clusters\[0\]\.kind: unknown cluster kind "nomad"/);
+    fs.writeFileSync(file, YAML.stringify({ ...base, store: 'zookeeper://x' }));
+    const s = await runKedge(['federation', '--config', file]);
+    assert.match(s.stderr, /store: invalid store "zookeeper:\/\/x"/);
+  });
+});
