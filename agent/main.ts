@@ -17,7 +17,7 @@ import { toProxySnapshot } from './registration/updates';
 import { startAdmin } from './admin/server';
 import type { FederationTarget } from './registration/client';
 import { Subscriptions } from './registration/subscriptions';
-import { captureOptionsFromDoc, type CaptureOptions } from './capture';
+import { captureOptionsFromDoc, hostHasIpv6, resolveIpv6, type CaptureOptions } from './capture';
 import { readResolvConf, startDnsServer, type DnsServer, type MeshLookup } from './dns';
 
 /** The agent's version, reported at registration. */
@@ -82,9 +82,9 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
     ...(capture
       ? {
           // REDIRECT delivers captured local traffic to loopback.
-          outboundListen: [{ host: '127.0.0.1', port: capture.outboundPort }, ...(capture.ipv6 === false ? [] : [{ host: '::1', port: capture.outboundPort }])],
+          outboundListen: [{ host: '127.0.0.1', port: capture.outboundPort }, ...(resolveIpv6(capture, hostHasIpv6()).ipv6 === true ? [{ host: '::1', port: capture.outboundPort }] : [])],
           outboundPolicy: config.proxy.outboundPolicy,
-          inboundCapture: { mode: config.proxy.inboundMode },
+          inboundCapture: { mode: config.proxy.inboundMode, appHost: config.proxy.appHost },
         }
       : {}),
   });

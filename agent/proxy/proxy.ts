@@ -1,23 +1,44 @@
-// The agent's data path as one object: the inbound mTLS listener and the
-// explicit upstream listeners, sharing one identity, one snapshot and one
-// set of counters. Control work (rotation, snapshot swaps) only replaces
-// references; connections read whatever is current when they are accepted.
+// The agent's data path as one object: the inbound mTLS listener (with a
+// capture front when inbound capture is on), the explicit upstream
+// listeners and the outbound capture listeners, sharing one identity, one
+// snapshot and one set of counters. Control work (rotation, snapshot swaps)
+// only replaces references; connections read whatever is current when they
+// are accepted.
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { type HostPort, formatHostPort } from '../../proto/model/address';
 import { KedgeError } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
+import { originalDst as nativeOriginalDst } from '../native';
+import { CaptureFront, DEFAULT_DETECT_TIMEOUT_MS, type InboundMode } from './capture-front';
+import { type DestinationIndex, type OutboundPolicy, buildDestinationIndex } from './destinations';
 import { InboundListener } from './inbound';
+import { type OriginalDstReader, OutboundListener } from './outbound';
 import { DirectionCounters, type ProxyStats } from './stats';
 import { SessionCache, buildIdentityContexts } from './tls';
 import type { LocalTarget, ProxySnapshot, TlsIdentity, UpstreamSpec } from './types';
 import { type ClientTls, UpstreamListener } from './upstream';
 
 export type { ConnectionCounters, ProxyStats } from './stats';
+export type { InboundMode } from './capture-front';
+export type { OutboundPolicy } from './destinations';
+export type { OriginalDstReader } from './outbound';
 
 /** Covers TCP connect and TLS handshake to one endpoint; a slower endpoint is skipped for the next one. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
 /** How long close() lets open connections finish before destroying them. */
 export const DEFAULT_DRAIN_MS = 2_000;
+
+/** Inbound capture: what the inbound port does with captured connections that are not mesh mTLS. */
+export interface InboundCaptureOptions {
+  /** PERMISSIVE forwards plaintext (and non-mesh TLS) to the app; STRICT refuses it. */
+  mode: InboundMode;
+  /** Reads a captured connection's original destination; default the native addon. */
+  originalDst?: OriginalDstReader;
+  /** Where the app listens on its original ports; default 127.0.0.1. */
+  appHost?: string;
+  /** Silence after which a client is taken for plaintext (server speaks first); default 200 ms. */
+  detectTimeoutMs?: number;
+}
 
 /** How the agent configures its proxy. */
 export interface ProxyOptions {
@@ -27,6 +48,14 @@ export interface ProxyOptions {
   identity: TlsIdentity;
   logger: Logger;
   connectTimeoutMs?: number;
+  /** Outbound capture listeners (127.0.0.1:15001 and [::1]:15001 with capture); none when absent or empty. */
+  outboundListen?: readonly HostPort[];
+  /** Destinations outside the mesh: passed through (allow-any, default) or refused (registry-only). */
+  outboundPolicy?: OutboundPolicy;
+  /** Reads a captured outbound connection's original destination; default the native addon. */
+  originalDst?: OriginalDstReader;
+  /** Inbound capture; without it the inbound port speaks mesh mTLS only. */
+  inboundCapture?: InboundCaptureOptions;
 }
 
 const EMPTY_SNAPSHOT: ProxySnapshot = Object.freeze({ version: '', services: new Map() });
@@ -64,12 +93,15 @@ function addressOf(server: Server): HostPort {
   return { host: a.address, port: a.port };
 }
 
-/** The agent's proxy: inbound mTLS listener plus explicit upstream listeners. */
+/** The agent's proxy: inbound mTLS listener, explicit upstream listeners and, with capture, the outbound listener and inbound capture front. */
 export class Proxy {
   private current: ProxySnapshot = EMPTY_SNAPSHOT;
   private clientTls: ClientTls;
   private readonly inbound: InboundListener;
   private readonly upstreams: UpstreamListener[];
+  private readonly front: CaptureFront | undefined;
+  private readonly outbound: OutboundListener | undefined;
+  private destinations: DestinationIndex = new Map();
   private readonly inboundStats = new DirectionCounters();
   private readonly outboundStats = new DirectionCounters();
   private readonly logger: Logger;
@@ -88,13 +120,41 @@ export class Proxy {
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     };
     this.upstreams = opts.upstreams.map((spec) => new UpstreamListener(spec, deps));
+    if (opts.outboundListen !== undefined && opts.outboundListen.length > 0) {
+      this.outbound = new OutboundListener(opts.outboundListen, {
+        ...deps,
+        logger: this.logger.child({ listener: 'outbound' }),
+        destinations: () => this.destinations,
+        policy: opts.outboundPolicy ?? 'allow-any',
+        originalDst: opts.originalDst ?? nativeOriginalDst,
+      });
+    }
+    const capture = opts.inboundCapture;
+    if (capture !== undefined) {
+      this.front = new CaptureFront({
+        tlsServer: this.inbound.server,
+        mode: capture.mode,
+        originalDst: capture.originalDst ?? nativeOriginalDst,
+        appHost: capture.appHost ?? '127.0.0.1',
+        detectTimeoutMs: capture.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS,
+        connectTimeoutMs: deps.connectTimeoutMs,
+        logger: this.logger.child({ listener: 'inbound' }),
+        stats: this.inboundStats,
+      });
+    }
+  }
+
+  /** The server bound to the inbound port: the capture front, or the TLS server itself. */
+  private get inboundServer(): Server {
+    return this.front?.server ?? this.inbound.server;
   }
 
   /** Binds the inbound listener and every upstream; on any failure closes what was bound and rejects with KEDGE_LISTEN_FAILED. */
   async start(): Promise<void> {
     const binds: Array<[Server, HostPort, string]> = [
-      [this.inbound.server, this.opts.inboundListen, 'inbound listener'],
+      [this.inboundServer, this.opts.inboundListen, 'inbound listener'],
       ...this.upstreams.map((u): [Server, HostPort, string] => [u.server, u.spec.listen, `upstream listener for ${u.spec.service}:${u.spec.port}`]),
+      ...(this.outbound?.servers ?? []).map((server, i): [Server, HostPort, string] => [server, this.outbound!.listen[i]!, 'outbound capture listener']),
     ];
     const results = await Promise.allSettled(binds.map(([server, at, what]) => listen(server, at, what)));
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -102,7 +162,15 @@ export class Proxy {
       await Promise.all(binds.map(([server], i) => (results[i]?.status === 'fulfilled' ? stopListening(server) : undefined)));
       throw failure.reason;
     }
-    this.logger.info({ inbound: formatHostPort(this.inboundAddress()), upstreams: this.upstreamAddresses().map(formatHostPort) }, 'proxy listening');
+    this.logger.info(
+      {
+        inbound: formatHostPort(this.inboundAddress()),
+        upstreams: this.upstreamAddresses().map(formatHostPort),
+        ...(this.outbound ? { outbound: this.outboundAddresses().map(formatHostPort), outboundPolicy: this.opts.outboundPolicy ?? 'allow-any' } : {}),
+        ...(this.opts.inboundCapture ? { inboundCapture: this.opts.inboundCapture.mode } : {}),
+      },
+      'proxy listening',
+    );
   }
 
   /** Rotates the certificate: new connections, both directions, use `id`; open connections continue undisturbed. Throws KEDGE_TLS_IDENTITY_INVALID and keeps the old identity if `id` does not load. */
@@ -115,9 +183,11 @@ export class Proxy {
     this.logger.info({ spiffeId: id.spiffeId, serial: id.serial, notAfter: id.notAfter.toISOString() }, 'proxy identity rotated');
   }
 
-  /** Swaps the mesh view in one step; connections accepted afterwards use it. */
+  /** Swaps the mesh view in one step; connections accepted afterwards use it (and, with outbound capture, its destination index, built here once). */
   setSnapshot(s: ProxySnapshot): void {
+    const index = this.outbound ? buildDestinationIndex(s) : this.destinations;
     this.current = s;
+    this.destinations = index;
   }
 
   snapshot(): ProxySnapshot {
@@ -130,7 +200,12 @@ export class Proxy {
   }
 
   inboundAddress(): HostPort {
-    return addressOf(this.inbound.server);
+    return addressOf(this.inboundServer);
+  }
+
+  /** Where the outbound capture listeners are bound; empty without outbound capture. */
+  outboundAddresses(): HostPort[] {
+    return (this.outbound?.servers ?? []).map(addressOf);
   }
 
   upstreamAddresses(): HostPort[] {
@@ -142,8 +217,8 @@ export class Proxy {
     const i = this.inboundStats.snapshot();
     const o = this.outboundStats.snapshot();
     return {
-      inbound: { ...i.totals, byPeer: i.by, failures: i.failures },
-      outbound: { ...o.totals, byEndpoint: o.by, failures: o.failures },
+      inbound: { ...i.totals, byPeer: i.by, failures: i.failures, passthrough: i.passthrough },
+      outbound: { ...o.totals, byEndpoint: o.by, failures: o.failures, passthrough: o.passthrough },
     };
   }
 
@@ -154,9 +229,10 @@ export class Proxy {
   }
 
   private async shutdown(drainMs: number): Promise<void> {
-    const servers = [this.inbound.server, ...this.upstreams.map((u) => u.server)];
+    // The TLS server behind a capture front never listens; closing it is harmless.
+    const servers = [this.inbound.server, ...(this.front ? [this.front.server] : []), ...this.upstreams.map((u) => u.server), ...(this.outbound?.servers ?? [])];
     const stopped = Promise.all(servers.map(stopListening));
-    const sets = [this.inbound.sockets, ...this.upstreams.map((u) => u.sockets)];
+    const sets = [this.inbound.sockets, ...(this.front ? [this.front.sockets] : []), ...this.upstreams.map((u) => u.sockets), ...(this.outbound ? [this.outbound.sockets] : [])];
     const open = (): number => sets.reduce((n, s) => n + s.size, 0);
     // Polling only runs during shutdown; it keeps the hot path free of
     // per-connection idle callbacks.

@@ -1,0 +1,205 @@
+// The inbound port with capture on: a plain TCP server in front of the mesh
+// TLS server. It reads a connection's first bytes and hands mesh TLS to the
+// TLS server untouched (the bytes put back first); captured plaintext goes
+// to the local app on its original destination port (PERMISSIVE) or is
+// refused (STRICT), and so does, in PERMISSIVE, TLS whose SNI is not a mesh
+// name (an app's own TLS client talking to the app: passed through, never
+// terminated).
+import * as net from 'node:net';
+import type * as tls from 'node:tls';
+import { formatHostPort } from '../../proto/model/address';
+import { KedgeError, errorMessage } from '../../proto/model/errors';
+import type { Logger } from '../../proto/model/log';
+import { parseSni } from '../../proto/model/sni';
+import type { OriginalDst } from '../native';
+import type { OriginalDstReader } from './outbound';
+import { forwardDirect } from './passthrough';
+import { type ClientHelloResult, classifyFirstBytes, parseClientHello } from './sniff';
+import { type DirectionCounters, failureCode } from './stats';
+import { closeClient } from './upstream';
+
+/** What to do with captured plaintext: forward it to the app, or refuse it. */
+export type InboundMode = 'PERMISSIVE' | 'STRICT';
+
+/**
+ * How long a client may stay silent before it is taken for plaintext: a
+ * server-speaks-first protocol (SMTP, MySQL) waits for the app's greeting,
+ * while a TLS client sends its ClientHello at once. 200 ms is well above a
+ * client's own send delay and short enough not to time such protocols out.
+ */
+export const DEFAULT_DETECT_TIMEOUT_MS = 200;
+// The ClientHello's remainder after its first bytes; the same budget the TLS
+// server gives a whole handshake.
+const HELLO_TIMEOUT_MS = 10_000;
+
+/** Where a connection on the inbound port goes: the mesh TLS server, straight to the app, or nowhere. */
+export type InboundRoute = 'mtls' | 'passthrough' | 'refuse';
+
+/**
+ * Decides a connection from its first bytes. TLS goes to the mesh TLS
+ * server, except in PERMISSIVE mode when a whole ClientHello carries no mesh
+ * SNI; a ClientHello that could not be read is the TLS server's to refuse.
+ */
+export function decideInbound(first: 'tls' | 'plaintext', hello: ClientHelloResult | undefined, mode: InboundMode): InboundRoute {
+  if (first === 'plaintext') return mode === 'PERMISSIVE' ? 'passthrough' : 'refuse';
+  if (mode === 'STRICT' || hello?.state !== 'complete') return 'mtls';
+  return isMeshSni(hello.sni) ? 'mtls' : 'passthrough';
+}
+
+function isMeshSni(sni: string | undefined): boolean {
+  try {
+    parseSni(sni);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** What the capture front needs from the proxy. */
+export interface CaptureFrontDeps {
+  /** The mesh TLS server that accepted connections are handed to. */
+  tlsServer: tls.Server;
+  mode: InboundMode;
+  originalDst: OriginalDstReader;
+  /** Where the app listens (its ports are the original destination ports). */
+  appHost: string;
+  detectTimeoutMs: number;
+  connectTimeoutMs: number;
+  logger: Logger;
+  stats: DirectionCounters;
+}
+
+/** What has been read of a connection before deciding. */
+interface Prefix {
+  buf: Buffer;
+  ended: boolean;
+  timedOut: boolean;
+}
+
+/** The inbound capture front; see the file comment. */
+export class CaptureFront {
+  readonly server: net.Server;
+  /** Sockets being sniffed or passed through, for drain on close (mesh TLS ones are the TLS server's). */
+  readonly sockets = new Set<net.Socket>();
+  private readonly passthrough: CaptureFrontDeps & { track: (s: net.Socket) => void };
+
+  constructor(private readonly deps: CaptureFrontDeps) {
+    this.passthrough = { ...deps, track: (s) => this.track(s) };
+    // Half-open, so a plaintext client may send and half-close before the
+    // decision; switched off before a hand-over, where the TLS socket
+    // inherits it and a client hanging up mid-handshake must not linger.
+    this.server = net.createServer({ allowHalfOpen: true }, (socket) => void this.onConnection(socket));
+  }
+
+  private track(socket: net.Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+  }
+
+  private async onConnection(socket: net.Socket): Promise<void> {
+    this.track(socket);
+    socket.on('error', () => undefined);
+    let prefix = await readPrefix(socket, Buffer.alloc(0), (b) => classifyFirstBytes(b) !== 'more', this.deps.detectTimeoutMs);
+    if (socket.destroyed || (prefix.ended && prefix.buf.length === 0)) return void socket.destroy(); // gone before saying anything
+    const first = classifyFirstBytes(prefix.buf) === 'tls' ? 'tls' : 'plaintext';
+    let hello: ClientHelloResult | undefined;
+    if (first === 'tls' && this.deps.mode === 'PERMISSIVE') {
+      const done = (b: Buffer) => parseClientHello(b).state !== 'more';
+      if (!done(prefix.buf) && !prefix.ended) prefix = await readPrefix(socket, prefix.buf, done, HELLO_TIMEOUT_MS);
+      if (socket.destroyed) return;
+      hello = parseClientHello(prefix.buf);
+    }
+    const route = decideInbound(first, hello, this.deps.mode);
+    if (route === 'mtls') return this.handOver(socket, prefix);
+    const sni = hello?.state === 'complete' ? hello.sni : undefined;
+    return this.capture(socket, prefix.buf, route, first === 'tls' ? 'tls-passthrough' : 'plaintext', sni);
+  }
+
+  // Gives the socket, first bytes put back, to the TLS server as if it had
+  // accepted it: the server builds the TLS socket with its current secure
+  // context (rotation applies) and its handshake timeout.
+  private handOver(socket: net.Socket, prefix: Prefix): void {
+    if (prefix.ended || prefix.timedOut) {
+      // A TLS client that half-closes or stalls mid-ClientHello.
+      this.deps.stats.totals.total++;
+      this.deps.stats.totals.failed++;
+      this.deps.stats.failure('KEDGE_TLS_HANDSHAKE_FAILED');
+      this.deps.logger.warn({ remote: remoteOf(socket), bytes: prefix.buf.length }, 'inbound TLS refused: the ClientHello did not arrive whole');
+      return void socket.destroy();
+    }
+    this.sockets.delete(socket);
+    socket.unshift(prefix.buf);
+    socket.allowHalfOpen = false;
+    this.deps.tlsServer.emit('connection', socket);
+  }
+
+  // Plaintext, or TLS that is not the mesh's: forwarded to the app on the
+  // port the client originally asked for, or refused.
+  private capture(socket: net.Socket, prefix: Buffer, route: 'passthrough' | 'refuse', kind: string, sni: string | undefined): void {
+    const { stats, logger, mode } = this.deps;
+    stats.totals.total++;
+    const fields: Record<string, unknown> = { capture: 'inbound', mode, route: kind, remote: remoteOf(socket), ...(sni !== undefined ? { sni } : {}) };
+    const refuse = (err: KedgeError): void => {
+      stats.totals.failed++;
+      stats.failure(err.code);
+      logger.warn({ ...fields, code: err.code, err: err.message }, 'inbound connection refused');
+      closeClient(socket, true);
+    };
+    let dst: OriginalDst;
+    try {
+      dst = this.deps.originalDst(socket);
+    } catch (err) {
+      if (route === 'refuse') return refuse(strictError(undefined));
+      return refuse(new KedgeError(failureCode(err, 'KEDGE_ORIGINAL_DST_UNAVAILABLE'), `${errorMessage(err)}; a client that dials the inbound port directly must speak mesh mTLS`, { cause: err }));
+    }
+    fields.originalDst = formatHostPort({ host: dst.address, port: dst.port });
+    if (route === 'refuse') return refuse(strictError(fields.originalDst as string));
+    // The app is reached on the original port; this very port would loop.
+    if (dst.port === socket.localPort) {
+      return refuse(new KedgeError('KEDGE_ORIGINAL_DST_LOOP', `the original destination ${fields.originalDst} is the inbound port itself; plaintext sent there directly has nowhere to go`));
+    }
+    forwardDirect(socket, { host: this.deps.appHost, port: dst.port }, this.passthrough, { msg: 'inbound', fields, failCode: 'KEDGE_TARGET_CONNECT_FAILED' }, prefix);
+  }
+}
+
+function strictError(originalDst: string | undefined): KedgeError {
+  return new KedgeError('KEDGE_INBOUND_PLAINTEXT_REFUSED', `plaintext${originalDst ? ` to ${originalDst}` : ''} refused: inbound mode is STRICT, only mesh mTLS is accepted; use PERMISSIVE to let clients outside the mesh in`);
+}
+
+function remoteOf(socket: net.Socket): string {
+  return formatHostPort({ host: socket.remoteAddress ?? '?', port: socket.remotePort ?? 0 });
+}
+
+/**
+ * Reads on from `initial` until `enough` says so, the client ends, closes, or
+ * `timeoutMs` passes; leaves the socket paused so no later byte is lost.
+ */
+function readPrefix(socket: net.Socket, initial: Buffer, enough: (buf: Buffer) => boolean, timeoutMs: number): Promise<Prefix> {
+  return new Promise((resolve) => {
+    let buf = initial;
+    let ended = false;
+    const finish = (timedOut: boolean): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('close', onClose);
+      socket.pause();
+      resolve({ buf, ended, timedOut });
+    };
+    const onData = (d: Buffer): void => {
+      buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
+      if (enough(buf)) finish(false);
+    };
+    const onEnd = (): void => {
+      ended = true;
+      finish(false);
+    };
+    const onClose = (): void => finish(false);
+    const timer = setTimeout(() => finish(true), timeoutMs);
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('close', onClose);
+    // A socket paused by an earlier read does not flow again on its own.
+    socket.resume();
+  });
+}

@@ -1,0 +1,87 @@
+// The outbound capture listener (15001): iptables REDIRECTs the host's
+// outbound TCP here; the original destination (SO_ORIGINAL_DST) is looked up
+// in the current snapshot's destination index and the connection goes over
+// the mesh like an explicit upstream's, straight to a destination outside
+// the mesh (allow-any), or nowhere (registry-only).
+import * as net from 'node:net';
+import { type HostPort, formatHostPort } from '../../proto/model/address';
+import { KedgeError, errorMessage } from '../../proto/model/errors';
+import type { OriginalDst } from '../native';
+import { type DestinationIndex, type OutboundPolicy, decideOutbound } from './destinations';
+import { forwardDirect } from './passthrough';
+import { failureCode } from './stats';
+import { type MeshDeps, forwardOverMesh, refuseOutbound } from './upstream';
+
+/** Reads where a captured connection was headed; the native addon's originalDst, or a stand-in in tests. */
+export type OriginalDstReader = (socket: net.Socket) => OriginalDst;
+
+/** What the outbound listener reads at accept time. */
+export interface OutboundDeps extends Omit<MeshDeps, 'track'> {
+  /** The index of the snapshot current now (built once per snapshot). */
+  destinations: () => DestinationIndex;
+  policy: OutboundPolicy;
+  originalDst: OriginalDstReader;
+}
+
+/** The outbound capture listener; see the file comment. One server per listen address (IPv4 and IPv6 loopback). */
+export class OutboundListener {
+  readonly servers: net.Server[];
+  /** Client, mesh and passthrough sockets, for drain on close. */
+  readonly sockets = new Set<net.Socket>();
+  // Round-robin position per service, so services called in turn do not
+  // each see only every other endpoint.
+  private readonly next = new Map<string, number>();
+  private readonly mesh: MeshDeps;
+
+  constructor(
+    readonly listen: readonly HostPort[],
+    private readonly deps: OutboundDeps,
+  ) {
+    this.mesh = { ...deps, track: (s) => this.track(s) };
+    // pauseOnConnect: the client's bytes stay in the kernel until the route
+    // is decided and connected, so a retry loses nothing.
+    this.servers = listen.map(() => net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => void this.onConnection(client)));
+  }
+
+  private track(socket: net.Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+  }
+
+  private async onConnection(client: net.Socket): Promise<void> {
+    this.track(client);
+    client.on('error', () => undefined);
+    const { stats } = this.deps;
+    stats.totals.total++;
+    const source = formatHostPort({ host: client.remoteAddress ?? '?', port: client.remotePort ?? 0 });
+
+    let dst: OriginalDst;
+    try {
+      dst = this.deps.originalDst(client);
+    } catch (err) {
+      const e = err instanceof KedgeError ? err : new KedgeError(failureCode(err, 'KEDGE_ORIGINAL_DST_UNAVAILABLE'), errorMessage(err), { cause: err });
+      return refuseOutbound(client, e, this.deps, { capture: 'outbound', source }, true);
+    }
+    const originalDst = formatHostPort({ host: dst.address, port: dst.port });
+    const self = { address: client.localAddress ?? '', port: client.localPort ?? 0 };
+    const decision = decideOutbound(dst, self, this.deps.destinations(), this.deps.policy);
+    switch (decision.action) {
+      case 'refuse':
+        return refuseOutbound(client, new KedgeError(decision.code, decision.reason), this.deps, { capture: 'outbound', source, originalDst, policy: this.deps.policy }, true);
+      case 'passthrough':
+        return forwardDirect(client, { host: dst.address, port: dst.port }, this.mesh, {
+          msg: 'outbound',
+          fields: { capture: 'outbound', route: 'passthrough', source, originalDst },
+          failCode: 'KEDGE_PASSTHROUGH_CONNECT_FAILED',
+        });
+      case 'mesh': {
+        const { service, port, endpoint } = decision.destination;
+        const key = `${service.key}:${port}`;
+        const start = this.next.get(key) ?? 0;
+        this.next.set(key, start + 1);
+        const log = { capture: 'outbound', route: decision.via, source, originalDst };
+        return forwardOverMesh(client, { service, port, start, log, ...(endpoint ? { preferred: endpoint } : {}) }, this.mesh);
+      }
+    }
+  }
+}

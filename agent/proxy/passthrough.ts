@@ -1,0 +1,80 @@
+// Forwarding a captured connection as plain TCP, outside mesh TLS: outbound
+// to a destination outside the mesh (allow-any), inbound plaintext or
+// non-mesh TLS to the local app (PERMISSIVE). The proxy never looks inside.
+import * as net from 'node:net';
+import { type HostPort, formatHostPort } from '../../proto/model/address';
+import { KedgeError, errorMessage } from '../../proto/model/errors';
+import type { Logger } from '../../proto/model/log';
+import { splice } from './splice';
+import type { DirectionCounters } from './stats';
+import { closeClient } from './upstream';
+
+/** What a passthrough needs: where to count and log, how long a connect may take, and drain tracking. */
+export interface PassthroughDeps {
+  logger: Logger;
+  stats: DirectionCounters;
+  connectTimeoutMs: number;
+  track: (socket: net.Socket) => void;
+}
+
+/** How one passthrough reports itself: its access-log message, fields, and the code for a failed connect. */
+export interface PassthroughReport {
+  /** Access-log message: 'outbound' or 'inbound'. */
+  msg: string;
+  fields: Record<string, unknown>;
+  /** Counted and logged when `to` cannot be reached. */
+  failCode: string;
+}
+
+/**
+ * Connects to `to`, writes `prefix` (bytes already read from the client),
+ * then splices `client` (allowHalfOpen, paused) to it. Until the connect
+ * succeeds nothing is piped, so a failure resets the client as a refused
+ * direct connect would.
+ */
+export function forwardDirect(client: net.Socket, to: HostPort, deps: PassthroughDeps, report: PassthroughReport, prefix?: Buffer): void {
+  const { stats, logger } = deps;
+  const started = performance.now();
+  const target = formatHostPort(to);
+  stats.passthrough.total++;
+  const app = net.connect({ host: to.host, port: to.port, allowHalfOpen: true });
+  deps.track(app);
+  const fail = (err: Error): void => {
+    clearTimeout(timer);
+    app.destroy();
+    stats.totals.failed++;
+    stats.passthrough.failed++;
+    stats.failure(report.failCode);
+    logger.warn({ ...report.fields, target, code: report.failCode, err: errorMessage(err) }, `${report.msg} passthrough failed: cannot connect to ${target}`);
+    closeClient(client, true);
+  };
+  const timer = setTimeout(() => fail(new KedgeError('KEDGE_CONNECT_TIMEOUT', `no answer within ${deps.connectTimeoutMs} ms`)), deps.connectTimeoutMs);
+  app.once('error', fail);
+  app.once('connect', () => {
+    clearTimeout(timer);
+    app.off('error', fail);
+    if (client.destroyed) return void app.destroy();
+    app.setNoDelay(true);
+    client.setNoDelay(true);
+    stats.totals.active++;
+    stats.passthrough.active++;
+    // Written here rather than unshifted: a client that already sent its
+    // FIN cannot take bytes back into its ended stream.
+    if (prefix !== undefined && prefix.length > 0) app.write(prefix);
+    splice(client, app, (err) => {
+      stats.totals.active--;
+      stats.passthrough.active--;
+      logger.info(
+        {
+          ...report.fields,
+          target,
+          bytesIn: app.bytesWritten,
+          bytesOut: app.bytesRead,
+          durationMs: Math.round(performance.now() - started),
+          ...(err ? { err: errorMessage(err) } : {}),
+        },
+        report.msg,
+      );
+    });
+  });
+}
