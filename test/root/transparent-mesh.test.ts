@@ -85,7 +85,7 @@ describe('transparent capture across two VMs (root, netlab)', () => {
       const home = path.join(dir, name);
       fs.mkdirSync(path.join(home, 'data'), { recursive: true });
       const cfg = {
-        federation: { address: `${ipF}:15012`, rootCert: path.join(fedDir, 'root-cert.pem'), tokenFile: path.join(home, 'token') },
+        federation: { address: `${ipF}:15012`, rootCert: path.join(home, 'root-cert.pem'), tokenFile: path.join(home, 'token') },
         proxy: { inboundListen: '0.0.0.0:15006' },
         admin: { listen: '127.0.0.1:15000' },
         dataDir: path.join(home, 'data'),
@@ -93,6 +93,8 @@ describe('transparent capture across two VMs (root, netlab)', () => {
         workload: { name, namespace: 'default', serviceAccount: name, address: ip, ...(extra.workload as object) },
       };
       fs.writeFileSync(path.join(home, 'agent.yaml'), YAML.stringify(cfg));
+      // The federation's data dir is 0700: hand the agent its own copy of the root, as install.sh does.
+      fs.copyFileSync(path.join(fedDir, 'root-cert.pem'), path.join(home, 'root-cert.pem'));
       spawnSync('chown', ['-R', `${PROXY_UID}:${PROXY_UID}`, home]);
       void h;
       return path.join(home, 'agent.yaml');
@@ -115,6 +117,11 @@ describe('transparent capture across two VMs (root, netlab)', () => {
     fs.writeFileSync(path.join(dir, 'vm-a', 'token'), await token('default', 'vm-a'));
 
     const saveA = async () => (await lab.run(a, 'iptables-save')).stdout.split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]$/, '')).join('\n');
+    // A host that already uses NAT (as most do) and has another tool's rule:
+    // remove must give back exactly this. (A host with no nat table at all keeps
+    // an empty one after remove: iptables cannot delete a table; see docs/capture.md.)
+    await lab.run(a, 'iptables-restore', ['--noflush'], { input: '*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n' });
+    await lab.run(a, 'iptables', ['-t', 'nat', '-A', 'OUTPUT', '-d', '203.0.113.0/24', '-j', 'RETURN']);
     const beforeA = await saveA();
     await lab.run(a, process.execPath, [KEDGE, 'capture', 'install', '--config', aFile]);
     await lab.run(b, process.execPath, [KEDGE, 'capture', 'install', '--config', bFile]);
@@ -128,7 +135,7 @@ describe('transparent capture across two VMs (root, netlab)', () => {
     // 1. An ordinary user's curl by service name reaches VM B over mTLS.
     const byName = await curl('http://reviews.default.svc.cluster.local:9080/');
     assert.equal(byName.stdout, 'reviews from vm-b', byName.stderr);
-    await waitStderr(agentB, /"msg":"inbound".*"peer":"spiffe:\/\/cluster\.local\/ns\/default\/sa\/vm-a"/);
+    await waitStderr(agentB, /^(?=.*"msg":"inbound")(?=.*"peer":"spiffe:\/\/cluster\.local\/ns\/default\/sa\/vm-a").*$/m);
     const short = await curl('http://reviews.default:9080/');
     assert.equal(short.stdout, 'reviews from vm-b', short.stderr);
 
@@ -173,5 +180,6 @@ describe('transparent capture across two VMs (root, netlab)', () => {
     agentA.kill();
     await lab.run(a, process.execPath, [KEDGE, 'capture', 'remove']);
     assert.equal(await saveA(), beforeA);
+    assert.match(beforeA, /203\.0\.113\.0\/24/);
   });
 });
