@@ -14,6 +14,12 @@ export interface EndpointView {
   healthy: boolean;
   /** Ports the endpoint serves: service port name and the port the app listens on (behind the proxy). */
   ports: readonly { name: string; port: number }[];
+  /** Where it runs, for locality-aware balancing (region/zone/subzone may be ''). */
+  locality?: { region: string; zone: string; subzone: string };
+  network?: string;
+  labels?: Readonly<Record<string, string>>;
+  /** Relative weight within its priority (default 1). */
+  weight?: number;
 }
 
 /** A port of a service. */
@@ -32,6 +38,8 @@ export interface ServiceView {
   ports: readonly ServicePortView[];
   endpoints: readonly EndpointView[];
   version: string;
+  /** The service's traffic policy, validated; undefined means the defaults. */
+  policy?: import('./balancer/policy').TrafficPolicy;
 }
 
 /** Immutable view of the mesh for the proxy, swapped atomically. */

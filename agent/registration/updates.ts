@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import type { Service__Output, ServiceUpdate__Output } from '../../proto/loader';
 import { parseSpiffeId } from '../../proto/model/spiffe';
 import type { ProxySnapshot, ServiceView } from '../proxy/types';
+import { validateTrafficPolicy, type TrafficPolicy } from '../proxy/balancer/policy';
 
 /** The result of applying one update. */
 export interface AppliedUpdate {
@@ -18,6 +19,10 @@ export interface AppliedUpdate {
 export function checkService(s: Service__Output): string | undefined {
   if (!s.key || s.key !== `${s.name}.${s.namespace}`) return `service key "${s.key}" does not match ${s.name}.${s.namespace}`;
   if (!s.hostname) return `service ${s.key} has no hostname`;
+  if (s.trafficPolicy) {
+    const r = policyOf(s);
+    if (typeof r === 'string') return `service ${s.key}: traffic policy rejected: ${r}`;
+  }
   for (const e of s.endpoints) {
     if (isIP(e.address) === 0) return `service ${s.key}: endpoint address "${e.address}" is not an IP`;
     if (e.meshed) {
@@ -26,6 +31,19 @@ export function checkService(s: Service__Output): string | undefined {
     }
   }
   return undefined;
+}
+
+/** The service's validated traffic policy, undefined for none, or why it is unusable. */
+export function policyOf(s: Service__Output): TrafficPolicy | undefined | string {
+  if (!s.trafficPolicy) return undefined;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(s.trafficPolicy);
+  } catch {
+    return 'not JSON';
+  }
+  const r = validateTrafficPolicy(doc);
+  return r.ok ? r.value.policy : r.errors.join('; ');
 }
 
 /** Applies an update to the current services. */
@@ -50,13 +68,21 @@ export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, 
       hostname: s.hostname,
       vip: s.vip,
       version: s.version,
+      policy: policyOf(s) as TrafficPolicy | undefined,
       ports: Object.freeze(s.ports.map((p) => Object.freeze({ name: p.name, port: p.port, protocol: p.protocol }))),
       // Only meshed endpoints are reachable over mTLS from here; plaintext
       // endpoints arrive with transparent capture (a later issue).
       endpoints: Object.freeze(
         s.endpoints
           .filter((e) => e.meshed)
-          .map((e) => Object.freeze({ address: e.address, mtlsPort: e.mtlsPort, identity: e.identity, workload: e.workload, healthy: e.health !== 'UNHEALTHY', ports: Object.freeze(e.ports.map((p) => ({ name: p.name, port: p.port }))) })),
+          .map((e) => Object.freeze({
+            address: e.address, mtlsPort: e.mtlsPort, identity: e.identity, workload: e.workload,
+            // STALE is last-known state from a source that lost its backend: still routable.
+            healthy: e.health !== 'UNHEALTHY',
+            ports: Object.freeze(e.ports.map((p) => ({ name: p.name, port: p.port }))),
+            locality: { region: e.locality?.region ?? '', zone: e.locality?.zone ?? '', subzone: e.locality?.subzone ?? '' },
+            network: e.network, labels: Object.freeze({ ...e.labels }), weight: e.weight || 1,
+          })),
       ),
     }));
   }

@@ -22,6 +22,8 @@ export interface MergeOptions {
   domain?: string;
   /** Service key -> VIP. */
   vips?: ReadonlyMap<string, string>;
+  /** Service key -> TrafficPolicy document (JSON). */
+  policies?: ReadonlyMap<string, string>;
 }
 
 /** The agents source: registered agents as services with meshed endpoints. */
@@ -104,6 +106,7 @@ export function buildMeshView(agents: readonly AgentRecord[], opts: MergeOptions
       endpoints: e.endpoints.sort((a, b) => a.cluster.localeCompare(b.cluster) || a.address.localeCompare(b.address) || a.workload.localeCompare(b.workload)),
       version: '',
       warnings: [...e.warnings].sort(),
+      trafficPolicy: opts.policies?.get(key) ?? '',
     };
     svc.version = serviceVersion(svc);
     services.set(key, svc);
