@@ -9,6 +9,8 @@ commands:
   kedge token create --namespace NS --service-account SA [--ttl 1h] [--uses 1]
   kedge get services|workloads|endpoints|clusters [NAME] [-o table|json]
   kedge status [-o table|json]
+  kedge apply -f policy.yaml
+  kedge get policies [-o table|json]
   kedge capture install|remove|show [--dry-run] [--config FILE]
   kedge demo [--base-dir DIR]
   kedge version
@@ -29,6 +31,7 @@ const COMMANDS: Record<string, () => Command> = {
   token: () => print(require('../cli/token').runToken),
   get: () => print(require('../cli/get').runGet),
   status: () => print(require('../cli/status').runStatus),
+  apply: () => print(require('../cli/apply').runApply),
   capture: () => require('../cli/capture').runCapture,
   demo: () => require('../cli/demo').runDemo,
   version: () => async () => {

@@ -5,7 +5,7 @@ import { parseFlags } from './args';
 import { renderTable } from './table';
 import type { SourceStatus } from '../federation/sources/types';
 
-const USAGE = 'kedge get services|workloads|endpoints|clusters [NAME] [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge get services|workloads|endpoints|clusters|policies [NAME] [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** A service row as the API returns it. */
 export interface ServiceRow {
@@ -63,6 +63,11 @@ export const TABLES = {
       ['namespace', 'name', 'address', 'services', 'locality', 'network', 'replica', 'identity'],
       rows.map((w) => [w.namespace, w.name, w.address, w.services.join(',') || '-', w.locality || '-', w.network || '-', w.replica, w.identity]),
     ),
+  policies: (rows: { name: string; service: string; document: { spec?: { loadBalancer?: string; locality?: { failoverPriority?: string[] }; outlierDetection?: { consecutiveErrors?: number } } } }[]) =>
+    renderTable(
+      ['name', 'service', 'load balancer', 'failover priority', 'outlier errors'],
+      rows.map((p) => [p.name, p.service, p.document.spec?.loadBalancer ?? 'default', p.document.spec?.locality?.failoverPriority?.join(',') ?? '-', String(p.document.spec?.outlierDetection?.consecutiveErrors ?? 'default')]),
+    ),
   clusters: (rows: SourceStatus[]) =>
     renderTable(
       ['name', 'kind', 'connected', 'stale', 'last sync', 'services', 'endpoints', 'error'],
@@ -70,17 +75,39 @@ export const TABLES = {
     ),
 } as const;
 
+/** `kedge get endpoints SERVICE --from WORKLOAD` as the API returns it. */
+export interface FromResult {
+  service: string;
+  from: string;
+  panic: boolean;
+  endpoints: { address: string; mtlsPort: number; workload: string; locality: string; network: string; health: string; priority: number | null; share: number }[];
+}
+
+/** Renders the balancer's view of a service from one workload; golden-tested. */
+export function fromTable(r: FromResult): string {
+  const head = `${r.service} as seen from ${r.from}${r.panic ? ' (PANIC: every endpoint unhealthy, traffic goes to all)' : ''}\n`;
+  return head + renderTable(
+    ['endpoint', 'workload', 'locality', 'network', 'health', 'priority', 'share'],
+    r.endpoints.map((e) => [`${e.address}:${e.mtlsPort}`, e.workload, e.locality || '-', e.network || '-', e.health, e.priority === null ? '-' : String(e.priority), `${e.share.toFixed(1)}%`]),
+  );
+}
+
 /** Runs `kedge get`; returns the text to print. */
 export async function runGet(argv: string[]): Promise<string> {
-  const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, output: { type: 'string', short: 'o', default: 'table' } }, USAGE);
+  const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, output: { type: 'string', short: 'o', default: 'table' }, from: { type: 'string' } }, USAGE);
   const [kind, name, ...extra] = positionals;
   if (!kind || !(kind in TABLES) || extra.length > 0) throw new KedgeError('KEDGE_USAGE', `usage: ${USAGE}`);
   if (values.output !== 'table' && values.output !== 'json') throw new KedgeError('KEDGE_USAGE', `-o ${values.output}: use table or json`);
   const target = resolveAdminTarget(values);
   let route = `/api/v1/${kind}`;
   if (name) route += kind === 'workloads' ? `/${name.includes('/') ? name.split('/').map(encodeURIComponent).join('/') : `default/${encodeURIComponent(name)}`}` : `/${encodeURIComponent(name)}`;
+  if (values.from) {
+    if (kind !== 'endpoints' || !name) throw new KedgeError('KEDGE_USAGE', '--from goes with: kedge get endpoints SERVICE --from NAMESPACE/WORKLOAD');
+    route += `?from=${encodeURIComponent(values.from)}`;
+  }
   const result = await apiRequest<unknown>(target, 'GET', route);
   if (values.output === 'json') return `${JSON.stringify(result, null, 2)}\n`;
+  if (values.from) return fromTable(result as FromResult);
   const rows = (Array.isArray(result) ? result : [result]) as never[];
   return TABLES[kind as keyof typeof TABLES](rows);
 }

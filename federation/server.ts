@@ -18,6 +18,7 @@ import { KubernetesSource } from './sources/kubernetes';
 import { ConsulSource } from './sources/consul';
 import { StaticSource } from './sources/static';
 import { VipAllocator, parseCidr4 } from './mesh/vips';
+import { PolicyTable } from './mesh/policies';
 import type { Store } from './store/types';
 import { CertificateAuthority } from './ca';
 import { TokenService } from './tokens/tokens';
@@ -89,7 +90,7 @@ export async function startFederation(config: FederationConfig, logger: Logger):
     let pushTimer: NodeJS.Timeout | undefined;
     const sources = createSources(config, logger);
     const rebuild = () => {
-      const next = buildMeshView(registry.all(), { vips: vips.table() }, sources.map((src) => src.services() as SourceService[]));
+      const next = buildMeshView(registry.all(), { vips: vips.table(), policies: policies.table() }, sources.map((src) => src.services() as SourceService[]));
       vips.ensure(next.services.keys());
       return next;
     };
@@ -104,12 +105,15 @@ export async function startFederation(config: FederationConfig, logger: Logger):
     };
     const registry = new AgentRegistry(store, { gracePeriodMs: config.gracePeriodMs, logger, onChange: scheduleRebuild });
     const vips = new VipAllocator(store, parseCidr4(config.vipCidr), { logger, onChange: scheduleRebuild });
+    const policies = new PolicyTable(store, { logger, onChange: scheduleRebuild });
     closers.push(() => {
       registry.close();
       vips.close();
+      policies.close();
       if (pushTimer) clearTimeout(pushTimer);
     });
     await vips.start();
+    await policies.start();
     await registry.start();
     // Sources never block start-up: an unreachable backend retries in the background.
     await Promise.all(sources.map((src) => src.start(scheduleRebuild)));
@@ -178,6 +182,7 @@ export async function startFederation(config: FederationConfig, logger: Logger):
       trustDomain: config.trustDomain,
       ready: () => ready,
       sources: () => sources.map((src) => src.status()),
+      policies,
       logger,
     });
     const httpPort = await listen(api, config.listenHttp);

@@ -68,6 +68,7 @@ function configDump(deps: AdminDeps) {
       hostname: s.hostname,
       vip: s.vip,
       version: s.version,
+      trafficPolicy: s.trafficPolicy ? JSON.parse(s.trafficPolicy) : undefined,
       ports: s.ports,
       endpoints: s.endpoints.map((e) => ({
         address: e.address,

@@ -11,6 +11,9 @@ import { formatLocality } from '../../proto/model/locality';
 import { parseServiceKey, serviceKey } from '../../proto/model/service';
 import type { FederationService } from './grpc';
 import type { SourceStatus } from '../sources/types';
+import type { PolicyTable } from '../mesh/policies';
+import { buildPicker } from '../../agent/proxy/balancer/picker';
+import { validateTrafficPolicy, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
 
 /** Largest request body the API reads. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -26,6 +29,7 @@ export interface HttpDeps {
   trustDomain: string;
   ready: () => boolean;
   sources: () => SourceStatus[];
+  policies: PolicyTable;
   logger: Logger;
 }
 
@@ -44,7 +48,11 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     ['GET', /^\/api\/v1\/services$/, () => [...deps.view().services.values()].map(serviceSummary)],
     ['GET', /^\/api\/v1\/services\/([^/]+)$/, (_r, _b, [key]) => serviceSummary(findService(deps.view(), key!))],
     ['GET', /^\/api\/v1\/endpoints$/, () => [...deps.view().services.values()].flatMap(endpointRows)],
-    ['GET', /^\/api\/v1\/endpoints\/([^/]+)$/, (_r, _b, [key]) => endpointRows(findService(deps.view(), key!))],
+    ['GET', /^\/api\/v1\/endpoints\/([^/]+)$/, (req, _b, [key]) => {
+      const svc = findService(deps.view(), key!);
+      const from = new URL(req.url ?? '/', 'http://x').searchParams.get('from');
+      return from ? endpointsFrom(svc, from, deps) : endpointRows(svc);
+    }],
     ['GET', /^\/api\/v1\/workloads$/, () => workloadRows(deps)],
     ['GET', /^\/api\/v1\/workloads\/([^/]+)\/([^/]+)$/, (_r, _b, [ns, name]) => {
       const row = workloadRows(deps).find((w) => w.namespace === ns && w.name === name);
@@ -53,6 +61,13 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     }],
     ['GET', /^\/api\/v1\/tokens$/, () => deps.tokens.list()],
     ['GET', /^\/api\/v1\/clusters$/, () => deps.sources()],
+    ['GET', /^\/api\/v1\/policies$/, () => deps.policies.list()],
+    ['POST', /^\/api\/v1\/policies$/, async (_r, body) => {
+      if (!Array.isArray(body)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send a JSON list of TrafficPolicy documents');
+      const rows = await deps.policies.apply(body, (key) => deps.view().services.has(key));
+      deps.logger.info({ policies: rows.map((r) => r.service) }, 'traffic policies applied');
+      return rows;
+    }],
     ['GET', /^\/api\/v1\/status$/, () => statusRows(deps)],
     ['POST', /^\/api\/v1\/tokens$/, (_r, body) => createToken(deps, body)],
   ];
@@ -156,6 +171,44 @@ function endpointRows(svc: ReturnType<typeof findService>) {
     meshed: e.meshed,
     labels: e.labels,
   }));
+}
+
+/**
+ * The endpoints of a service as `from` (a registered workload, ns/name)
+ * would balance over them: priority, health and expected share, computed
+ * with the same picker the agent's proxy uses.
+ */
+function endpointsFrom(svc: ReturnType<typeof findService>, from: string, deps: HttpDeps) {
+  const id = from.includes('/') ? from : `default/${from}`;
+  const client = deps.agents().find((a) => a.id === id);
+  if (!client) throw new HttpError(404, 'KEDGE_NOT_FOUND', `no workload ${id} is registered; --from takes namespace/name`);
+  let policy: TrafficPolicy | undefined;
+  if (svc.trafficPolicy) {
+    const r = validateTrafficPolicy(JSON.parse(svc.trafficPolicy));
+    if (r.ok) policy = r.value.policy;
+  }
+  const eps = svc.endpoints.filter((e) => e.meshed).map((e) => ({
+    key: `${e.address}:${e.mtlsPort}`,
+    weight: e.weight || 1,
+    healthy: e.health !== 'UNHEALTHY',
+    locality: { region: e.locality?.region ?? '', zone: e.locality?.zone ?? '', subzone: e.locality?.subzone ?? '' },
+    network: e.network,
+    labels: e.labels,
+    row: e,
+  }));
+  const wl = client.workload;
+  const description = buildPicker({ endpoints: eps, client: { locality: wl.locality, network: wl.network, labels: wl.labels }, ...(policy ? { policy } : {}) }).describe();
+  const byKey = new Map(description.endpoints.map((d) => [d.key, d]));
+  return {
+    service: svc.key,
+    from: id,
+    panic: description.panic,
+    priorities: description.priorities,
+    endpoints: eps.map((e) => {
+      const d = byKey.get(e.key)!;
+      return { address: e.row.address, mtlsPort: e.row.mtlsPort, workload: e.row.workload, cluster: e.row.cluster, network: e.row.network, locality: d.locality, health: e.row.health, priority: d.priority, share: d.share };
+    }),
+  };
 }
 
 function workloadRows(deps: HttpDeps) {

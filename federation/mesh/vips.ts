@@ -5,7 +5,8 @@
 // racing never hand one address to two services.
 import { KedgeError, errorMessage, hasCode } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
-import type { Store, WatchEvent } from '../store/types';
+import type { Store } from '../store/types';
+import { WatchedMap } from '../store/watched-map';
 
 /** Store prefix: service key -> VIP. */
 export const VIPS_PREFIX = '/kedge/vips/by-service/';
@@ -55,32 +56,24 @@ export function pickVip(cidr: Cidr4, key: string, used: ReadonlySet<string>): st
 
 /** Keeps the VIP table in memory (list + watch) and allocates missing ones. */
 export class VipAllocator {
-  private readonly byService = new Map<string, string>();
+  private readonly mirror: WatchedMap;
   private readonly inFlight = new Set<string>();
-  private watch: { close(): void } | undefined;
 
-  constructor(private readonly store: Store, private readonly cidr: Cidr4, private readonly opts: { logger: Logger; onChange: () => void }) {}
+  constructor(private readonly store: Store, private readonly cidr: Cidr4, private readonly opts: { logger: Logger; onChange: () => void }) {
+    this.mirror = new WatchedMap(store, VIPS_PREFIX, opts);
+  }
 
-  async start(): Promise<void> {
-    const { kvs, revision } = await this.store.list(VIPS_PREFIX);
-    this.byService.clear();
-    for (const kv of kvs) this.byService.set(kv.key.slice(VIPS_PREFIX.length), kv.value);
-    this.watch?.close();
-    this.watch = this.store.watch(VIPS_PREFIX, { fromRevision: revision }, (events: WatchEvent[]) => {
-      for (const ev of events) {
-        if (ev.type === 'put') this.byService.set(ev.kv.key.slice(VIPS_PREFIX.length), ev.kv.value);
-        else this.byService.delete(ev.key.slice(VIPS_PREFIX.length));
-      }
-      this.opts.onChange();
-    }, (err) => {
-      this.opts.logger.warn({ err: errorMessage(err) }, 'VIP watch failed; reloading');
-      setTimeout(() => void this.start().catch(() => undefined), 500).unref();
-    });
+  start(): Promise<void> {
+    return this.mirror.start();
   }
 
   /** The current table (service key -> VIP). */
   table(): ReadonlyMap<string, string> {
-    return this.byService;
+    return this.mirror.table();
+  }
+
+  private get byService(): Map<string, string> {
+    return this.mirror.table();
   }
 
   /** Allocates VIPs for the keys that have none; calls onChange when any was added. */
@@ -96,7 +89,7 @@ export class VipAllocator {
   }
 
   close(): void {
-    this.watch?.close();
+    this.mirror.close();
   }
 
   private async allocate(key: string): Promise<void> {
