@@ -63,7 +63,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     start('federation', ['federation', '--data-dir', fedDir, '--listen-grpc', `127.0.0.1:${values['grpc-port']}`, '--listen-http', `127.0.0.1:${values['http-port']}`]);
     const adminToken = await waitFor(() => fs.readFileSync(path.join(fedDir, 'admin-token'), 'utf8').trim(), 'the federation to start (see .demo/federation.log)');
     const target = { baseUrl: httpUrl, token: adminToken };
-    await waitFor(async () => (await fetch(`${httpUrl}/readyz`)).ok || undefined, 'the federation to be ready');
+    await waitFor(async () => (await fetch(`${httpUrl}/readyz`, { signal: AbortSignal.timeout(2_000) })).ok || undefined, 'the federation to be ready');
 
     for (const a of AGENTS) {
       if (a.app) servers.push(await demoApp(a.name, a.app.appPort, a.app.version));
@@ -88,7 +88,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       return eps.length === AGENTS.length || undefined;
     }, 'every agent to register');
     await waitFor(async () => {
-      const res = await fetch('http://127.0.0.13:15000/config');
+      const res = await fetch('http://127.0.0.13:15000/config', { signal: AbortSignal.timeout(2_000) });
       const cfg = (await res.json()) as { services: { endpoints: unknown[] }[] };
       return cfg.services[0]?.endpoints.length === 2 || undefined;
     }, 'productpage to learn reviews endpoints');
