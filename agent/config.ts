@@ -11,6 +11,7 @@ import { isDnsLabel, parseServiceKey, serviceKey } from '../proto/model/service'
 import { isValidName, isValidTrustDomain } from '../proto/model/spiffe';
 import { Doc, deepFreeze } from '../proto/model/validate';
 import { parseDuration } from '../proto/model/duration';
+import { parseHealthCheck, type HealthCheckConfig } from './health';
 
 /** Defaults for every optional agent setting, in one place. */
 export const AGENT_DEFAULTS = Object.freeze({
@@ -40,6 +41,8 @@ export interface ServicePortConfig {
 export interface ServiceConfig {
   name: string;
   ports: readonly ServicePortConfig[];
+  /** The probe whose result the federation turns into this service's endpoint health. */
+  health: HealthCheckConfig | undefined;
 }
 
 /** An explicit upstream: a local listener forwarding to a mesh service. */
@@ -133,8 +136,9 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
   const address = wl.at('address').optionalString();
   if (address !== undefined && !/^[0-9a-fA-F:.]+$/.test(address)) wl.at('address').fail(`"${address}" is not an IP address`);
 
+  const appHost = (doc.at('proxy').value as { appHost?: unknown } | undefined)?.appHost;
   const services = doc.at('services').list().map((s) => {
-    s.object(['name', 'ports']);
+    s.object(['name', 'ports', 'health']);
     const sname = s.at('name').string();
     if (!isDnsLabel(sname)) s.at('name').fail(`"${sname}" is not a valid service name (lowercase letters, digits and '-', at most 63)`);
     const ports = s.at('ports').list().map((p) => {
@@ -150,7 +154,7 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
       if (seen.has(p.port)) s.at('ports').at(i).at('port').fail(`port ${p.port} is listed twice`);
       seen.add(p.port);
     }
-    return { name: sname, ports };
+    return { name: sname, ports, health: parseHealthCheck(s.at('health'), typeof appHost === 'string' ? { appHost } : {}) };
   });
   const svcNames = new Set<string>();
   for (const [i, s] of services.entries()) {

@@ -19,6 +19,7 @@ import type { FederationTarget } from './registration/client';
 import { Subscriptions } from './registration/subscriptions';
 import { captureOptionsFromDoc, hostHasIpv6, resolveIpv6, type CaptureOptions } from './capture';
 import { readResolvConf, startDnsServer, type DnsServer, type MeshLookup } from './dns';
+import { HealthChecker } from './health';
 
 /** The agent's version, reported at registration. */
 export const AGENT_VERSION = '0.1.0';
@@ -115,7 +116,12 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
     agentVersion: AGENT_VERSION,
   });
   const subs = new Subscriptions(config.upstreams.map((u) => u.service));
+  const probed = config.services.flatMap((s) => (s.health ? [{ service: s.name, check: s.health }] : []));
+  // Declared before the session so its first Register can carry the snapshot.
+  let checker: HealthChecker | undefined;
+  const healthMessage = () => ({ health: { services: (checker?.snapshot() ?? []).map((h) => ({ service: h.service, healthy: h.healthy, detail: h.detail })) } });
   const session = new RegistrationSession({
+    onRegistered: () => (probed.length ? [healthMessage()] : []),
     target,
     identity: () => identity.current(),
     register,
@@ -126,6 +132,17 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
     logger: logger.child({ component: 'registration' }),
   });
   session.start();
+  if (probed.length) {
+    checker = new HealthChecker({
+      targets: probed,
+      onChange: (service, healthy, detail) => {
+        logger.info({ component: 'health', service, healthy, detail }, healthy ? 'service healthy' : 'service unhealthy');
+        session.sendMessage({ health: { services: [{ service, healthy, detail }] } });
+      },
+      log: logger.child({ component: 'health' }),
+    });
+    checker.start();
+  }
 
   let dns: DnsServer | undefined;
   if (capture?.dns) {
@@ -179,6 +196,7 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
     stop: () => {
       stopping ??= (async () => {
         identity.stop();
+        await checker?.stop();
         await session.stop().catch((err) => logger.warn({ err: errorMessage(err) }, 'goodbye failed'));
         await Promise.all([proxy.close(), admin.close(), dns?.close()]);
         logger.info('agent stopped');

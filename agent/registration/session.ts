@@ -28,6 +28,8 @@ export interface SessionOptions {
   target: FederationTarget;
   identity: () => TlsIdentity;
   register: () => Register;
+  /** Messages to send right after each (re)registration, e.g. the full health snapshot. */
+  onRegistered?: () => AgentMessage[];
   /** Called with the agent's services after an accepted update, and the keys it said are gone. */
   onServices: (services: ReadonlyMap<string, Service__Output>, version: string, removed: readonly string[]) => void;
   logger: Logger;
@@ -59,6 +61,11 @@ export class RegistrationSession {
   /** Current services as last accepted. */
   currentServices(): ReadonlyMap<string, Service__Output> {
     return this.services;
+  }
+
+  /** Sends a message on the live stream; dropped while disconnected (onRegistered resends state). */
+  sendMessage(msg: AgentMessage): void {
+    this.send(msg);
   }
 
   /** Changes subscriptions on the live stream (Register carries the full set on reconnect). */
@@ -114,6 +121,7 @@ export class RegistrationSession {
         Object.assign(this.state, { connected: true, address: addr, replica: msg.registered.replica, agentId: msg.registered.agentId, lastError: undefined });
         this.state.connects += 1;
         logger.info({ federation: addr, replica: msg.registered.replica, agentId: msg.registered.agentId }, 'registered with the federation');
+        for (const m of this.opts.onRegistered?.() ?? []) call.write(m);
       } else if (msg.msg === 'update' && msg.update) {
         const applied = applyUpdate(this.services, msg.update);
         this.services = applied.services;

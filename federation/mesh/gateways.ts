@@ -7,15 +7,27 @@
 //   know), is kept as it is. A client with no network sees every endpoint
 //   unchanged, as Istio treats a proxy without a network.
 // - The endpoints of another network are replaced by that network's
-//   east-west gateways: one endpoint per (gateway, destination identity),
-//   at the gateway's address and port, carrying the DESTINATION workloads'
-//   SPIFFE ID, so the client proxy still verifies the workload it reaches
-//   end to end through the gateway (which passes TLS through untouched).
-//   Its weight is the endpoint count behind it: the summed weight (1 each
-//   unless a source says otherwise) of the endpoints of that identity the
-//   gateway would use (all but UNHEALTHY ones, as the agent counts health),
-//   split evenly between the network's gateways; it is HEALTHY while at
-//   least one of them is.
+//   east-west gateways: one endpoint per gateway, at the gateway's address
+//   and port, carrying the DESTINATION workloads' SPIFFE ID, so the client
+//   proxy still verifies the workload it reaches end to end through the
+//   gateway (which passes TLS through untouched). Its weight is the
+//   endpoint count behind it: the summed weight (1 each unless a source
+//   says otherwise) of the endpoints the gateway would use (all but
+//   UNHEALTHY ones, as the agent counts health), split evenly between the
+//   network's gateways; it is HEALTHY while at least one of them is.
+// - One identity per (service, network) behind a gateway. The gateway
+//   routes on the SNI, which names only service and port, and the client
+//   checks exactly one identity; so if a service's endpoints on one network
+//   have several identities, the gateway serves only the endpoints of one
+//   (the identity most of them have, ties to the smallest), and both sides
+//   agree on it: gatewayView gives the gateway only those endpoints, and
+//   substituteGateways advertises that identity. The others stay reachable
+//   from their own network, not through the gateway; a warning says so.
+//   (One gateway endpoint per identity would not work: whichever identity a
+//   client picked, the gateway could forward it to a workload with another,
+//   and the client's check would fail.) The choice counts endpoints, not
+//   healthy ones, so health changes do not flip it while pushes to the
+//   gateway and its clients are in flight.
 // - A network with no gateway is unreachable from other networks: its
 //   endpoints are dropped, and a warning on the service says so. So are
 //   plaintext (unmeshed) endpoints on another network: a gateway routes on
@@ -69,8 +81,8 @@ export function substituteGateways(service: MeshService, clientNetwork: string, 
   if (remote.size === 0) return service;
 
   const warnings = new Set(service.warnings);
-  // Per network: its gateways and its meshed endpoints by identity.
-  const plans: { network: string; gws: GatewayInfo[]; byIdentity: Map<string, MeshEndpoint[]> }[] = [];
+  // Per network: its gateways, the identity they serve and its endpoints.
+  const plans: { network: string; gws: GatewayInfo[]; identity: string; group: MeshEndpoint[] }[] = [];
   for (const network of [...remote.keys()].sort()) {
     const endpoints = remote.get(network)!;
     const gws = gatewaysOf(network, gateways);
@@ -82,26 +94,20 @@ export function substituteGateways(service: MeshService, clientNetwork: string, 
     if (meshed.length < endpoints.length) {
       warnings.add(`network ${network}: ${endpoints.length - meshed.length} plaintext endpoint(s) unreachable from network ${clientNetwork}; a gateway carries mesh TLS only`);
     }
-    const byIdentity = groupBy(meshed, (e) => e.identity);
-    if (byIdentity.size > 1) {
-      warnings.add(
-        `network ${network}: endpoints behind its gateway have ${byIdentity.size} identities (${[...byIdentity.keys()].sort().join(', ')}); ` +
-          'the gateway routes on service and port only, so a connection may reach a workload other than the identity the client picked and fail verification (then it is retried)',
-      );
-    }
-    if (byIdentity.size > 0) plans.push({ network, gws, byIdentity });
+    if (meshed.length === 0) continue;
+    const identity = gatewayIdentity(meshed);
+    const group = meshed.filter((e) => e.identity === identity);
+    if (group.length < meshed.length) warnings.add(identityWarning(network, meshed, identity, `unreachable from network ${clientNetwork}`));
+    plans.push({ network, gws, identity, group });
   }
 
   // A network's weight is split evenly between its gateways. To keep integer
   // weights exact, every weight is scaled by the LCM of the gateway counts
   // (1, and no change at all, when each network has one gateway), as Istio does.
-  const scale = weightScale(plans.map((p) => p.gws.length), [...kept, ...plans.flatMap((p) => [...p.byIdentity.values()].flat())]);
+  const scale = weightScale(plans.map((p) => p.gws.length), [...kept, ...plans.flatMap((p) => p.group)]);
   const substituted: MeshEndpoint[] = [];
-  for (const { network, gws, byIdentity } of plans) {
-    for (const identity of [...byIdentity.keys()].sort()) {
-      const group = byIdentity.get(identity)!;
-      for (const gw of gws) substituted.push(gatewayEndpoint(gw, network, identity, group, scale / gws.length));
-    }
+  for (const { network, gws, identity, group } of plans) {
+    for (const gw of gws) substituted.push(gatewayEndpoint(gw, network, identity, group, scale / gws.length));
   }
   const direct = scale === 1 ? kept : kept.map((e) => ({ ...e, weight: endpointWeight(e) * scale }));
 
@@ -135,29 +141,58 @@ function endpointWeight(e: MeshEndpoint): number {
 }
 
 /**
- * The service as a gateway on `network` must see it: only the endpoints it
- * can reach directly (its own network's, and those with no network).
- * Returns `service` itself when nothing is dropped; otherwise a new service
- * with its version recomputed.
+ * The service as the gateway of `network` must see it: exactly the
+ * endpoints it stands for in other networks' views, that is the meshed
+ * endpoints on `network` with the identity substituteGateways advertises
+ * for it (see the file comment). Returns `service` itself when nothing is
+ * dropped; otherwise a new service with its version recomputed.
  */
-export function localNetworkView(service: MeshService, network: string): MeshService {
-  if (network === '') return service;
-  const endpoints = service.endpoints.filter((e) => e.network === '' || e.network === network);
+export function gatewayView(service: MeshService, network: string): MeshService {
+  const meshed = service.endpoints.filter((e) => e.network === network && e.meshed);
+  const identity = meshed.length > 0 ? gatewayIdentity(meshed) : '';
+  const endpoints = meshed.filter((e) => e.identity === identity);
   if (endpoints.length === service.endpoints.length) return service;
-  const out: MeshService = { ...service, endpoints, version: '' };
+  const warnings = new Set(service.warnings);
+  if (endpoints.length < meshed.length) warnings.add(identityWarning(network, meshed, identity, 'not served by its gateway'));
+  const out: MeshService = { ...service, endpoints, warnings: [...warnings].sort(), version: '' };
   out.version = serviceVersion(out);
   return out;
 }
 
 /**
+ * The one identity a network's gateway serves for a service: the identity
+ * most of its meshed endpoints there have, ties to the smallest. Counts
+ * endpoints whatever their health, so the choice is stable.
+ */
+export function gatewayIdentity(meshed: readonly MeshEndpoint[]): string {
+  const counts = new Map<string, number>();
+  for (const e of meshed) counts.set(e.identity, (counts.get(e.identity) ?? 0) + 1);
+  let best = '';
+  let bestCount = 0;
+  for (const [identity, n] of counts) {
+    if (n > bestCount || (n === bestCount && identity < best)) {
+      best = identity;
+      bestCount = n;
+    }
+  }
+  return best;
+}
+
+function identityWarning(network: string, meshed: readonly MeshEndpoint[], identity: string, what: string): string {
+  const others = [...new Set(meshed.map((e) => e.identity).filter((i) => i !== identity))].sort();
+  const n = meshed.filter((e) => e.identity !== identity).length;
+  return `network ${network}: ${n} endpoint(s) with identity ${others.join(', ')} ${what}; its gateway serves only ${identity}, the identity most endpoints there have (give a service one identity per network)`;
+}
+
+/**
  * The whole view for agents on `network`: substituteGateways for ordinary
- * agents, localNetworkView for gateway agents. Build it once per network
+ * agents, gatewayView for gateway agents. Build it once per network
  * (and per change of the view or the gateway set) and share it among that
  * network's push sessions, not once per agent.
  */
 export function viewForNetwork(view: MeshView, network: string, gateways: readonly GatewayInfo[], role: 'workload' | 'gateway' = 'workload'): MeshView {
   const services = new Map<string, MeshService>();
-  for (const [key, svc] of view.services) services.set(key, role === 'gateway' ? localNetworkView(svc, network) : substituteGateways(svc, network, gateways));
+  for (const [key, svc] of view.services) services.set(key, role === 'gateway' ? gatewayView(svc, network) : substituteGateways(svc, network, gateways));
   return { services };
 }
 
@@ -205,17 +240,6 @@ const HEALTH_RANK: Record<Health, number> = { HEALTHY: 3, HEALTH_UNKNOWN: 2, STA
 
 function betterHealth(a: Health, b: Health): Health {
   return HEALTH_RANK[b] > HEALTH_RANK[a] ? b : a;
-}
-
-function groupBy<T>(items: readonly T[], key: (t: T) => string): Map<string, T[]> {
-  const out = new Map<string, T[]>();
-  for (const t of items) {
-    const k = key(t);
-    let list = out.get(k);
-    if (list === undefined) out.set(k, (list = []));
-    list.push(t);
-  }
-  return out;
 }
 
 // The value every item shares, or '' when they differ.
