@@ -90,9 +90,11 @@ export interface AgentConfig {
   dataDir: string;
   /** The raw `capture:` block, validated by agent/capture when capture is used. */
   captureDoc: Doc;
+  /** For `--mode gateway`: where to listen (15443) and the address other networks reach it at. */
+  gateway: { listen: HostPort; address: string | undefined };
 }
 
-const TOP = ['federation', 'workload', 'services', 'upstreams', 'proxy', 'admin', 'dataDir', 'capture'] as const;
+const TOP = ['federation', 'workload', 'services', 'upstreams', 'proxy', 'admin', 'dataDir', 'capture', 'gateway'] as const;
 
 /** Reads and validates an agent config file. */
 export function loadAgentConfig(file: string): AgentConfig {
@@ -216,6 +218,10 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
     admin: { listen: admin.at('listen').parse((s) => parseHostPort(s, 'listen'), AGENT_DEFAULTS.adminListen) },
     dataDir: rel(doc.at('dataDir').string(AGENT_DEFAULTS.dataDir)),
     captureDoc: doc.at('capture'),
+    gateway: {
+      listen: doc.at('gateway').at('listen').parse((v) => parseHostPort(v, 'listen'), '0.0.0.0:15443'),
+      address: (doc.at('gateway').optionalObject(['listen', 'address']) ?? doc.at('gateway')).at('address').optionalString(),
+    },
   });
 }
 

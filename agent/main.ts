@@ -20,13 +20,16 @@ import { Subscriptions } from './registration/subscriptions';
 import { captureOptionsFromDoc, hostHasIpv6, resolveIpv6, type CaptureOptions } from './capture';
 import { readResolvConf, startDnsServer, type DnsServer, type MeshLookup } from './dns';
 import { HealthChecker } from './health';
+import { EastWestGateway } from './gateway/gateway';
+import type { ProxySnapshot } from './proxy/types';
 
 /** The agent's version, reported at registration. */
 export const AGENT_VERSION = '0.1.0';
 
 /** A running agent. */
 export interface RunningAgent {
-  proxy: Proxy;
+  /** The sidecar's proxy (absent in gateway mode). */
+  proxy: Proxy | undefined;
   identity: IdentityManager;
   session: RegistrationSession;
   /** Graceful stop: Goodbye to the federation, drain, close. */
@@ -46,19 +49,12 @@ export function localTargets(config: AgentConfig): LocalTarget[] {
 }
 
 /** Starts an agent from a validated config. */
-export async function runAgent(config: AgentConfig, logger: Logger): Promise<RunningAgent> {
+export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidecar' | 'gateway' = 'sidecar'): Promise<RunningAgent> {
+  if (mode === 'gateway') return runGateway(config, logger);
   // Transparent capture is on when the config has a capture block (the
   // iptables rules themselves are installed by `kedge capture install`).
   const capture: CaptureOptions | undefined = config.captureDoc.isMissing() ? undefined : captureOptionsFromDoc(config.captureDoc);
-  let rootCertPem: string;
-  try {
-    rootCertPem = fs.readFileSync(config.federation.rootCertFile, 'utf8');
-  } catch (err) {
-    throw new KedgeError('KEDGE_BAD_CONFIG', `${config.file}: federation.rootCert: cannot read ${config.federation.rootCertFile}: ${(err as NodeJS.ErrnoException).code ?? err}; copy the federation's DATA_DIR/root-cert.pem here`, { cause: err });
-  }
-  if (!rootCertPem.includes('BEGIN CERTIFICATE')) {
-    throw new KedgeError('KEDGE_BAD_CONFIG', `${config.file}: federation.rootCert: ${config.federation.rootCertFile} holds no PEM certificate`);
-  }
+  const rootCertPem = readRootCert(config);
   const target: FederationTarget = { addresses: config.federation.addresses, rootCertPem, trustDomain: config.federation.trustDomain };
 
   // Host facts take a second or two to collect: overlap them with the join.
@@ -204,4 +200,86 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<Run
       return stopping;
     },
   };
+}
+
+/**
+ * `kedge agent --mode gateway`: the network's east-west gateway. It holds a
+ * mesh certificate only for its federation connection; the data path is SNI
+ * passthrough (agent/gateway) and never terminates the traffic's TLS.
+ */
+async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningAgent> {
+  const rootCertPem = readRootCert(config);
+  const target: FederationTarget = { addresses: config.federation.addresses, rootCertPem, trustDomain: config.federation.trustDomain };
+  if (!config.workload.network) throw new KedgeError('KEDGE_BAD_CONFIG', `${config.file}: workload.network: a gateway needs its network`);
+  const facts = Promise.all([collectHostFacts(), config.workload.address ? Promise.resolve(config.workload.address) : detectWorkloadAddress()]);
+  facts.catch(() => undefined);
+  const identity = new IdentityManager({ dataDir: config.dataDir, tokenFile: config.federation.tokenFile, federation: target, logger: logger.child({ component: 'identity' }) });
+  await identity.ensure();
+  identity.startRenewal();
+  let current: ProxySnapshot = { version: '', services: new Map() };
+  const gateway = new EastWestGateway({ listen: config.gateway.listen, snapshot: () => current, logger: logger.child({ component: 'gateway' }) });
+  await gateway.start();
+  const [host, detected] = await facts;
+  const address = config.workload.address ?? detected;
+  if (!address) {
+    await gateway.close();
+    throw new KedgeError('KEDGE_NO_ADDRESS', `${config.file}: workload.address is not set and no address could be detected on this host; set it`);
+  }
+  const port = gateway.address().port;
+  const session = new RegistrationSession({
+    target,
+    identity: () => identity.current(),
+    register: () => ({
+      workload: {
+        name: config.workload.name, namespace: config.workload.namespace, serviceAccount: config.workload.serviceAccount,
+        address, locality: config.workload.locality, network: config.workload.network, labels: { ...config.workload.labels },
+        inboundPort: port,
+        gateway: { address: config.gateway.address ?? address, port },
+      },
+      services: [],
+      host,
+      subscriptions: [],
+      agentVersion: AGENT_VERSION,
+    }),
+    onServices: (services, version) => {
+      current = toProxySnapshot(services, version);
+    },
+    logger: logger.child({ component: 'registration' }),
+  });
+  session.start();
+  const admin = await startAdmin(config.admin.listen, {
+    identity: () => identity.current(),
+    services: () => session.currentServices(),
+    session: () => session.status(),
+    stats: () => ({ gateway: gateway.stats() }),
+    ready: () => session.status().connects > 0,
+  });
+  logger.info({ mode: 'gateway', listen: formatHostPort(gateway.address()), network: config.workload.network, admin: formatHostPort(admin.address) }, 'agent started');
+  let stopping: Promise<void> | undefined;
+  return {
+    proxy: undefined,
+    identity,
+    session,
+    stop: () => {
+      stopping ??= (async () => {
+        identity.stop();
+        await session.stop().catch(() => undefined);
+        await Promise.all([gateway.close(), admin.close()]);
+      })();
+      return stopping;
+    },
+  };
+}
+
+function readRootCert(config: AgentConfig): string {
+  let pem: string;
+  try {
+    pem = fs.readFileSync(config.federation.rootCertFile, 'utf8');
+  } catch (err) {
+    throw new KedgeError('KEDGE_BAD_CONFIG', `${config.file}: federation.rootCert: cannot read ${config.federation.rootCertFile}: ${(err as NodeJS.ErrnoException).code ?? err}; copy the federation's DATA_DIR/root-cert.pem here`, { cause: err });
+  }
+  if (!pem.includes('BEGIN CERTIFICATE')) {
+    throw new KedgeError('KEDGE_BAD_CONFIG', `${config.file}: federation.rootCert: ${config.federation.rootCertFile} holds no PEM certificate`);
+  }
+  return pem;
 }

@@ -6,16 +6,16 @@ import { runAgent } from '../agent/main';
 import { parseFlags } from './args';
 import { runUntilSignal } from './daemon';
 
-const USAGE = 'kedge agent --config FILE';
+const USAGE = 'kedge agent --config FILE [--mode sidecar|gateway]';
 
 /** Runs the agent; returns the exit code. */
 export async function runAgentCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(argv, { config: { type: 'string', short: 'c' }, mode: { type: 'string', default: 'sidecar' } }, USAGE);
   if (!values.config || positionals.length) throw new KedgeError('KEDGE_USAGE', `usage: ${USAGE}`);
-  if (values.mode !== 'sidecar') throw new KedgeError('KEDGE_USAGE', `--mode ${values.mode}: only "sidecar" exists so far`);
+  if (values.mode !== 'sidecar' && values.mode !== 'gateway') throw new KedgeError('KEDGE_USAGE', `--mode ${values.mode}: use sidecar (default) or gateway`);
   // Validate everything before anything is bound or contacted.
   const config = loadAgentConfig(values.config);
   const logger = createLogger('kedge-agent', { workload: `${config.workload.namespace}/${config.workload.name}` });
-  const agent = await runAgent(config, logger);
+  const agent = await runAgent(config, logger, values.mode);
   return runUntilSignal(() => agent.stop(), logger);
 }

@@ -27,6 +27,9 @@ export const REGISTER_TIMEOUT_MS = 10_000;
 /** A connected agent's stream on this replica. */
 export interface ConnectedAgent {
   id: string;
+  /** The agent's network and role pick the view it receives (gateway substitution). */
+  network: string;
+  role: 'workload' | 'gateway';
   identity: string;
   connectedAt: string;
   lastContact: string;
@@ -49,6 +52,8 @@ export interface GrpcDeps {
   tokens: TokenService;
   registry: AgentRegistry;
   view: () => MeshView;
+  /** The view an agent on `network` with `role` receives; computed once per (network, role) per push. */
+  viewFor?: (view: MeshView, network: string, role: 'workload' | 'gateway') => MeshView;
   logger: Logger;
   clock?: () => number;
 }
@@ -78,7 +83,19 @@ export class FederationService {
 
   /** Pushes the current view to every connected agent (after the debounce). */
   pushAll(view: MeshView): void {
-    for (const c of this.connected.values()) c.push.push(view);
+    const views = new Map<string, MeshView>();
+    for (const c of this.connected.values()) c.push.push(this.viewOf(view, c, views));
+  }
+
+  private viewOf(view: MeshView, c: { network: string; role: 'workload' | 'gateway' }, cache?: Map<string, MeshView>): MeshView {
+    if (!this.deps.viewFor) return view;
+    const key = `${c.role}/${c.network}`;
+    let v = cache?.get(key);
+    if (!v) {
+      v = this.deps.viewFor(view, c.network, c.role);
+      cache?.set(key, v);
+    }
+    return v;
   }
 
   statuses(): (Omit<ConnectedAgent, 'push'> & { push: PushStatus })[] {
@@ -203,11 +220,12 @@ export class FederationService {
             return;
           }
           const push = new PushSession((u) => call.write({ update: u }), this.clock);
-          conn = { id: record.id, identity, connectedAt: record.connectedAt, lastContact: record.connectedAt, push };
+          conn = { id: record.id, network: record.workload.network, role: record.gateway ? 'gateway' : 'workload', identity, connectedAt: record.connectedAt, lastContact: record.connectedAt, push };
           this.connected.set(record.id, conn);
           call.write({ registered: { agentId: record.id, replica: deps.replica, spiffeId: identity } });
+          if (record.gateway) push.subscribeToAll();
           push.subscribe(msg.register!.subscriptions, []);
-          push.push(deps.view());
+          push.push(this.viewOf(deps.view(), conn));
           log.info({ agent: record.id, identity, address: record.workload.address, services: record.services.map((s) => s.name) }, 'agent registered');
           return;
         }
@@ -222,7 +240,7 @@ export class FederationService {
       if (!conn || !record || !registration) throw new KedgeError('KEDGE_BAD_REQUEST', `expected Register first, got ${msg.msg ?? 'an empty message'}`);
       switch (msg.msg) {
         case 'subscribe':
-          if (conn.push.subscribe(msg.subscribe!.add, msg.subscribe!.remove)) conn.push.push(deps.view());
+          if (conn.push.subscribe(msg.subscribe!.add, msg.subscribe!.remove)) conn.push.push(this.viewOf(deps.view(), conn));
           writeStatusSoon();
           return;
         case 'ack':

@@ -44,6 +44,12 @@ export function recordFromRegister(msg: Register__Output, identity: string, repl
     };
   });
   const loc = wl.locality ?? { region: '', zone: '', subzone: '' };
+  const gw = wl.gateway;
+  if (gw) {
+    if (gw.address && isIP(gw.address) === 0) bad(`gateway address "${gw.address}" is not an IP address`);
+    if (!(gw.port >= 1 && gw.port <= 65535)) bad(`gateway port ${gw.port} is out of range`);
+    if (!wl.network) bad('a gateway needs workload.network: it is the gateway of that network');
+  }
   return {
     id: `${wl.namespace}/${wl.name}`,
     identity,
@@ -59,6 +65,7 @@ export function recordFromRegister(msg: Register__Output, identity: string, repl
     },
     services,
     health: {},
+    ...(gw ? { gateway: { address: gw.address || wl.address, port: gw.port } } : {}),
     host: msg.host,
     replica,
     connectedAt: now.toISOString(),

@@ -35,6 +35,8 @@ export interface AgentRecord {
   health: Record<string, { healthy: boolean; detail: string }>;
   host: HostFacts__Output | null;
   replica: string;
+  /** Set for east-west gateway agents: where other networks reach them. */
+  gateway?: { address: string; port: number };
   /** Set for agents in a Kubernetes pod: the cluster whose TokenReview admitted them. */
   cluster?: string;
   connectedAt: string;

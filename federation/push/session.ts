@@ -23,8 +23,15 @@ export class PushSession {
   private ackedAt: string | undefined;
   private lastNack: string | undefined;
   private initialSent = false;
+  /** Gateways receive every service of the mesh. */
+  private subscribeAll = false;
 
   constructor(private readonly send: (u: ServiceUpdate) => void, private readonly clock: () => number = Date.now) {}
+
+  /** Subscribes to every service, present and future (east-west gateways). */
+  subscribeToAll(): void {
+    this.subscribeAll = true;
+  }
 
   /** Changes the subscription set; returns true when something changed. */
   subscribe(add: readonly string[], remove: readonly string[]): boolean {
@@ -46,7 +53,8 @@ export class PushSession {
 
   /** Sends what changed since the last push; the first push is sent even when empty. */
   push(view: MeshView): boolean {
-    const delta = computeDelta(view, this.subscriptions, this.sent);
+    const keys = this.subscribeAll ? new Set([...view.services.keys(), ...[...this.sent.keys()].filter((k) => this.sent.get(k) !== '')]) : this.subscriptions;
+    const delta = computeDelta(view, keys, this.sent);
     if (this.initialSent && delta.services.length === 0 && delta.removed.length === 0) return false;
     this.initialSent = true;
     this.nonce += 1;
