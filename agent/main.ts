@@ -76,6 +76,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     identity: id,
     logger,
     connectTimeoutMs: config.proxy.connectTimeoutMs,
+    client: { locality: config.workload.locality, network: config.workload.network, labels: { ...config.workload.labels } },
     ...(capture
       ? {
           // REDIRECT delivers captured local traffic to loopback.
@@ -175,6 +176,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     services: () => session.currentServices(),
     session: () => session.status(),
     stats: () => ({ proxy: proxy.stats(), dns: dns?.stats() }),
+    balancer: () => proxy.describeBalancers(),
     ready: () => session.status().connects > 0,
   }).catch(async (err) => {
     await session.stop();

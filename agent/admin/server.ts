@@ -1,5 +1,7 @@
 // The agent's admin endpoint (localhost): GET /config (services and
-// endpoints held, with the acked version), GET /certs (identity and trust
+// endpoints held, with the acked version, and each service's balancer),
+// GET /balancer (per service: each endpoint's priority, health, ejection and
+// share of new connections, and panic), GET /certs (identity and trust
 // bundle), GET /stats (proxy counters), GET /healthz/ready.
 import * as http from 'node:http';
 import { X509Certificate } from 'node:crypto';
@@ -7,6 +9,7 @@ import type { Service__Output } from '../../proto/loader';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import { HostPort, formatHostPort } from '../../proto/model/address';
 import { formatLocality } from '../../proto/model/locality';
+import type { BalancerState } from '../proxy/balancers';
 import type { TlsIdentity } from '../proxy/types';
 import type { SessionStatus } from '../registration/session';
 
@@ -17,6 +20,8 @@ export interface AdminDeps {
   session: () => SessionStatus | undefined;
   stats: () => unknown;
   ready: () => boolean;
+  /** The proxy's balancers (Proxy.describeBalancers); /balancer answers 503 without it. */
+  balancer?: () => BalancerState;
 }
 
 /** Starts the admin server; rejects with KEDGE_LISTEN_FAILED when the address is taken. */
@@ -36,10 +41,12 @@ export async function startAdmin(listen: HostPort, deps: AdminDeps): Promise<{ a
           return send(200, certsDump(deps.identity()));
         case '/stats':
           return send(200, deps.stats());
+        case '/balancer':
+          return deps.balancer ? send(200, deps.balancer()) : send(503, { code: 'KEDGE_NO_BALANCER', message: 'this agent does not expose its balancers; pass balancer to startAdmin' });
         case '/healthz/ready':
           return deps.ready() ? send(200, { status: 'ready' }) : send(503, { status: 'not ready' });
         default:
-          return send(404, { code: 'KEDGE_NOT_FOUND', message: 'try /config, /certs, /stats or /healthz/ready' });
+          return send(404, { code: 'KEDGE_NOT_FOUND', message: 'try /config, /balancer, /certs, /stats or /healthz/ready' });
       }
     } catch (err) {
       send(500, { code: 'KEDGE_INTERNAL', message: errorMessage(err) });
@@ -60,6 +67,7 @@ export async function startAdmin(listen: HostPort, deps: AdminDeps): Promise<{ a
 
 function configDump(deps: AdminDeps) {
   const session = deps.session();
+  const balancers = deps.balancer?.().services ?? {};
   return {
     version: session?.ackedVersion ?? '',
     federation: session,
@@ -80,6 +88,8 @@ function configDump(deps: AdminDeps) {
         network: e.network,
         cluster: e.cluster,
       })),
+      // null when the proxy holds no balancer for it (balancer not wired, or the snapshot not swapped in yet).
+      balancer: balancers[s.key] ?? null,
     })),
   };
 }

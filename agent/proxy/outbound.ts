@@ -28,9 +28,6 @@ export class OutboundListener {
   readonly servers: net.Server[];
   /** Client, mesh and passthrough sockets, for drain on close. */
   readonly sockets = new Set<net.Socket>();
-  // Round-robin position per service, so services called in turn do not
-  // each see only every other endpoint.
-  private readonly next = new Map<string, number>();
   private readonly mesh: MeshDeps;
 
   constructor(
@@ -76,11 +73,8 @@ export class OutboundListener {
         });
       case 'mesh': {
         const { service, port, endpoint } = decision.destination;
-        const key = `${service.key}:${port}`;
-        const start = this.next.get(key) ?? 0;
-        this.next.set(key, start + 1);
         const log = { capture: 'outbound', route: decision.via, source, originalDst };
-        return forwardOverMesh(client, { service, port, start, log, ...(endpoint ? { preferred: endpoint } : {}) }, this.mesh);
+        return forwardOverMesh(client, { service, port, log, ...(endpoint ? { preferred: endpoint } : {}) }, this.mesh);
       }
     }
   }

@@ -9,6 +9,8 @@ import { type HostPort, formatHostPort } from '../../proto/model/address';
 import { KedgeError } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { originalDst as nativeOriginalDst } from '../native';
+import type { Random, Topology } from './balancer/types';
+import { type BalancerState, MeshBalancers, UNKNOWN_TOPOLOGY } from './balancers';
 import { CaptureFront, DEFAULT_DETECT_TIMEOUT_MS, type InboundMode } from './capture-front';
 import { type DestinationIndex, type OutboundPolicy, buildDestinationIndex } from './destinations';
 import { InboundListener } from './inbound';
@@ -16,12 +18,13 @@ import { type OriginalDstReader, OutboundListener } from './outbound';
 import { DirectionCounters, type ProxyStats } from './stats';
 import { SessionCache, buildIdentityContexts } from './tls';
 import type { LocalTarget, ProxySnapshot, TlsIdentity, UpstreamSpec } from './types';
-import { type ClientTls, UpstreamListener } from './upstream';
+import { type ClientTls, MAX_ATTEMPTS, UpstreamListener } from './upstream';
 
 export type { ConnectionCounters, ProxyStats } from './stats';
 export type { InboundMode } from './capture-front';
 export type { OutboundPolicy } from './destinations';
 export type { OriginalDstReader } from './outbound';
+export type { BalancerState } from './balancers';
 
 /** Covers TCP connect and TLS handshake to one endpoint; a slower endpoint is skipped for the next one. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 5_000;
@@ -56,6 +59,16 @@ export interface ProxyOptions {
   originalDst?: OriginalDstReader;
   /** Inbound capture; without it the inbound port speaks mesh mTLS only. */
   inboundCapture?: InboundCaptureOptions;
+  /**
+   * Where this agent runs (the agent's workload locality, network and
+   * labels): endpoints are ranked by locality from here. Without it every
+   * endpoint is priority 0.
+   */
+  client?: Topology;
+  /** The balancer's random source; Math.random by default, a seeded PRNG in tests. */
+  random?: Random;
+  /** Connect attempts per outbound connection (MAX_ATTEMPTS by default); 1 turns connect retries off. */
+  maxAttempts?: number;
 }
 
 const EMPTY_SNAPSHOT: ProxySnapshot = Object.freeze({ version: '', services: new Map() });
@@ -102,6 +115,7 @@ export class Proxy {
   private readonly front: CaptureFront | undefined;
   private readonly outbound: OutboundListener | undefined;
   private destinations: DestinationIndex = new Map();
+  private readonly balancers: MeshBalancers;
   private readonly inboundStats = new DirectionCounters();
   private readonly outboundStats = new DirectionCounters();
   private readonly logger: Logger;
@@ -112,12 +126,16 @@ export class Proxy {
     const contexts = buildIdentityContexts(opts.identity);
     this.clientTls = { contexts, sessions: new SessionCache() };
     this.inbound = new InboundListener(contexts, opts.targets, this.logger.child({ listener: 'inbound' }), this.inboundStats);
+    this.balancers = new MeshBalancers(opts.client ?? UNKNOWN_TOPOLOGY);
     const deps = {
       snapshot: () => this.current,
       clientTls: () => this.clientTls,
       logger: this.logger.child({ listener: 'upstream' }),
       stats: this.outboundStats,
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      balancers: this.balancers,
+      random: opts.random ?? Math.random,
+      maxAttempts: Math.max(1, opts.maxAttempts ?? MAX_ATTEMPTS),
     };
     this.upstreams = opts.upstreams.map((spec) => new UpstreamListener(spec, deps));
     if (opts.outboundListen !== undefined && opts.outboundListen.length > 0) {
@@ -183,11 +201,22 @@ export class Proxy {
     this.logger.info({ spiffeId: id.spiffeId, serial: id.serial, notAfter: id.notAfter.toISOString() }, 'proxy identity rotated');
   }
 
-  /** Swaps the mesh view in one step; connections accepted afterwards use it (and, with outbound capture, its destination index, built here once). */
+  /**
+   * Swaps the mesh view in one step; connections accepted afterwards use it
+   * (and, with outbound capture, its destination index, built here once).
+   * Each service whose view changed updates its balancer; outlier state
+   * carries over for endpoints that remain.
+   */
   setSnapshot(s: ProxySnapshot): void {
     const index = this.outbound ? buildDestinationIndex(s) : this.destinations;
+    this.balancers.sync(s);
     this.current = s;
     this.destinations = index;
+  }
+
+  /** Per service: each endpoint's priority, health, ejection and share of new connections, and whether the balancer is in panic. */
+  describeBalancers(): BalancerState {
+    return this.balancers.describe();
   }
 
   snapshot(): ProxySnapshot {

@@ -1,22 +1,30 @@
-// Carrying a client connection to a mesh service port: the balancing seam
-// (attemptOrder over endpointPool), connect retries on other endpoints, and
-// the splice. Used by the explicit upstream listener below (a local
-// plaintext port bound to one service port) and by the capture outbound
-// listener (outbound.ts).
+// Carrying a client connection to a mesh service port: the balancer's pick
+// (least-request or round robin over locality priorities, see
+// ./balancer), connect retries on other endpoints, the splice, and the
+// outcome each attempt reports back to outlier detection. Used by the
+// explicit upstream listener below (a local plaintext port bound to one
+// service port) and by the capture outbound listener (outbound.ts).
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
-import { formatHostPort } from '../../proto/model/address';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { buildSni } from '../../proto/model/sni';
+import type { Outcome } from './balancer/outlier';
+import type { Random } from './balancer/types';
+import { type MeshBalancers, type MeshEndpoint, type ServiceEntry, pickAttempt } from './balancers';
 import { type ClientTls, dialEndpoint } from './dial';
+import { watchOutcome } from './outcome';
 import { splice } from './splice';
 import { type DirectionCounters, failureCode } from './stats';
 import type { EndpointView, ProxySnapshot, ServiceView, UpstreamSpec } from './types';
 
 export type { ClientTls } from './dial';
 
-/** Connect attempts per client connection: the first pick plus two retries on other endpoints. */
+/**
+ * Connect attempts per client connection: the first pick plus two retries
+ * on other endpoints. Retries prefer priorities not yet tried, so one
+ * locality dying, or two one after the other, costs no client connection.
+ */
 export const MAX_ATTEMPTS = 3;
 
 /** What forwarding over the mesh needs; getters, so it always sees the current identity. */
@@ -24,64 +32,26 @@ export interface MeshDeps {
   clientTls: () => ClientTls;
   logger: Logger;
   stats: DirectionCounters;
+  /** Per attempt, unless the service's traffic policy sets connectTimeout. */
   connectTimeoutMs: number;
+  balancers: MeshBalancers;
+  random: Random;
+  /** Attempts per connection; MAX_ATTEMPTS unless configured (1 turns retries off). */
+  maxAttempts: number;
   /** Registers a socket for drain on close. */
   track: (socket: net.Socket) => void;
 }
 
 /** What an upstream listener reads at accept time; getters, so it always sees the current snapshot and identity. */
-export interface UpstreamDeps {
+export interface UpstreamDeps extends Omit<MeshDeps, 'track'> {
   snapshot: () => ProxySnapshot;
-  clientTls: () => ClientTls;
-  logger: Logger;
-  stats: DirectionCounters;
-  connectTimeoutMs: number;
 }
 
-/**
- * The endpoints to try, in order, for one connection: round robin from
- * `start` over `pool`, at most `max` distinct endpoints.
- */
-export function attemptOrder(pool: readonly EndpointView[], start: number, max = MAX_ATTEMPTS): EndpointView[] {
-  const n = Math.min(max, pool.length);
-  const out: EndpointView[] = [];
-  for (let i = 0; i < n; i++) out.push(pool[(start + i) % pool.length]!);
-  return out;
-}
-
-// Healthy endpoints per service view. Views are immutable and replaced on
-// every snapshot, so the filter runs once per view, not per connection.
-const pools = new WeakMap<ServiceView, readonly EndpointView[]>();
-
-/** The endpoints to balance over: the healthy ones, or all of them when none is healthy (better to try than to fail outright). */
-export function endpointPool(service: ServiceView): readonly EndpointView[] {
-  let pool = pools.get(service);
-  if (pool === undefined) {
-    const healthy = service.endpoints.filter((e) => e.healthy);
-    pool = healthy.length > 0 ? healthy : service.endpoints;
-    pools.set(service, pool);
-  }
-  return pool;
-}
-
-/**
- * `order` with `preferred` first and not repeated, at most `max` long. The
- * preferred endpoint goes first even when marked unhealthy: the client
- * addressed that very machine, and the retries still cover its failure.
- */
-export function preferFirst(order: readonly EndpointView[], preferred: EndpointView | undefined, max = MAX_ATTEMPTS): EndpointView[] {
-  if (preferred === undefined) return order.slice(0, max);
-  const same = (e: EndpointView): boolean => e === preferred || (e.address === preferred.address && e.mtlsPort === preferred.mtlsPort);
-  return [preferred, ...order.filter((e) => !same(e))].slice(0, max);
-}
-
-/** One client connection's way into the mesh: a service port, where round robin starts, and an endpoint to try first. */
+/** One client connection's way into the mesh: a service port, and an endpoint to try first. */
 export interface MeshRoute {
   service: ServiceView;
   /** Service port; the SNI names it. */
   port: number;
-  /** Round-robin position for attemptOrder. */
-  start: number;
   /** Tried first (the client addressed this endpoint directly). */
   preferred?: EndpointView;
   /** Extra fields for this connection's log lines (a captured connection's original destination). */
@@ -102,45 +72,68 @@ export function closeClient(socket: net.Socket, reset: boolean): void {
   else socket.destroy();
 }
 
+// Feeds one outcome to outlier detection and says so when it ejects.
+function report(deps: MeshDeps, entry: ServiceEntry, ep: MeshEndpoint, outcome: Outcome, fields: Record<string, unknown>): void {
+  const r = deps.balancers.record(entry, ep.key, outcome);
+  if (r.type === 'ejected') {
+    deps.logger.warn({ ...fields, endpoint: ep.key, workload: ep.view.workload, outcome, ejectedForMs: Math.round(r.ejection.until - r.ejection.since), multiplier: r.ejection.multiplier }, 'endpoint ejected by outlier detection');
+  } else if (r.type === 'ejection-refused') {
+    deps.logger.warn({ ...fields, endpoint: ep.key, workload: ep.view.workload, ejected: r.ejected, endpoints: r.total }, 'endpoint kept in service: ejecting it would exceed maxEjectionPercent');
+  }
+}
+
 /**
  * Carries `client` (paused, so nothing it sent is lost on a retry) to one
- * endpoint of `route.service` over mTLS: tries up to MAX_ATTEMPTS endpoints
- * in balancing order, then splices and writes the access log line.
+ * endpoint of `route.service` over mTLS: up to `maxAttempts` distinct
+ * endpoints as the balancer picks them, each outcome recorded for outlier
+ * detection, then splices and writes the access log line.
  */
 export async function forwardOverMesh(client: net.Socket, route: MeshRoute, deps: MeshDeps): Promise<void> {
-  const { stats, logger } = deps;
+  const { stats, logger, balancers } = deps;
   const started = performance.now();
   const { service } = route;
   const fields = { service: service.key, port: route.port, ...route.log };
-  const order = preferFirst(attemptOrder(endpointPool(service), route.start), route.preferred);
-  if (order.length === 0) {
-    return refuseOutbound(client, new KedgeError('KEDGE_NO_ENDPOINTS', `service ${service.key} has no endpoints; check that its workloads are registered`), deps, fields);
-  }
+  const entry = balancers.entry(service);
+  const preferred = route.preferred ? entry.endpointFor(route.preferred) : undefined;
+  const timeoutMs = entry.balancer.connectTimeoutMs() ?? deps.connectTimeoutMs;
 
   const sni = buildSni(route.port, service.hostname);
+  const tried = new Set<string>();
   let upstream: tls.TLSSocket | undefined;
-  let ep: EndpointView | undefined;
-  let epKey = '';
+  let ep: MeshEndpoint | undefined;
+  let priority = -1;
   let attempts = 0;
-  for (const candidate of order) {
+  while (attempts < deps.maxAttempts) {
+    const pick = pickAttempt(entry.balancer.picker(balancers.now()), tried, deps.random, attempts === 0 ? preferred : undefined);
+    if (pick === undefined) break; // every endpoint tried
+    if (pick.type === 'none') {
+      if (attempts > 0) break;
+      return refuseOutbound(client, new KedgeError('KEDGE_NO_ENDPOINTS', `service ${service.key} has no endpoints to send to (${pick.message}); check that its workloads are registered and its traffic policy`), deps, fields);
+    }
+    const candidate = pick.endpoint;
     attempts++;
-    epKey = formatHostPort({ host: candidate.address, port: candidate.mtlsPort });
-    const epStats = stats.key(epKey);
+    tried.add(candidate.key);
+    const epStats = stats.key(candidate.key);
     epStats.total++;
+    candidate.load.active++;
     try {
-      upstream = await dialEndpoint(candidate, sni, deps.clientTls(), deps.connectTimeoutMs, deps.track);
+      upstream = await dialEndpoint(candidate.view, sni, deps.clientTls(), timeoutMs, deps.track);
       ep = candidate;
+      priority = pick.priority;
       break;
     } catch (err) {
+      candidate.load.active--;
       epStats.failed++;
       const code = failureCode(err, 'KEDGE_UPSTREAM_CONNECT_FAILED');
       stats.failure(code);
-      logger.warn({ ...fields, sni, endpoint: epKey, workload: candidate.workload, attempt: attempts, code, err: errorMessage(err) }, 'outbound connect attempt failed');
+      logger.warn({ ...fields, sni, endpoint: candidate.key, workload: candidate.view.workload, attempt: attempts, code, err: errorMessage(err) }, 'outbound connect attempt failed');
+      report(deps, entry, candidate, 'connect-failure', fields);
       if (client.destroyed) break;
     }
   }
   if (client.destroyed) {
     // The client went away (or the proxy closed) while we were connecting.
+    if (upstream !== undefined && ep !== undefined) ep.load.active--;
     upstream?.destroy();
     return;
   }
@@ -148,23 +141,27 @@ export async function forwardOverMesh(client: net.Socket, route: MeshRoute, deps
     return refuseOutbound(client, new KedgeError('KEDGE_UPSTREAM_UNAVAILABLE', `no endpoint of ${service.key} accepted the connection after ${attempts} attempt(s); see the attempt warnings above`), deps, fields);
   }
 
-  const epStats = stats.key(epKey);
+  const epStats = stats.key(ep.key);
   stats.totals.active++;
   epStats.active++;
+  ep.load.forwarded++;
   const resumed = upstream.isSessionReused();
   upstream.setNoDelay(true);
   client.setNoDelay(true);
   const peer = ep;
+  const connectedAt = balancers.now();
   splice(client, upstream, (err) => {
     stats.totals.active--;
     epStats.active--;
+    peer.load.active--;
     logger.info(
       {
         ...fields,
         sni,
-        endpoint: epKey,
-        peer: peer.identity,
-        workload: peer.workload,
+        endpoint: peer.key,
+        peer: peer.view.identity,
+        workload: peer.view.workload,
+        ...(priority >= 0 ? { priority } : {}),
         attempts,
         bytesIn: client.bytesWritten,
         bytesOut: client.bytesRead,
@@ -175,6 +172,9 @@ export async function forwardOverMesh(client: net.Socket, route: MeshRoute, deps
       'outbound',
     );
   });
+  // After splice: pipe() has made the upstream flow, so watching its first
+  // byte takes nothing from the client.
+  watchOutcome(upstream, client, connectedAt, balancers.now, (outcome) => report(deps, entry, peer, outcome, fields));
 }
 
 /** An explicit upstream listener: a local plaintext port carried to one service port. */
@@ -182,7 +182,6 @@ export class UpstreamListener {
   readonly server: net.Server;
   /** Client and mesh sockets, for drain on close. */
   readonly sockets = new Set<net.Socket>();
-  private next = 0;
   private readonly mesh: MeshDeps;
 
   constructor(
@@ -215,6 +214,6 @@ export class UpstreamListener {
     if (!service.ports.some((p) => p.port === this.spec.port)) {
       return refuseOutbound(client, new KedgeError('KEDGE_UNKNOWN_SERVICE_PORT', `service ${this.spec.service} has no port ${this.spec.port}; it has ${service.ports.map((p) => p.port).join(', ') || 'none'}`), this.deps, fields);
     }
-    await forwardOverMesh(client, { service, port: this.spec.port, start: this.next++ }, this.mesh);
+    await forwardOverMesh(client, { service, port: this.spec.port }, this.mesh);
   }
 }

@@ -59,19 +59,35 @@ export function applyUpdate(current: ReadonlyMap<string, Service__Output>, updat
   return { services, rejected };
 }
 
+// applyUpdate keeps the same object for services an update left alone, so
+// their views are reused and the proxy rebuilds only changed balancers.
+const views = new WeakMap<Service__Output, ServiceView>();
+
 /** Converts the agent's services into the proxy's immutable snapshot. */
 export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, version: string): ProxySnapshot {
   const out = new Map<string, ServiceView>();
   for (const s of services.values()) {
-    out.set(s.key, Object.freeze({
+    let view = views.get(s);
+    if (!view) {
+      view = toServiceView(s);
+      views.set(s, view);
+    }
+    out.set(s.key, view);
+  }
+  return Object.freeze({ version, services: out });
+}
+
+function toServiceView(s: Service__Output): ServiceView {
+  return Object.freeze({
       key: s.key,
       hostname: s.hostname,
       vip: s.vip,
       version: s.version,
       policy: policyOf(s) as TrafficPolicy | undefined,
       ports: Object.freeze(s.ports.map((p) => Object.freeze({ name: p.name, port: p.port, protocol: p.protocol }))),
-      // Only meshed endpoints are reachable over mTLS from here; plaintext
-      // endpoints arrive with transparent capture (a later issue).
+      // Only meshed endpoints: the proxy dials a Kedge proxy over mTLS.
+      // Plaintext endpoints (unmeshed pods, Consul instances, service
+      // entries) are listed by the federation but not dialled yet.
       endpoints: Object.freeze(
         s.endpoints
           .filter((e) => e.meshed)
@@ -84,7 +100,5 @@ export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, 
             network: e.network, labels: Object.freeze({ ...e.labels }), weight: e.weight || 1,
           })),
       ),
-    }));
-  }
-  return Object.freeze({ version, services: out });
+    });
 }

@@ -11,6 +11,7 @@ import * as tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import type { OriginalDst } from '../../agent/native';
+import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
 import { Proxy, type ProxyOptions } from '../../agent/proxy/proxy';
 import type { EndpointView, ProxySnapshot, ServiceView } from '../../agent/proxy/types';
 import { type HostPort } from '../../proto/model/address';
@@ -163,8 +164,8 @@ function endpointView(n: Node, identity: string, appPort: number): EndpointView 
   return { address: at.host, mtlsPort: at.port, identity, workload: identity.split('/').pop()!, healthy: true, ports: [{ name: 'http', port: appPort }] };
 }
 
-function serviceView(key: string, hostname: string, vip: string, endpoints: EndpointView[]): ServiceView {
-  return { key, hostname, vip, ports: [{ name: 'http', port: PORT, protocol: 'HTTP' }], endpoints, version: '1' };
+function serviceView(key: string, hostname: string, vip: string, endpoints: EndpointView[], policy?: TrafficPolicy): ServiceView {
+  return { key, hostname, vip, ports: [{ name: 'http', port: PORT, protocol: 'HTTP' }], endpoints, version: '1', ...(policy ? { policy } : {}) };
 }
 
 const failures = (p: Proxy, dir: 'inbound' | 'outbound', code: string): number => p.stats()[dir].failures[code] ?? 0;
@@ -198,7 +199,9 @@ describe('proxy with transparent capture', () => {
     out = client.proxy.outboundAddresses()[0]!;
     outPort = out.port;
     strictOutPort = strictClient.proxy.outboundAddresses()[0]!.port;
-    const reviews = serviceView('reviews.default', REVIEWS, REVIEWS_VIP, [endpointView(b, B_ID, apps.b), endpointView(c, C_ID, apps.c)]);
+    // Round robin, so four requests land two and two.
+    const roundRobin: TrafficPolicy = { ...TRAFFIC_POLICY_DEFAULTS, loadBalancer: 'round-robin' };
+    const reviews = serviceView('reviews.default', REVIEWS, REVIEWS_VIP, [endpointView(b, B_ID, apps.b), endpointView(c, C_ID, apps.c)], roundRobin);
     const strict = serviceView('strict.default', STRICT, STRICT_VIP, [endpointView(s, S_ID, apps.s)]);
     snapshot = { version: 'v1', services: new Map([[reviews.key, reviews], [strict.key, strict]]) };
     for (const n of [client, strictClient]) n.proxy.setSnapshot(snapshot);

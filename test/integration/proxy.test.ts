@@ -10,9 +10,12 @@ import { Writable } from 'node:stream';
 import * as tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
+import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
+import { mulberry32 } from '../../agent/proxy/balancer/random';
 import { Proxy } from '../../agent/proxy/proxy';
 import type { EndpointView, LocalTarget, ProxySnapshot, UpstreamSpec } from '../../agent/proxy/types';
 import { formatHostPort, type HostPort } from '../../proto/model/address';
+import { parseLocality } from '../../proto/model/locality';
 import { hasCode } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { buildSni } from '../../proto/model/sni';
@@ -148,7 +151,14 @@ async function endpoint(leaf: TestLeaf, tcpPort: number, httpPort: number): Prom
   return { proxy, lines, view: (identity = leaf.spiffeId, healthy = true) => ({ address: at.host, mtlsPort: at.port, identity, workload: leaf.spiffeId.split('/').pop()!, healthy, ports: [] }) };
 }
 
-function snapshot(endpoints: EndpointView[], version = 'v1'): ProxySnapshot {
+// The client runs in us-east/zone-a. Tests that need a fixed attempt order
+// place endpoints in zones: the client's own zone is tried first, then the
+// rest of its region, then other regions.
+const CLIENT_TOPOLOGY = { locality: parseLocality('us-east/zone-a'), network: '', labels: {} };
+const inZone = (e: EndpointView, locality: string): EndpointView => ({ ...e, locality: parseLocality(locality) });
+const ROUND_ROBIN: TrafficPolicy = { ...TRAFFIC_POLICY_DEFAULTS, loadBalancer: 'round-robin' };
+
+function snapshot(endpoints: EndpointView[], version = 'v1', policy?: TrafficPolicy): ProxySnapshot {
   const view = {
     key: 'cart.shop',
     hostname: HOST,
@@ -159,6 +169,7 @@ function snapshot(endpoints: EndpointView[], version = 'v1'): ProxySnapshot {
     ],
     endpoints,
     version,
+    ...(policy ? { policy } : {}),
   };
   return { version, services: new Map([['cart.shop', view]]) };
 }
@@ -193,7 +204,7 @@ describe('proxy data path', () => {
     ];
     const log = capture();
     clientLog = log.lines;
-    client = new Proxy({ inboundListen: LOCAL, targets: [], upstreams, identity: toTlsIdentity(clientLeaf), logger: log.logger, connectTimeoutMs: 500 });
+    client = new Proxy({ inboundListen: LOCAL, targets: [], upstreams, identity: toTlsIdentity(clientLeaf), logger: log.logger, connectTimeoutMs: 500, client: CLIENT_TOPOLOGY, random: mulberry32(5) });
     await client.start();
     [tcpPort, httpPortOf] = client.upstreamAddresses().map((x) => x.port) as [number, number];
     for (const p of [a.proxy, b.proxy, impostor.proxy, client]) closers.push(() => p.close(200));
@@ -208,7 +219,7 @@ describe('proxy data path', () => {
   });
 
   it('round-robins over both endpoints over mTLS and records the client identity', T, async () => {
-    client.setSnapshot(snapshot([a.view(), b.view()]));
+    client.setSnapshot(snapshot([a.view(), b.view()], 'v1', ROUND_ROBIN));
     const seen: string[] = [];
     for (let i = 0; i < 4; i++) {
       const { data, error } = await exchange(tcpPort, `hello ${i}\n`);
@@ -252,7 +263,7 @@ describe('proxy data path', () => {
   });
 
   it('serves real curl through the upstream listener', T, async () => {
-    client.setSnapshot(snapshot([a.view(), b.view()]));
+    client.setSnapshot(snapshot([a.view(), b.view()], 'v1', ROUND_ROBIN));
     const bodies: string[] = [];
     for (let i = 0; i < 2; i++) {
       bodies.push(
@@ -293,17 +304,20 @@ describe('proxy data path', () => {
     assert.equal(failures(a.proxy, 'inbound', 'KEDGE_BAD_SNI'), badSni + 1);
   });
 
-  it('moves off an endpoint whose certificate is not its registered identity', T, async () => {
-    // The impostor endpoint is registered as B but presents its own identity.
-    client.setSnapshot(snapshot([impostor.view(B_ID), a.view()]));
+  it('moves off an endpoint whose certificate is not its registered identity, and ejects it after three', T, async () => {
+    // The impostor endpoint is registered as B but presents its own identity;
+    // in the client's zone it is tried first until outlier detection ejects it.
+    client.setSnapshot(snapshot([inZone(impostor.view(B_ID), 'us-east/zone-a'), inZone(a.view(), 'us-west/zone-a')]));
     const before = failures(client, 'outbound', 'KEDGE_PEER_IDENTITY_MISMATCH');
-    for (let i = 0; i < 4; i++) {
+    for (let i = 0; i < 5; i++) {
       const { data, error } = await exchange(tcpPort);
       assert.equal(error, undefined);
       assert.equal(firstLine(data), 'a');
     }
-    assert.equal(failures(client, 'outbound', 'KEDGE_PEER_IDENTITY_MISMATCH'), before + 2);
-    assert.equal(client.stats().outbound.byEndpoint[formatHostPort(impostor.proxy.inboundAddress())]!.failed, 2);
+    assert.equal(failures(client, 'outbound', 'KEDGE_PEER_IDENTITY_MISMATCH'), before + 3);
+    assert.equal(client.stats().outbound.byEndpoint[formatHostPort(impostor.proxy.inboundAddress())]!.failed, 3);
+    assert.ok(clientLog.some((l) => l.msg === 'endpoint ejected by outlier detection' && l.endpoint === formatHostPort(impostor.proxy.inboundAddress())));
+    assert.equal(client.describeBalancers().services['cart.shop']!.endpoints[0]!.health, 'ejected');
     const warn = clientLog.find((l) => l.code === 'KEDGE_PEER_IDENTITY_MISMATCH')!;
     assert.match(String(warn.err), new RegExp(`presented ${IMPOSTOR_ID} but the endpoint is registered as ${B_ID}`));
   });
@@ -337,20 +351,26 @@ describe('proxy data path', () => {
     const stalledSockets: net.Socket[] = [];
     const stalled = await listening(net.createServer({ pauseOnConnect: true }, (s) => stalledSockets.push(s)));
     try {
-      const view = (port: number): EndpointView => ({ ...a.view(), mtlsPort: port, workload: `dead-${port}` });
-      client.setSnapshot(snapshot([view(deadPort), view(portOf(stalled)), b.view()]));
+      const view = (port: number, locality: string): EndpointView => inZone({ ...a.view(), mtlsPort: port, workload: `dead-${port}` }, locality);
+      // Each connection tries the client's zone (dead), then the rest of the
+      // region (stalled), then the other region (b): one attempt per priority.
+      client.setSnapshot(snapshot([view(deadPort, 'us-east/zone-a'), view(portOf(stalled), 'us-east/zone-b'), inZone(b.view(), 'us-west/zone-a')]));
       const refused = failures(client, 'outbound', 'KEDGE_UPSTREAM_CONNECT_FAILED');
       const timedOut = failures(client, 'outbound', 'KEDGE_CONNECT_TIMEOUT');
-      // Three connections start round robin at each endpoint once: the one
-      // starting at the dead endpoint meets both bad ones, the one starting
-      // at the stalled endpoint meets it alone.
       for (let i = 0; i < 3; i++) {
         const { data, error } = await exchange(tcpPort);
         assert.equal(error, undefined);
         assert.equal(firstLine(data), 'b');
       }
-      assert.equal(failures(client, 'outbound', 'KEDGE_UPSTREAM_CONNECT_FAILED'), refused + 1);
-      assert.equal(failures(client, 'outbound', 'KEDGE_CONNECT_TIMEOUT'), timedOut + 2);
+      assert.equal(failures(client, 'outbound', 'KEDGE_UPSTREAM_CONNECT_FAILED'), refused + 3);
+      assert.equal(failures(client, 'outbound', 'KEDGE_CONNECT_TIMEOUT'), timedOut + 3);
+      // Three failures each: both are ejected, and the next connection goes
+      // straight to b without waiting for the timeout.
+      const started = Date.now();
+      assert.equal(firstLine((await exchange(tcpPort)).data), 'b');
+      assert.ok(Date.now() - started < 400, `took ${Date.now() - started} ms`);
+      assert.equal(failures(client, 'outbound', 'KEDGE_UPSTREAM_CONNECT_FAILED'), refused + 3);
+      assert.equal(failures(client, 'outbound', 'KEDGE_CONNECT_TIMEOUT'), timedOut + 3);
     } finally {
       for (const s of stalledSockets) s.destroy();
       await closeServer(stalled);
@@ -360,11 +380,11 @@ describe('proxy data path', () => {
   it('fails fast, without waiting for the timeout, on an endpoint that hangs up during the handshake', T, async () => {
     const hangup = await listening(net.createServer((s) => s.destroy()));
     try {
-      client.setSnapshot(snapshot([{ ...a.view(), mtlsPort: portOf(hangup), workload: 'hangup' }, b.view()]));
+      client.setSnapshot(snapshot([inZone({ ...a.view(), mtlsPort: portOf(hangup), workload: 'hangup' }, 'us-east/zone-a'), inZone(b.view(), 'us-west/zone-a')]));
       const tlsFailed = failures(client, 'outbound', 'KEDGE_UPSTREAM_TLS_FAILED');
       const timedOut = failures(client, 'outbound', 'KEDGE_CONNECT_TIMEOUT');
       for (let i = 0; i < 2; i++) assert.equal(firstLine((await exchange(tcpPort)).data), 'b');
-      assert.equal(failures(client, 'outbound', 'KEDGE_UPSTREAM_TLS_FAILED'), tlsFailed + 1);
+      assert.equal(failures(client, 'outbound', 'KEDGE_UPSTREAM_TLS_FAILED'), tlsFailed + 2);
       assert.equal(failures(client, 'outbound', 'KEDGE_CONNECT_TIMEOUT'), timedOut);
     } finally {
       await closeServer(hangup);

@@ -10,7 +10,6 @@ import { decideInbound } from '../../agent/proxy/capture-front';
 import { buildDestinationIndex, canonicalIp, decideOutbound, type DestinationIndex } from '../../agent/proxy/destinations';
 import { classifyFirstBytes, type FirstBytes, parseClientHello } from '../../agent/proxy/sniff';
 import type { EndpointView, ProxySnapshot, ServiceView } from '../../agent/proxy/types';
-import { preferFirst } from '../../agent/proxy/upstream';
 import { buildSni } from '../../proto/model/sni';
 
 const u16 = (n: number): Buffer => Buffer.from([n >> 8, n & 255]);
@@ -259,15 +258,6 @@ describe('decideInbound', () => {
     ['STRICT does not need the ClientHello', 'tls', undefined, 'STRICT', 'mtls'],
   ];
   for (const [name, first, hello, mode, want] of cases) it(name, () => assert.equal(decideInbound(first, hello, mode), want));
-});
-
-describe('preferFirst', () => {
-  const [a, b, c, d] = ['a', 'b', 'c', 'd'].map((x) => ep(x, []));
-  const names = (l: EndpointView[]) => l.map((e) => e.address).join('');
-  it('keeps the order without a preferred endpoint', () => assert.equal(names(preferFirst([a!, b!, c!], undefined)), 'abc'));
-  it('moves the preferred endpoint to the front without repeating it', () => assert.equal(names(preferFirst([a!, b!, c!], c)), 'cab'));
-  it('adds a preferred endpoint outside the pool (unhealthy) and keeps three attempts', () => assert.equal(names(preferFirst([a!, b!, c!], d)), 'dab'));
-  it('matches the preferred endpoint by address and port as well as identity', () => assert.equal(names(preferFirst([a!, b!], { ...b! })), 'ba'));
 });
 
 describe('canonicalIp', () => {

@@ -2,8 +2,6 @@ import assert from 'node:assert/strict';
 import type { PeerCertificate } from 'node:tls';
 import { describe, it } from 'node:test';
 import { buildIdentityContexts, peerSpiffeId, SessionCache, verifyPeerIdentity } from '../../agent/proxy/tls';
-import type { EndpointView, ServiceView } from '../../agent/proxy/types';
-import { attemptOrder, endpointPool } from '../../agent/proxy/upstream';
 import { hasCode } from '../../proto/model/errors';
 import { makeCa, makeLeaf, toTlsIdentity } from '../support/pki';
 
@@ -63,29 +61,5 @@ describe('SessionCache', () => {
     assert.equal(c.size, 2);
     c.clear();
     assert.equal(c.size, 0);
-  });
-});
-
-const ep = (address: string, healthy = true): EndpointView => ({ address, mtlsPort: 15006, identity: ID, workload: address, healthy, ports: [] });
-const names = (eps: readonly EndpointView[]): string[] => eps.map((e) => e.address);
-const service = (endpoints: EndpointView[]): ServiceView => ({ key: 'cart.shop', hostname: 'cart', vip: '', ports: [], endpoints, version: '1' });
-
-describe('attemptOrder', () => {
-  const pool = [ep('a'), ep('b'), ep('c'), ep('d')];
-  const cases: Array<[string, readonly EndpointView[], number, string[]]> = [
-    ['starts at the round-robin position and tries at most 3', pool, 0, ['a', 'b', 'c']],
-    ['wraps around the pool', pool, 3, ['d', 'a', 'b']],
-    ['tries each endpoint once when fewer than 3', pool.slice(0, 2), 1, ['b', 'a']],
-    ['returns nothing for no endpoints', [], 5, []],
-  ];
-  for (const [name, p, start, want] of cases) it(name, () => assert.deepEqual(names(attemptOrder(p, start)), want));
-});
-
-describe('endpointPool', () => {
-  it('keeps only healthy endpoints', () => {
-    assert.deepEqual(names(endpointPool(service([ep('a', false), ep('b'), ep('c', false)]))), ['b']);
-  });
-  it('falls back to every endpoint when none is healthy', () => {
-    assert.deepEqual(names(endpointPool(service([ep('a', false), ep('b', false)]))), ['a', 'b']);
   });
 });
