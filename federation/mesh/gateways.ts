@@ -192,9 +192,25 @@ function identityWarning(network: string, meshed: readonly MeshEndpoint[], ident
  */
 export function viewForNetwork(view: MeshView, network: string, gateways: readonly GatewayInfo[], role: 'workload' | 'gateway' = 'workload'): MeshView {
   const services = new Map<string, MeshService>();
-  for (const [key, svc] of view.services) services.set(key, role === 'gateway' ? gatewayView(svc, network) : substituteGateways(svc, network, gateways));
+  // Unchanged services are the same objects from one view to the next
+  // (buildMeshView reuses them), so their per-network views are memoised
+  // instead of being rebuilt and re-hashed on every push.
+  const memoKey = `${role}/${network}/${JSON.stringify(gateways)}`;
+  for (const [key, svc] of view.services) {
+    let perService = perNetworkViews.get(svc);
+    if (!perService) perNetworkViews.set(svc, (perService = new Map()));
+    let v = perService.get(memoKey);
+    if (!v) {
+      v = role === 'gateway' ? gatewayView(svc, network) : substituteGateways(svc, network, gateways);
+      if (perService.size > 16) perService.clear();
+      perService.set(memoKey, v);
+    }
+    services.set(key, v);
+  }
   return { services };
 }
+
+const perNetworkViews = new WeakMap<MeshService, Map<string, MeshService>>();
 
 // The gateways of one network, de-duplicated by address:port, in a stable order.
 function gatewaysOf(network: string, gateways: readonly GatewayInfo[]): GatewayInfo[] {

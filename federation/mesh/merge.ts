@@ -26,10 +26,28 @@ export interface MergeOptions {
   policies?: ReadonlyMap<string, string>;
 }
 
+// Per record object: records are replaced only when they change, so the
+// services built from an unchanged record are the same objects, which lets
+// buildMeshView recognise unchanged services by identity.
+const servicesOfRecord = new WeakMap<AgentRecord, SourceService[]>();
+
 /** The agents source: registered agents as services with meshed endpoints. */
 export function agentServices(agents: readonly AgentRecord[]): SourceService[] {
   const out: SourceService[] = [];
   for (const agent of agents) {
+    let mine = servicesOfRecord.get(agent);
+    if (!mine) {
+      mine = servicesOfAgent(agent);
+      servicesOfRecord.set(agent, mine);
+    }
+    out.push(...mine);
+  }
+  return out;
+}
+
+function servicesOfAgent(agent: AgentRecord): SourceService[] {
+  const out: SourceService[] = [];
+  {
     const wl = agent.workload;
     for (const svc of agent.services) {
       const health = agent.health[svc.name];
@@ -57,20 +75,28 @@ export function agentServices(agents: readonly AgentRecord[]): SourceService[] {
   return out;
 }
 
+/** What one service was built from last time, to skip rebuilding (and re-hashing) it when nothing changed. */
+interface BuiltService {
+  inputs: readonly unknown[];
+  result: MeshService;
+}
+let lastBuilt = new Map<string, BuiltService>();
+
 /** Builds the mesh view from registered agents and other sources' services. */
 export function buildMeshView(agents: readonly AgentRecord[], opts: MergeOptions = {}, sources: readonly (readonly SourceService[])[] = []): MeshView {
   // Agents that sit in front of a Kubernetes pod, by cluster/address.
   const podAgents = new Map<string, AgentRecord>();
   for (const a of agents) if (a.cluster) podAgents.set(`${a.cluster}/${a.workload.address}`, a);
 
-  const acc = new Map<string, { name: string; namespace: string; ports: Map<string, MeshServicePort & { from: string }>; endpoints: MeshEndpoint[]; warnings: Set<string> }>();
+  const acc = new Map<string, { name: string; namespace: string; ports: Map<string, MeshServicePort & { from: string }>; endpoints: MeshEndpoint[]; warnings: Set<string>; inputs: unknown[] }>();
   const add = (svc: SourceService, from: string) => {
     const key = serviceKey(svc);
     let entry = acc.get(key);
     if (!entry) {
-      entry = { name: svc.name, namespace: svc.namespace, ports: new Map(), endpoints: [], warnings: new Set() };
+      entry = { name: svc.name, namespace: svc.namespace, ports: new Map(), endpoints: [], warnings: new Set(), inputs: [] };
       acc.set(key, entry);
     }
+    entry.inputs.push(svc);
     for (const p of svc.ports) {
       const known = entry.ports.get(p.name);
       if (!known) entry.ports.set(p.name, { ...p, from });
@@ -80,6 +106,7 @@ export function buildMeshView(agents: readonly AgentRecord[], opts: MergeOptions
     }
     for (const e of svc.endpoints) {
       const agent = !e.meshed ? podAgents.get(`${e.cluster}/${e.address}`) : undefined;
+      if (agent) entry.inputs.push(agent);
       entry.endpoints.push(agent ? { ...e, meshed: true, identity: agent.identity, mtlsPort: agent.workload.inboundPort, workload: agent.id } : e);
     }
   };
@@ -94,8 +121,16 @@ export function buildMeshView(agents: readonly AgentRecord[], opts: MergeOptions
   }
 
   const services = new Map<string, MeshService>();
+  const built = new Map<string, BuiltService>();
   for (const key of [...acc.keys()].sort()) {
     const e = acc.get(key)!;
+    e.inputs.push(opts.vips?.get(key) ?? '', opts.policies?.get(key) ?? '', opts.domain ?? '');
+    const prev = lastBuilt.get(key);
+    if (prev && prev.inputs.length === e.inputs.length && prev.inputs.every((x, i) => x === e.inputs[i])) {
+      services.set(key, prev.result);
+      built.set(key, prev);
+      continue;
+    }
     const svc: MeshService = {
       key,
       name: e.name,
@@ -110,7 +145,9 @@ export function buildMeshView(agents: readonly AgentRecord[], opts: MergeOptions
     };
     svc.version = serviceVersion(svc);
     services.set(key, svc);
+    built.set(key, { inputs: e.inputs, result: svc });
   }
+  lastBuilt = built;
   return { services };
 }
 

@@ -108,19 +108,41 @@ export class AgentRegistry {
   }
 
   private applyEvents(events: readonly WatchEvent[]): void {
+    let changed = false;
     for (const ev of events) {
-      if (ev.type === 'put') this.applyPut(ev.kv.key, ev.kv.value);
-      else this.records.delete(ev.key.slice(AGENTS_PREFIX.length));
+      if (ev.type === 'put') changed = this.applyPut(ev.kv.key, ev.kv.value) || changed;
+      else changed = this.records.delete(ev.key.slice(AGENTS_PREFIX.length)) || changed;
     }
-    this.opts.onChange();
+    if (changed) this.opts.onChange();
   }
 
-  private applyPut(key: string, value: string): void {
+  /**
+   * Stores a record; returns false when only its status changed. A status
+   * write (acked version, last contact) does not touch the mesh view, so the
+   * old record object is kept (the merge reuses work per unchanged record)
+   * and no rebuild is triggered.
+   */
+  private applyPut(key: string, value: string): boolean {
+    let rec: AgentRecord;
     try {
-      const rec = JSON.parse(value) as AgentRecord;
-      this.records.set(key.slice(AGENTS_PREFIX.length), rec);
+      rec = JSON.parse(value) as AgentRecord;
     } catch (err) {
       this.opts.logger.error({ key, err: errorMessage(err) }, 'ignoring unreadable agent registration');
+      return false;
     }
+    const id = key.slice(AGENTS_PREFIX.length);
+    const old = this.records.get(id);
+    if (old && sameExceptStatus(old, rec)) {
+      if (rec.status) old.status = rec.status;
+      return false;
+    }
+    this.records.set(id, rec);
+    return true;
   }
+}
+
+function sameExceptStatus(a: AgentRecord, b: AgentRecord): boolean {
+  const { status: _a, ...restA } = a;
+  const { status: _b, ...restB } = b;
+  return JSON.stringify(restA) === JSON.stringify(restB);
 }
