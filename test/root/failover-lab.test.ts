@@ -147,5 +147,19 @@ describe('failover across zones and networks (root, netlab)', () => {
     }
     assert.equal(back.failed, 0, JSON.stringify(back));
     assert.deepEqual(Object.keys(back).filter((k) => back[k] && k !== 'failed').sort(), ['za1', 'za2'], JSON.stringify(back));
+
+    // 6. A failoverPriority policy changes the order as written: by network
+    //    and region only, zone-b ranks with zone-a and takes its share.
+    await startServer('zb1', 'us-east/zone-b', 'net-a', h.zb1.ip('neta'));
+    fs.writeFileSync(path.join(dir, 'policy.yaml'), 'kind: TrafficPolicy\nspec:\n  service: reviews.default\n  outlierDetection: { baseEjectionTime: 1s }\n  locality: { failoverPriority: [ network, region ] }\n');
+    await kedge('apply', '-f', path.join(dir, 'policy.yaml'));
+    let spread: Record<string, number> = {};
+    for (let i = 0; i < 10; i++) {
+      spread = await load(60);
+      if (spread.zb1 && spread.za1 && spread.za2) break;
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+    assert.equal(spread.failed, 0, JSON.stringify(spread));
+    assert.ok(spread.zb1 && spread.za1 && spread.za2 && !spread.w1, `zone-a and zone-b share, us-west does not: ${JSON.stringify(spread)}`);
   });
 });
