@@ -12,6 +12,7 @@ import { isValidName, isValidTrustDomain } from '../proto/model/spiffe';
 import { Doc, deepFreeze } from '../proto/model/validate';
 import { parseDuration } from '../proto/model/duration';
 import { parseHealthCheck, type HealthCheckConfig } from './health';
+import { GATEWAY_PORT } from './gateway/gateway';
 
 /** Defaults for every optional agent setting, in one place. */
 export const AGENT_DEFAULTS = Object.freeze({
@@ -219,7 +220,7 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
     dataDir: rel(doc.at('dataDir').string(AGENT_DEFAULTS.dataDir)),
     captureDoc: doc.at('capture'),
     gateway: {
-      listen: doc.at('gateway').at('listen').parse((v) => parseHostPort(v, 'listen'), '0.0.0.0:15443'),
+      listen: doc.at('gateway').at('listen').parse((v) => parseHostPort(v, 'listen'), `0.0.0.0:${GATEWAY_PORT}`),
       address: (doc.at('gateway').optionalObject(['listen', 'address']) ?? doc.at('gateway')).at('address').optionalString(),
     },
   });

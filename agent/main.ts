@@ -2,7 +2,7 @@
 // together. Configuration was validated before this runs; nothing here binds
 // a port until the identity is in hand.
 import * as fs from 'node:fs';
-import type { Register, Service__Output } from '../proto/loader';
+import type { HostFacts, Register, Service__Output } from '../proto/loader';
 import { KedgeError, errorMessage } from '../proto/model/errors';
 import type { Logger } from '../proto/model/log';
 import { formatHostPort } from '../proto/model/address';
@@ -58,8 +58,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
   const target: FederationTarget = { addresses: config.federation.addresses, rootCertPem, trustDomain: config.federation.trustDomain };
 
   // Host facts take a second or two to collect: overlap them with the join.
-  const facts = Promise.all([collectHostFacts(), config.workload.address ? Promise.resolve(config.workload.address) : detectWorkloadAddress()]);
-  facts.catch(() => undefined);
+  const facts = startHostFacts(config);
 
   const kubernetes = config.federation.kubernetesTokenFile && config.federation.cluster ? { tokenFile: config.federation.kubernetesTokenFile, cluster: config.federation.cluster } : undefined;
   const identity = new IdentityManager({ dataDir: config.dataDir, tokenFile: config.federation.tokenFile, kubernetes, federation: target, logger: logger.child({ component: 'identity' }) });
@@ -87,12 +86,10 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
       : {}),
   });
   await proxy.start();
-  const [host, detected] = await facts;
-  const address = config.workload.address ?? detected;
-  if (!address) {
+  const { host, address } = await facts.catch(async (err: unknown) => {
     await proxy.close();
-    throw new KedgeError('KEDGE_NO_ADDRESS', `${config.file}: workload.address is not set and no address could be detected on this host; set it`);
-  }
+    throw err;
+  });
   identity.on('rotated', (next) => proxy.setIdentity(next));
   identity.startRenewal();
 
@@ -213,20 +210,17 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
   const rootCertPem = readRootCert(config);
   const target: FederationTarget = { addresses: config.federation.addresses, rootCertPem, trustDomain: config.federation.trustDomain };
   if (!config.workload.network) throw new KedgeError('KEDGE_BAD_CONFIG', `${config.file}: workload.network: a gateway needs its network`);
-  const facts = Promise.all([collectHostFacts(), config.workload.address ? Promise.resolve(config.workload.address) : detectWorkloadAddress()]);
-  facts.catch(() => undefined);
+  const facts = startHostFacts(config);
   const identity = new IdentityManager({ dataDir: config.dataDir, tokenFile: config.federation.tokenFile, federation: target, logger: logger.child({ component: 'identity' }) });
   await identity.ensure();
   identity.startRenewal();
   let current: ProxySnapshot = { version: '', services: new Map() };
   const gateway = new EastWestGateway({ listen: config.gateway.listen, snapshot: () => current, logger: logger.child({ component: 'gateway' }) });
   await gateway.start();
-  const [host, detected] = await facts;
-  const address = config.workload.address ?? detected;
-  if (!address) {
+  const { host, address } = await facts.catch(async (err: unknown) => {
     await gateway.close();
-    throw new KedgeError('KEDGE_NO_ADDRESS', `${config.file}: workload.address is not set and no address could be detected on this host; set it`);
-  }
+    throw err;
+  });
   const port = gateway.address().port;
   const session = new RegistrationSession({
     target,
@@ -271,6 +265,20 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
       return stopping;
     },
   };
+}
+
+/**
+ * Starts collecting host facts and the workload address (configured, or
+ * detected); rejects with KEDGE_NO_ADDRESS when there is none. Started early
+ * and awaited late, so it overlaps the join; never an unhandled rejection.
+ */
+function startHostFacts(config: AgentConfig): Promise<{ host: HostFacts; address: string }> {
+  const p = Promise.all([collectHostFacts(), config.workload.address ? Promise.resolve(config.workload.address) : detectWorkloadAddress()]).then(([host, address]) => {
+    if (!address) throw new KedgeError('KEDGE_NO_ADDRESS', `${config.file}: workload.address is not set and no address could be detected on this host; set it`);
+    return { host, address };
+  });
+  p.catch(() => undefined);
+  return p;
 }
 
 function readRootCert(config: AgentConfig): string {
