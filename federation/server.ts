@@ -19,13 +19,13 @@ import { ConsulSource } from './sources/consul';
 import { StaticSource } from './sources/static';
 import { VipAllocator, parseCidr4 } from './mesh/vips';
 import { PolicyTable } from './mesh/policies';
-import { viewForNetwork, type GatewayInfo } from './mesh/gateways';
+import { gatewaysOfAgents, viewForNetwork } from './mesh/gateways';
 import type { Store } from './store/types';
 import { CertificateAuthority } from './ca';
 import { TokenService } from './tokens/tokens';
 import { AgentRegistry } from './sources/agents';
 import { buildMeshView } from './mesh/merge';
-import type { AgentRecord, MeshView } from './mesh/types';
+import type { MeshView } from './mesh/types';
 import { FederationService } from './api/grpc';
 import { createHttpApi } from './api/http';
 import { MemoryCertificateProvider } from './api/cert-provider';
@@ -142,7 +142,7 @@ export async function startFederation(config: FederationConfig, logger: Logger):
       tokens,
       registry,
       view: () => view,
-      viewFor: (v, network, role) => viewForNetwork(v, network, gatewaysOf(registry.all()), role),
+      viewFor: (v, network, role) => viewForNetwork(v, network, gatewaysOfAgents(registry.all()), role),
       logger,
     });
     const server = new grpc.Server({
@@ -201,11 +201,6 @@ export async function startFederation(config: FederationConfig, logger: Logger):
     await closeAll();
     throw err;
   }
-}
-
-/** East-west gateways among the registered agents. */
-function gatewaysOf(agents: readonly AgentRecord[]): GatewayInfo[] {
-  return agents.flatMap((a) => (a.gateway ? [{ network: a.workload.network, address: a.gateway.address, port: a.gateway.port, identity: a.identity, locality: a.workload.locality, workload: a.id }] : []));
 }
 
 /** The configured endpoint sources besides agents. */

@@ -13,7 +13,7 @@ import type { FederationService } from './grpc';
 import type { SourceStatus } from '../sources/types';
 import type { PolicyTable } from '../mesh/policies';
 import { buildPicker } from '../../agent/proxy/balancer/picker';
-import { substituteGateways } from '../mesh/gateways';
+import { gatewaysOfAgents, substituteGateways } from '../mesh/gateways';
 import { validateTrafficPolicy, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
 
 /** Largest request body the API reads. */
@@ -185,8 +185,7 @@ function endpointsFrom(meshSvc: ReturnType<typeof findService>, from: string, de
   const client = agents.find((a) => a.id === id);
   if (!client) throw new HttpError(404, 'KEDGE_NOT_FOUND', `no workload ${id} is registered; --from takes namespace/name`);
   // What that workload receives: other networks' endpoints behind their gateways.
-  const gateways = agents.flatMap((a) => (a.gateway ? [{ network: a.workload.network, address: a.gateway.address, port: a.gateway.port, identity: a.identity }] : []));
-  const svc = substituteGateways(meshSvc, client.workload.network, gateways);
+  const svc = substituteGateways(meshSvc, client.workload.network, gatewaysOfAgents(agents));
   let policy: TrafficPolicy | undefined;
   if (svc.trafficPolicy) {
     const r = validateTrafficPolicy(JSON.parse(svc.trafficPolicy));

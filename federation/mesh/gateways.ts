@@ -38,7 +38,7 @@
 import { formatHostPort } from '../../proto/model/address';
 import type { LocalityParts } from '../../proto/model/locality';
 import { serviceVersion } from './merge';
-import type { MeshEndpoint, MeshService, MeshView } from './types';
+import type { AgentRecord, MeshEndpoint, MeshService, MeshView } from './types';
 
 /** The east-west gateway port agents in gateway mode listen on by default. */
 export { GATEWAY_PORT as DEFAULT_GATEWAY_PORT } from '../../agent/gateway/gateway';
@@ -182,6 +182,11 @@ function identityWarning(network: string, meshed: readonly MeshEndpoint[], ident
   const others = [...new Set(meshed.map((e) => e.identity).filter((i) => i !== identity))].sort();
   const n = meshed.filter((e) => e.identity !== identity).length;
   return `network ${network}: ${n} endpoint(s) with identity ${others.join(', ')} ${what}; its gateway serves only ${identity}, the identity most endpoints there have (give a service one identity per network)`;
+}
+
+/** The east-west gateways among registered agents. */
+export function gatewaysOfAgents(agents: readonly AgentRecord[]): GatewayInfo[] {
+  return agents.flatMap((a) => (a.gateway ? [{ network: a.workload.network, address: a.gateway.address, port: a.gateway.port, identity: a.identity, locality: a.workload.locality, workload: a.id }] : []));
 }
 
 /**
