@@ -179,6 +179,7 @@ export async function startFederation(config: FederationConfig, logger: Logger):
       tokens,
       view: () => view,
       agents: () => registry.all(),
+      statuses: () => registry.statuses(),
       grpc: service,
       replica: config.replica,
       trustDomain: config.trustDomain,

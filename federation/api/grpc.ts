@@ -10,7 +10,7 @@ import type { CertificateAuthority } from '../ca';
 import { inspectCsr } from '../ca';
 import type { TokenService } from '../tokens/tokens';
 import type { AgentRegistry, Registration } from '../sources/agents';
-import type { MeshView, AgentRecord } from '../mesh/types';
+import type { MeshView, AgentRecord, AgentStatus } from '../mesh/types';
 import { PushSession, PushStatus } from '../push/session';
 import { authenticatePeer } from './peer';
 import { recordFromRegister } from './register';
@@ -33,6 +33,7 @@ export interface ConnectedAgent {
   identity: string;
   connectedAt: string;
   lastContact: string;
+  certNotAfter: string;
   push: PushSession;
 }
 
@@ -156,14 +157,16 @@ export class FederationService {
     let statusTimer: NodeJS.Timeout | undefined;
     // Status goes to the store throttled: every replica can then answer
     // `kedge status` for every agent without a write per ack.
+    const statusOf = (c: ConnectedAgent): AgentStatus => {
+      const st = c.push.status();
+      return { ackedNonce: st.ackedNonce, ackedAt: st.ackedAt, lastContact: c.lastContact, certNotAfter: c.certNotAfter, subscriptions: st.subscriptions };
+    };
     const writeStatusSoon = () => {
       if (statusTimer || ended) return;
       statusTimer = setTimeout(() => {
         statusTimer = undefined;
         if (ended || !registration || !record || !conn) return;
-        const st = conn.push.status();
-        record = { ...record, status: { ackedNonce: st.ackedNonce, ackedAt: st.ackedAt, lastContact: conn.lastContact, certNotAfter: certNotAfter.toISOString(), subscriptions: st.subscriptions } };
-        registration.update(record).catch((err) => log.warn({ agent: conn?.id, err: errorMessage(err) }, 'cannot record agent status'));
+        registration.setStatus(statusOf(conn)).catch((err) => log.warn({ agent: conn?.id, err: errorMessage(err) }, 'cannot record agent status'));
       }, STATUS_WRITE_INTERVAL_MS);
       statusTimer.unref();
     };
@@ -213,19 +216,19 @@ export class FederationService {
           record = recordFromRegister(msg.register!, identity, deps.replica, new Date(now));
           const cluster = await deps.certClusters?.get(certSerial);
           if (cluster) record.cluster = cluster;
-          record.status = { ackedNonce: '', ackedAt: undefined, lastContact: record.connectedAt, certNotAfter: certNotAfter.toISOString(), subscriptions: [...msg.register!.subscriptions].sort() };
           registration = await deps.registry.register(record);
           if (ended) {
             registration.abandon();
             return;
           }
           const push = new PushSession((u) => call.write({ update: u }), this.clock);
-          conn = { id: record.id, network: record.workload.network, role: record.gateway ? 'gateway' : 'workload', identity, connectedAt: record.connectedAt, lastContact: record.connectedAt, push };
+          conn = { id: record.id, network: record.workload.network, role: record.gateway ? 'gateway' : 'workload', identity, connectedAt: record.connectedAt, lastContact: record.connectedAt, certNotAfter: certNotAfter.toISOString(), push };
           this.connected.set(record.id, conn);
           call.write({ registered: { agentId: record.id, replica: deps.replica, spiffeId: identity } });
           if (record.gateway) push.subscribeToAll();
           push.subscribe(msg.register!.subscriptions, []);
           push.push(this.viewOf(deps.view(), conn));
+          writeStatusSoon();
           log.info({ agent: record.id, identity, address: record.workload.address, services: record.services.map((s) => s.name) }, 'agent registered');
           return;
         }

@@ -6,7 +6,7 @@ import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { parseDuration } from '../../proto/model/duration';
 import type { TokenService } from '../tokens/tokens';
-import type { AgentRecord, MeshView } from '../mesh/types';
+import type { AgentRecord, AgentStatus, MeshView } from '../mesh/types';
 import { formatLocality } from '../../proto/model/locality';
 import { parseServiceKey, serviceKey } from '../../proto/model/service';
 import type { FederationService } from './grpc';
@@ -25,6 +25,8 @@ export interface HttpDeps {
   tokens: TokenService;
   view: () => MeshView;
   agents: () => AgentRecord[];
+  /** Agent status as written by the replicas holding the agents (store-wide). */
+  statuses: () => Promise<Map<string, AgentStatus>>;
   grpc: FederationService;
   replica: string;
   trustDomain: string;
@@ -238,18 +240,28 @@ function workloadRows(deps: HttpDeps) {
   });
 }
 
-function statusRows(deps: HttpDeps) {
-  return deps.agents().map((a) => ({
-    agent: a.id,
-    identity: a.identity,
-    replica: a.replica,
-    connectedAt: a.connectedAt,
-    ackedVersion: a.status?.ackedNonce ?? '',
-    ackedAt: a.status?.ackedAt,
-    lastContact: a.status?.lastContact ?? a.connectedAt,
-    certNotAfter: a.status?.certNotAfter,
-    subscriptions: a.status?.subscriptions ?? [],
-  })).sort((x, y) => x.agent.localeCompare(y.agent));
+/**
+ * Every agent of the mesh: the live push state for agents on this replica,
+ * what their replica last wrote (every few seconds) for the others.
+ */
+async function statusRows(deps: HttpDeps) {
+  const stored = await deps.statuses();
+  const local = new Map(deps.grpc.statuses().map((s) => [s.id, s]));
+  return deps.agents().map((a) => {
+    const conn = local.get(a.id);
+    const st = stored.get(a.id);
+    return {
+      agent: a.id,
+      identity: a.identity,
+      replica: a.replica,
+      connectedAt: a.connectedAt,
+      ackedVersion: conn?.push.ackedNonce ?? st?.ackedNonce ?? '',
+      ackedAt: conn?.push.ackedAt ?? st?.ackedAt,
+      lastContact: conn?.lastContact ?? st?.lastContact ?? a.connectedAt,
+      certNotAfter: conn?.certNotAfter ?? st?.certNotAfter,
+      subscriptions: conn?.push.subscriptions ?? st?.subscriptions ?? [],
+    };
+  }).sort((x, y) => x.agent.localeCompare(y.agent));
 }
 
 async function createToken(deps: HttpDeps, body: unknown) {

@@ -41,11 +41,9 @@ export interface AgentRecord {
   cluster?: string;
   connectedAt: string;
   agentVersion: string;
-  /** Written by the replica holding the stream, at most every few seconds, for `kedge status`. */
-  status?: AgentStatus;
 }
 
-/** Push and contact state of an agent, as its replica last recorded it. */
+/** Push and contact state of an agent, as its replica last recorded it (kept apart from the record, see sources/agents.ts). */
 export interface AgentStatus {
   ackedNonce: string;
   ackedAt: string | undefined;

@@ -102,14 +102,21 @@ export class VipAllocator {
       const used = new Set(this.byService.values());
       const ip = pickVip(this.cidr, key, used);
       if (!ip) throw new KedgeError('KEDGE_VIP_EXHAUSTED', `the VIP range has no free address left for ${key}; configure a larger vipCidr`);
+      let claimed = true;
       try {
         // Claim the address first; only its owner may then bind the service to it.
         await this.store.put(VIP_INDEX_PREFIX + ip, key, { expectRevision: 0 });
       } catch (err) {
         if (!hasCode(err, 'KEDGE_STORE_CONFLICT')) throw err;
         const owner = await this.store.get(VIP_INDEX_PREFIX + ip);
-        if (owner) this.byService.set(owner.value, ip);
-        continue;
+        // Another replica is allocating the same service (the walk starts at
+        // the same place everywhere) and claimed this address for it: the
+        // binding may be completed by either replica.
+        if (owner?.value !== key) {
+          if (owner) this.byService.set(owner.value, ip);
+          continue;
+        }
+        claimed = false;
       }
       try {
         await this.store.put(VIPS_PREFIX + key, ip, { expectRevision: 0 });
@@ -117,9 +124,15 @@ export class VipAllocator {
         this.opts.logger.info({ service: key, vip: ip }, 'allocated VIP');
         return;
       } catch (err) {
-        // Another replica bound this service first: give our address back.
-        await this.store.delete(VIP_INDEX_PREFIX + ip).catch(() => undefined);
         if (!hasCode(err, 'KEDGE_STORE_CONFLICT')) throw err;
+        // Another replica bound this service first. It may have bound it to
+        // the address we claimed (see above); otherwise give the address back.
+        const bound = await this.store.get(VIPS_PREFIX + key);
+        if (claimed && bound?.value !== ip) await this.store.delete(VIP_INDEX_PREFIX + ip).catch(() => undefined);
+        if (bound) {
+          this.byService.set(key, bound.value);
+          return;
+        }
       }
     }
     throw new KedgeError('KEDGE_VIP_CONTENDED', `could not allocate a VIP for ${key} after 64 attempts`);

@@ -1,14 +1,30 @@
 // The `agents` source: registrations of connected agents, written to the
-// store under a lease refreshed while the agent's stream lives, so every
-// replica sees every agent and a vanished agent disappears after the grace
-// period. A graceful stop deletes the registration at once.
+// store so every replica sees every agent.
+//
+// All registrations a replica holds hang off one lease of its own (a
+// session, in etcd's terms), renewed by one keepalive every third of the
+// grace period, so a thousand agents cost the store one renewal, not a
+// thousand. What the lease gives is the replica's death: kill -9 a replica
+// and every registration it held expires after the grace period, unless
+// the agent has reconnected to another replica by then, whose put moves the
+// key to that replica's lease. An agent whose own stream is lost is the
+// replica's job: the registration is deleted when the grace period passes,
+// guarded on the revision this replica last wrote, so an agent that came
+// back meanwhile (here or on another replica) is never deleted. A graceful
+// stop deletes at once.
+//
+// Status for `kedge status` (acked version, last contact) lives under its
+// own prefix on the same lease: it changes with every ack, and writing it
+// into the registration would wake every replica's registry for nothing.
 import type { Logger } from '../../proto/model/log';
-import { errorMessage } from '../../proto/model/errors';
+import { errorMessage, hasCode } from '../../proto/model/errors';
 import type { Store, WatchEvent } from '../store/types';
-import type { AgentRecord } from '../mesh/types';
+import type { AgentRecord, AgentStatus } from '../mesh/types';
 
 /** Store prefix of agent registrations. */
 export const AGENTS_PREFIX = '/kedge/agents/';
+/** Store prefix of agent status, written by the replica holding the stream. */
+export const AGENT_STATUS_PREFIX = '/kedge/agent-status/';
 
 /** Store key of one agent's registration. */
 export function agentKey(id: string): string {
@@ -17,29 +33,50 @@ export function agentKey(id: string): string {
 
 /** A live registration held by this replica's stream. */
 export interface Registration {
-  /** Refreshes the record (e.g. new health) keeping the lease. */
+  /** Rewrites the record (e.g. new health). */
   update(record: AgentRecord): Promise<void>;
+  /** Records the agent's push and contact state for `kedge status`. */
+  setStatus(status: AgentStatus): Promise<void>;
   /** Graceful stop: delete now. */
   remove(): Promise<void>;
-  /** Stream lost: stop refreshing; the lease expires after the grace period. */
+  /** Stream lost: the registration is deleted after the grace period unless the agent is back. */
   abandon(): void;
+}
+
+/** What this replica holds for one agent id. */
+interface Held {
+  record: AgentRecord;
+  status: AgentStatus | undefined;
+  /** modRevision of this replica's last write of the registration; 0 before the first. */
+  revision: number;
+  expiry: NodeJS.Timeout | undefined;
 }
 
 /** Every agent registration in the store, kept current by a watch. */
 export class AgentRegistry {
   private readonly records = new Map<string, AgentRecord>();
+  /** The stored text of each record, to tell a real change from a rewrite of the same registration. */
+  private readonly raw = new Map<string, string>();
+  private readonly held = new Map<string, Held>();
   private watch: { close(): void } | undefined;
   private closed = false;
+  private lease: Promise<string> | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private renewing = false;
+  private lastRenewed = 0;
+  /** Set when the lease was replaced and not every held registration is written under the new one yet. */
+  private unwritten = false;
 
   constructor(
     private readonly store: Store,
-    private readonly opts: { gracePeriodMs: number; logger: Logger; onChange: () => void },
+    private readonly opts: { gracePeriodMs: number; logger: Logger; onChange: () => void; clock?: () => number },
   ) {}
 
   /** Lists then watches the prefix; relists when the watch falls behind. */
   async start(): Promise<void> {
     const { kvs, revision } = await this.store.list(AGENTS_PREFIX);
     this.records.clear();
+    this.raw.clear();
     for (const kv of kvs) this.applyPut(kv.key, kv.value);
     this.opts.onChange();
     this.watch?.close();
@@ -63,65 +100,180 @@ export class AgentRegistry {
     return this.records.get(id);
   }
 
-  /** Writes a registration under a fresh lease and keeps the lease alive. */
-  async register(record: AgentRecord): Promise<Registration> {
-    const { store, opts } = this;
-    const key = agentKey(record.id);
-    let lease = await store.grantLease(opts.gracePeriodMs);
-    await store.put(key, JSON.stringify(record), { lease });
-    let current = record;
-    let stopped = false;
-    const refresh = async () => {
-      if (stopped) return;
+  /** Status of every agent of the mesh, as the replicas holding them last wrote it. */
+  async statuses(): Promise<Map<string, AgentStatus>> {
+    const { kvs } = await this.store.list(AGENT_STATUS_PREFIX);
+    const out = new Map<string, AgentStatus>();
+    for (const kv of kvs) {
       try {
-        if (!(await store.keepAlive(lease))) {
-          // The lease lapsed (store restart, long pause): re-grant and rewrite.
-          lease = await store.grantLease(opts.gracePeriodMs);
-          await store.put(key, JSON.stringify(current), { lease });
-        }
-      } catch (err) {
-        opts.logger.warn({ agent: record.id, err: errorMessage(err) }, 'refreshing agent lease failed');
+        out.set(kv.key.slice(AGENT_STATUS_PREFIX.length), JSON.parse(kv.value) as AgentStatus);
+      } catch {
+        // an unreadable status row is shown as no status
       }
-    };
-    const timer = setInterval(() => void refresh(), Math.max(100, Math.floor(opts.gracePeriodMs / 3)));
-    timer.unref();
+    }
+    return out;
+  }
+
+  /** Writes a registration under this replica's lease; the agent is held until its stream ends. */
+  async register(record: AgentRecord): Promise<Registration> {
+    const id = record.id;
+    const previous = this.held.get(id);
+    if (previous?.expiry) clearTimeout(previous.expiry);
+    const entry: Held = { record, status: undefined, revision: 0, expiry: undefined };
+    this.held.set(id, entry);
+    const current = () => this.held.get(id) === entry;
+    try {
+      await this.write(id, entry);
+    } catch (err) {
+      if (current()) this.held.delete(id);
+      throw err;
+    }
     return {
       update: async (next) => {
-        current = next;
-        await store.put(key, JSON.stringify(next), { lease });
+        if (!current()) return;
+        entry.record = next;
+        await this.write(id, entry);
+      },
+      setStatus: async (status) => {
+        if (!current()) return;
+        entry.status = status;
+        await this.store.put(AGENT_STATUS_PREFIX + id, JSON.stringify(status), { lease: await this.sessionLease() });
       },
       remove: async () => {
-        stopped = true;
-        clearInterval(timer);
-        await store.revokeLease(lease);
+        if (!current()) return;
+        this.held.delete(id);
+        await this.deleteIfOurs(id, entry.revision);
       },
       abandon: () => {
-        stopped = true;
-        clearInterval(timer);
+        if (!current() || entry.expiry) return;
+        entry.expiry = setTimeout(() => {
+          if (!current()) return;
+          this.held.delete(id);
+          void this.deleteIfOurs(id, entry.revision).catch((err) =>
+            this.opts.logger.warn({ agent: id, err: errorMessage(err) }, 'cannot delete an expired agent registration; it goes when this replica\'s lease does'),
+          );
+        }, this.opts.gracePeriodMs);
+        entry.expiry.unref();
       },
     };
   }
 
+  /**
+   * Stops renewing. The lease is left to expire, not revoked: the agents
+   * this replica held reconnect elsewhere within the grace period and their
+   * endpoints never leave anyone's view.
+   */
   close(): void {
     this.closed = true;
     this.watch?.close();
+    if (this.renewTimer) clearInterval(this.renewTimer);
+    for (const h of this.held.values()) if (h.expiry) clearTimeout(h.expiry);
+    this.held.clear();
+  }
+
+  private now(): number {
+    return (this.opts.clock ?? Date.now)();
+  }
+
+  private async write(id: string, entry: Held): Promise<void> {
+    const lease = await this.sessionLease();
+    const { revision } = await this.store.put(agentKey(id), JSON.stringify(entry.record), { lease });
+    entry.revision = revision;
+  }
+
+  /** Deletes a registration unless someone wrote it after `revision`. */
+  private async deleteIfOurs(id: string, revision: number): Promise<void> {
+    try {
+      await this.store.delete(agentKey(id), { expectRevision: revision });
+    } catch (err) {
+      if (!hasCode(err, 'KEDGE_STORE_CONFLICT')) throw err;
+      return; // the agent is back (here or on another replica): its registration is not ours to delete
+    }
+    await this.store.delete(AGENT_STATUS_PREFIX + id).catch(() => undefined);
+  }
+
+  /** This replica's lease, granted on first use; renewal starts with it. */
+  private sessionLease(): Promise<string> {
+    if (this.lease) return this.lease;
+    const granting = this.store.grantLease(this.opts.gracePeriodMs).then(
+      (id) => {
+        this.lastRenewed = this.now();
+        this.startRenewing();
+        return id;
+      },
+      (err: unknown) => {
+        if (this.lease === granting) this.lease = undefined;
+        throw err;
+      },
+    );
+    this.lease = granting;
+    return granting;
+  }
+
+  private startRenewing(): void {
+    if (this.renewTimer || this.closed) return;
+    this.renewTimer = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.opts.gracePeriodMs / 3)));
+    this.renewTimer.unref();
+  }
+
+  /**
+   * One keepalive. When the store says the lease is gone (a pause longer
+   * than the grace period, a store that lost it), a new lease is granted and
+   * every registration and status this replica holds is written again under
+   * it; failures are retried on the next tick.
+   */
+  private async renew(): Promise<void> {
+    if (this.renewing || this.closed || !this.lease) return;
+    this.renewing = true;
+    try {
+      const lease = await this.lease;
+      if (await this.store.keepAlive(lease)) {
+        this.lastRenewed = this.now();
+      } else {
+        this.opts.logger.warn({ lease, held: this.held.size }, 'this replica\'s agent lease expired; writing its registrations again under a new one');
+        this.lease = undefined;
+        await this.sessionLease();
+        this.unwritten = true;
+      }
+      if (this.unwritten) this.unwritten = !(await this.rewriteHeld());
+    } catch (err) {
+      const silentMs = this.now() - this.lastRenewed;
+      this.opts.logger.warn({ err: errorMessage(err), sinceLastRenewalMs: silentMs, held: this.held.size }, 'cannot renew this replica\'s agent lease; retrying');
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  /** Writes every held registration and status again; false when any write failed (retried next tick). */
+  private async rewriteHeld(): Promise<boolean> {
+    let failed = 0;
+    for (const [id, entry] of [...this.held]) {
+      if (this.held.get(id) !== entry) continue;
+      try {
+        await this.write(id, entry);
+        if (entry.status) await this.store.put(AGENT_STATUS_PREFIX + id, JSON.stringify(entry.status), { lease: await this.sessionLease() });
+      } catch (err) {
+        failed += 1;
+        if (failed === 1) this.opts.logger.warn({ agent: id, err: errorMessage(err) }, 'cannot write a registration again after the lease expired; retrying');
+      }
+    }
+    return failed === 0;
   }
 
   private applyEvents(events: readonly WatchEvent[]): void {
     let changed = false;
     for (const ev of events) {
       if (ev.type === 'put') changed = this.applyPut(ev.kv.key, ev.kv.value) || changed;
-      else changed = this.records.delete(ev.key.slice(AGENTS_PREFIX.length)) || changed;
+      else {
+        const id = ev.key.slice(AGENTS_PREFIX.length);
+        this.raw.delete(id);
+        changed = this.records.delete(id) || changed;
+      }
     }
     if (changed) this.opts.onChange();
   }
 
-  /**
-   * Stores a record; returns false when only its status changed. A status
-   * write (acked version, last contact) does not touch the mesh view, so the
-   * old record object is kept (the merge reuses work per unchanged record)
-   * and no rebuild is triggered.
-   */
+  /** Stores a record; returns false when it is the same as the one held (a lease move, say). */
   private applyPut(key: string, value: string): boolean {
     let rec: AgentRecord;
     try {
@@ -131,18 +283,10 @@ export class AgentRegistry {
       return false;
     }
     const id = key.slice(AGENTS_PREFIX.length);
-    const old = this.records.get(id);
-    if (old && sameExceptStatus(old, rec)) {
-      if (rec.status) old.status = rec.status;
-      return false;
-    }
+    // The old object is kept when nothing changed: the merge reuses work per unchanged record.
+    if (this.raw.get(id) === value) return false;
     this.records.set(id, rec);
+    this.raw.set(id, value);
     return true;
   }
-}
-
-function sameExceptStatus(a: AgentRecord, b: AgentRecord): boolean {
-  const { status: _a, ...restA } = a;
-  const { status: _b, ...restB } = b;
-  return JSON.stringify(restA) === JSON.stringify(restB);
 }

@@ -1,18 +1,21 @@
 // Single lease renewals over one shared LeaseKeepAlive stream. etcd has no
 // unary renew call, and a stream per renewal would cost a stream setup for
 // every agent heartbeat; one long-lived bidirectional stream carries them
-// all, each answer naming its lease ID. A stream that fails or stops
-// answering is dropped (its pending renewals fail and are retried by the
-// caller's deadline loop) and the next renewal opens a new one.
+// all, each answer naming its lease ID. A renewal whose answer does not come
+// by its deadline fails; if the stream has answered nothing since that
+// renewal was written it is taken as stuck and dropped with everything
+// pending on it, but a stream that is answering, only late (etcd under
+// load), is kept and the other renewals on it go on. A stream that errors
+// or ends fails what is pending on it, and the next renewal opens a new one.
 import type { IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse, IResponseHeader, LeaseClient } from 'etcd3';
 import { int } from './etcd-keys';
 
 type KeepAliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
 
-interface Waiter { resolve: (ttlSeconds: number) => void; reject: (err: unknown) => void; timer: NodeJS.Timeout }
+interface Waiter { resolve: (ttlSeconds: number) => void; reject: (err: unknown) => void; timer: NodeJS.Timeout; sentAt: number }
 
 /** One stream and the renewals waiting on it. */
-interface Channel { stream: KeepAliveStream; waiting: Map<string, Waiter[]>; dead: boolean }
+interface Channel { stream: KeepAliveStream; waiting: Map<string, Waiter[]>; dead: boolean; /** When the last answer came (performance.now()). */ answeredAt: number }
 
 /** Renews leases one keepalive at a time over a shared stream. */
 export class LeaseKeepAliver {
@@ -31,9 +34,24 @@ export class LeaseKeepAliver {
     const ch = this.ch ?? (await this.open());
     if (ch.dead) throw unavailable('the lease keepalive stream closed');
     return new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => this.fail(ch, Object.assign(new Error(`4 DEADLINE_EXCEEDED: etcd sent no keepalive answer for lease ${lease}`), { code: 4 })), Math.max(0, deadline - Date.now()));
       const list = ch.waiting.get(lease) ?? [];
-      list.push({ resolve, reject, timer });
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        sentAt: performance.now(),
+        timer: setTimeout(() => {
+          const late = Object.assign(new Error(`4 DEADLINE_EXCEEDED: etcd sent no keepalive answer for lease ${lease} in time`), { code: 4 });
+          if (ch.answeredAt < waiter.sentAt) return this.fail(ch, late);
+          // Only this renewal gives up. Its answer, if it still comes, is
+          // matched to the next waiter for the lease, which is just as good:
+          // any answer renews the lease for a full TTL.
+          const at = list.indexOf(waiter);
+          if (at >= 0) list.splice(at, 1);
+          if (list.length === 0 && ch.waiting.get(lease) === list) ch.waiting.delete(lease);
+          reject(late);
+        }, Math.max(0, deadline - Date.now())),
+      };
+      list.push(waiter);
       ch.waiting.set(lease, list);
       ch.stream.write({ ID: lease });
     });
@@ -49,7 +67,7 @@ export class LeaseKeepAliver {
     this.opening ??= this.leases.leaseKeepAlive().then(
       (stream) => {
         this.opening = undefined;
-        const ch: Channel = { stream, waiting: new Map(), dead: false };
+        const ch: Channel = { stream, waiting: new Map(), dead: false, answeredAt: -1 };
         stream.on('data', (res) => this.answer(ch, res));
         stream.on('error', (err) => this.fail(ch, err));
         stream.on('end', () => this.fail(ch, unavailable('etcd ended the lease keepalive stream')));
@@ -66,6 +84,7 @@ export class LeaseKeepAliver {
   }
 
   private answer(ch: Channel, res: ILeaseKeepAliveResponse): void {
+    ch.answeredAt = performance.now();
     this.observe(res.header);
     const id = String(res.ID);
     const list = ch.waiting.get(id);

@@ -41,7 +41,7 @@ describe('walking skeleton: federation, agents, mTLS data path', () => {
     // The issue asks for endpoints within 2 s of an agent's start; that is a
     // latency, measured and reported, not asserted (this machine may be loaded).
     await eventually(async () => (await federationEndpoints(fed, 'reviews.default')).length === 2, 15_000, 'two endpoints in the federation');
-    const v2Started = Date.parse(String(agents[1]!.proc.logs.find((l) => l.msg === 'agent started')?.time ?? NaN));
+    const v2Started = Number(agents[1]!.proc.logs.find((l) => l.msg === 'agent started')?.time);
     const latency = agents[1]!.proc.logs.find((l) => l.msg === 'registered with the federation');
     console.log(`# registration: agent started -> registered in ${Number(latency?.time) - v2Started} ms; test start -> both endpoints listed in ${Date.now() - started} ms`);
 

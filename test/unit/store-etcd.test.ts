@@ -384,6 +384,27 @@ describe('etcd store lease keepalive', () => {
     h.ka.close();
     await assert.rejects(h.ka.once('1', Date.now() + 100), /closed/);
   });
+
+  it('fails only the late renewal when the stream is answering others', async () => {
+    const h = harness();
+    const late = h.ka.once('1', Date.now() + 300);
+    const other = h.ka.once('2', Date.now() + 5000);
+    const third = h.ka.once('3', Date.now() + 5000);
+    await waitFor(() => h.streams[0]?.written.length === 3, 2000, 'three keepalives written');
+    h.answer(h.streams[0]!, '2', 7); // the stream is alive, only slow for lease 1
+    assert.equal(await other, 7);
+    await assert.rejects(late, (err: unknown) => grpcCode(err) === 4 && /lease 1/.test(String(err)));
+    assert.ok(!h.streams[0]!.cancelled, 'the stream is kept');
+    h.answer(h.streams[0]!, '1', 5); // the late answer matches no one now and is dropped
+    h.answer(h.streams[0]!, '3', 4);
+    assert.equal(await third, 4);
+    const again = h.ka.once('1', Date.now() + 2000);
+    await waitFor(() => h.streams[0]!.written.length === 4, 2000, 'renewal on the same stream');
+    h.answer(h.streams[0]!, '1', 6);
+    assert.equal(await again, 6);
+    assert.equal(h.streams.length, 1);
+    h.ka.close();
+  });
 });
 
 describe('etcd test harness', () => {

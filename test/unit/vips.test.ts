@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseCidr4, pickVip, VipAllocator } from '../../federation/mesh/vips';
+import { parseCidr4, pickVip, VIP_INDEX_PREFIX, VipAllocator, VIPS_PREFIX } from '../../federation/mesh/vips';
 import { openEmbeddedStore } from '../../federation/store/embedded';
 import { silentLogger } from '../../proto/model/log';
 import { hasCode } from '../../proto/model/errors';
@@ -56,5 +56,47 @@ describe('VipAllocator', () => {
     assert.deepEqual(keys.map((k) => c.table().get(k)), ips);
     c.close();
     await reopened.close();
+  });
+
+  it('lets two replicas allocating the same services share the work without orphaned addresses or errors', async () => {
+    const store = await openEmbeddedStore(fs.mkdtempSync(path.join(os.tmpdir(), 'kedge-vips-')), { logger: silentLogger() });
+    const cidr = parseCidr4('240.240.0.0/24');
+    const errors: string[] = [];
+    const logger = { ...silentLogger(), error: (o: unknown, msg?: string) => errors.push(`${msg} ${JSON.stringify(o)}`) } as unknown as ReturnType<typeof silentLogger>;
+    const a = new VipAllocator(store, cidr, { logger, onChange: () => undefined });
+    const b = new VipAllocator(store, cidr, { logger, onChange: () => undefined });
+    await a.start();
+    await b.start();
+    // The same keys in the same order: both walks start at the same address.
+    const keys = Array.from({ length: 100 }, (_, i) => `svc${i}.ns`);
+    a.ensure(keys);
+    b.ensure(keys);
+    await eventually(() => keys.every((k) => a.table().has(k) && b.table().has(k)), 10_000, 'all allocated');
+    assert.deepEqual(errors, []);
+    const bound = new Map((await store.list(VIPS_PREFIX)).kvs.map((kv) => [kv.key.slice(VIPS_PREFIX.length), kv.value]));
+    const claimed = new Map((await store.list(VIP_INDEX_PREFIX)).kvs.map((kv) => [kv.key.slice(VIP_INDEX_PREFIX.length), kv.value]));
+    assert.equal(bound.size, keys.length);
+    assert.equal(new Set(bound.values()).size, keys.length, 'unique');
+    // Every claimed address belongs to the service bound to it: none leaked, none shared.
+    assert.deepEqual([...claimed].sort(), [...bound].map(([k, ip]) => [ip, k]).sort());
+    for (const k of keys) assert.equal(a.table().get(k), bound.get(k));
+    a.close();
+    b.close();
+    await store.close();
+  });
+
+  it('completes a binding another replica claimed the address for but never bound', async () => {
+    const store = await openEmbeddedStore(fs.mkdtempSync(path.join(os.tmpdir(), 'kedge-vips-')), { logger: silentLogger() });
+    const cidr = parseCidr4('240.240.0.0/24');
+    const ip = pickVip(cidr, 'half.ns', new Set())!;
+    await store.put(VIP_INDEX_PREFIX + ip, 'half.ns', { expectRevision: 0 }); // a replica died between its two writes
+    const a = new VipAllocator(store, cidr, { logger: silentLogger(), onChange: () => undefined });
+    await a.start();
+    a.ensure(['half.ns']);
+    await eventually(() => a.table().has('half.ns'), 5_000, 'allocated');
+    assert.equal(a.table().get('half.ns'), ip);
+    assert.equal((await store.list(VIP_INDEX_PREFIX)).kvs.length, 1);
+    a.close();
+    await store.close();
   });
 });
