@@ -1,13 +1,18 @@
 // Two federation replicas on one real etcd: agents on either replica see
 // each other's services; kill -9 of a replica moves its agents to the other
-// without their endpoints disappearing; an etcd restart loses nothing.
+// without their endpoints disappearing; an etcd restart loses nothing; an
+// etcd that refuses writes costs new writes only.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import YAML from 'yaml';
 import { startEtcd, EtcdServer } from '../support/etcd';
-import { eventually, runKedge } from '../support/procs';
-import { AgentHandle, FederationHandle, agentSeesEndpoints, createToken, getJson, httpGet, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
+import * as path from 'node:path';
+import type { Etcd3 } from 'etcd3';
+import { EtcdRpc } from '../../federation/store/etcd-rpc';
+import { KedgeError } from '../../proto/model/errors';
+import { eventually, runKedge, startKedge, tempDir } from '../support/procs';
+import { AgentHandle, FederationHandle, agentSeesEndpoints, createToken, federationEndpoints, getJson, httpGet, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
 
 describe('federation replicas on etcd', () => {
   let etcd: EtcdServer;
@@ -105,5 +110,92 @@ describe('federation replicas on etcd', () => {
     assert.deepEqual(eps.map((e) => e.service).sort(), ['alpha.default', 'beta.default']);
     assert.equal(await httpGet(b!.upstreams[0]!), 'alpha');
     assert.ok(YAML.stringify(eps));
+  });
+});
+
+describe('a federation whose etcd refuses writes (NOSPACE alarm)', () => {
+  let etcd: EtcdServer;
+  let fed: FederationHandle;
+  let client: Etcd3;
+  const agents: AgentHandle[] = [];
+  const apps: { close(): Promise<void> }[] = [];
+  before(async () => {
+    etcd = await startEtcd({ args: [`--quota-backend-bytes=${1024 * 1024}`] });
+    // etcd3's own client with the store's fault handling (no circuit breaker that a refused write would open).
+    client = new EtcdRpc([etcd.endpoint.replace(/^https?:\/\//, '')], 5_000, () => new KedgeError('KEDGE_STORE_CLOSED', 'closed')).client;
+    const dir = tempDir('fed-nospace');
+    const config = {
+      dataDir: path.join(dir, 'data'),
+      listenGrpc: '127.0.0.1:0',
+      listenHttp: '127.0.0.1:0',
+      store: `etcd://${etcd.endpoint.replace(/^https?:\/\//, '')}`,
+      gracePeriod: '3s',
+      serviceEntries: [{ name: 'billing-db', namespace: 'shop', ports: [{ name: 'pg', port: 5432, protocol: 'tcp' }], endpoints: [{ address: '10.1.2.3' }] }],
+    };
+    fs.writeFileSync(path.join(dir, 'federation.yaml'), YAML.stringify(config));
+    const proc = startKedge('federation', ['federation', '--config', path.join(dir, 'federation.yaml')]);
+    const ready = await proc.waitForMsg('federation ready', 20_000);
+    fed = { proc, dataDir: config.dataDir, grpc: String(ready.grpc), httpUrl: `http://${String(ready.http)}`, adminTokenFile: path.join(config.dataDir, 'admin-token'), rootCertFile: path.join(config.dataDir, 'root-cert.pem'), args: [] };
+  });
+  after(async () => {
+    await Promise.all(agents.map((a) => a.proc.stop('SIGKILL')));
+    await fed?.proc.stop('SIGKILL');
+    await Promise.all(apps.map((a) => a.close()));
+    client?.close();
+    await etcd?.destroy();
+  });
+
+  it('keeps serving what it has, fails new writes with a clear error, and recovers once space is freed', { timeout: 90_000 }, async () => {
+    const app = await startHttpApp('alpha');
+    apps.push(app);
+    agents.push(await startAgentProc(fed, {
+      name: 'alpha', namespace: 'default', serviceAccount: 'alpha', address: '127.0.51.1',
+      services: [{ name: 'alpha', ports: [{ name: 'http', port: 9080, targetPort: app.port }] }],
+    }));
+    await eventually(async () => (await federationEndpoints(fed, 'alpha.default')).length === 1, 15_000, 'alpha registered');
+    const betaToken = await createToken(fed, 'default', 'beta');
+
+    // Fill etcd until it raises its NOSPACE alarm.
+    const chunk = 'x'.repeat(100 * 1024);
+    let refused: unknown;
+    for (let i = 0; i < 40 && refused === undefined; i++) await client.put(`/fill/${i}`).value(chunk).catch((err: unknown) => (refused = err));
+    assert.match(String(refused), /NOSPACE|space exceeded/i, 'etcd refused a write');
+
+    // An admin write fails, naming the store and what to do.
+    const tok = await runKedge(['token', 'create', '--namespace', 'default', '--service-account', 'gamma', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    assert.notEqual(tok.code, 0);
+    assert.match(tok.stderr, /NOSPACE/);
+    assert.match(tok.stderr, /alarm disarm/);
+
+    // What the federation has stays: alpha (its lease is renewed through
+    // the alarm) past the grace period, and the static entry.
+    await new Promise((r) => setTimeout(r, 3_500));
+    assert.equal((await federationEndpoints(fed, 'alpha.default')).length, 1, 'alpha kept past the grace period');
+    assert.equal((await federationEndpoints(fed, 'billing-db.shop')).length, 1, 'the static entry kept');
+    const health = await fetch(`${fed.httpUrl}/healthz`);
+    assert.equal(health.status, 200, 'the federation is up');
+
+    // A new agent cannot join (its Sign consumes a token use: a write); it keeps retrying.
+    const beta = startAgentProc(fed, {
+      name: 'beta', namespace: 'default', serviceAccount: 'beta', address: '127.0.51.2', token: betaToken,
+      services: [{ name: 'beta', ports: [{ name: 'http', port: 9080, targetPort: app.port }] }],
+    });
+    await new Promise((r) => setTimeout(r, 2_000));
+
+    // Free the space the way etcd's docs say: delete, compact, defragment, disarm.
+    await client.delete().prefix('/fill/');
+    const { header } = await client.kv.range({ key: Buffer.from('/'), limit: 1 });
+    await client.kv.compact({ revision: header.revision, physical: true });
+    await client.maintenance.defragment();
+    // `etcdctl alarm disarm`: deactivate each raised alarm by its member.
+    const { alarms } = await client.maintenance.alarm({ action: 'Get', memberID: 0, alarm: 'None' });
+    assert.ok(alarms.length > 0);
+    for (const a of alarms) await client.maintenance.alarm({ action: 'Deactivate', memberID: a.memberID, alarm: a.alarm });
+
+    const b = await beta;
+    agents.push(b);
+    await eventually(async () => (await federationEndpoints(fed, 'beta.default')).length === 1, 30_000, 'beta registered once etcd takes writes again');
+    assert.ok(b.proc.logs.some((l) => /NOSPACE|store/i.test(String(l.err ?? l.msg))&& Number(l.level) >= 40), 'the agent logged why it could not join');
+    assert.equal((await federationEndpoints(fed, 'alpha.default')).length, 1);
   });
 });
