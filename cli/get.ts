@@ -30,6 +30,8 @@ export interface EndpointRow {
   locality: string;
   cluster: string;
   network: string;
+  /** false: no Kedge proxy in front; agents dial it in plain TCP at `ports` (auto mTLS). */
+  meshed?: boolean;
 }
 
 /** A workload row as the API returns it. */
@@ -56,7 +58,7 @@ export const TABLES = {
   endpoints: (rows: EndpointRow[]) =>
     renderTable(
       ['service', 'endpoint', 'health', 'workload', 'locality', 'network', 'cluster', 'identity'],
-      rows.map((e) => [e.service, `${e.address}:${e.mtlsPort}`, e.health, e.workload, e.locality || '-', e.network || '-', e.cluster || '-', e.identity || '-']),
+      rows.map((e) => [e.service, endpointAddress(e), e.health, e.workload, e.locality || '-', e.network || '-', e.cluster || '-', e.meshed === false ? 'plaintext' : e.identity || '-']),
     ),
   workloads: (rows: WorkloadRow[]) =>
     renderTable(
@@ -75,12 +77,19 @@ export const TABLES = {
     ),
 } as const;
 
+// What agents dial: a meshed endpoint's proxy at its mTLS port, a plaintext
+// endpoint at its own ports.
+function endpointAddress(e: Pick<EndpointRow, 'address' | 'mtlsPort' | 'meshed' | 'ports'>): string {
+  if (e.meshed !== false) return `${e.address}:${e.mtlsPort}`;
+  return `${e.address}:${[...new Set(e.ports.map((p) => p.port))].join(',') || '-'}`;
+}
+
 /** `kedge get endpoints SERVICE --from WORKLOAD` as the API returns it. */
 export interface FromResult {
   service: string;
   from: string;
   panic: boolean;
-  endpoints: { address: string; mtlsPort: number; workload: string; locality: string; network: string; health: string; priority: number | null; share: number }[];
+  endpoints: { address: string; mtlsPort: number; meshed?: boolean; ports: { name: string; port: number }[]; workload: string; locality: string; network: string; health: string; priority: number | null; share: number }[];
 }
 
 /** Renders the balancer's view of a service from one workload; golden-tested. */
@@ -88,7 +97,7 @@ export function fromTable(r: FromResult): string {
   const head = `${r.service} as seen from ${r.from}${r.panic ? ' (PANIC: every endpoint unhealthy, traffic goes to all)' : ''}\n`;
   return head + renderTable(
     ['endpoint', 'workload', 'locality', 'network', 'health', 'priority', 'share'],
-    r.endpoints.map((e) => [`${e.address}:${e.mtlsPort}`, e.workload, e.locality || '-', e.network || '-', e.health, e.priority === null ? '-' : String(e.priority), `${e.share.toFixed(1)}%`]),
+    r.endpoints.map((e) => [endpointAddress(e), e.workload, e.locality || '-', e.network || '-', e.health, e.priority === null ? '-' : String(e.priority), `${e.share.toFixed(1)}%`]),
   );
 }
 

@@ -81,6 +81,9 @@ function configDump(deps: AdminDeps) {
       endpoints: s.endpoints.map((e) => ({
         address: e.address,
         mtlsPort: e.mtlsPort,
+        // false: no Kedge proxy in front; dialled in plain TCP at `ports`, unauthenticated.
+        meshed: e.meshed,
+        ports: e.ports,
         identity: e.identity,
         workload: e.workload,
         health: e.health,

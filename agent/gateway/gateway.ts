@@ -12,7 +12,7 @@ import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { splice } from '../proxy/splice';
 import type { EndpointView, ProxySnapshot } from '../proxy/types';
-import { ClientHelloReader } from './client-hello';
+import { ClientHelloReader } from '../proxy/client-hello';
 import { type GatewayRoute, attemptOrder, resolveRoute } from './route';
 import { GatewayCounters, type GatewayStats } from './stats';
 

@@ -37,9 +37,9 @@ export function hostnameIndex(snapshot: ProxySnapshot): ReadonlyMap<string, Serv
 }
 
 /**
- * The endpoints a gateway forwards `port` of `service` to: those with an
- * mTLS port (the gateway only carries mesh TLS, so a plaintext endpoint is
- * unreachable through it) that serve the port's name (or list no ports),
+ * The endpoints a gateway forwards `port` of `service` to: meshed ones with
+ * an mTLS port (the gateway only carries mesh TLS, so a plaintext endpoint
+ * is unreachable through it) that serve the port's name (or list no ports),
  * healthy ones only unless none is healthy: then all of them, as the proxy
  * does, because a client in panic mode is better served by a try than by a
  * refusal.
@@ -53,7 +53,7 @@ export function endpointPool(service: ServiceView, port: number): readonly Endpo
   let pool = byPort.get(port);
   if (pool === undefined) {
     const name = service.ports.find((p) => p.port === port)?.name;
-    const serving = service.endpoints.filter((e) => e.mtlsPort > 0 && (e.ports.length === 0 || e.ports.some((p) => p.name === name)));
+    const serving = service.endpoints.filter((e) => !e.plaintext && e.mtlsPort > 0 && (e.ports.length === 0 || e.ports.some((p) => p.name === name)));
     const healthy = serving.filter((e) => e.healthy);
     pool = healthy.length > 0 ? healthy : serving;
     byPort.set(port, pool);

@@ -4,6 +4,11 @@
 // (./balancer) is pure; this file is the thin layer that maps snapshot views
 // onto it and remembers what must survive a snapshot swap (outlier state,
 // active connection counts).
+//
+// A balancer endpoint is one socket address the proxy dials: a meshed
+// endpoint is one (its proxy's mTLS port, whatever the service port); a
+// plaintext endpoint is one per app port it serves, since each of its ports
+// is its own listener that may be down while another is up.
 import { formatHostPort } from '../../proto/model/address';
 import { formatLocality } from '../../proto/model/locality';
 import type { Ejection, Outcome, RecordResult } from './balancer/outlier';
@@ -11,7 +16,7 @@ import type { PickResult, Picker, PriorityDescription } from './balancer/picker'
 import { TRAFFIC_POLICY_DEFAULTS } from './balancer/policy';
 import { ServiceBalancer } from './balancer/service';
 import type { BalancerEndpoint, Random, Topology } from './balancer/types';
-import type { EndpointView, ProxySnapshot, ServiceView } from './types';
+import type { EndpointView, ProxySnapshot, ServicePortView, ServiceView } from './types';
 
 /** Connections to one endpoint; a connection keeps its own reference, so a count stays right across snapshot swaps. */
 export interface EndpointLoad {
@@ -24,7 +29,15 @@ export interface EndpointLoad {
 /** An endpoint as the balancer picks it: the snapshot's view plus what the balancer compares. */
 export interface MeshEndpoint extends BalancerEndpoint {
   view: EndpointView;
+  /** The TCP port dialled: the mTLS port of a meshed endpoint's proxy, the app's own port of a plaintext one. */
+  port: number;
   load: EndpointLoad;
+}
+
+/** Where one endpoint is dialled, and for a plaintext endpoint the service ports that port carries. */
+export interface DialTarget {
+  port: number;
+  servicePorts?: ReadonlySet<number>;
 }
 
 /** The client topology of a proxy that knows nothing about where it runs: every endpoint is priority 0. */
@@ -33,15 +46,47 @@ export const UNKNOWN_TOPOLOGY: Topology = Object.freeze({ locality: Object.freez
 const NO_LOCALITY = UNKNOWN_TOPOLOGY.locality;
 const NO_LABELS: Readonly<Record<string, string>> = UNKNOWN_TOPOLOGY.labels;
 
-/** Outlier state and retries are keyed by this: `address:mtlsPort` (IPv6 in brackets), the same key as the outbound stats. */
-export function endpointKey(view: Pick<EndpointView, 'address' | 'mtlsPort'>): string {
-  return formatHostPort({ host: view.address, port: view.mtlsPort });
+/**
+ * Outlier state and retries are keyed by the socket address dialled,
+ * `address:port` (IPv6 in brackets), the same key as the outbound stats:
+ * the mTLS port for a meshed endpoint, the app's port for a plaintext one.
+ */
+export function endpointKey(address: string, port: number): string {
+  return formatHostPort({ host: address, port });
 }
 
-/** The balancer's view of an endpoint; a missing weight is 1, missing topology is unknown (''). */
-export function toMeshEndpoint(view: EndpointView, load: EndpointLoad = { active: 0, forwarded: 0 }): MeshEndpoint {
+/**
+ * Where `view` is dialled for the service's `ports`: a meshed endpoint at its
+ * mTLS port for every service port (its proxy routes on the SNI); a
+ * plaintext endpoint at its own port for each service port it lists by
+ * name, one target per distinct port (two service ports on one app port are
+ * one listener, so one outlier state). A plaintext endpoint that lists none
+ * of the service's ports has nothing to dial.
+ */
+export function dialTargets(view: EndpointView, ports: readonly ServicePortView[]): DialTarget[] {
+  if (!view.plaintext) return [{ port: view.mtlsPort }];
+  const byPort = new Map<number, Set<number>>();
+  for (const sp of ports) {
+    const port = plaintextPort(view, sp.name);
+    if (port === undefined) continue;
+    let carried = byPort.get(port);
+    if (carried === undefined) byPort.set(port, (carried = new Set()));
+    carried.add(sp.port);
+  }
+  return [...byPort].map(([port, servicePorts]) => ({ port, servicePorts }));
+}
+
+/** The port a plaintext endpoint serves the service port named `name` on, if it lists one. */
+export function plaintextPort(view: EndpointView, name: string): number | undefined {
+  return view.ports.find((p) => p.name === name)?.port;
+}
+
+/** The balancer's view of an endpoint dialled at `target` (default: its mTLS port); a missing weight is 1, missing topology is unknown (''). */
+export function toMeshEndpoint(view: EndpointView, load: EndpointLoad = { active: 0, forwarded: 0 }, target: DialTarget = { port: view.mtlsPort }): MeshEndpoint {
   return {
-    key: endpointKey(view),
+    key: endpointKey(view.address, target.port),
+    ...(target.servicePorts ? { servicePorts: target.servicePorts } : {}),
+    port: target.port,
     locality: view.locality ?? NO_LOCALITY,
     network: view.network ?? '',
     labels: view.labels ?? NO_LABELS,
@@ -75,10 +120,12 @@ export class ServiceEntry {
     if (view === this.current) return;
     const byKey = new Map<string, MeshEndpoint>();
     for (const v of view.endpoints) {
-      const key = endpointKey(v);
-      // Two views of one address:port (a malformed push) would share one
-      // outlier state anyway; the first wins.
-      if (!byKey.has(key)) byKey.set(key, toMeshEndpoint(v, this.byKey.get(key)?.load));
+      for (const target of dialTargets(v, view.ports)) {
+        const key = endpointKey(v.address, target.port);
+        // Two views of one address:port (a malformed push, or one listener
+        // listed twice) would share one outlier state anyway; the first wins.
+        if (!byKey.has(key)) byKey.set(key, toMeshEndpoint(v, this.byKey.get(key)?.load, target));
+      }
     }
     this.byKey = byKey;
     this.current = view;
@@ -86,9 +133,20 @@ export class ServiceEntry {
     this.balancer.update([...byKey.values()], now, view.policy ?? TRAFFIC_POLICY_DEFAULTS);
   }
 
-  /** The endpoint with this view's address and port, or a stand-in the balancer does not track (so outcomes for it are ignored). */
-  endpointFor(view: EndpointView): MeshEndpoint {
-    return this.byKey.get(endpointKey(view)) ?? toMeshEndpoint(view);
+  /**
+   * The endpoint the proxy dials for `view` on `servicePort`, or a stand-in
+   * the balancer does not track (so outcomes for it are ignored); undefined
+   * for a plaintext endpoint that does not serve that port.
+   */
+  endpointFor(view: EndpointView, servicePort?: number): MeshEndpoint | undefined {
+    let target: DialTarget = { port: view.mtlsPort };
+    if (view.plaintext) {
+      const name = this.current?.ports.find((p) => p.port === servicePort)?.name;
+      const port = name === undefined ? undefined : plaintextPort(view, name);
+      if (port === undefined || servicePort === undefined) return undefined;
+      target = { port, servicePorts: new Set([servicePort]) };
+    }
+    return this.byKey.get(endpointKey(view.address, target.port)) ?? toMeshEndpoint(view, undefined, target);
   }
 
   endpoints(): IterableIterator<MeshEndpoint> {
@@ -118,8 +176,11 @@ export function pickAttempt(
 
 /** One endpoint as the admin endpoint shows it. */
 export interface EndpointBalancerState {
+  /** address:port dialled. */
   key: string;
   workload: string;
+  /** Dialled in plain TCP (no Kedge proxy in front, no identity check) rather than mTLS. */
+  plaintext: boolean;
   /** region/zone/subzone */
   locality: string;
   network: string;
@@ -152,6 +213,13 @@ export interface ServiceBalancerState {
   totalPanic: boolean;
   priorities: PriorityDescription[];
   endpoints: EndpointBalancerState[];
+  /**
+   * Set when the service has plaintext endpoints, whose pickers differ by
+   * service port: the port this state describes (the service's first), with
+   * every port's own state in `byPort` when it has several.
+   */
+  servicePort?: number;
+  byPort?: Record<string, ServiceBalancerState>;
 }
 
 /** What GET /balancer on the agent admin endpoint returns. */
@@ -202,41 +270,54 @@ export class MeshBalancers {
   /** Priorities, health, ejections, panic and shares per service, for the admin endpoint. */
   describe(): BalancerState {
     const now = this.now();
-    // Ejection times are monotonic; shown as wall-clock times.
-    const wall = (t: number): string => new Date(Date.now() + (t - now)).toISOString();
     const services: Record<string, ServiceBalancerState> = {};
     for (const [key, entry] of [...this.entries].sort(([a], [b]) => a.localeCompare(b))) {
-      const d = entry.balancer.describe(now);
-      const byKey = new Map([...entry.endpoints()].map((e) => [e.key, e]));
-      services[key] = {
-        mode: d.mode,
-        loadBalancer: d.loadBalancer,
-        panic: d.panic,
-        totalPanic: d.totalPanic,
-        priorities: d.priorities,
-        endpoints: d.endpoints.map((e) => {
-          const ep = byKey.get(e.key);
-          const ej: Ejection | null = e.ejection;
-          return {
-            key: e.key,
-            workload: ep?.view.workload ?? '',
-            locality: e.locality,
-            network: e.network,
-            weight: e.weight,
-            priority: e.priority,
-            health: !e.healthy ? 'unhealthy' : ej ? 'ejected' : 'healthy',
-            federationHealthy: e.healthy,
-            ejection: ej ? { since: wall(ej.since), until: wall(ej.until), remainingMs: Math.max(0, Math.round(ej.until - now)), multiplier: ej.multiplier } : null,
-            consecutiveFailures: e.consecutiveFailures,
-            excluded: e.excluded,
-            eligible: e.eligible,
-            share: e.share,
-            active: ep?.load.active ?? 0,
-            forwarded: ep?.load.forwarded ?? 0,
-          };
-        }),
-      };
+      if (!entry.balancer.portSpecific) {
+        services[key] = describeEntry(entry, now);
+        continue;
+      }
+      const ports = entry.view?.ports ?? [];
+      const state: ServiceBalancerState = { ...describeEntry(entry, now, ports[0]?.port), ...(ports[0] ? { servicePort: ports[0].port } : {}) };
+      if (ports.length > 1) state.byPort = Object.fromEntries(ports.map((p) => [String(p.port), { ...describeEntry(entry, now, p.port), servicePort: p.port }]));
+      services[key] = state;
     }
     return { client: { locality: formatLocality(this.client.locality), network: this.client.network, labels: this.client.labels }, services };
   }
+}
+
+// One service's (or one service port's) balancer state as the admin endpoint shows it.
+function describeEntry(entry: ServiceEntry, now: number, servicePort?: number): ServiceBalancerState {
+  // Ejection times are monotonic; shown as wall-clock times.
+  const wall = (t: number): string => new Date(Date.now() + (t - now)).toISOString();
+  const d = entry.balancer.describe(now, servicePort);
+  const byKey = new Map([...entry.endpoints()].map((e) => [e.key, e]));
+  return {
+    mode: d.mode,
+    loadBalancer: d.loadBalancer,
+    panic: d.panic,
+    totalPanic: d.totalPanic,
+    priorities: d.priorities,
+    endpoints: d.endpoints.map((e) => {
+      const ep = byKey.get(e.key);
+      const ej: Ejection | null = e.ejection;
+      return {
+        key: e.key,
+        workload: ep?.view.workload ?? '',
+        plaintext: ep?.view.plaintext === true,
+        locality: e.locality,
+        network: e.network,
+        weight: e.weight,
+        priority: e.priority,
+        health: !e.healthy ? 'unhealthy' : ej ? 'ejected' : 'healthy',
+        federationHealthy: e.healthy,
+        ejection: ej ? { since: wall(ej.since), until: wall(ej.until), remainingMs: Math.max(0, Math.round(ej.until - now)), multiplier: ej.multiplier } : null,
+        consecutiveFailures: e.consecutiveFailures,
+        excluded: e.excluded,
+        eligible: e.eligible,
+        share: e.share,
+        active: ep?.load.active ?? 0,
+        forwarded: ep?.load.forwarded ?? 0,
+      };
+    }),
+  };
 }

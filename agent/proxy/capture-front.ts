@@ -14,7 +14,8 @@ import { parseSni } from '../../proto/model/sni';
 import type { OriginalDst } from '../native';
 import type { OriginalDstReader } from './outbound';
 import { forwardDirect } from './passthrough';
-import { type ClientHelloResult, classifyFirstBytes, parseClientHello } from './sniff';
+import { type ClientHelloResult, parseClientHello } from './client-hello';
+import { classifyFirstBytes } from './sniff';
 import { type DirectionCounters, failureCode } from './stats';
 import { closeClient } from './upstream';
 
@@ -42,8 +43,8 @@ export type InboundRoute = 'mtls' | 'passthrough' | 'refuse';
  */
 export function decideInbound(first: 'tls' | 'plaintext', hello: ClientHelloResult | undefined, mode: InboundMode): InboundRoute {
   if (first === 'plaintext') return mode === 'PERMISSIVE' ? 'passthrough' : 'refuse';
-  if (mode === 'STRICT' || hello?.state !== 'complete') return 'mtls';
-  return isMeshSni(hello.sni) ? 'mtls' : 'passthrough';
+  if (mode === 'STRICT' || hello === undefined || hello.kind === 'need-more' || hello.kind === 'invalid') return 'mtls';
+  return isMeshSni(hello.kind === 'sni' ? hello.name : undefined) ? 'mtls' : 'passthrough';
 }
 
 function isMeshSni(sni: string | undefined): boolean {
@@ -104,14 +105,14 @@ export class CaptureFront {
     const first = classifyFirstBytes(prefix.buf) === 'tls' ? 'tls' : 'plaintext';
     let hello: ClientHelloResult | undefined;
     if (first === 'tls' && this.deps.mode === 'PERMISSIVE') {
-      const done = (b: Buffer) => parseClientHello(b).state !== 'more';
+      const done = (b: Buffer) => parseClientHello(b).kind !== 'need-more';
       if (!done(prefix.buf) && !prefix.ended) prefix = await readPrefix(socket, prefix.buf, done, HELLO_TIMEOUT_MS);
       if (socket.destroyed) return;
       hello = parseClientHello(prefix.buf);
     }
     const route = decideInbound(first, hello, this.deps.mode);
     if (route === 'mtls') return this.handOver(socket, prefix);
-    const sni = hello?.state === 'complete' ? hello.sni : undefined;
+    const sni = hello?.kind === 'sni' ? hello.name : undefined;
     return this.capture(socket, prefix.buf, route, first === 'tls' ? 'tls-passthrough' : 'plaintext', sni);
   }
 

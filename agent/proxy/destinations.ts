@@ -67,8 +67,9 @@ export function destinationKey(address: string, port: number): string {
 
 /**
  * Indexes every service VIP:port and every endpoint address:targetPort of
- * `snapshot`. An endpoint's target port maps back to the service port of
- * the same name. When two entries claim one key, VIPs win over endpoints and
+ * `snapshot`, meshed or plaintext (a plaintext endpoint's port is the one
+ * the proxy dials). An endpoint's target port maps back to the service port
+ * of the same name. When two entries claim one key, VIPs win over endpoints and
  * otherwise the first service (in snapshot order) wins: the endpoint is the
  * same machine either way, only the SNI's service differs.
  */

@@ -1,7 +1,9 @@
-// One mesh connection attempt: TCP and mTLS to an endpoint's inbound port
-// with the service's SNI, the endpoint's SPIFFE ID checked on every
-// handshake (resumed ones too), and the session kept for resumption.
-import type * as net from 'node:net';
+// One connection attempt to an endpoint. Meshed: TCP and mTLS to the
+// endpoint's inbound port with the service's SNI, the endpoint's SPIFFE ID
+// checked on every handshake (resumed ones too), and the session kept for
+// resumption. Plaintext (no Kedge proxy in front): plain TCP to the app's
+// own port, with the same timeout and error codes, and nothing to verify.
+import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { formatHostPort } from '../../proto/model/address';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
@@ -76,6 +78,37 @@ export function dialEndpoint(ep: EndpointView, sni: string, clientTls: ClientTls
       if (pendingSession !== undefined) sessions.set(sessionKey, { session: pendingSession, peer: ep.identity });
       // `fail` stays attached: until splice adds its handler an error must
       // not go unhandled, and destroying the socket is right either way.
+      resolve(socket);
+    });
+  });
+}
+
+/**
+ * Connects to a plaintext endpoint's `port` within `timeoutMs`: plain TCP,
+ * so no SNI and no identity check (nothing authenticates the endpoint).
+ * Same contract as dialEndpoint: `track` sees the socket at once, failures
+ * reject with a KedgeError and leave no socket open.
+ */
+export function dialPlaintext(ep: EndpointView, port: number, timeoutMs: number, track: (s: net.Socket) => void): Promise<net.Socket> {
+  const addr = formatHostPort({ host: ep.address, port });
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: ep.address, port, allowHalfOpen: true });
+    track(socket);
+    const fail = (err: Error): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      if (err instanceof KedgeError) return reject(err);
+      reject(new KedgeError('KEDGE_UPSTREAM_CONNECT_FAILED', `cannot connect to plaintext endpoint ${addr} (${ep.workload}): ${errorMessage(err)}; check that its app listens on port ${port}`, { cause: err }));
+    };
+    const timer = setTimeout(
+      () => fail(new KedgeError('KEDGE_CONNECT_TIMEOUT', `plaintext endpoint ${addr} (${ep.workload}) did not accept a TCP connection within ${timeoutMs} ms; check that its port ${port} is reachable from this host`)),
+      timeoutMs,
+    );
+    // Stays attached after connect, as in dialEndpoint: until splice adds
+    // its handler an error must not go unhandled.
+    socket.once('error', fail);
+    socket.once('connect', () => {
+      clearTimeout(timer);
       resolve(socket);
     });
   });

@@ -1,8 +1,9 @@
 // The outbound capture listener (15001): iptables REDIRECTs the host's
 // outbound TCP here; the original destination (SO_ORIGINAL_DST) is looked up
-// in the current snapshot's destination index and the connection goes over
-// the mesh like an explicit upstream's, straight to a destination outside
-// the mesh (allow-any), or nowhere (registry-only).
+// in the current snapshot's destination index and the connection goes to
+// the mesh like an explicit upstream's (mTLS to meshed endpoints, plain TCP
+// to plaintext ones), straight to a destination outside the mesh
+// (allow-any), or nowhere (registry-only).
 import * as net from 'node:net';
 import { type HostPort, formatHostPort } from '../../proto/model/address';
 import { KedgeError, errorMessage } from '../../proto/model/errors';

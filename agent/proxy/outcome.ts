@@ -6,7 +6,8 @@
 // endpoint counts as working once it has sent data (or held a connection
 // open a while before closing cleanly), and as failing when it resets, or
 // closes without a byte soon after the handshake while the client was still
-// there.
+// there. A plaintext endpoint (plain TCP straight to its app) is judged by
+// the same rules: its connect proves only that something listens.
 import type { Socket } from 'node:net';
 import type { Outcome } from './balancer/outlier';
 

@@ -2,18 +2,32 @@
 // every accepted update and swaps it in one step; listeners never see a
 // half-applied update.
 
-/** One endpoint of a service as the client proxy dials it. */
+/**
+ * One endpoint of a service as the client proxy dials it. A meshed endpoint
+ * (a Kedge proxy in front) is dialled over mTLS at `mtlsPort`; a plaintext
+ * one (an unmeshed pod, a Consul instance, a service entry) in plain TCP at
+ * its own port for the service port, from `ports` (auto mTLS).
+ */
 export interface EndpointView {
-  /** Address of the endpoint's proxy. */
+  /** Address of the endpoint's proxy, or of the plaintext endpoint itself. */
   address: string;
-  /** Inbound mTLS port of the endpoint's proxy. */
+  /** Inbound mTLS port of the endpoint's proxy; 0 for a plaintext endpoint. */
   mtlsPort: number;
-  /** SPIFFE ID the endpoint's proxy must present; a mismatch fails the connection. */
+  /** SPIFFE ID the endpoint's proxy must present; a mismatch fails the connection. '' for a plaintext endpoint. */
   identity: string;
   workload: string;
   healthy: boolean;
-  /** Ports the endpoint serves: service port name and the port the app listens on (behind the proxy). */
+  /**
+   * Ports the endpoint serves, by service port name: the port the app
+   * listens on behind the proxy, or for a plaintext endpoint the port dialled.
+   */
   ports: readonly { name: string; port: number }[];
+  /**
+   * True when no Kedge proxy is in front of the endpoint: the client proxy
+   * dials it in plain TCP, with no TLS and so no check of who answers.
+   * Absent or false: meshed.
+   */
+  plaintext?: boolean;
   /** Where it runs, for locality-aware balancing (region/zone/subzone may be ''). */
   locality?: { region: string; zone: string; subzone: string };
   network?: string;

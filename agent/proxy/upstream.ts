@@ -1,18 +1,21 @@
 // Carrying a client connection to a mesh service port: the balancer's pick
 // (least-request or round robin over locality priorities, see
 // ./balancer), connect retries on other endpoints, the splice, and the
-// outcome each attempt reports back to outlier detection. Used by the
+// outcome each attempt reports back to outlier detection. Auto mTLS: a
+// meshed endpoint is dialled over mTLS, a plaintext one (no Kedge proxy in
+// front) in plain TCP at its own port; everything else (timeouts, retries,
+// outlier accounting, splice, access log) is the same. Used by the
 // explicit upstream listener below (a local plaintext port bound to one
 // service port) and by the capture outbound listener (outbound.ts).
 import * as net from 'node:net';
-import type * as tls from 'node:tls';
+import * as tls from 'node:tls';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { buildSni } from '../../proto/model/sni';
 import type { Outcome } from './balancer/outlier';
 import type { Random } from './balancer/types';
 import { type MeshBalancers, type MeshEndpoint, type ServiceEntry, pickAttempt } from './balancers';
-import { type ClientTls, dialEndpoint } from './dial';
+import { type ClientTls, dialEndpoint, dialPlaintext } from './dial';
 import { watchOutcome } from './outcome';
 import { splice } from './splice';
 import { type DirectionCounters, failureCode } from './stats';
@@ -84,9 +87,10 @@ function report(deps: MeshDeps, entry: ServiceEntry, ep: MeshEndpoint, outcome: 
 
 /**
  * Carries `client` (paused, so nothing it sent is lost on a retry) to one
- * endpoint of `route.service` over mTLS: up to `maxAttempts` distinct
- * endpoints as the balancer picks them, each outcome recorded for outlier
- * detection, then splices and writes the access log line.
+ * endpoint of `route.service` that serves `route.port`, over mTLS or, for a
+ * plaintext endpoint, plain TCP: up to `maxAttempts` distinct endpoints as
+ * the balancer picks them, each outcome recorded for outlier detection,
+ * then splices and writes the access log line.
  */
 export async function forwardOverMesh(client: net.Socket, route: MeshRoute, deps: MeshDeps): Promise<void> {
   const { stats, logger, balancers } = deps;
@@ -94,21 +98,21 @@ export async function forwardOverMesh(client: net.Socket, route: MeshRoute, deps
   const { service } = route;
   const fields = { service: service.key, port: route.port, ...route.log };
   const entry = balancers.entry(service);
-  const preferred = route.preferred ? entry.endpointFor(route.preferred) : undefined;
+  const preferred = route.preferred ? entry.endpointFor(route.preferred, route.port) : undefined;
   const timeoutMs = entry.balancer.connectTimeoutMs() ?? deps.connectTimeoutMs;
 
   const sni = buildSni(route.port, service.hostname);
   const tried = new Set<string>();
-  let upstream: tls.TLSSocket | undefined;
+  let upstream: net.Socket | undefined;
   let ep: MeshEndpoint | undefined;
   let priority = -1;
   let attempts = 0;
   while (attempts < deps.maxAttempts) {
-    const pick = pickAttempt(entry.balancer.picker(balancers.now()), tried, deps.random, attempts === 0 ? preferred : undefined);
+    const pick = pickAttempt(entry.balancer.picker(balancers.now(), route.port), tried, deps.random, attempts === 0 ? preferred : undefined);
     if (pick === undefined) break; // every endpoint tried
     if (pick.type === 'none') {
       if (attempts > 0) break;
-      return refuseOutbound(client, new KedgeError('KEDGE_NO_ENDPOINTS', `service ${service.key} has no endpoints to send to (${pick.message}); check that its workloads are registered and its traffic policy`), deps, fields);
+      return refuseOutbound(client, new KedgeError('KEDGE_NO_ENDPOINTS', `service ${service.key} has no endpoints for port ${route.port} to send to (${pick.message}); check that its workloads are registered and its traffic policy`), deps, fields);
     }
     const candidate = pick.endpoint;
     attempts++;
@@ -117,7 +121,9 @@ export async function forwardOverMesh(client: net.Socket, route: MeshRoute, deps
     epStats.total++;
     candidate.load.active++;
     try {
-      upstream = await dialEndpoint(candidate.view, sni, deps.clientTls(), timeoutMs, deps.track);
+      upstream = candidate.view.plaintext
+        ? await dialPlaintext(candidate.view, candidate.port, timeoutMs, deps.track)
+        : await dialEndpoint(candidate.view, sni, deps.clientTls(), timeoutMs, deps.track);
       ep = candidate;
       priority = pick.priority;
       break;
@@ -126,7 +132,7 @@ export async function forwardOverMesh(client: net.Socket, route: MeshRoute, deps
       epStats.failed++;
       const code = failureCode(err, 'KEDGE_UPSTREAM_CONNECT_FAILED');
       stats.failure(code);
-      logger.warn({ ...fields, sni, endpoint: candidate.key, workload: candidate.view.workload, attempt: attempts, code, err: errorMessage(err) }, 'outbound connect attempt failed');
+      logger.warn({ ...fields, ...transportFields(candidate, sni), endpoint: candidate.key, workload: candidate.view.workload, attempt: attempts, code, err: errorMessage(err) }, 'outbound connect attempt failed');
       report(deps, entry, candidate, 'connect-failure', fields);
       if (client.destroyed) break;
     }
@@ -145,7 +151,7 @@ export async function forwardOverMesh(client: net.Socket, route: MeshRoute, deps
   stats.totals.active++;
   epStats.active++;
   ep.load.forwarded++;
-  const resumed = upstream.isSessionReused();
+  const resumed = upstream instanceof tls.TLSSocket && upstream.isSessionReused();
   upstream.setNoDelay(true);
   client.setNoDelay(true);
   const peer = ep;
@@ -157,16 +163,15 @@ export async function forwardOverMesh(client: net.Socket, route: MeshRoute, deps
     logger.info(
       {
         ...fields,
-        sni,
+        ...transportFields(peer, sni),
         endpoint: peer.key,
-        peer: peer.view.identity,
         workload: peer.view.workload,
         ...(priority >= 0 ? { priority } : {}),
         attempts,
         bytesIn: client.bytesWritten,
         bytesOut: client.bytesRead,
         durationMs: Math.round(performance.now() - started),
-        resumed,
+        ...(peer.view.plaintext ? {} : { resumed }),
         ...(err ? { err: errorMessage(err) } : {}),
       },
       'outbound',
@@ -175,6 +180,12 @@ export async function forwardOverMesh(client: net.Socket, route: MeshRoute, deps
   // After splice: pipe() has made the upstream flow, so watching its first
   // byte takes nothing from the client.
   watchOutcome(upstream, client, connectedAt, balancers.now, (outcome) => report(deps, entry, peer, outcome, fields));
+}
+
+// Log fields naming how an endpoint is reached: the SNI and the identity
+// checked for mTLS, or that it went in plain TCP.
+function transportFields(ep: MeshEndpoint, sni: string): Record<string, unknown> {
+  return ep.view.plaintext ? { plaintext: true } : { sni, peer: ep.view.identity };
 }
 
 /** An explicit upstream listener: a local plaintext port carried to one service port. */

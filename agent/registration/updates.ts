@@ -28,6 +28,10 @@ export function checkService(s: Service__Output): string | undefined {
     if (e.meshed) {
       if (!(e.mtlsPort >= 1 && e.mtlsPort <= 65535)) return `service ${s.key}: endpoint ${e.address} has mTLS port ${e.mtlsPort}`;
       if (!parseSpiffeId(e.identity)) return `service ${s.key}: endpoint ${e.address} has no valid SPIFFE identity`;
+    } else {
+      // A plaintext endpoint is dialled at these ports.
+      const bad = e.ports.find((p) => !(p.port >= 1 && p.port <= 65535));
+      if (bad) return `service ${s.key}: plaintext endpoint ${e.address} has port ${bad.port} for "${bad.name}"`;
     }
   }
   return undefined;
@@ -85,20 +89,21 @@ function toServiceView(s: Service__Output): ServiceView {
       version: s.version,
       policy: policyOf(s) as TrafficPolicy | undefined,
       ports: Object.freeze(s.ports.map((p) => Object.freeze({ name: p.name, port: p.port, protocol: p.protocol }))),
-      // Only meshed endpoints: the proxy dials a Kedge proxy over mTLS.
-      // Plaintext endpoints (unmeshed pods, Consul instances, service
-      // entries) are listed by the federation but not dialled yet.
+      // Every endpoint (auto mTLS): meshed ones are dialled over mTLS and
+      // must present their SPIFFE ID; plaintext ones (unmeshed pods, Consul
+      // instances, service entries) in plain TCP at their own port, with
+      // nothing checking who answers. A client with a network never
+      // receives another network's plaintext endpoints: the federation
+      // drops them, since a gateway carries mesh TLS only.
       endpoints: Object.freeze(
-        s.endpoints
-          .filter((e) => e.meshed)
-          .map((e) => Object.freeze({
-            address: e.address, mtlsPort: e.mtlsPort, identity: e.identity, workload: e.workload,
-            // STALE is last-known state from a source that lost its backend: still routable.
-            healthy: e.health !== 'UNHEALTHY',
-            ports: Object.freeze(e.ports.map((p) => ({ name: p.name, port: p.port }))),
-            locality: { region: e.locality?.region ?? '', zone: e.locality?.zone ?? '', subzone: e.locality?.subzone ?? '' },
-            network: e.network, labels: Object.freeze({ ...e.labels }), weight: e.weight || 1,
-          })),
+        s.endpoints.map((e) => Object.freeze({
+          address: e.address, mtlsPort: e.mtlsPort, identity: e.identity, workload: e.workload, plaintext: !e.meshed,
+          // STALE is last-known state from a source that lost its backend: still routable.
+          healthy: e.health !== 'UNHEALTHY',
+          ports: Object.freeze(e.ports.map((p) => ({ name: p.name, port: p.port }))),
+          locality: { region: e.locality?.region ?? '', zone: e.locality?.zone ?? '', subzone: e.locality?.subzone ?? '' },
+          network: e.network, labels: Object.freeze({ ...e.labels }), weight: e.weight || 1,
+        })),
       ),
     });
 }

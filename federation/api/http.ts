@@ -193,8 +193,10 @@ function endpointsFrom(meshSvc: ReturnType<typeof findService>, from: string, de
     const r = validateTrafficPolicy(JSON.parse(svc.trafficPolicy));
     if (r.ok) policy = r.value.policy;
   }
-  const eps = svc.endpoints.filter((e) => e.meshed).map((e) => ({
-    key: `${e.address}:${e.mtlsPort}`,
+  // Meshed endpoints are dialled at their proxy's mTLS port, the others in
+  // plain TCP at their own ports (auto mTLS), as the agent's balancer keys them.
+  const eps = svc.endpoints.map((e) => ({
+    key: e.meshed ? `${e.address}:${e.mtlsPort}` : `${e.address}:${e.ports.map((p) => p.port).join(',')}`,
     weight: e.weight || 1,
     healthy: e.health !== 'UNHEALTHY',
     locality: { region: e.locality?.region ?? '', zone: e.locality?.zone ?? '', subzone: e.locality?.subzone ?? '' },
@@ -212,7 +214,7 @@ function endpointsFrom(meshSvc: ReturnType<typeof findService>, from: string, de
     priorities: description.priorities,
     endpoints: eps.map((e) => {
       const d = byKey.get(e.key)!;
-      return { address: e.row.address, mtlsPort: e.row.mtlsPort, workload: e.row.workload, cluster: e.row.cluster, network: e.row.network, locality: d.locality, health: e.row.health, priority: d.priority, share: d.share };
+      return { address: e.row.address, mtlsPort: e.row.mtlsPort, meshed: e.row.meshed, ports: e.row.ports.map((p) => ({ name: p.name, port: p.port })), workload: e.row.workload, cluster: e.row.cluster, network: e.row.network, locality: d.locality, health: e.row.health, priority: d.priority, share: d.share };
     }),
   };
 }

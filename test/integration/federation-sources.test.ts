@@ -34,14 +34,14 @@ describe('federation across Kubernetes, Consul, static entries and VMs', () => {
     east.apply(
       node('east-a', { region: 'us-east1', zone: 'us-east1-b' }),
       service('reviews', 'default', [{ name: 'http', port: 9080, targetPort: 9080 }]),
-      endpointSlice('reviews', 'default', port, [{ ip: '127.0.61.1', pod: 'reviews-1', nodeName: 'east-a', zone: 'us-east1-b' }, { ip: '10.1.0.2', pod: 'reviews-2', nodeName: 'east-a', zone: 'us-east1-b' }], { name: 'reviews-east' }),
+      endpointSlice('reviews', 'default', port, [{ ip: '127.0.61.1', pod: 'reviews-1', nodeName: 'east-a', zone: 'us-east1-b' }, { ip: '127.0.61.2', pod: 'reviews-2', nodeName: 'east-a', zone: 'us-east1-b' }], { name: 'reviews-east' }),
     );
     west.apply(
       node('west-a', { region: 'us-west1', zone: 'us-west1-a' }),
       service('reviews', 'default', [{ name: 'http', port: 9080, targetPort: 9080 }]),
       endpointSlice('reviews', 'default', port, [{ ip: '127.0.62.1', pod: 'reviews-w1', nodeName: 'west-a', zone: 'us-west1-a' }], { name: 'reviews-west' }),
     );
-    consul.catalog.registerInstance({ service: 'reviews', address: '10.3.0.1', port: 9080, meta: { protocol: 'http', 'port-name': 'http', region: 'eu-west1' }, checks: 'passing' });
+    consul.catalog.registerInstance({ service: 'reviews', address: '127.0.63.1', port: 9080, meta: { protocol: 'http', 'port-name': 'http', region: 'eu-west1' }, checks: 'passing' });
 
     const dir = tempDir('fed-sources');
     const config = {
@@ -78,9 +78,9 @@ describe('federation across Kubernetes, Consul, static entries and VMs', () => {
       return r.length === 5 ? r : undefined;
     }, 15_000, 'five endpoints of reviews.default');
     const by = (addr: string) => rows.find((r) => r.address === addr)!;
-    assert.deepEqual([by('10.1.0.2').cluster, by('10.1.0.2').network, by('10.1.0.2').locality, by('10.1.0.2').health], ['east', 'net-east', 'us-east1/us-east1-b', 'HEALTHY']);
+    assert.deepEqual([by('127.0.61.2').cluster, by('127.0.61.2').network, by('127.0.61.2').locality, by('127.0.61.2').health], ['east', 'net-east', 'us-east1/us-east1-b', 'HEALTHY']);
     assert.deepEqual([by('127.0.62.1').cluster, by('127.0.62.1').locality], ['west', 'us-west1/us-west1-a']);
-    assert.deepEqual([by('10.3.0.1').cluster, by('10.3.0.1').network, by('10.3.0.1').locality], ['dc1', 'net-dc1', 'eu-west1']);
+    assert.deepEqual([by('127.0.63.1').cluster, by('127.0.63.1').network, by('127.0.63.1').locality], ['dc1', 'net-dc1', 'eu-west1']);
     assert.deepEqual([by('127.0.60.1').cluster, by('127.0.60.1').meshed], ['vms', true]);
     assert.equal(by('127.0.61.1').meshed, false, 'not meshed until its sidecar joins');
     const db = await endpoints('billing-db.shop');
@@ -89,7 +89,7 @@ describe('federation across Kubernetes, Consul, static entries and VMs', () => {
     assert.deepEqual(clusters.map((c) => [c.name, c.connected]), [['east', true], ['west', true], ['dc1', true], ['static', true]]);
   });
 
-  it('pods join with their service-account token and become meshed endpoints; a VM sends traffic to every meshed endpoint', async () => {
+  it('pods join with their service-account token and become meshed endpoints; a VM sends traffic to every endpoint (mTLS to meshed ones, plain TCP to the others)', async () => {
     for (const [double, cluster, ip] of [[east, 'east', '127.0.61.1'], [west, 'west', '127.0.62.1']] as const) {
       const app = await startHttpApp(`pod-${cluster}`);
       apps.push(app);
@@ -111,12 +111,16 @@ describe('federation across Kubernetes, Consul, static entries and VMs', () => {
     assert.deepEqual(rows.filter((e) => e.meshed).map((e) => `${e.cluster}/${e.address}`).sort(), ['east/127.0.61.1', 'vms/127.0.60.1', 'west/127.0.62.1']);
     assert.equal(rows.find((e) => e.address === '127.0.61.1')!.identity, 'spiffe://cluster.local/ns/default/sa/reviews');
 
+    // Auto mTLS: the unmeshed pod and the Consul instance have no Kedge
+    // proxy and are dialled in plain TCP on their own port.
+    for (const [name, ip] of [['pod-east-unmeshed', '127.0.61.2'], ['consul-dc1', '127.0.63.1']] as const) apps.push(await startHttpApp(name, ip, 9080));
     const client = await startAgentProc(fed, { name: 'web', namespace: 'shop', serviceAccount: 'web', address: '127.0.60.9', upstreams: [{ service: 'reviews.default', port: 9080 }] });
     agents.push(client);
     await agentSeesEndpoints(client, 'reviews.default', 5);
+    const every = ['consul-dc1', 'pod-east', 'pod-east-unmeshed', 'pod-west', 'vm'];
     const seen = new Set<string>();
-    for (let i = 0; i < 12 && seen.size < 3; i++) seen.add(await httpGet(client.upstreams[0]!));
-    assert.deepEqual([...seen].sort(), ['pod-east', 'pod-west', 'vm']);
+    for (let i = 0; i < 60 && seen.size < every.length; i++) seen.add(await httpGet(client.upstreams[0]!));
+    assert.deepEqual([...seen].sort(), every);
   });
 
   it('a pod token that the cluster rejects gets a clear error', async () => {
@@ -134,7 +138,7 @@ describe('federation across Kubernetes, Consul, static entries and VMs', () => {
   it('scaling a deployment reaches subscribed agents promptly', async () => {
     const client = agents[agents.length - 1]!;
     const t0 = Date.now();
-    east.setEndpoints('default', 'reviews-east', [{ ip: '127.0.61.1', pod: 'reviews-1', nodeName: 'east-a', zone: 'us-east1-b' }, { ip: '10.1.0.2', pod: 'reviews-2', nodeName: 'east-a' }, { ip: '10.1.0.3', pod: 'reviews-3', nodeName: 'east-a' }]);
+    east.setEndpoints('default', 'reviews-east', [{ ip: '127.0.61.1', pod: 'reviews-1', nodeName: 'east-a', zone: 'us-east1-b' }, { ip: '127.0.61.2', pod: 'reviews-2', nodeName: 'east-a' }, { ip: '127.0.61.3', pod: 'reviews-3', nodeName: 'east-a' }]);
     await eventually(async () => {
       const cfg = await getJson<{ services: { key: string; endpoints: unknown[] }[] }>(`${client.adminUrl}/config`);
       return cfg.services.find((s) => s.key === 'reviews.default')?.endpoints.length === 6;

@@ -1,8 +1,9 @@
 // Issue 3 acceptance in the network-namespace lab: a federation and two VM
 // hosts, each in its own namespace. VM A has capture installed and its agent
 // running as an unprivileged proxy user; VM B serves reviews.default on 9080
-// (a plain HTTP server bound to 127.0.0.1). Needs root, iptables, iproute2
-// and curl, and fails loudly without them.
+// (a plain HTTP server bound to 127.0.0.1); the federation's host also serves
+// billing-db.default, a service entry with no Kedge proxy. Needs root,
+// iptables, iproute2 and curl, and fails loudly without them.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -47,6 +48,8 @@ udp.on('message', (m, r) => {
 });
 udp.bind(53, ip);
 http.createServer((q, s) => s.end('outside')).listen(8080, ip);
+// billing-db.default, a service entry: no Kedge proxy in front, reached in plain TCP.
+http.createServer((q, s) => s.end('billing-db')).listen(5432, ip);
 net.createServer((c) => c.end('SSH-2.0-lab\\r\\n')).listen(22, ip, () => console.log('ready'));
 `;
 
@@ -76,7 +79,9 @@ describe('transparent capture across two VMs (root, netlab)', () => {
     const outside = lab.node(fed, OUTSIDE, [ipF]);
     await outside.waitFor(/ready/, 10_000);
     const fedDir = path.join(dir, 'fed');
-    const fedProc = lab.spawn(fed, process.execPath, [KEDGE, 'federation', '--data-dir', fedDir, '--listen-grpc', `${ipF}:15012`, '--listen-http', `${ipF}:15014`]);
+    const fedConfig = path.join(dir, 'federation.yaml');
+    fs.writeFileSync(fedConfig, YAML.stringify({ serviceEntries: [{ name: 'billing-db', namespace: 'default', ports: [{ name: 'http', port: 5432, protocol: 'http' }], endpoints: [{ address: ipF }] }] }));
+    const fedProc = lab.spawn(fed, process.execPath, [KEDGE, 'federation', '--config', fedConfig, '--data-dir', fedDir, '--listen-grpc', `${ipF}:15012`, '--listen-http', `${ipF}:15014`]);
     await waitStderr(fedProc, /federation ready/);
     const token = async (ns: string, sa: string) =>
       (await lab.run(fed, process.execPath, [KEDGE, 'token', 'create', '--namespace', ns, '--service-account', sa, '--federation', `http://${ipF}:15014`, '--admin-token-file', path.join(fedDir, 'admin-token')])).stdout.trim();
@@ -151,6 +156,12 @@ describe('transparent capture across two VMs (root, netlab)', () => {
     // And an ordinary user on A dialling B's address directly is meshed (B's endpoint address:port).
     const direct = await curl(`http://${ipB}:9080/`);
     assert.equal(direct.stdout, 'reviews from vm-b', direct.stderr);
+
+    // 3b. Auto mTLS: a service entry's name (no Kedge proxy at its endpoint)
+    // is captured on A and sent in plain TCP to the entry's address.
+    const db = await curl('http://billing-db.default:5432/');
+    assert.equal(db.stdout, 'billing-db', db.stderr);
+    await waitStderr(agentA, /^(?=.*"msg":"outbound")(?=.*"service":"billing-db\.default")(?=.*"plaintext":true).*$/m);
 
     // 4. registry-only on A refuses outside destinations; STRICT on B refuses plaintext.
     agentA.kill();

@@ -160,7 +160,7 @@ export function agentSeesEndpoints(agent: AgentHandle, service: string, count: n
 }
 
 /** A plain HTTP app on 127.0.0.1 that answers with its name. */
-export async function startHttpApp(name: string, host = '127.0.0.1'): Promise<{ port: number; hits: number; server: http.Server; close(): Promise<void> }> {
+export async function startHttpApp(name: string, host = '127.0.0.1', port = 0): Promise<{ port: number; hits: number; server: http.Server; close(): Promise<void> }> {
   const app = { port: 0, hits: 0, server: undefined as unknown as http.Server, close: async () => undefined as void };
   app.server = http.createServer((req, res) => {
     app.hits += 1;
@@ -173,7 +173,7 @@ export async function startHttpApp(name: string, host = '127.0.0.1'): Promise<{ 
     }
     res.end(name);
   });
-  await new Promise<void>((r) => app.server.listen(0, host, () => r()));
+  await new Promise<void>((resolve, reject) => app.server.once('error', reject).listen(port, host, () => resolve()));
   app.port = (app.server.address() as { port: number }).port;
   app.close = () => new Promise((r) => {
     app.server.close(() => r());

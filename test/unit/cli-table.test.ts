@@ -25,6 +25,8 @@ describe('kedge get tables', () => {
   it('endpoints', () => golden('endpoints', TABLES.endpoints([
     { service: 'reviews.default', address: '127.0.0.2', mtlsPort: 15006, ports: [], workload: 'default/reviews-v1', identity: 'spiffe://cluster.local/ns/default/sa/reviews', health: 'HEALTHY', locality: 'us-east1/us-east1-b', cluster: 'vms', network: 'net-a' },
     { service: 'reviews.default', address: '127.0.0.3', mtlsPort: 15006, ports: [], workload: 'default/reviews-v2', identity: 'spiffe://cluster.local/ns/default/sa/reviews', health: 'UNHEALTHY', locality: '', cluster: 'vms', network: '' },
+    // Plaintext (auto mTLS): the ports agents dial, and no identity to check.
+    { service: 'billing-db.shop', address: '10.1.2.3', mtlsPort: 0, ports: [{ name: 'pg', port: 5432 }, { name: 'metrics', port: 9187 }], workload: 'static/shop/billing-db/10.1.2.3', identity: '', health: 'HEALTHY', locality: '', cluster: 'static', network: '', meshed: false },
   ])));
   it('workloads', () => golden('workloads', TABLES.workloads([
     { name: 'vm-1', namespace: 'shop', identity: 'spiffe://cluster.local/ns/shop/sa/payments', address: '127.0.0.2', locality: 'r/z', network: 'net-a', services: ['payments'], replica: 'host:15012', connectedAt: '' },

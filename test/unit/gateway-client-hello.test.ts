@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { before, describe, it } from 'node:test';
-import { ClientHelloReader, type ClientHelloResult, MAX_CLIENT_HELLO, MAX_CLIENT_HELLO_RECORDS, parseClientHello } from '../../agent/gateway/client-hello';
+import { ClientHelloReader, type ClientHelloResult, MAX_CLIENT_HELLO, MAX_CLIENT_HELLO_RECORDS, parseClientHello } from '../../agent/proxy/client-hello';
 
 const MESH_SNI = 'outbound_.9080_._.reviews.default.svc.cluster.local';
 

@@ -191,12 +191,12 @@ describe('agent applyUpdate', () => {
     const r2 = applyUpdate(r.services, { nonce: '2', services: [], removed: ['reviews.default'] });
     assert.equal(r2.services.size, 0);
   });
-  it('builds a frozen proxy snapshot with meshed endpoints only', () => {
+  it('builds a frozen proxy snapshot with every endpoint, unmeshed ones marked plaintext (auto mTLS)', () => {
     const plain = { ...good.endpoints[0]!, meshed: false, address: '10.9.9.9' };
     const snap = toProxySnapshot(new Map([['reviews.default', { ...good, endpoints: [good.endpoints[0]!, plain] }]]), '7');
     assert.equal(snap.version, '7');
     const view = snap.services.get('reviews.default')!;
-    assert.deepEqual(view.endpoints.map((e) => e.address), ['10.0.0.1']);
+    assert.deepEqual(view.endpoints.map((e) => [e.address, e.plaintext]), [['10.0.0.1', false], ['10.9.9.9', true]]);
     assert.ok(Object.isFrozen(view) && Object.isFrozen(view.endpoints));
   });
 });

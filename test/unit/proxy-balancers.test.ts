@@ -34,9 +34,10 @@ class Clock {
 const ZONES = [ep('10.0.0.1', 'us-east/zone-a'), ep('10.0.0.2', 'us-east/zone-a'), ep('10.0.1.1', 'us-east/zone-b'), ep('10.0.2.1', 'us-west/zone-a')];
 
 describe('endpoint keys and views', () => {
-  it('keys an endpoint by address:mtlsPort, IPv6 in brackets (the outbound stats key)', () => {
-    assert.equal(endpointKey({ address: '10.0.0.1', mtlsPort: 15006 }), '10.0.0.1:15006');
-    assert.equal(endpointKey({ address: 'fd00::1', mtlsPort: 15006 }), '[fd00::1]:15006');
+  it('keys an endpoint by the address:port dialled, IPv6 in brackets (the outbound stats key)', () => {
+    assert.equal(endpointKey('10.0.0.1', 15006), '10.0.0.1:15006');
+    assert.equal(endpointKey('fd00::1', 15006), '[fd00::1]:15006');
+    assert.equal(toMeshEndpoint(ZONES[0]!).key, '10.0.0.1:15006');
   });
 
   it('fills what an older federation does not send: weight 1, unknown locality and network, no labels', () => {
@@ -87,13 +88,13 @@ describe('MeshBalancers.sync', () => {
     const v1 = view(ZONES);
     lbs.sync(snap(v1));
     const e1 = lbs.entry(v1);
-    e1.endpointFor(ZONES[1]!).load.active = 4;
+    e1.endpointFor(ZONES[1]!)!.load.active = 4;
     for (let i = 0; i < 3; i++) lbs.record(e1, '10.0.0.1:15006', 'connect-failure');
     // Fresh objects for the same endpoints, as every push builds them.
     const v2 = view(ZONES.map((e) => ({ ...e })));
     lbs.sync(snap(v2));
     const e2 = lbs.entry(v2);
-    assert.equal(e2.endpointFor(ZONES[1]!).load.active, 4);
+    assert.equal(e2.endpointFor(ZONES[1]!)!.load.active, 4);
     const d = lbs.describe().services['cart.shop']!;
     assert.equal(d.endpoints.find((e) => e.key === '10.0.0.1:15006')!.health, 'ejected');
     assert.equal(d.endpoints.find((e) => e.key === '10.0.0.2:15006')!.active, 4);
@@ -148,7 +149,7 @@ describe('pickAttempt', () => {
   it('puts the endpoint the client addressed first, even when unhealthy, then balances', () => {
     const west = { ...ZONES[3]!, healthy: false };
     const entry = setup([...ZONES.slice(0, 3), west]);
-    const preferred: MeshEndpoint = entry.endpointFor(west);
+    const preferred: MeshEndpoint = entry.endpointFor(west)!;
     assert.equal(preferred.key, '10.0.2.1:15006');
     const first = pickAttempt(entry.balancer.picker(0), new Set(), Math.random, preferred);
     assert.equal(keyOf(first), '10.0.2.1');

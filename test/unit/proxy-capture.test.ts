@@ -8,7 +8,8 @@ import * as tls from 'node:tls';
 import { describe, it } from 'node:test';
 import { decideInbound } from '../../agent/proxy/capture-front';
 import { buildDestinationIndex, canonicalIp, decideOutbound, type DestinationIndex } from '../../agent/proxy/destinations';
-import { classifyFirstBytes, type FirstBytes, parseClientHello } from '../../agent/proxy/sniff';
+import { parseClientHello } from '../../agent/proxy/client-hello';
+import { classifyFirstBytes, type FirstBytes } from '../../agent/proxy/sniff';
 import type { EndpointView, ProxySnapshot, ServiceView } from '../../agent/proxy/types';
 import { buildSni } from '../../proto/model/sni';
 
@@ -90,27 +91,27 @@ describe('parseClientHello', () => {
   it('reads the SNI of real Node TLS 1.2 and 1.3 ClientHellos', async () => {
     for (const v of ['TLSv1.2', 'TLSv1.3'] as const) {
       const hello = await realClientHello({ servername: SNI, minVersion: v, maxVersion: v });
-      assert.deepEqual(parseClientHello(hello), { state: 'complete', sni: SNI }, v);
+      assert.deepEqual(parseClientHello(hello), { kind: 'sni', name: SNI }, v);
     }
   });
 
   it('reports no SNI when the client sends none (a client dialling an IP)', async () => {
-    assert.deepEqual(parseClientHello(await realClientHello({})), { state: 'complete', sni: undefined });
-    assert.deepEqual(parseClientHello(records(clientHello())), { state: 'complete', sni: undefined });
-    assert.deepEqual(parseClientHello(records(clientHello(undefined, false))), { state: 'complete', sni: undefined });
+    assert.deepEqual(parseClientHello(await realClientHello({})), { kind: 'no-sni' });
+    assert.deepEqual(parseClientHello(records(clientHello())), { kind: 'no-sni' });
+    assert.deepEqual(parseClientHello(records(clientHello(undefined, false))), { kind: 'no-sni' });
   });
 
   it('asks for more at every truncation, and parses once whole', () => {
     const whole = records(clientHello('app.example.com'));
-    for (let n = 0; n < whole.length; n++) assert.deepEqual(parseClientHello(whole.subarray(0, n)), { state: 'more' }, `${n} of ${whole.length} bytes`);
-    assert.deepEqual(parseClientHello(whole), { state: 'complete', sni: 'app.example.com' });
+    for (let n = 0; n < whole.length; n++) assert.deepEqual(parseClientHello(whole.subarray(0, n)), { kind: 'need-more' }, `${n} of ${whole.length} bytes`);
+    assert.deepEqual(parseClientHello(whole), { kind: 'sni', name: 'app.example.com' });
   });
 
   it('joins a ClientHello split across records, including a 3-byte first record', () => {
     const hs = clientHello(SNI);
-    assert.deepEqual(parseClientHello(records(hs, 100)), { state: 'complete', sni: SNI });
-    assert.deepEqual(parseClientHello(records(hs, 3)), { state: 'complete', sni: SNI });
-    assert.deepEqual(parseClientHello(records(hs, 100).subarray(0, 110)), { state: 'more' });
+    assert.deepEqual(parseClientHello(records(hs, 100)), { kind: 'sni', name: SNI });
+    assert.deepEqual(parseClientHello(records(hs, 3)), { kind: 'sni', name: SNI });
+    assert.deepEqual(parseClientHello(records(hs, 100).subarray(0, 110)), { kind: 'need-more' });
   });
 
   const invalid: Array<[string, Buffer, RegExp]> = [
@@ -123,7 +124,7 @@ describe('parseClientHello', () => {
   for (const [name, bytes, reason] of invalid) {
     it(`refuses ${name}`, () => {
       const r = parseClientHello(bytes);
-      assert.equal(r.state, 'invalid');
+      assert.equal(r.kind, 'invalid');
       assert.match((r as { reason: string }).reason, reason);
     });
   }
@@ -132,7 +133,7 @@ describe('parseClientHello', () => {
     for (let i = 0; i < 2000; i++) {
       const body = randomBytes(1 + (i % 300));
       const r = parseClientHello(Buffer.concat([Buffer.from([0x16, 3, 1]), u16(body.length + 4), Buffer.from([1]), u24(body.length), body]));
-      assert.ok(['complete', 'invalid'].includes(r.state));
+      assert.ok(['sni', 'no-sni', 'invalid'].includes(r.kind), r.kind);
     }
   });
 });
@@ -243,10 +244,10 @@ describe('decideOutbound policies and the loop guard', () => {
 });
 
 describe('decideInbound', () => {
-  const mesh = { state: 'complete', sni: buildSni(9080, 'reviews.default.svc.cluster.local') } as const;
-  const other = { state: 'complete', sni: 'app.example.com' } as const;
-  const none = { state: 'complete', sni: undefined } as const;
-  const bad = { state: 'invalid', reason: 'x' } as const;
+  const mesh = { kind: 'sni', name: buildSni(9080, 'reviews.default.svc.cluster.local') } as const;
+  const other = { kind: 'sni', name: 'app.example.com' } as const;
+  const none = { kind: 'no-sni' } as const;
+  const bad = { kind: 'invalid', reason: 'x' } as const;
   const cases: Array<[string, 'tls' | 'plaintext', Parameters<typeof decideInbound>[1], 'PERMISSIVE' | 'STRICT', string]> = [
     ['PERMISSIVE forwards plaintext', 'plaintext', undefined, 'PERMISSIVE', 'passthrough'],
     ['STRICT refuses plaintext', 'plaintext', undefined, 'STRICT', 'refuse'],

@@ -3,6 +3,12 @@
 // Still no clock and no timers: every call takes `now`, and picker(now)
 // rebuilds the picker when an ejection has ended, so nothing needs to be
 // scheduled. Not shared between worker processes: each keeps its own.
+//
+// When some endpoint carries only some service ports (plaintext endpoints,
+// see BalancerEndpoint.servicePorts), each service port gets its own picker
+// over the endpoints that carry it; the outlier detector stays one per
+// service, so a meshed endpoint keeps one outlier state for all its ports,
+// as before, and maxEjectionPercent counts every endpoint of the service.
 import { OutlierDetector, type OutlierConfig, type Outcome, type RecordResult } from './outlier';
 import { type BalancerDescription, type EndpointDescription, type Picker, buildPicker } from './picker';
 import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from './policy';
@@ -18,11 +24,16 @@ export interface ServiceDescription extends Omit<BalancerDescription, 'endpoints
   endpoints: ServiceEndpointDescription[];
 }
 
-/** Endpoints, outlier detection and the current picker of one service. */
+// The pickers' key when every endpoint carries every port: one picker.
+const ALL_PORTS = -1;
+
+/** Endpoints, outlier detection and the current picker(s) of one service. */
 export class ServiceBalancer<E extends BalancerEndpoint> {
   private endpoints: readonly E[] = [];
   private detector: OutlierDetector;
-  private current: Picker<E> | undefined;
+  /** By service port, or ALL_PORTS; emptied whenever endpoints, policy or ejections change. */
+  private readonly pickers = new Map<number, Picker<E>>();
+  private perPort = false;
   private nextReturn: number | undefined;
 
   constructor(
@@ -43,24 +54,38 @@ export class ServiceBalancer<E extends BalancerEndpoint> {
       this.policy = policy;
     }
     this.endpoints = endpoints;
+    this.perPort = endpoints.some((e) => e.servicePorts !== undefined);
     this.detector.sync(endpoints, now);
-    this.current = undefined;
+    this.pickers.clear();
   }
 
-  /** The picker to use at `now`; the same object until something changes. */
-  picker(now: number): Picker<E> {
-    if (this.nextReturn !== undefined && now >= this.nextReturn) this.current = undefined;
-    if (this.current === undefined) {
-      this.current = buildPicker({ endpoints: this.endpoints, client: this.client, policy: this.policy, ejections: this.detector.ejections(now) });
+  /** True when pickers differ by service port (some endpoint carries only some ports). */
+  get portSpecific(): boolean {
+    return this.perPort;
+  }
+
+  /**
+   * The picker for `servicePort` at `now`: over the endpoints that carry
+   * that port (all of them when every endpoint carries every port, or when
+   * no port is given). The same object until something changes.
+   */
+  picker(now: number, servicePort?: number): Picker<E> {
+    if (this.nextReturn !== undefined && now >= this.nextReturn) this.pickers.clear();
+    const slot = this.perPort && servicePort !== undefined ? servicePort : ALL_PORTS;
+    let picker = this.pickers.get(slot);
+    if (picker === undefined) {
+      const endpoints = slot === ALL_PORTS ? this.endpoints : this.endpoints.filter((e) => e.servicePorts === undefined || e.servicePorts.has(slot));
+      picker = buildPicker({ endpoints, client: this.client, policy: this.policy, ejections: this.detector.ejections(now) });
+      this.pickers.set(slot, picker);
       this.nextReturn = this.detector.nextReturnAt();
     }
-    return this.current;
+    return picker;
   }
 
   /** Reports how a connection attempt went; an ejection takes effect on the next picker(now). */
   record(key: string, outcome: Outcome, now: number): RecordResult {
     const r = this.detector.record(key, outcome, now);
-    if (r.type === 'ejected') this.current = undefined;
+    if (r.type === 'ejected') this.pickers.clear();
     return r;
   }
 
@@ -69,9 +94,9 @@ export class ServiceBalancer<E extends BalancerEndpoint> {
     return this.policy.connectTimeoutMs;
   }
 
-  /** Priorities, health, ejections and shares, for the admin endpoint. */
-  describe(now: number): ServiceDescription {
-    const d = this.picker(now).describe();
+  /** Priorities, health, ejections and shares (of `servicePort`'s picker, see picker()), for the admin endpoint. */
+  describe(now: number, servicePort?: number): ServiceDescription {
+    const d = this.picker(now, servicePort).describe();
     return { ...d, endpoints: d.endpoints.map((e) => ({ ...e, consecutiveFailures: this.detector.consecutiveFailures(e.key) })) };
   }
 }

@@ -22,6 +22,12 @@ export interface BalancerEndpoint extends Topology {
   weight: number;
   /** Health as the federation reports it (readiness, agent probes, stale sources). */
   healthy: boolean;
+  /**
+   * The service ports this endpoint carries; absent: all of them (a meshed
+   * endpoint's proxy routes every port). A plaintext endpoint is one
+   * endpoint per app port, each carrying only the service ports it serves.
+   */
+  servicePorts?: ReadonlySet<number>;
 }
 
 /** A source of uniform random numbers in [0, 1); Math.random in the proxy, a seeded PRNG in tests. */
