@@ -1,6 +1,7 @@
-// Reads the SNI of a TLS ClientHello without terminating TLS, for the
-// east-west gateway: it routes a connection on the server name and then
-// passes every byte, the ClientHello included, through untouched.
+// Reads the SNI of a TLS ClientHello without terminating TLS. The east-west
+// gateway routes a connection on the server name and then passes every
+// byte, the ClientHello included, through untouched; the inbound capture
+// front (capture-front.ts) tells mesh TLS from an app's own TLS by it.
 //
 // Pure and allocation-light: the common case (the whole ClientHello in one
 // record in one TCP segment) is parsed in place and allocates only the
