@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType } from './generated/federation';
+import { cachingUpdateSerializer, type FederationMessageSerializer } from './update-encoding';
 
 export const LOADER_OPTIONS: protoLoader.Options = {
   keepCase: false,
@@ -33,6 +34,11 @@ export function kedgeProto(): ProtoGrpcType {
       ...LOADER_OPTIONS,
       includeDirs: [root],
     });
+    // Connect's responses are written through a serializer that encodes each
+    // Service once, not once per subscriber (see update-encoding.ts).
+    const federation = def['kedge.v1.Federation'] as protoLoader.ServiceDefinition;
+    const connect = federation.Connect!;
+    def['kedge.v1.Federation'] = { ...federation, Connect: { ...connect, responseSerialize: cachingUpdateSerializer(connect.responseSerialize as FederationMessageSerializer) } };
     cached = grpc.loadPackageDefinition(def) as unknown as ProtoGrpcType;
   }
   return cached;

@@ -84,17 +84,19 @@ export class FederationService {
 
   /** Pushes the current view to every connected agent (after the debounce). */
   pushAll(view: MeshView): void {
-    const views = new Map<string, MeshView>();
+    // Role -> network -> view: nested maps, so looking one up allocates no key.
+    const views = new Map<string, Map<string, MeshView>>();
     for (const c of this.connected.values()) c.push.push(this.viewOf(view, c, views));
   }
 
-  private viewOf(view: MeshView, c: { network: string; role: 'workload' | 'gateway' }, cache?: Map<string, MeshView>): MeshView {
+  private viewOf(view: MeshView, c: { network: string; role: 'workload' | 'gateway' }, cache?: Map<string, Map<string, MeshView>>): MeshView {
     if (!this.deps.viewFor) return view;
-    const key = `${c.role}/${c.network}`;
-    let v = cache?.get(key);
+    let byNetwork = cache?.get(c.role);
+    if (cache && !byNetwork) cache.set(c.role, (byNetwork = new Map()));
+    let v = byNetwork?.get(c.network);
     if (!v) {
       v = this.deps.viewFor(view, c.network, c.role);
-      cache?.set(key, v);
+      byNetwork?.set(c.network, v);
     }
     return v;
   }
@@ -221,7 +223,7 @@ export class FederationService {
             registration.abandon();
             return;
           }
-          const push = new PushSession((u) => call.write({ update: u }), this.clock);
+          const push = new PushSession((u, flushed) => call.write({ update: u }, flushed), this.clock);
           conn = { id: record.id, network: record.workload.network, role: record.gateway ? 'gateway' : 'workload', identity, connectedAt: record.connectedAt, lastContact: record.connectedAt, certNotAfter: certNotAfter.toISOString(), push };
           this.connected.set(record.id, conn);
           call.write({ registered: { agentId: record.id, replica: deps.replica, spiffeId: identity } });

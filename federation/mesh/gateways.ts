@@ -196,6 +196,8 @@ export function gatewaysOfAgents(agents: readonly AgentRecord[]): GatewayInfo[] 
  * network's push sessions, not once per agent.
  */
 export function viewForNetwork(view: MeshView, network: string, gateways: readonly GatewayInfo[], role: 'workload' | 'gateway' = 'workload'): MeshView {
+  // A workload with no network sees every service as it is (substituteGateways).
+  if (network === '' && role === 'workload') return view;
   const services = new Map<string, MeshService>();
   // Unchanged services are the same objects from one view to the next
   // (buildMeshView reuses them), so their per-network views are memoised

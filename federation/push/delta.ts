@@ -14,19 +14,27 @@ export interface Delta {
  * exist, so the agent learns the answer is "none").
  */
 export function computeDelta(view: MeshView, subscriptions: ReadonlySet<string>, sent: ReadonlyMap<string, string>): Delta {
-  const services: MeshService[] = [];
-  const removed: string[] = [];
-  for (const key of [...subscriptions].sort()) {
+  return deltaOfSorted(view, [...subscriptions].sort(), sent) ?? { services: [], removed: [] };
+}
+
+/**
+ * computeDelta over keys already sorted, or undefined when nothing changed.
+ * Every push visits every session and most have nothing to send, so that
+ * case allocates nothing (see PushSession.push).
+ */
+export function deltaOfSorted(view: MeshView, sortedKeys: readonly string[], sent: ReadonlyMap<string, string>): Delta | undefined {
+  let delta: Delta | undefined;
+  for (const key of sortedKeys) {
     const svc = view.services.get(key);
     const last = sent.get(key);
     if (svc) {
-      if (last !== svc.version) services.push(svc);
+      if (last !== svc.version) (delta ??= { services: [], removed: [] }).services.push(svc);
     } else if (last !== '') {
       // '' marks "told it is absent"; undefined means never answered.
-      removed.push(key);
+      (delta ??= { services: [], removed: [] }).removed.push(key);
     }
   }
-  return { services, removed };
+  return delta;
 }
 
 /** Records a delta as sent: versions for services, '' for absent keys. */

@@ -2,8 +2,20 @@
 // what the agent acked. Sends go through an injected function so the session
 // is tested without gRPC.
 import type { ServiceUpdate } from '../../proto/loader';
-import type { MeshView } from '../mesh/types';
-import { applySent, computeDelta } from './delta';
+import type { MeshService, MeshView } from '../mesh/types';
+import { applySent, deltaOfSorted } from './delta';
+
+/**
+ * Most endpoints one update carries, unless a single service has more (a
+ * service is never split). A push with more is sent as several updates, each
+ * a valid delta of its own. gRPC encodes a stream's next message only once the
+ * previous one left, so this bounds what every stream holds encoded in memory
+ * at once: an agent's initial state (20 services of 20 endpoints at the scale
+ * of issue 4, 56 KB) written to 1,000 streams at the same moment otherwise
+ * sat encoded in memory in full until each agent had read it. About 140 bytes
+ * per endpoint on the wire, so about 18 KB per update.
+ */
+export const MAX_UPDATE_ENDPOINTS = 128;
 
 /** What `kedge status` shows about a stream's push state. */
 export interface PushStatus {
@@ -14,9 +26,24 @@ export interface PushStatus {
   lastNack: string | undefined;
 }
 
-/** Push state of one connected agent. */
+/**
+ * Sends one update and calls `flushed` once it has left for the network (for
+ * gRPC, the write callback: the message was handed to HTTP/2 within the
+ * stream's flow-control window).
+ */
+export type SendUpdate = (u: ServiceUpdate, flushed: () => void) => void;
+
+/**
+ * Push state of one connected agent. While updates are in flight (sent, not
+ * yet flushed) pushes are not sent but coalesced: once they have left, the
+ * newest view asked for is pushed as one delta. An agent that reads slowly
+ * (1,000 agents connecting at once) so gets each service's latest state once
+ * instead of every intermediate one queued behind each other.
+ */
 export class PushSession {
   private readonly subscriptions = new Set<string>();
+  /** `subscriptions` sorted, kept until they change: every push walks them in this order. */
+  private sorted: string[] | undefined;
   private readonly sent = new Map<string, string>();
   private nonce = 0;
   private acked = '';
@@ -25,8 +52,16 @@ export class PushSession {
   private initialSent = false;
   /** Gateways receive every service of the mesh. */
   private subscribeAll = false;
+  /** Updates sent and not yet flushed. */
+  private inFlight = 0;
+  /** The newest view pushed while updates were in flight; pushed once they are flushed. */
+  private waiting: MeshView | undefined;
 
-  constructor(private readonly send: (u: ServiceUpdate) => void, private readonly clock: () => number = Date.now) {}
+  constructor(
+    private readonly send: SendUpdate,
+    private readonly clock: () => number = Date.now,
+    private readonly maxUpdateEndpoints = MAX_UPDATE_ENDPOINTS,
+  ) {}
 
   /** Subscribes to every service, present and future (east-west gateways). */
   subscribeToAll(): void {
@@ -48,19 +83,68 @@ export class PushSession {
         changed = true;
       }
     }
+    if (changed) this.sorted = undefined;
     return changed;
   }
 
-  /** Sends what changed since the last push; the first push is sent even when empty. */
+  /**
+   * Sends what changed since the last push; the first push is sent even when
+   * empty. Returns false when nothing changed, or when updates are still in
+   * flight (the view is then pushed once they are flushed).
+   */
   push(view: MeshView): boolean {
-    const keys = this.subscribeAll ? new Set([...view.services.keys(), ...[...this.sent.keys()].filter((k) => this.sent.get(k) !== '')]) : this.subscriptions;
-    const delta = computeDelta(view, keys, this.sent);
-    if (this.initialSent && delta.services.length === 0 && delta.removed.length === 0) return false;
+    if (this.inFlight > 0) {
+      this.waiting = view;
+      return false;
+    }
+    const keys = this.subscribeAll
+      ? [...new Set([...view.services.keys(), ...[...this.sent.keys()].filter((k) => this.sent.get(k) !== '')])].sort()
+      : (this.sorted ??= [...this.subscriptions].sort());
+    const found = deltaOfSorted(view, keys, this.sent);
+    if (this.initialSent && !found) return false;
+    const delta = found ?? { services: [], removed: [] };
     this.initialSent = true;
-    this.nonce += 1;
     applySent(this.sent, delta);
-    this.send({ nonce: String(this.nonce), services: delta.services, removed: delta.removed });
+    // Removals go with the first update; services in key order, split by
+    // endpoint count (see MAX_UPDATE_ENDPOINTS).
+    let removed = delta.removed;
+    let part: MeshService[] = [];
+    let endpoints = 0;
+    for (const svc of delta.services) {
+      if (part.length > 0 && endpoints + svc.endpoints.length > this.maxUpdateEndpoints) {
+        this.sendUpdate(part, removed);
+        removed = [];
+        part = [];
+        endpoints = 0;
+      }
+      part.push(svc);
+      endpoints += svc.endpoints.length;
+    }
+    if (part.length > 0 || removed.length > 0 || delta.services.length === 0) this.sendUpdate(part, removed);
     return true;
+  }
+
+  private sendUpdate(services: MeshService[], removed: string[]): void {
+    this.nonce += 1;
+    this.inFlight += 1;
+    let done = false;
+    const flushed = () => {
+      if (done) return;
+      done = true;
+      this.inFlight -= 1;
+      if (this.inFlight > 0 || !this.waiting) return;
+      const view = this.waiting;
+      this.waiting = undefined;
+      this.push(view);
+    };
+    try {
+      this.send({ nonce: String(this.nonce), services, removed }, flushed);
+    } catch (err) {
+      // Not in flight, so later pushes are not held for it.
+      done = true;
+      this.inFlight -= 1;
+      throw err;
+    }
   }
 
   /** Records an ACK (errorDetail empty) or NACK for a nonce. */

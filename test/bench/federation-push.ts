@@ -19,11 +19,18 @@
 //
 // Usage: node dist/test/bench/federation-push.js [--agents=1000] [--services=1000]
 //   [--serves=20] [--subscriptions=20] [--changes=200] [--interval=300] [--burst=50]
-//   [--replicas=1,2] [--floor=1] [--per-channel=50] [--connect-rate=0] [--debounce=100ms] [--profile]
+//   [--replicas=1,2] [--floor=1] [--per-channel=50] [--connect-rate=0] [--debounce=100ms] [--profile] [--mem-log=DIR]
 // --connect-rate=N starts N agents per second instead of all at once.
+// --mem-log=DIR preloads support/mem-sampler.js into each federation and
+// prints, per phase, what its memory was made of (V8 heap used and committed,
+// old space, external buffers); the samples stay in DIR. With it,
+// $KEDGE_BENCH_ALLOC_PROFILE=FILE lets SIGUSR2 start and stop a heap profile of
+// what gets promoted to old space (see support/mem-sampler.ts), and
+// $KEDGE_BENCH_FED_NODE_OPTIONS adds node options to every replica (e.g.
+// "--trace-gc", whose output $KEDGE_BENCH_LOG_DIR then keeps).
 // Bounded: fixed counts, per-phase timeouts, and a watchdog that ends the run
 // (and every process it started) after 9 minutes.
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { federationClient, signOnce } from '../../agent/registration/client';
@@ -35,6 +42,7 @@ import { startEtcd, type EtcdServer } from '../support/etcd';
 import { summariseProfile, type ProfileSummary } from './support/cpu-profile';
 import { BENCH_NAMESPACE, BENCH_SERVICE_ACCOUNT, BENCH_TRUST_DOMAIN, checkLayout, type Layout } from './support/layout';
 import { cpuBetween, percentile, round, sampleProc, type ProcSample } from './support/proc-stats';
+import { memTable, readMemLog, summariseMemLog, type MemPhaseSummary } from './support/mem-report';
 import { forkHelper, startFederation, type FederationProc } from './support/processes';
 import type { AgentCredentials, ChangeResult, FromFloor, FromSim, ToFloor, ToSim } from './support/protocol';
 
@@ -59,6 +67,7 @@ interface Options {
   connectRate: number;
   debounce: string | undefined;
   profile: boolean;
+  memLogDir: string | undefined;
 }
 
 function flag(name: string): string | undefined {
@@ -88,6 +97,7 @@ function parseOptions(): Options {
     connectRate: intFlag('connect-rate', 0, 0),
     debounce: flag('debounce'),
     profile: process.argv.includes('--profile'),
+    memLogDir: flag('mem-log'),
   };
   if (opts.changes + opts.burst > layout.agents * layout.servesPerAgent) throw new Error('more changes than (agent, service) pairs');
   return opts;
@@ -140,6 +150,8 @@ interface ConfigReport {
   registeredS: number | undefined;
   initialStateS: number | undefined;
   channels: number | undefined;
+  /** Updates, and services in them, the agents received until all held their initial state. */
+  connectUpdates: { updates: number; services: number } | undefined;
   /** Agent streams that failed (and were reopened, like a real agent would) during the run. */
   streamFailures: number;
   paced: LatencyStats | undefined;
@@ -147,6 +159,7 @@ interface ConfigReport {
   procs: ProcReport[];
   federationWarnings: number;
   profiles: { proc: string; phase: Phase; summary: ProfileSummary }[];
+  memory: { proc: string; phases: MemPhaseSummary[] }[];
 }
 
 /** A process whose CPU and memory a configuration reports. */
@@ -203,6 +216,7 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
   const watch = (wname: string, pid: number | undefined) => pid !== undefined && watched.push({ name: wname, pid, samples: {}, starts: {} });
   const feds: FederationProc[] = [];
   const phaseWindows: Partial<Record<Phase, { fromUs: number; toUs: number }>> = {};
+  const wallWindows: { phase: string; from: number; to: number }[] = [];
   try {
     let addresses: string[];
     let credentials: AgentCredentials;
@@ -232,7 +246,11 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
           name: `federation r${r}`,
           dataDir: path.join(tmp, `r${r}`),
           args: ['--trust-domain', BENCH_TRUST_DOMAIN, '--replica', `r${r}`, '--store', store, ...(opts.debounce ? ['--push-debounce', opts.debounce] : [])],
-          nodeArgs: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+          nodeArgs: [
+            ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+            ...(opts.memLogDir ? ['--require', path.join(__dirname, 'support', 'mem-sampler.js')] : []),
+          ],
+          ...(opts.memLogDir ? { env: { KEDGE_BENCH_MEM_LOG: memLogOf(opts.memLogDir, replicas, r) } } : {}),
         });
         feds.push(fed);
         cleanups.push(() => fed.stop());
@@ -251,10 +269,12 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
     };
     const begin = (phase: Phase) => {
       phaseWindows[phase] = { fromUs: hrUs(), toUs: Infinity };
+      wallWindows.push({ phase, from: Date.now(), to: Infinity });
       for (const w of watched) w.starts[phase] = sampleProc(w.pid);
     };
     const finish = (phase: Phase) => {
       phaseWindows[phase]!.toUs = hrUs();
+      wallWindows[wallWindows.length - 1]!.to = Date.now();
       mark(phase);
     };
 
@@ -304,6 +324,11 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
       }
     }
     mark('end');
+    const memory = opts.memLogDir ? feds.map((f, i) => {
+      const file = memLogOf(opts.memLogDir!, replicas, i + 1);
+      const samples = existsSync(file) ? readMemLog(file) : [];
+      return { proc: f.name, phases: summariseMemLog(samples, [...wallWindows, { phase: 'whole run', from: 0, to: Infinity }]) };
+    }) : [];
 
     const procs: ProcReport[] = watched.map((w) => ({
       name: w.name,
@@ -320,12 +345,14 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
       registeredS: connected ? round(connected.registeredMs / 1000, 2) : undefined,
       initialStateS: connected ? round(connected.initialStateMs / 1000, 2) : undefined,
       channels: connected?.channels,
+      connectUpdates: connected ? { updates: connected.updatesReceived, services: connected.servicesReceived } : undefined,
       streamFailures,
       paced: pacedStats,
       burst: burstStats,
       procs,
       federationWarnings: feds.reduce((n, f) => n + f.warnings(), 0),
       profiles: [],
+      memory,
     };
   } catch (err) {
     for (const f of feds) log(`${f.name}, last log lines:\n${f.lastLines().join('\n')}`);
@@ -346,10 +373,16 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
   }
 }
 
+/** Where replica r's mem-sampler log goes (one file per run, configuration and replica). */
+const memLogStamp = Date.now();
+function memLogOf(dir: string, replicas: number, replica: number): string {
+  return path.join(dir, `federation-${replicas}x-r${replica}-${memLogStamp}.jsonl`);
+}
+
 const profilesFound: { config: string; proc: string; file: string; windows: Partial<Record<Phase, { fromUs: number; toUs: number }>> }[] = [];
 
 // Functions whose inclusive share (self + callees) says where push time goes.
-const INCLUSIVE = ['buildMeshView', 'agentServices', 'serviceVersion', 'stableJson', 'pushAll', 'computeDelta', 'applyEvents', 'handle', 'connect', 'register', 'update', 'refresh', 'writeStatusSoon'];
+const INCLUSIVE = ['buildMeshView', 'walk', 'buildService', 'serviceVersion', 'stableJson', 'pushAll', 'deltaOfSorted', 'serializeFederationMessage', 'applyEvents', 'handle', 'connect', 'register', 'update', 'refresh', 'writeStatusSoon'];
 
 function cpuCell(p: ProcReport, phase: Phase): string {
   const c = p.cpu[phase];
@@ -359,7 +392,11 @@ function cpuCell(p: ProcReport, phase: Phase): string {
 function configTable(opts: Options, r: ConfigReport): string {
   const lines = [`### ${r.name}`, ''];
   if (r.error) lines.push(`**Did not complete:** ${r.error}`, '');
-  else lines.push(`${opts.layout.agents} agents on ${r.channels} gRPC channels: all registered after ${r.registeredS} s, full initial state after ${r.initialStateS} s.`, '');
+  else {
+    const u = r.connectUpdates;
+    lines.push(`${opts.layout.agents} agents on ${r.channels} gRPC channels: all registered after ${r.registeredS} s, full initial state after ${r.initialStateS} s` +
+      `${u ? ` (${u.updates} updates carrying ${u.services} services received until then)` : ''}.`, '');
+  }
   if (r.streamFailures > 0) lines.push(`Agent streams that failed and were reopened: ${r.streamFailures}.`, '');
   const row = (phase: string, s: LatencyStats) => `| ${phase} | ${s.changes} | ${s.p50Ms} | ${s.p99Ms} | ${s.maxMs} | ${s.firstP50Ms} | ${s.missed} |`;
   if (r.paced) {
@@ -378,6 +415,7 @@ function configTable(opts: Options, r: ConfigReport): string {
     '',
   );
   if (r.federationWarnings > 0) lines.push(`federation log lines at warn or above: ${r.federationWarnings}`, '');
+  for (const m of r.memory) lines.push(...memTable(m.proc, m.phases));
   return lines.join('\n');
 }
 
@@ -419,7 +457,7 @@ async function main(): Promise<void> {
     pushDebounce: opts.debounce ?? 'default (100ms)',
     connectRate: opts.connectRate === 0 ? 'all at once' : `${opts.connectRate} agents/s`,
     profiled: opts.profile,
-    configs: reports.map(({ profiles: _p, ...r }) => r),
+    configs: reports.map(({ profiles: _p, memory: _m, ...r }) => r),
     targets: { p99Ms: TARGET_P99_MS, rssMb: TARGET_RSS_MB },
     meetsTargets:
       measuredConfigs.length > 0 &&

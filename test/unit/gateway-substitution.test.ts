@@ -244,4 +244,13 @@ describe('gateway substitution', () => {
     assert.deepEqual(viewForNetwork(view, 'net-a', [GW_B]).services.get(s.key)!.endpoints.map((e) => e.address), ['10.0.0.1', '192.0.2.10']);
     assert.deepEqual(viewForNetwork(view, 'net-b', [GW_B], 'gateway').services.get(s.key)!.endpoints.map((e) => e.address), ['10.1.0.1']);
   });
+
+  it('gives a workload with no network the view itself, as substituteGateways gives it every service', () => {
+    const s = svc([ep('10.0.0.1', 'net-a'), ep('10.1.0.1', 'net-b')]);
+    const view = { services: new Map([[s.key, s]]) };
+    assert.equal(viewForNetwork(view, '', [GW_B]), view);
+    assert.equal(substituteGateways(s, '', [GW_B]), s);
+    // A gateway with no network still gets its own view.
+    assert.notEqual(viewForNetwork(view, '', [GW_B], 'gateway'), view);
+  });
 });

@@ -1,7 +1,7 @@
 // Mesh merge, per-agent deltas and push sessions: pure, table-tested.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildMeshView } from '../../federation/mesh/merge';
+import { buildMeshView, sameData } from '../../federation/mesh/merge';
 import type { AgentRecord } from '../../federation/mesh/types';
 import { computeDelta } from '../../federation/push/delta';
 import { PushSession } from '../../federation/push/session';
@@ -63,6 +63,93 @@ describe('buildMeshView', () => {
   });
 });
 
+describe('buildMeshView reuse between rebuilds', () => {
+  it('returns the same objects for services whose inputs did not change, and new ones for the rest', () => {
+    const a = agent('a', { services: [{ name: 'reviews', ports: [{ name: 'http', port: 9080, targetPort: 1, protocol: 'http' }] }, { name: 'ratings', ports: [{ name: 'http', port: 9080, targetPort: 1, protocol: 'http' }] }] });
+    const b = agent('b', { address: '10.0.0.2', services: [{ name: 'details', ports: [{ name: 'http', port: 9080, targetPort: 1, protocol: 'http' }] }] });
+    const v1 = buildMeshView([a, b]);
+    const v2 = buildMeshView([a, b]);
+    for (const [key, svc] of v1.services) assert.equal(v2.services.get(key), svc, `${key} reused`);
+    // b's record replaced (as a health report replaces it): only details is rebuilt.
+    const b2 = { ...b, health: { details: { healthy: false, detail: 'probe failed' } } };
+    const v3 = buildMeshView([a, b2]);
+    assert.equal(v3.services.get('reviews.default'), v1.services.get('reviews.default'));
+    assert.equal(v3.services.get('ratings.default'), v1.services.get('ratings.default'));
+    assert.notEqual(v3.services.get('details.default'), v1.services.get('details.default'));
+    assert.equal(v3.services.get('details.default')!.endpoints[0]!.health, 'UNHEALTHY');
+    assert.deepEqual([...v3.services.keys()], ['details.default', 'ratings.default', 'reviews.default']);
+  });
+  it('keeps a service whose inputs were replaced by equal ones (a health report replaces all of its agent\'s services)', () => {
+    const svcs = ['reviews', 'ratings'].map((name) => ({ name, ports: [{ name: 'http', port: 9080, targetPort: 1, protocol: 'http' }] }));
+    const a = agent('a', { services: svcs });
+    const v1 = buildMeshView([a]);
+    const replaced = structuredClone({ ...a, health: { ratings: { healthy: false, detail: 'probe failed' } } });
+    const v2 = buildMeshView([replaced]);
+    assert.equal(v2.services.get('reviews.default'), v1.services.get('reviews.default'), 'equal inputs: the same object');
+    assert.notEqual(v2.services.get('ratings.default'), v1.services.get('ratings.default'));
+    assert.equal(v2.services.get('ratings.default')!.endpoints[0]!.health, 'UNHEALTHY');
+    assert.equal(buildMeshView([replaced]).services.get('ratings.default'), v2.services.get('ratings.default'));
+  });
+  it('rebuilds when a VIP, policy or domain changes, or an input is added, removed or reordered', () => {
+    const a = agent('a');
+    const b = agent('b', { address: '10.0.0.2' });
+    const base = buildMeshView([a, b]).services.get('reviews.default')!;
+    const steps: [string, () => ReturnType<typeof buildMeshView>][] = [
+      ['vip', () => buildMeshView([a, b], { vips: new Map([['reviews.default', '240.240.0.9']]) })],
+      ['policy', () => buildMeshView([a, b], { policies: new Map([['reviews.default', '{}']]) })],
+      ['domain', () => buildMeshView([a, b], { domain: 'example.org' })],
+      ['added', () => buildMeshView([a, b, agent('c', { address: '10.0.0.3' })])],
+      ['removed', () => buildMeshView([a])],
+      ['reordered', () => buildMeshView([b, a])],
+    ];
+    for (const [what, build] of steps) {
+      buildMeshView([a, b]);
+      assert.notEqual(build().services.get('reviews.default'), base, what);
+    }
+    assert.equal(buildMeshView([b, a]).services.get('reviews.default')!.version, base.version, 'order does not change the content');
+  });
+  it('gives the same services as a fresh build, whatever was built before', () => {
+    const a = agent('a');
+    const b = agent('b', { address: '10.0.0.2' });
+    const pod = { ...agent('pod-1', { address: '10.1.0.1' }), cluster: 'east' };
+    const kube = [sourceService('reviews', 'default', 'east', ['10.1.0.1', '10.1.0.2'])];
+    const histories: Parameters<typeof buildMeshView>[] = [[[a, b]], [[pod], {}, [kube]], [[a, pod], {}, [kube]], [[a, b], { vips: new Map([['reviews.default', '240.240.0.1']]) }], [[b], {}, [kube]]];
+    const fresh = histories.map((h) => JSON.stringify([...buildMeshView(...h).services]));
+    // Every build again, after every other build.
+    for (let i = 0; i < histories.length; i++) {
+      for (let j = 0; j < histories.length; j++) {
+        buildMeshView(...histories[j]!);
+        assert.equal(JSON.stringify([...buildMeshView(...histories[i]!).services]), fresh[i], `build ${i} after build ${j}`);
+      }
+    }
+  });
+  it('meshes a pod endpoint again when its agent\'s record changes, and drops it when the agent goes', () => {
+    const kube = [sourceService('reviews', 'default', 'east', ['10.1.0.1'])];
+    const pod = { ...agent('pod-1', { address: '10.1.0.1' }), cluster: 'east' };
+    const v1 = buildMeshView([pod], {}, [kube]).services.get('reviews.default')!;
+    assert.deepEqual(v1.endpoints.map((e) => [e.meshed, e.mtlsPort]), [[true, 15006]]);
+    const moved = { ...pod, workload: { ...pod.workload, inboundPort: 15106 } };
+    const v2 = buildMeshView([moved], {}, [kube]).services.get('reviews.default')!;
+    assert.deepEqual(v2.endpoints.map((e) => [e.meshed, e.mtlsPort]), [[true, 15106]]);
+    const v3 = buildMeshView([], {}, [kube]).services.get('reviews.default')!;
+    assert.deepEqual(v3.endpoints.map((e) => [e.meshed, e.mtlsPort]), [[false, 0]]);
+  });
+});
+
+describe('sameData', () => {
+  const cases: [unknown, unknown, boolean][] = [
+    [{ a: 1, b: [1, { c: 'x' }] }, { b: [1, { c: 'x' }], a: 1 }, true],
+    [{ a: 1 }, { a: 1, b: undefined }, false],
+    [{ a: [1, 2] }, { a: [2, 1] }, false],
+    [[], {}, false],
+    [null, {}, false],
+    ['1', 1, false],
+    [new Map([[1, 2]]), new Map([[1, 3]]), false],
+    [Object.assign(Object.create(null) as object, { a: 1 }), Object.assign(Object.create(null) as object, { a: 1 }), true],
+  ];
+  for (const [a, b, want] of cases) it(`${JSON.stringify(a)} vs ${JSON.stringify(b)}: ${want}`, () => assert.equal(sameData(a, b), want));
+});
+
 /** A source service with one plaintext endpoint per address. */
 function sourceService(name: string, namespace: string, cluster: string, addresses: string[], port = { name: 'http', port: 9080, targetPort: 8080, protocol: 'http' }) {
   return {
@@ -116,6 +203,14 @@ describe('buildMeshView across sources', () => {
   });
 });
 
+/** A PushSession send function that records updates, flushed at once. */
+function sendTo(sent: ServiceUpdate[]) {
+  return (u: ServiceUpdate, flushed: () => void) => {
+    sent.push(u);
+    flushed();
+  };
+}
+
 describe('computeDelta and PushSession', () => {
   const v1 = buildMeshView([agent('a')]);
   const v2 = buildMeshView([agent('a'), agent('b', { address: '10.0.0.2' })]);
@@ -132,7 +227,7 @@ describe('computeDelta and PushSession', () => {
   });
   it('numbers pushes, sends the first one even when empty, and records acks and nacks', () => {
     const sent: ServiceUpdate[] = [];
-    const s = new PushSession((u) => sent.push(u), () => 0);
+    const s = new PushSession(sendTo(sent), () => 0);
     s.subscribe(['other.default'], []);
     assert.equal(s.push(v1), true);
     assert.deepEqual(sent[0], { nonce: '1', services: [], removed: ['other.default'] });
@@ -147,6 +242,87 @@ describe('computeDelta and PushSession', () => {
     assert.equal(s.status().lastNack, '3: bad service');
     s.subscribe([], ['reviews.default']);
     assert.deepEqual(s.status().subscriptions, ['other.default']);
+  });
+  it('splits a push into updates of at most maxUpdateEndpoints endpoints, never splitting a service', () => {
+    const names = ['s1', 's2', 's3', 's4'];
+    const svcs = names.map((name) => ({ name, ports: [{ name: 'http', port: 9080, targetPort: 1, protocol: 'http' }] }));
+    // s1..s3 have 2 endpoints each; s4 has 5 (more than the limit of 4 alone).
+    const agents = [agent('a', { services: svcs }), agent('b', { address: '10.0.0.2', services: svcs }), ...[3, 4, 5].map((i) => agent(`c${i}`, { address: `10.0.0.${i}`, services: [svcs[3]!] }))];
+    const view = buildMeshView(agents);
+    const sent: ServiceUpdate[] = [];
+    const s = new PushSession(sendTo(sent), () => 0, 4);
+    s.subscribe([...names.map((n) => `${n}.default`), 'gone.default'], []);
+    assert.equal(s.push(view), true);
+    assert.deepEqual(sent.map((u) => [u.nonce, u.services!.map((x) => x.key), u.removed]), [
+      ['1', ['s1.default', 's2.default'], ['gone.default']],
+      ['2', ['s3.default'], []],
+      ['3', ['s4.default'], []],
+    ]);
+    assert.equal(s.push(view), false, 'all of it was recorded as sent');
+    assert.equal(s.status().sentNonce, '3');
+  });
+  it('holds pushes while updates are in flight and then sends the newest view once', () => {
+    const a = agent('a');
+    const views = [1, 2, 3].map((n) => buildMeshView([a, ...Array.from({ length: n }, (_, i) => agent(`b${i}`, { address: `10.0.1.${i}` }))]));
+    const sent: ServiceUpdate[] = [];
+    const pending: (() => void)[] = [];
+    const s = new PushSession((u, flushed) => {
+      sent.push(u);
+      pending.push(flushed);
+    }, () => 0);
+    s.subscribe(['reviews.default'], []);
+    assert.equal(s.push(views[0]!), true);
+    assert.equal(s.push(views[1]!), false, 'held: the first update is in flight');
+    assert.equal(s.push(views[2]!), false);
+    assert.equal(sent.length, 1);
+    const first = pending.shift()!;
+    first();
+    first(); // a second call of the same callback changes nothing
+    assert.deepEqual(sent.map((u) => [u.nonce, u.services!.map((x) => x.endpoints!.length)]), [['1', [2]], ['2', [4]]], 'the newest view, once');
+    assert.equal(s.push(views[2]!), false, 'held again: the second update is in flight');
+    pending.shift()!();
+    assert.equal(sent.length, 2, 'nothing new to send');
+    assert.equal(s.push(views[1]!), true, 'an older view is a change too');
+    assert.equal(sent.length, 3);
+  });
+  it('does not hold later pushes for an update whose send threw', () => {
+    let fail = true;
+    const sent: ServiceUpdate[] = [];
+    const s = new PushSession((u, flushed) => {
+      if (fail) throw new Error('stream closed');
+      sent.push(u);
+      flushed();
+    }, () => 0);
+    s.subscribe(['reviews.default'], []);
+    assert.throws(() => s.push(v1), /stream closed/);
+    fail = false;
+    assert.equal(s.push(v2), true);
+    assert.deepEqual(sent.map((u) => u.services!.map((x) => x.endpoints!.length)), [[2]]);
+  });
+  it('sends each subscriber only its changed services, in key order, as subscriptions change', () => {
+    const svcs = ['reviews', 'ratings', 'details'].map((name) => ({ name, ports: [{ name: 'http', port: 9080, targetPort: 1, protocol: 'http' }] }));
+    const a = agent('a', { services: svcs });
+    const b = agent('b', { address: '10.0.0.2', services: svcs });
+    const w1 = buildMeshView([a, b]);
+    const sent: ServiceUpdate[] = [];
+    const s = new PushSession(sendTo(sent), () => 0);
+    s.subscribe(['reviews.default', 'details.default'], []);
+    s.push(w1);
+    assert.deepEqual(sent.at(-1)!.services!.map((x) => x.key), ['details.default', 'reviews.default']);
+    assert.equal(s.push(w1), false);
+    // One endpoint turns unhealthy: only that service, with the new health.
+    const w2 = buildMeshView([a, { ...b, health: { reviews: { healthy: false, detail: 'x' } } }]);
+    assert.equal(s.push(w2), true);
+    assert.deepEqual(sent.at(-1)!.services!.map((x) => [x.key, x.endpoints!.map((e) => e.health)]), [['reviews.default', ['HEALTHY', 'UNHEALTHY']]]);
+    // A new subscription after pushes: sent in order with nothing already sent.
+    s.subscribe(['ratings.default', 'nope.default'], ['details.default']);
+    s.push(w2);
+    assert.deepEqual(sent.at(-1), { nonce: '3', services: [w2.services.get('ratings.default')], removed: ['nope.default'] });
+    assert.equal(s.push(w2), false);
+    // Re-subscribing to an unsubscribed service sends it again.
+    s.subscribe(['details.default'], []);
+    s.push(w2);
+    assert.deepEqual(sent.at(-1)!.services!.map((x) => x.key), ['details.default']);
   });
 });
 

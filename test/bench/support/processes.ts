@@ -59,14 +59,21 @@ export interface FederationProc {
 }
 
 /** Starts `kedge federation` on loopback with kernel-chosen ports; resolves when it logs "federation ready". */
-export async function startFederation(opts: { name: string; dataDir: string; args: string[]; nodeArgs?: string[] }): Promise<FederationProc> {
-  const args = [...(opts.nodeArgs ?? []), KEDGE_JS, 'federation', '--data-dir', opts.dataDir, '--listen-grpc', '127.0.0.1:0', '--listen-http', '127.0.0.1:0', ...opts.args];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, KEDGE_LOG_LEVEL: 'info' } });
+export async function startFederation(opts: { name: string; dataDir: string; args: string[]; nodeArgs?: string[]; env?: Record<string, string> }): Promise<FederationProc> {
+  // $KEDGE_BENCH_FED_NODE_OPTIONS adds node options to every replica (e.g.
+  // "--trace-gc" or "--heapsnapshot-signal=SIGUSR2"), for looking into where
+  // its memory or time goes; split on spaces.
+  const extra = (process.env.KEDGE_BENCH_FED_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
+  const args = [...extra, ...(opts.nodeArgs ?? []), KEDGE_JS, 'federation', '--data-dir', opts.dataDir, '--listen-grpc', '127.0.0.1:0', '--listen-http', '127.0.0.1:0', ...opts.args];
+  // $KEDGE_BENCH_LOG_DIR keeps every replica's full log, for looking into a
+  // bad run, and its stdout (where V8's --trace-gc writes) beside it.
+  const logDir = process.env.KEDGE_BENCH_LOG_DIR;
+  const logBase = logDir ? path.join(logDir, `${opts.name.replace(/\W+/g, '-')}-${Date.now()}`) : undefined;
+  const child = spawn(process.execPath, args, { stdio: ['ignore', logBase ? 'pipe' : 'ignore', 'pipe'], env: { ...process.env, KEDGE_LOG_LEVEL: 'info', ...opts.env } });
+  if (logBase) child.stdout!.pipe(createWriteStream(`${logBase}.stdout`));
   const exited = track(child);
   const tail: string[] = [];
-  // $KEDGE_BENCH_LOG_DIR keeps every replica's full log, for looking into a bad run.
-  const logDir = process.env.KEDGE_BENCH_LOG_DIR;
-  const logFile = logDir ? createWriteStream(path.join(logDir, `${opts.name.replace(/\W+/g, '-')}-${Date.now()}.log`)) : undefined;
+  const logFile = logBase ? createWriteStream(`${logBase}.log`) : undefined;
   let warnings = 0;
   let buf = '';
   let onReady: ((l: Record<string, unknown>) => void) | undefined;

@@ -52,7 +52,7 @@ export type ToSim =
 
 /** Simulator -> orchestrator. */
 export type FromSim =
-  | ({ type: 'connected'; registeredMs: number; initialStateMs: number; channels: number; updatesReceived: number } & StreamFailures)
+  | ({ type: 'connected'; registeredMs: number; initialStateMs: number; channels: number; updatesReceived: number; servicesReceived: number } & StreamFailures)
   | ({ type: 'changes-done'; results: ChangeResult[] } & StreamFailures)
   | { type: 'failed'; message: string };
 

@@ -54,6 +54,8 @@ class Simulator {
   private registered = 0;
   private complete = 0;
   private updates = 0;
+  /** Services received in all updates (each is one service's full state). */
+  private servicesReceived = 0;
   private streamFailures = 0;
   private lastFailure: string | undefined;
   private stopping = false;
@@ -128,6 +130,7 @@ class Simulator {
       initialStateMs: Math.round(now - this.started),
       channels: this.clients.length,
       updatesReceived: this.updates,
+      servicesReceived: this.servicesReceived,
       ...this.failures(),
     };
   }
@@ -197,6 +200,7 @@ class Simulator {
         this.onProgress?.();
       } else if (msg.msg === 'update' && msg.update) {
         this.updates++;
+        this.servicesReceived += msg.update.services.length;
         this.onUpdate(agent, msg.update);
         call.write({ ack: { nonce: msg.update.nonce, errorDetail: '' } });
       }
