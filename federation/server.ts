@@ -104,7 +104,7 @@ export async function startFederation(config: FederationConfig, logger: Logger):
         service?.pushAll(view);
       }, config.pushDebounceMs);
     };
-    const registry = new AgentRegistry(store, { gracePeriodMs: config.gracePeriodMs, logger, onChange: scheduleRebuild });
+    const registry = new AgentRegistry(store, { replica: config.replica, gracePeriodMs: config.gracePeriodMs, logger, onChange: scheduleRebuild });
     const vips = new VipAllocator(store, parseCidr4(config.vipCidr), { logger, onChange: scheduleRebuild });
     const policies = new PolicyTable(store, { logger, onChange: scheduleRebuild });
     closers.push(() => {

@@ -20,7 +20,6 @@ import type { CertClusters } from './cert-clusters';
 /** Largest CSR accepted; a 2048- or 4096-bit RSA CSR is 1–2 KB. */
 export const MAX_CSR_BYTES = 16 * 1024;
 /** How often an agent's status (acked version, last contact) is written back to the store. */
-export const STATUS_WRITE_INTERVAL_MS = 5_000;
 /** How long a new stream may take to send its Register. */
 export const REGISTER_TIMEOUT_MS = 10_000;
 
@@ -156,21 +155,15 @@ export class FederationService {
     let record: AgentRecord | undefined;
     let conn: ConnectedAgent | undefined;
     let ended = false;
-    let statusTimer: NodeJS.Timeout | undefined;
-    // Status goes to the store throttled: every replica can then answer
-    // `kedge status` for every agent without a write per ack.
-    const statusOf = (c: ConnectedAgent): AgentStatus => {
-      const st = c.push.status();
-      return { ackedNonce: st.ackedNonce, ackedAt: st.ackedAt, lastContact: c.lastContact, certNotAfter: c.certNotAfter, subscriptions: st.subscriptions };
+    // Status is read by the registry when it writes its batch (every few
+    // seconds); an ack or subscribe only marks it changed.
+    const statusOf = (): AgentStatus => {
+      if (!conn) return { ackedNonce: '', ackedAt: undefined, lastContact: record?.connectedAt ?? '', certNotAfter: certNotAfter.toISOString(), subscriptions: [] };
+      const st = conn.push.status();
+      return { ackedNonce: st.ackedNonce, ackedAt: st.ackedAt, lastContact: conn.lastContact, certNotAfter: conn.certNotAfter, subscriptions: st.subscriptions };
     };
     const writeStatusSoon = () => {
-      if (statusTimer || ended) return;
-      statusTimer = setTimeout(() => {
-        statusTimer = undefined;
-        if (ended || !registration || !record || !conn) return;
-        registration.setStatus(statusOf(conn)).catch((err) => log.warn({ agent: conn?.id, err: errorMessage(err) }, 'cannot record agent status'));
-      }, STATUS_WRITE_INTERVAL_MS);
-      statusTimer.unref();
+      if (!ended) registration?.statusChanged();
     };
     const registerTimer = setTimeout(() => fail(new KedgeError('KEDGE_BAD_REQUEST', `no Register within ${REGISTER_TIMEOUT_MS} ms of connecting`)), REGISTER_TIMEOUT_MS);
     registerTimer.unref();
@@ -179,7 +172,6 @@ export class FederationService {
       if (ended) return;
       ended = true;
       clearTimeout(registerTimer);
-      if (statusTimer) clearTimeout(statusTimer);
       registration?.abandon();
       if (conn && this.connected.get(conn.id) === conn) this.connected.delete(conn.id);
     };
@@ -218,7 +210,7 @@ export class FederationService {
           record = recordFromRegister(msg.register!, identity, deps.replica, new Date(now));
           const cluster = await deps.certClusters?.get(certSerial);
           if (cluster) record.cluster = cluster;
-          registration = await deps.registry.register(record);
+          registration = await deps.registry.register(record, statusOf);
           if (ended) {
             registration.abandon();
             return;

@@ -13,9 +13,13 @@
 // back meanwhile (here or on another replica) is never deleted. A graceful
 // stop deletes at once.
 //
-// Status for `kedge status` (acked version, last contact) lives under its
-// own prefix on the same lease: it changes with every ack, and writing it
-// into the registration would wake every replica's registry for nothing.
+// Status for `kedge status` (acked version, last contact) changes with
+// every ack. It is kept apart from the registrations (writing it into them
+// would wake every replica's registry for nothing) and written in batches:
+// every few seconds, when anything changed, each replica writes the status
+// of all the agents it holds as a few documents of STATUS_SHARD agents
+// under its own prefix, on its lease. A thousand agents acking cost the
+// store one write per interval, not a thousand.
 import type { Logger } from '../../proto/model/log';
 import { errorMessage, hasCode } from '../../proto/model/errors';
 import type { Store, WatchEvent } from '../store/types';
@@ -23,8 +27,12 @@ import type { AgentRecord, AgentStatus } from '../mesh/types';
 
 /** Store prefix of agent registrations. */
 export const AGENTS_PREFIX = '/kedge/agents/';
-/** Store prefix of agent status, written by the replica holding the stream. */
+/** Store prefix of agent status: `<replica>/<shard>` -> { agent id: AgentStatus }, written by the replica holding the agents. */
 export const AGENT_STATUS_PREFIX = '/kedge/agent-status/';
+/** Agents per status document: keeps one write far below etcd's 1.5 MiB request limit. */
+export const STATUS_SHARD = 250;
+/** How often a replica writes its agents' status when any changed. */
+export const STATUS_WRITE_INTERVAL_MS = 5_000;
 
 /** Store key of one agent's registration. */
 export function agentKey(id: string): string {
@@ -35,8 +43,8 @@ export function agentKey(id: string): string {
 export interface Registration {
   /** Rewrites the record (e.g. new health). */
   update(record: AgentRecord): Promise<void>;
-  /** Records the agent's push and contact state for `kedge status`. */
-  setStatus(status: AgentStatus): Promise<void>;
+  /** The agent's push or contact state changed: it is written with the next batch. */
+  statusChanged(): void;
   /** Graceful stop: delete now. */
   remove(): Promise<void>;
   /** Stream lost: the registration is deleted after the grace period unless the agent is back. */
@@ -46,7 +54,8 @@ export interface Registration {
 /** What this replica holds for one agent id. */
 interface Held {
   record: AgentRecord;
-  status: AgentStatus | undefined;
+  /** Reads the agent's current status, when a batch is written. */
+  status: () => AgentStatus;
   /** modRevision of this replica's last write of the registration; 0 before the first. */
   revision: number;
   expiry: NodeJS.Timeout | undefined;
@@ -66,10 +75,15 @@ export class AgentRegistry {
   private lastRenewed = 0;
   /** Set when the lease was replaced and not every held registration is written under the new one yet. */
   private unwritten = false;
+  private statusDirty = false;
+  private statusTimer: NodeJS.Timeout | undefined;
+  private statusWriting = false;
+  /** Status documents this replica wrote last (their count), to delete the ones no longer needed. */
+  private statusShards = 0;
 
   constructor(
     private readonly store: Store,
-    private readonly opts: { gracePeriodMs: number; logger: Logger; onChange: () => void; clock?: () => number },
+    private readonly opts: { replica: string; gracePeriodMs: number; logger: Logger; onChange: () => void; clock?: () => number; statusIntervalMs?: number },
   ) {}
 
   /** Lists then watches the prefix; relists when the watch falls behind. */
@@ -100,26 +114,35 @@ export class AgentRegistry {
     return this.records.get(id);
   }
 
-  /** Status of every agent of the mesh, as the replicas holding them last wrote it. */
+  /**
+   * Status of every agent of the mesh, as the replicas holding them last
+   * wrote it. An agent that moved can be in two replicas' documents for a
+   * moment; the newer contact wins.
+   */
   async statuses(): Promise<Map<string, AgentStatus>> {
     const { kvs } = await this.store.list(AGENT_STATUS_PREFIX);
     const out = new Map<string, AgentStatus>();
     for (const kv of kvs) {
+      let doc: Record<string, AgentStatus>;
       try {
-        out.set(kv.key.slice(AGENT_STATUS_PREFIX.length), JSON.parse(kv.value) as AgentStatus);
+        doc = JSON.parse(kv.value) as Record<string, AgentStatus>;
       } catch {
-        // an unreadable status row is shown as no status
+        continue; // an unreadable document is shown as no status
+      }
+      for (const [id, st] of Object.entries(doc)) {
+        const seen = out.get(id);
+        if (!seen || st.lastContact > seen.lastContact) out.set(id, st);
       }
     }
     return out;
   }
 
   /** Writes a registration under this replica's lease; the agent is held until its stream ends. */
-  async register(record: AgentRecord): Promise<Registration> {
+  async register(record: AgentRecord, status: () => AgentStatus): Promise<Registration> {
     const id = record.id;
     const previous = this.held.get(id);
     if (previous?.expiry) clearTimeout(previous.expiry);
-    const entry: Held = { record, status: undefined, revision: 0, expiry: undefined };
+    const entry: Held = { record, status, revision: 0, expiry: undefined };
     this.held.set(id, entry);
     const current = () => this.held.get(id) === entry;
     try {
@@ -134,14 +157,13 @@ export class AgentRegistry {
         entry.record = next;
         await this.write(id, entry);
       },
-      setStatus: async (status) => {
-        if (!current()) return;
-        entry.status = status;
-        await this.store.put(AGENT_STATUS_PREFIX + id, JSON.stringify(status), { lease: await this.sessionLease() });
+      statusChanged: () => {
+        if (current()) this.statusSoon();
       },
       remove: async () => {
         if (!current()) return;
         this.held.delete(id);
+        this.statusSoon();
         await this.deleteIfOurs(id, entry.revision);
       },
       abandon: () => {
@@ -149,6 +171,7 @@ export class AgentRegistry {
         entry.expiry = setTimeout(() => {
           if (!current()) return;
           this.held.delete(id);
+          this.statusSoon();
           void this.deleteIfOurs(id, entry.revision).catch((err) =>
             this.opts.logger.warn({ agent: id, err: errorMessage(err) }, 'cannot delete an expired agent registration; it goes when this replica\'s lease does'),
           );
@@ -167,6 +190,7 @@ export class AgentRegistry {
     this.closed = true;
     this.watch?.close();
     if (this.renewTimer) clearInterval(this.renewTimer);
+    if (this.statusTimer) clearTimeout(this.statusTimer);
     for (const h of this.held.values()) if (h.expiry) clearTimeout(h.expiry);
     this.held.clear();
   }
@@ -187,9 +211,48 @@ export class AgentRegistry {
       await this.store.delete(agentKey(id), { expectRevision: revision });
     } catch (err) {
       if (!hasCode(err, 'KEDGE_STORE_CONFLICT')) throw err;
-      return; // the agent is back (here or on another replica): its registration is not ours to delete
+      // the agent is back (here or on another replica): its registration is not ours to delete
     }
-    await this.store.delete(AGENT_STATUS_PREFIX + id).catch(() => undefined);
+  }
+
+  /** Marks the status documents stale; they are written within one interval. */
+  private statusSoon(): void {
+    this.statusDirty = true;
+    if (this.statusTimer || this.closed) return;
+    this.statusTimer = setTimeout(() => {
+      this.statusTimer = undefined;
+      void this.writeStatus();
+    }, this.opts.statusIntervalMs ?? STATUS_WRITE_INTERVAL_MS);
+    this.statusTimer.unref();
+  }
+
+  /** Writes the status of every agent held here, STATUS_SHARD per document; failures are retried next interval. */
+  private async writeStatus(): Promise<void> {
+    if (this.statusWriting || this.closed || !this.statusDirty) return;
+    this.statusWriting = true;
+    this.statusDirty = false;
+    try {
+      const ids = [...this.held.keys()].sort();
+      const lease = await this.sessionLease();
+      const shards = Math.ceil(ids.length / STATUS_SHARD);
+      for (let i = 0; i < shards; i++) {
+        const doc: Record<string, AgentStatus> = {};
+        for (const id of ids.slice(i * STATUS_SHARD, (i + 1) * STATUS_SHARD)) doc[id] = this.held.get(id)!.status();
+        await this.store.put(this.statusKey(i), JSON.stringify(doc), { lease });
+      }
+      for (let i = shards; i < this.statusShards; i++) await this.store.delete(this.statusKey(i));
+      this.statusShards = shards;
+    } catch (err) {
+      this.opts.logger.warn({ err: errorMessage(err), agents: this.held.size }, 'cannot record agent status; retrying');
+      this.statusDirty = true;
+    } finally {
+      this.statusWriting = false;
+      if (this.statusDirty) this.statusSoon();
+    }
+  }
+
+  private statusKey(shard: number): string {
+    return `${AGENT_STATUS_PREFIX}${this.opts.replica}/${shard}`;
   }
 
   /** This replica's lease, granted on first use; renewal starts with it. */
@@ -244,19 +307,20 @@ export class AgentRegistry {
     }
   }
 
-  /** Writes every held registration and status again; false when any write failed (retried next tick). */
+  /** Writes every held registration again (and the status documents soon); false when any write failed (retried next tick). */
   private async rewriteHeld(): Promise<boolean> {
     let failed = 0;
     for (const [id, entry] of [...this.held]) {
       if (this.held.get(id) !== entry) continue;
       try {
         await this.write(id, entry);
-        if (entry.status) await this.store.put(AGENT_STATUS_PREFIX + id, JSON.stringify(entry.status), { lease: await this.sessionLease() });
       } catch (err) {
         failed += 1;
         if (failed === 1) this.opts.logger.warn({ agent: id, err: errorMessage(err) }, 'cannot write a registration again after the lease expired; retrying');
       }
     }
+    this.statusShards = 0;
+    this.statusSoon();
     return failed === 0;
   }
 
