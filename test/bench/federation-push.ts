@@ -158,6 +158,10 @@ interface ConfigReport {
   burst: LatencyStats | undefined;
   procs: ProcReport[];
   federationWarnings: number;
+  /** The most frequent of those, by message and error. */
+  topWarnings: { what: string; count: number }[];
+  /** The error the last failed agent stream ended with. */
+  lastStreamFailure: string | undefined;
   profiles: { proc: string; phase: Phase; summary: ProfileSummary }[];
   memory: { proc: string; phases: MemPhaseSummary[] }[];
 }
@@ -296,6 +300,7 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
     let pacedStats: LatencyStats | undefined;
     let burstStats: LatencyStats | undefined;
     let streamFailures = connected?.streamFailures ?? 0;
+    let lastStreamFailure = connected?.lastFailure;
     if (connected) {
       log(`${name}: ${opts.layout.agents} agents registered in ${connected.registeredMs} ms, full initial state after ${connected.initialStateMs} ms`);
       await sleep(SETTLE_MS);
@@ -309,6 +314,7 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
       finish('paced');
       pacedStats = latencyStats(paced.results);
       streamFailures = paced.streamFailures;
+      lastStreamFailure = paced.lastFailure ?? lastStreamFailure;
       log(`${name}: paced p50 ${pacedStats.p50Ms} ms, p99 ${pacedStats.p99Ms} ms, missed ${pacedStats.missed}`);
 
       if (opts.burst > 0) {
@@ -320,6 +326,7 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
         finish('burst');
         burstStats = latencyStats(burst.results);
         streamFailures = burst.streamFailures;
+        lastStreamFailure = burst.lastFailure ?? lastStreamFailure;
         log(`${name}: burst p50 ${burstStats.p50Ms} ms, p99 ${burstStats.p99Ms} ms, missed ${burstStats.missed}`);
       }
     }
@@ -351,6 +358,8 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
       burst: burstStats,
       procs,
       federationWarnings: feds.reduce((n, f) => n + f.warnings(), 0),
+      topWarnings: topKinds(feds.map((f) => f.warningKinds()), 5),
+      lastStreamFailure,
       profiles: [],
       memory,
     };
@@ -397,7 +406,7 @@ function configTable(opts: Options, r: ConfigReport): string {
     lines.push(`${opts.layout.agents} agents on ${r.channels} gRPC channels: all registered after ${r.registeredS} s, full initial state after ${r.initialStateS} s` +
       `${u ? ` (${u.updates} updates carrying ${u.services} services received until then)` : ''}.`, '');
   }
-  if (r.streamFailures > 0) lines.push(`Agent streams that failed and were reopened: ${r.streamFailures}.`, '');
+  if (r.streamFailures > 0) lines.push(`Agent streams that failed and were reopened: ${r.streamFailures}${r.lastStreamFailure ? ` (the last with: ${r.lastStreamFailure})` : ''}.`, '');
   const row = (phase: string, s: LatencyStats) => `| ${phase} | ${s.changes} | ${s.p50Ms} | ${s.p99Ms} | ${s.maxMs} | ${s.firstP50Ms} | ${s.missed} |`;
   if (r.paced) {
     lines.push(
@@ -414,7 +423,7 @@ function configTable(opts: Options, r: ConfigReport): string {
     ...r.procs.map((p) => `| ${p.name} | ${cpuCell(p, 'connect')} | ${cpuCell(p, 'idle')} | ${cpuCell(p, 'paced')} | ${cpuCell(p, 'burst')} | ${p.rssPeakMb} | ${p.rssEndMb} |`),
     '',
   );
-  if (r.federationWarnings > 0) lines.push(`federation log lines at warn or above: ${r.federationWarnings}`, '');
+  if (r.federationWarnings > 0) lines.push(`federation log lines at warn or above: ${r.federationWarnings}; most frequent: ${r.topWarnings.map((w) => `${w.count} × ${w.what}`).join('; ')}`, '');
   for (const m of r.memory) lines.push(...memTable(m.proc, m.phases));
   return lines.join('\n');
 }
@@ -520,3 +529,10 @@ main().then(
     process.exit(1);
   },
 );
+
+/** The `n` most frequent kinds over several counters. */
+function topKinds(counters: Map<string, number>[], n: number): { what: string; count: number }[] {
+  const all = new Map<string, number>();
+  for (const c of counters) for (const [k, v] of c) all.set(k, (all.get(k) ?? 0) + v);
+  return [...all].sort((a, b) => b[1] - a[1]).slice(0, n).map(([what, count]) => ({ what, count }));
+}

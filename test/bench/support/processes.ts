@@ -53,6 +53,8 @@ export interface FederationProc {
   dataDir: string;
   /** Log lines at warn level or above, counted as a sanity check of the run. */
   warnings(): number;
+  /** The same lines counted by message and error (truncated), to say what went wrong in a bad run. */
+  warningKinds(): Map<string, number>;
   lastLines(): string[];
   /** SIGTERM (a clean stop writes the CPU profile), SIGKILL after 15 s. */
   stop(): Promise<void>;
@@ -75,6 +77,7 @@ export async function startFederation(opts: { name: string; dataDir: string; arg
   const tail: string[] = [];
   const logFile = logBase ? createWriteStream(`${logBase}.log`) : undefined;
   let warnings = 0;
+  const kinds = new Map<string, number>();
   let buf = '';
   let onReady: ((l: Record<string, unknown>) => void) | undefined;
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
@@ -88,7 +91,11 @@ export async function startFederation(opts: { name: string; dataDir: string; arg
       logFile?.write(`${line}\n`);
       try {
         const parsed = JSON.parse(line) as Record<string, unknown>;
-        if (typeof parsed.level === 'number' && parsed.level >= 40) warnings++;
+        if (typeof parsed.level === 'number' && parsed.level >= 40) {
+          warnings++;
+          const kind = `${String(parsed.msg)}${parsed.err ? `: ${String(parsed.err).slice(0, 160)}` : ''}`;
+          kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+        }
         if (parsed.msg === 'federation ready') onReady?.(parsed);
       } catch {
         // Not a log line (a Node warning); kept in the tail for failure messages.
@@ -113,6 +120,7 @@ export async function startFederation(opts: { name: string; dataDir: string; arg
     http: String(ready.http),
     dataDir: opts.dataDir,
     warnings: () => warnings,
+    warningKinds: () => new Map(kinds),
     lastLines: () => [...tail],
     stop: () => stopChild(child, exited, 'SIGTERM', 15_000),
   };
