@@ -2,6 +2,7 @@
 // of the query handler. Only socket work lives here: binding, TCP framing,
 // idle timeouts, back-pressure and shutdown.
 import * as dgram from 'node:dgram';
+import { setMaxListeners } from 'node:events';
 import * as net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { formatHostPort, type HostPort } from '../../proto/model/address';
@@ -182,6 +183,10 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   if (upstreams.length === 0) log.warn('DNS: no upstream resolvers; names outside the mesh will get SERVFAIL (check /etc/resolv.conf)');
 
   const shutdown = new AbortController();
+  // Every query in flight (waiting for a service, or forwarded upstream)
+  // listens on it and stops listening when it ends; many in flight at once
+  // is normal load, not a leak, so Node's warning at 11 listeners is off.
+  setMaxListeners(0, shutdown.signal);
   const timeoutMs = opts.upstreamTimeoutMs ?? DNS_DEFAULTS.upstreamTimeoutMs;
   const handler = createQueryHandler({
     domain: opts.domain ?? DNS_DEFAULTS.domain,
