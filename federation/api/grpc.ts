@@ -162,9 +162,6 @@ export class FederationService {
       const st = conn.push.status();
       return { ackedNonce: st.ackedNonce, ackedAt: st.ackedAt, lastContact: conn.lastContact, certNotAfter: conn.certNotAfter, subscriptions: st.subscriptions };
     };
-    const writeStatusSoon = () => {
-      if (!ended) registration?.statusChanged();
-    };
     const registerTimer = setTimeout(() => fail(new KedgeError('KEDGE_BAD_REQUEST', `no Register within ${REGISTER_TIMEOUT_MS} ms of connecting`)), REGISTER_TIMEOUT_MS);
     registerTimer.unref();
 
@@ -222,7 +219,7 @@ export class FederationService {
           if (record.gateway) push.subscribeToAll();
           push.subscribe(msg.register!.subscriptions, []);
           push.push(this.viewOf(deps.view(), conn));
-          writeStatusSoon();
+          registration.statusChanged();
           log.info({ agent: record.id, identity, address: record.workload.address, services: record.services.map((s) => s.name) }, 'agent registered');
           return;
         }
@@ -238,11 +235,11 @@ export class FederationService {
       switch (msg.msg) {
         case 'subscribe':
           if (conn.push.subscribe(msg.subscribe!.add, msg.subscribe!.remove)) conn.push.push(this.viewOf(deps.view(), conn));
-          writeStatusSoon();
+          registration.statusChanged();
           return;
         case 'ack':
           conn.push.ack(msg.ack!.nonce, msg.ack!.errorDetail);
-          writeStatusSoon();
+          registration.statusChanged();
           if (msg.ack!.errorDetail) log.warn({ agent: conn.id, nonce: msg.ack!.nonce, detail: msg.ack!.errorDetail }, 'agent rejected an update (NACK)');
           return;
         case 'health': {

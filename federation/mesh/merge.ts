@@ -48,37 +48,33 @@ export function agentServices(agents: readonly AgentRecord[]): SourceService[] {
 }
 
 function servicesOfAgent(agent: AgentRecord): SourceService[] {
-  const out: SourceService[] = [];
-  {
-    const wl = agent.workload;
-    // One copy per agent shared by its services' endpoints (20 at the scale of
-    // issue 4), which, like every mesh endpoint, are never modified.
-    const locality = { ...wl.locality };
-    const labels = { ...wl.labels };
-    for (const svc of agent.services) {
-      const health = agent.health[svc.name];
-      out.push({
-        name: svc.name,
-        namespace: wl.namespace,
-        ports: svc.ports.map((p) => ({ name: p.name, port: p.port, targetPort: p.targetPort, protocol: p.protocol })),
-        endpoints: [{
-          address: wl.address,
-          ports: svc.ports.map((p) => ({ name: p.name, port: p.targetPort })),
-          mtlsPort: wl.inboundPort,
-          locality,
-          cluster: agent.cluster ?? VM_CLUSTER,
-          network: wl.network,
-          health: health && !health.healthy ? 'UNHEALTHY' : 'HEALTHY',
-          weight: 1,
-          labels,
-          identity: agent.identity,
-          meshed: true,
-          workload: agent.id,
-        }],
-      });
-    }
-  }
-  return out;
+  const wl = agent.workload;
+  // One copy per agent shared by its services' endpoints (20 at the scale of
+  // issue 4), which, like every mesh endpoint, are never modified.
+  const locality = { ...wl.locality };
+  const labels = { ...wl.labels };
+  return agent.services.map((svc) => {
+    const health = agent.health[svc.name];
+    return {
+      name: svc.name,
+      namespace: wl.namespace,
+      ports: svc.ports.map((p) => ({ name: p.name, port: p.port, targetPort: p.targetPort, protocol: p.protocol })),
+      endpoints: [{
+        address: wl.address,
+        ports: svc.ports.map((p) => ({ name: p.name, port: p.targetPort })),
+        mtlsPort: wl.inboundPort,
+        locality,
+        cluster: agent.cluster ?? VM_CLUSTER,
+        network: wl.network,
+        health: health && !health.healthy ? 'UNHEALTHY' : 'HEALTHY',
+        weight: 1,
+        labels,
+        identity: agent.identity,
+        meshed: true,
+        workload: agent.id,
+      }],
+    };
+  });
 }
 
 // Every rebuild walks all services of all sources (20,000 at the scale of

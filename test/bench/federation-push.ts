@@ -391,7 +391,7 @@ function memLogOf(dir: string, replicas: number, replica: number): string {
 const profilesFound: { config: string; proc: string; file: string; windows: Partial<Record<Phase, { fromUs: number; toUs: number }>> }[] = [];
 
 // Functions whose inclusive share (self + callees) says where push time goes.
-const INCLUSIVE = ['buildMeshView', 'walk', 'buildService', 'serviceVersion', 'stableJson', 'pushAll', 'deltaOfSorted', 'serializeFederationMessage', 'applyEvents', 'handle', 'connect', 'register', 'update', 'refresh', 'writeStatusSoon'];
+const INCLUSIVE = ['buildMeshView', 'walk', 'buildService', 'serviceVersion', 'stableJson', 'pushAll', 'deltaOfSorted', 'serializeFederationMessage', 'applyEvents', 'handle', 'connect', 'register', 'update', 'renew', 'writeStatus'];
 
 function cpuCell(p: ProcReport, phase: Phase): string {
   const c = p.cpu[phase];

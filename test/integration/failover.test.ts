@@ -8,9 +8,7 @@
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
 import { startAdmin } from '../../agent/admin/server';
 import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
 import { mulberry32 } from '../../agent/proxy/balancer/random';
@@ -18,27 +16,14 @@ import type { BalancerState } from '../../agent/proxy/balancers';
 import { Proxy } from '../../agent/proxy/proxy';
 import type { EndpointView, ProxySnapshot } from '../../agent/proxy/types';
 import type { Service__Output } from '../../proto/loader';
-import type { Logger } from '../../proto/model/log';
 import { parseLocality } from '../../proto/model/locality';
 import { makeCa, makeLeaf, type TestCa, toTlsIdentity } from '../support/pki';
+import { logCapture, type LogLine } from '../support/logs';
 
 const TD = 'spiffe://kedge.test';
 const HOST = 'cart.shop.svc.cluster.local';
 const PORT = 80;
 const T = { timeout: 30_000 };
-
-type LogLine = Record<string, unknown> & { msg: string };
-
-function logCapture(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, cb) {
-      for (const l of String(chunk).split('\n')) if (l) lines.push(JSON.parse(l) as LogLine);
-      cb();
-    },
-  });
-  return { logger: pino({ level: 'info' }, stream), lines };
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -7,12 +7,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import YAML from 'yaml';
 import { startEtcd, EtcdServer } from '../support/etcd';
-import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { EtcdRpc } from '../../federation/store/etcd-rpc';
 import { KedgeError } from '../../proto/model/errors';
-import { eventually, runKedge, startKedge, tempDir } from '../support/procs';
-import { AgentHandle, FederationHandle, agentSeesEndpoints, createToken, federationEndpoints, getJson, httpGet, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
+import { eventually, runKedge } from '../support/procs';
+import { AgentHandle, FederationHandle, agentSeesEndpoints, createToken, federationEndpoints, getJson, httpGet, startAgentProc, startFederationProc, startHttpApp, writeFederationConfig } from '../support/mesh';
 
 describe('federation replicas on etcd', () => {
   let etcd: EtcdServer;
@@ -22,7 +21,7 @@ describe('federation replicas on etcd', () => {
   const apps: { close(): Promise<void> }[] = [];
   before(async () => {
     etcd = await startEtcd();
-    const store = `etcd://${etcd.endpoint.replace(/^https?:\/\//, '')}`;
+    const store = `etcd://${etcd.endpoint}`;
     r1 = await startFederationProc({ args: ['--store', store, '--replica', 'r1', '--grace-period', '4s'] });
     r2 = await startFederationProc({ args: ['--store', store, '--replica', 'r2', '--grace-period', '4s'] });
   });
@@ -122,20 +121,11 @@ describe('a federation whose etcd refuses writes (NOSPACE alarm)', () => {
   before(async () => {
     etcd = await startEtcd({ args: [`--quota-backend-bytes=${1024 * 1024}`] });
     // etcd3's own client with the store's fault handling (no circuit breaker that a refused write would open).
-    client = new EtcdRpc([etcd.endpoint.replace(/^https?:\/\//, '')], 5_000, () => new KedgeError('KEDGE_STORE_CLOSED', 'closed')).client;
-    const dir = tempDir('fed-nospace');
-    const config = {
-      dataDir: path.join(dir, 'data'),
-      listenGrpc: '127.0.0.1:0',
-      listenHttp: '127.0.0.1:0',
-      store: `etcd://${etcd.endpoint.replace(/^https?:\/\//, '')}`,
-      gracePeriod: '3s',
+    client = new EtcdRpc([etcd.endpoint], 5_000, () => new KedgeError('KEDGE_STORE_CLOSED', 'closed')).client;
+    const file = writeFederationConfig({
       serviceEntries: [{ name: 'billing-db', namespace: 'shop', ports: [{ name: 'pg', port: 5432, protocol: 'tcp' }], endpoints: [{ address: '10.1.2.3' }] }],
-    };
-    fs.writeFileSync(path.join(dir, 'federation.yaml'), YAML.stringify(config));
-    const proc = startKedge('federation', ['federation', '--config', path.join(dir, 'federation.yaml')]);
-    const ready = await proc.waitForMsg('federation ready', 20_000);
-    fed = { proc, dataDir: config.dataDir, grpc: String(ready.grpc), httpUrl: `http://${String(ready.http)}`, adminTokenFile: path.join(config.dataDir, 'admin-token'), rootCertFile: path.join(config.dataDir, 'root-cert.pem'), args: [] };
+    });
+    fed = await startFederationProc({ args: ['--config', file, '--store', `etcd://${etcd.endpoint}`, '--grace-period', '3s'] });
   });
   after(async () => {
     await Promise.all(agents.map((a) => a.proc.stop('SIGKILL')));

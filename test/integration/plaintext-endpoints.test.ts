@@ -5,12 +5,9 @@
 // meshed one is, and no request fails.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as path from 'node:path';
-import YAML from 'yaml';
-import { eventually, runKedge, tempDir } from '../support/procs';
-import { AgentHandle, FederationHandle, agentSeesEndpoints, getJson, httpGet, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
+import { eventually, runKedge } from '../support/procs';
+import { AgentHandle, FederationHandle, agentSeesEndpoints, getJson, httpGet, startAgentProc, startFederationProc, startHttpApp, writeFederationConfig } from '../support/mesh';
 
 /** A plain TCP app that answers each connection with one HTTP response naming it, and keeps each connection's first bytes. */
 interface PlainApp {
@@ -66,9 +63,7 @@ describe('plaintext endpoints: auto mTLS from VM agents', () => {
     ordersMeshed = await startHttpApp('orders-meshed');
     apps.push(pg, metrics, ordersPlain, ordersMeshed);
 
-    const dir = tempDir('fed-plaintext');
-    const file = path.join(dir, 'federation.yaml');
-    fs.writeFileSync(file, YAML.stringify({
+    const file = writeFederationConfig({
       serviceEntries: [
         {
           name: 'billing-db', namespace: 'shop',
@@ -77,7 +72,7 @@ describe('plaintext endpoints: auto mTLS from VM agents', () => {
         },
         { name: 'orders', namespace: 'shop', ports: [{ name: 'http', port: 9080, protocol: 'http' }], endpoints: [{ address: '127.0.75.2', ports: { http: ordersPlain.port } }] },
       ],
-    }));
+    });
     fed = await startFederationProc({ args: ['--config', file] });
     agents.push(await startAgentProc(fed, {
       name: 'orders-vm', namespace: 'shop', serviceAccount: 'orders', address: '127.0.75.10',

@@ -6,19 +6,17 @@
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { Writable } from 'node:stream';
 import * as tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
 import type { OriginalDst } from '../../agent/native';
 import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
 import { Proxy, type ProxyOptions } from '../../agent/proxy/proxy';
 import type { EndpointView, ProxySnapshot, ServiceView } from '../../agent/proxy/types';
 import { type HostPort } from '../../proto/model/address';
 import { KedgeError } from '../../proto/model/errors';
-import type { Logger } from '../../proto/model/log';
 import { buildSni } from '../../proto/model/sni';
 import { makeCa, makeLeaf, type TestLeaf, toTlsIdentity } from '../support/pki';
+import { logCapture, type LogLine } from '../support/logs';
 
 const TD = 'spiffe://kedge.test';
 const CLIENT_ID = `${TD}/ns/default/sa/productpage`;
@@ -31,19 +29,6 @@ const PORT = 9080;
 const REVIEWS_VIP = '240.240.0.10';
 const STRICT_VIP = '240.240.0.20';
 const T = { timeout: 15_000 };
-
-type LogLine = Record<string, unknown> & { msg: string };
-
-function logCapture(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, cb) {
-      for (const l of String(chunk).split('\n')) if (l) lines.push(JSON.parse(l) as LogLine);
-      cb();
-    },
-  });
-  return { logger: pino({ level: 'info' }, stream), lines };
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -6,10 +6,8 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { Writable } from 'node:stream';
 import * as tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import pino from 'pino';
 import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
 import { mulberry32 } from '../../agent/proxy/balancer/random';
 import { Proxy } from '../../agent/proxy/proxy';
@@ -17,9 +15,9 @@ import type { EndpointView, LocalTarget, ProxySnapshot, UpstreamSpec } from '../
 import { formatHostPort, type HostPort } from '../../proto/model/address';
 import { parseLocality } from '../../proto/model/locality';
 import { hasCode } from '../../proto/model/errors';
-import type { Logger } from '../../proto/model/log';
 import { buildSni } from '../../proto/model/sni';
 import { makeCa, makeLeaf, type TestLeaf, toTlsIdentity } from '../support/pki';
+import { logCapture, type LogLine } from '../support/logs';
 
 const TD = 'spiffe://kedge.test';
 const CLIENT_ID = `${TD}/ns/shop/sa/frontend`;
@@ -32,19 +30,6 @@ const HTTP_PORT = 80;
 const SNI = buildSni(TCP_PORT, HOST);
 const LOCAL = { host: '127.0.0.1', port: 0 };
 const T = { timeout: 15_000 };
-
-type LogLine = Record<string, unknown> & { msg: string; level: number };
-
-function capture(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const stream = new Writable({
-    write(chunk, _enc, cb) {
-      for (const l of String(chunk).split('\n')) if (l) lines.push(JSON.parse(l) as LogLine);
-      cb();
-    },
-  });
-  return { logger: pino({ level: 'info' }, stream), lines };
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -140,7 +125,7 @@ interface Endpoint {
 }
 
 async function endpoint(leaf: TestLeaf, tcpPort: number, httpPort: number): Promise<Endpoint> {
-  const { logger, lines } = capture();
+  const { logger, lines } = logCapture();
   const targets: LocalTarget[] = [
     { hostname: HOST, servicePort: TCP_PORT, host: '127.0.0.1', targetPort: tcpPort },
     { hostname: HOST, servicePort: HTTP_PORT, host: '127.0.0.1', targetPort: httpPort },
@@ -202,7 +187,7 @@ describe('proxy data path', () => {
       { service: 'cart.shop', port: TCP_PORT, listen: LOCAL },
       { service: 'cart.shop', port: HTTP_PORT, listen: LOCAL },
     ];
-    const log = capture();
+    const log = logCapture();
     clientLog = log.lines;
     client = new Proxy({ inboundListen: LOCAL, targets: [], upstreams, identity: toTlsIdentity(clientLeaf), logger: log.logger, connectTimeoutMs: 500, client: CLIENT_TOPOLOGY, random: mulberry32(5) });
     await client.start();
@@ -473,7 +458,7 @@ describe('proxy data path', () => {
         targets: [],
         upstreams: [{ service: 'cart.shop', port: TCP_PORT, listen: { host: '127.0.0.1', port: portOf(taken) } }],
         identity: toTlsIdentity(clientLeaf),
-        logger: capture().logger,
+        logger: logCapture().logger,
       });
       await assert.rejects(proxy.start(), (err) => {
         assert.ok(hasCode(err, 'KEDGE_LISTEN_FAILED'));

@@ -40,6 +40,13 @@ export async function startFederationProc(opts: { dataDir?: string; args?: strin
   };
 }
 
+/** Writes a federation config file (YAML) in a fresh temporary dir; start it with `startFederationProc({ args: ['--config', file] })`. */
+export function writeFederationConfig(doc: Record<string, unknown>): string {
+  const file = path.join(tempDir('fed-config'), 'federation.yaml');
+  fs.writeFileSync(file, YAML.stringify(doc));
+  return file;
+}
+
 /** Restarts a stopped federation on the same data dir and ports. */
 export async function restartFederationProc(fed: FederationHandle): Promise<FederationHandle> {
   const args = fed.args.map((a) => a);
