@@ -185,6 +185,21 @@ describe('locality failover through the proxy', () => {
     return (await res.json()) as BalancerState;
   }
 
+  /**
+   * Waits until no endpoint is ejected: an ejection from an earlier step
+   * (zone-b's, when zone-a took traffic back first) lasts up to
+   * maxEjectionTime and would skew the next step's counts.
+   */
+  async function ejectionsOver(): Promise<void> {
+    const started = Date.now();
+    for (;;) {
+      const d = (await balancerDump()).services['cart.shop'];
+      if (d && d.endpoints.every((e) => e.health !== 'ejected')) return;
+      assert.ok(Date.now() - started < 5_000, `endpoints still ejected: ${JSON.stringify(d?.endpoints.filter((e) => e.health === 'ejected').map((e) => e.workload))}`);
+      await sleep(50);
+    }
+  }
+
   const ejected = (name: string): boolean => clientLog.some((l) => l.msg === 'endpoint ejected by outlier detection' && l.workload === name);
 
   before(async () => {
@@ -257,6 +272,7 @@ describe('locality failover through the proxy', () => {
   });
 
   it('half of zone-a down: 70% stays, 30% spills to zone-b (the 1.4 rule)', T, async () => {
+    await ejectionsOver();
     await byName.get('a2')!.kill();
     push(FAST, ['a2']);
     const d = (await balancerDump()).services['cart.shop']!;
@@ -280,6 +296,7 @@ describe('locality failover through the proxy', () => {
   });
 
   it('every endpoint unhealthy per the federation: traffic goes to all of them, and /balancer says panic', T, async () => {
+    await ejectionsOver();
     push(FAST, servers.map((s) => s.name));
     const d = (await balancerDump()).services['cart.shop']!;
     assert.equal(d.panic, true);
