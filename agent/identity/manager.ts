@@ -66,7 +66,7 @@ export class IdentityManager extends EventEmitter {
       } catch (err) {
         if (!isTransient(err) || this.stopped) throw err;
         const delay = Math.min(30_000, 500 * 2 ** Math.min(attempt++, 6)) * (0.5 + this.random());
-        this.opts.logger.warn({ err: errorMessage(err), retryInMs: Math.round(delay) }, 'federation unreachable; will retry');
+        this.opts.logger.warn({ err: errorMessage(err), code: (err as KedgeError).code, retryInMs: Math.round(delay) }, joinRetryMessage(err as KedgeError));
         await sleep(delay);
       }
     }
@@ -152,4 +152,9 @@ export class IdentityManager extends EventEmitter {
 function sleep(ms: number): Promise<void> {
   // Not unref'd: while joining, this timer is what keeps the agent alive.
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** What a retried join says: unreachable, or reached but unable to sign now. */
+function joinRetryMessage(err: KedgeError): string {
+  return err.code === 'KEDGE_FEDERATION_UNREACHABLE' ? 'federation unreachable; will retry' : 'the federation could not sign now; will retry';
 }

@@ -10,8 +10,8 @@ import { startEtcd, EtcdServer } from '../support/etcd';
 import type { Etcd3 } from 'etcd3';
 import { EtcdRpc } from '../../federation/store/etcd-rpc';
 import { KedgeError } from '../../proto/model/errors';
-import { eventually, runKedge } from '../support/procs';
-import { AgentHandle, FederationHandle, agentSeesEndpoints, createToken, federationEndpoints, getJson, httpGet, startAgentProc, startFederationProc, startHttpApp, writeFederationConfig } from '../support/mesh';
+import { KedgeProcess, eventually, runKedge } from '../support/procs';
+import { AgentHandle, FederationHandle, agentSeesEndpoints, createToken, federationEndpoints, getJson, httpGet, spawnAgentProc, startAgentProc, startFederationProc, startHttpApp, writeFederationConfig } from '../support/mesh';
 
 describe('federation replicas on etcd', () => {
   let etcd: EtcdServer;
@@ -117,6 +117,7 @@ describe('a federation whose etcd refuses writes (NOSPACE alarm)', () => {
   let fed: FederationHandle;
   let client: Etcd3;
   const agents: AgentHandle[] = [];
+  const procs: KedgeProcess[] = [];
   const apps: { close(): Promise<void> }[] = [];
   before(async () => {
     etcd = await startEtcd({ args: [`--quota-backend-bytes=${1024 * 1024}`] });
@@ -128,7 +129,7 @@ describe('a federation whose etcd refuses writes (NOSPACE alarm)', () => {
     fed = await startFederationProc({ args: ['--config', file, '--store', `etcd://${etcd.endpoint}`, '--grace-period', '3s'] });
   });
   after(async () => {
-    await Promise.all(agents.map((a) => a.proc.stop('SIGKILL')));
+    await Promise.all([...agents.map((a) => a.proc), ...procs].map((p) => p.stop('SIGKILL')));
     await fed?.proc.stop('SIGKILL');
     await Promise.all(apps.map((a) => a.close()));
     client?.close();
@@ -166,11 +167,14 @@ describe('a federation whose etcd refuses writes (NOSPACE alarm)', () => {
     assert.equal(health.status, 200, 'the federation is up');
 
     // A new agent cannot join (its Sign consumes a token use: a write); it keeps retrying.
-    const beta = startAgentProc(fed, {
+    const b = await spawnAgentProc(fed, {
       name: 'beta', namespace: 'default', serviceAccount: 'beta', address: '127.0.51.2', token: betaToken,
       services: [{ name: 'beta', ports: [{ name: 'http', port: 9080, targetPort: app.port }] }],
     });
-    await new Promise((r) => setTimeout(r, 2_000));
+    procs.push(b.proc);
+    // Its join is refused, and it says why (space is freed only after that).
+    const why = await b.proc.waitForLog((l) => Number(l.level) >= 40 && /NOSPACE/i.test(String(l.err ?? '')), 20_000, 'the agent logging why it cannot join');
+    assert.equal(why.msg, 'the federation could not sign now; will retry');
 
     // Free the space the way etcd's docs say: delete, compact, defragment, disarm.
     await client.delete().prefix('/fill/');
@@ -182,10 +186,8 @@ describe('a federation whose etcd refuses writes (NOSPACE alarm)', () => {
     assert.ok(alarms.length > 0);
     for (const a of alarms) await client.maintenance.alarm({ action: 'Deactivate', memberID: a.memberID, alarm: a.alarm });
 
-    const b = await beta;
-    agents.push(b);
+    await b.proc.waitForMsg('registered with the federation', 30_000);
     await eventually(async () => (await federationEndpoints(fed, 'beta.default')).length === 1, 30_000, 'beta registered once etcd takes writes again');
-    assert.ok(b.proc.logs.some((l) => /NOSPACE|store/i.test(String(l.err ?? l.msg))&& Number(l.level) >= 40), 'the agent logged why it could not join');
     assert.equal((await federationEndpoints(fed, 'alpha.default')).length, 1);
   });
 });

@@ -122,13 +122,7 @@ export function writeAgentConfig(fed: FederationHandle, spec: AgentSpec, dataDir
 
 /** Starts `kedge agent` for `spec` and waits until it registered. */
 export async function startAgentProc(fed: FederationHandle, spec: AgentSpec, opts: { waitRegistered?: boolean } = {}): Promise<AgentHandle> {
-  const root = spec.dataDir ? path.dirname(spec.dataDir) : tempDir(`agent-${spec.name}`);
-  const dataDir = spec.dataDir ?? path.join(root, 'data');
-  fs.mkdirSync(dataDir, { recursive: true });
-  const tokenFile = path.join(root, 'token');
-  if (!spec.dataDir || spec.token) fs.writeFileSync(tokenFile, spec.token ?? (await createToken(fed, spec.namespace, spec.serviceAccount)));
-  const configFile = writeAgentConfig(fed, spec, dataDir, tokenFile);
-  const proc = startKedge(`agent-${spec.name}`, ['agent', '--config', configFile]);
+  const { proc, dataDir, configFile } = await spawnAgentProc(fed, spec);
   const started = await proc.waitForMsg('agent started', 20_000);
   if (opts.waitRegistered ?? true) await proc.waitForMsg('registered with the federation', 20_000);
   return {
@@ -140,6 +134,20 @@ export async function startAgentProc(fed: FederationHandle, spec: AgentSpec, opt
     upstreams: (started.upstreams as string[]) ?? [],
     adminUrl: `http://${String(started.admin)}`,
   };
+}
+
+/**
+ * Writes an agent's config and token and starts it, without waiting for
+ * anything: for tests that watch an agent that cannot join yet.
+ */
+export async function spawnAgentProc(fed: FederationHandle, spec: AgentSpec): Promise<{ proc: KedgeProcess; dataDir: string; configFile: string }> {
+  const root = spec.dataDir ? path.dirname(spec.dataDir) : tempDir(`agent-${spec.name}`);
+  const dataDir = spec.dataDir ?? path.join(root, 'data');
+  fs.mkdirSync(dataDir, { recursive: true });
+  const tokenFile = path.join(root, 'token');
+  if (!spec.dataDir || spec.token) fs.writeFileSync(tokenFile, spec.token ?? (await createToken(fed, spec.namespace, spec.serviceAccount)));
+  const configFile = writeAgentConfig(fed, spec, dataDir, tokenFile);
+  return { proc: startKedge(`agent-${spec.name}`, ['agent', '--config', configFile]), dataDir, configFile };
 }
 
 /** GETs JSON from a URL (admin endpoints, the federation API with a token). */
