@@ -350,10 +350,8 @@ describe('proxy data path', () => {
       assert.equal(failures(client, 'outbound', 'KEDGE_UPSTREAM_CONNECT_FAILED'), refused + 3);
       assert.equal(failures(client, 'outbound', 'KEDGE_CONNECT_TIMEOUT'), timedOut + 3);
       // Three failures each: both are ejected, and the next connection goes
-      // straight to b without waiting for the timeout.
-      const started = Date.now();
+      // straight to b: no new refusal, and no attempt that waits for the timeout.
       assert.equal(firstLine((await exchange(tcpPort)).data), 'b');
-      assert.ok(Date.now() - started < 400, `took ${Date.now() - started} ms`);
       assert.equal(failures(client, 'outbound', 'KEDGE_UPSTREAM_CONNECT_FAILED'), refused + 3);
       assert.equal(failures(client, 'outbound', 'KEDGE_CONNECT_TIMEOUT'), timedOut + 3);
     } finally {
