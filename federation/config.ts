@@ -27,8 +27,20 @@ export const FEDERATION_DEFAULTS = Object.freeze({
   kubernetesStaleAfter: '30s',
 });
 
+/** How the federation reaches a secured etcd: files, read when the store is opened. */
+export interface EtcdAccessConfig {
+  /** CA of etcd's serving certificate: TLS is on when set. */
+  caFile?: string;
+  /** Client certificate and key, for an etcd started with --client-cert-auth. */
+  certFile?: string;
+  keyFile?: string;
+  /** etcd user (RBAC) and the file holding its password. */
+  username?: string;
+  passwordFile?: string;
+}
+
 /** Where the federation keeps its state. */
-export type StoreConfig = { kind: 'embedded' } | { kind: 'etcd'; endpoints: string[] };
+export type StoreConfig = { kind: 'embedded' } | { kind: 'etcd'; endpoints: string[]; access: EtcdAccessConfig };
 
 /** A Kubernetes cluster whose Services and EndpointSlices join the mesh. */
 export interface KubernetesClusterConfig {
@@ -75,6 +87,11 @@ export const FEDERATION_FLAGS = {
   'ca-key': 'caKey',
   replica: 'replica',
   store: 'store',
+  'etcd-ca': 'etcdCa',
+  'etcd-cert': 'etcdCert',
+  'etcd-key': 'etcdKey',
+  'etcd-user': 'etcdUser',
+  'etcd-password-file': 'etcdPasswordFile',
   'vip-cidr': 'vipCidr',
 } as const;
 
@@ -88,7 +105,7 @@ export function parseStore(s: string): StoreConfig {
   if (!m || endpoints.some((e) => !/^[^:/\s]+:\d{1,5}$/.test(e))) {
     throw new KedgeError('KEDGE_BAD_CONFIG', `invalid store "${s}": use "embedded" or etcd://HOST:PORT[,HOST:PORT...]`);
   }
-  return { kind: 'etcd', endpoints };
+  return { kind: 'etcd', endpoints, access: {} };
 }
 
 function parseClusters(doc: Doc, baseDir: string): ClusterConfig[] {
@@ -166,6 +183,7 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
   if ((caCertFile === undefined) !== (caKeyFile === undefined)) {
     at(caCertFile === undefined ? 'caCert' : 'caKey').fail('--ca-cert and --ca-key go together: give both files of the plug-in intermediate, or neither');
   }
+  const store = resolveStore(at, relKey);
   const ttl = at('workloadCertTtl').parse((s) => parseDuration(s, 'workload certificate TTL'), FEDERATION_DEFAULTS.workloadCertTtl);
   if (ttl < 10_000) at('workloadCertTtl').fail('must be at least 10s');
   return deepFreeze({
@@ -179,11 +197,42 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
     caCertFile,
     caKeyFile,
     replica: at('replica').string(`${hostname}:${listenGrpc.port}`),
-    store: at('store').parse(parseStore, FEDERATION_DEFAULTS.store),
+    store,
     vipCidr: at('vipCidr').parse((v) => (parseCidr4(v), v), FEDERATION_DEFAULTS.vipCidr),
     clusters: parseClusters(new Doc(source, merged).at('clusters'), base),
     serviceEntries: parseServiceEntries(new Doc(source, merged).at('serviceEntries')),
   });
+}
+
+/** The store, with the etcd access settings checked against it and each other. */
+function resolveStore(at: (key: string) => Doc, relKey: (key: string, p: string | undefined) => string | undefined): StoreConfig {
+  const store = at('store').parse(parseStore, FEDERATION_DEFAULTS.store);
+  const file = (key: string) => relKey(key, at(key).optionalString());
+  const access: EtcdAccessConfig = {};
+  const set = <K extends keyof EtcdAccessConfig>(k: K, v: EtcdAccessConfig[K] | undefined) => {
+    if (v !== undefined) access[k] = v;
+  };
+  set('caFile', file('etcdCa'));
+  set('certFile', file('etcdCert'));
+  set('keyFile', file('etcdKey'));
+  set('username', at('etcdUser').optionalString());
+  set('passwordFile', file('etcdPasswordFile'));
+  const given = (['etcdCa', 'etcdCert', 'etcdKey', 'etcdUser', 'etcdPasswordFile'] as const).filter((k) => at(k).value !== undefined);
+  if (store.kind === 'embedded') {
+    if (given.length > 0) at(given[0]!).fail('applies to an etcd store only: set store to etcd://HOST:PORT[,HOST:PORT...], or remove it');
+    return store;
+  }
+  if ((access.certFile === undefined) !== (access.keyFile === undefined)) {
+    at(access.certFile === undefined ? 'etcdKey' : 'etcdCert').fail('--etcd-cert and --etcd-key go together: give the client certificate and its key, or neither');
+  }
+  if (access.certFile !== undefined && access.caFile === undefined) {
+    at('etcdCert').fail('a client certificate needs TLS: also give --etcd-ca, the CA that signed etcd\'s serving certificate');
+  }
+  if ((access.username === undefined) !== (access.passwordFile === undefined)) {
+    at(access.username === undefined ? 'etcdPasswordFile' : 'etcdUser').fail('--etcd-user and --etcd-password-file go together: give the etcd user and the file holding its password, or neither');
+  }
+  if (access.username !== undefined && !/^[^\s]+$/.test(access.username)) at('etcdUser').fail(`invalid etcd user "${access.username}": use the name given to "etcdctl user add"`);
+  return { ...store, access };
 }
 
 function flagOf(key: string): string {

@@ -10,9 +10,10 @@ import { KedgeError, errorMessage } from '../proto/model/errors';
 import type { Logger } from '../proto/model/log';
 import { formatHostPort, HostPort } from '../proto/model/address';
 import { federationSpiffeId } from '../proto/model/spiffe';
-import type { FederationConfig } from './config';
+import type { EtcdAccessConfig, FederationConfig } from './config';
 import { openEmbeddedStore } from './store/embedded';
 import { openEtcdStore } from './store/etcd';
+import type { EtcdSecurity } from './store/etcd-rpc';
 import type { Source, SourceService } from './sources/types';
 import type { KubernetesSource } from './sources/kubernetes';
 import { ConsulSource } from './sources/consul';
@@ -60,7 +61,7 @@ export async function startFederation(config: FederationConfig, logger: Logger):
   try {
     const store: Store =
       config.store.kind === 'etcd'
-        ? await openEtcdStore(config.store.endpoints, { logger: logger.child({ component: 'store' }) })
+        ? await openEtcdStore(config.store.endpoints, { logger: logger.child({ component: 'store' }), security: readEtcdSecurity(config.store.access) })
         : await openEmbeddedStore(path.join(config.dataDir, 'store'), { logger });
     closers.push(() => store.close());
 
@@ -232,4 +233,33 @@ function listen(server: http.Server, addr: HostPort): Promise<number> {
     server.once('error', (err) => reject(listenError('HTTP', addr, err)));
     server.listen(addr.port, addr.host, () => resolve((server.address() as { port: number }).port));
   });
+}
+
+/** Reads the files of the etcd access settings; a file that cannot be read is a config error naming it. */
+export function readEtcdSecurity(access: EtcdAccessConfig): EtcdSecurity {
+  const read = (file: string, what: string) => {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new KedgeError('KEDGE_BAD_CONFIG', `cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`, { cause: err });
+    }
+    return text;
+  };
+  const security: EtcdSecurity = {};
+  if (access.caFile !== undefined) {
+    const caPem = read(access.caFile, 'the etcd CA file (--etcd-ca)');
+    if (!caPem.includes('-----BEGIN CERTIFICATE-----')) throw new KedgeError('KEDGE_BAD_CONFIG', `the etcd CA file (--etcd-ca) ${access.caFile} holds no PEM certificate`);
+    security.tls = { caPem };
+    if (access.certFile !== undefined && access.keyFile !== undefined) {
+      security.tls.certPem = read(access.certFile, 'the etcd client certificate (--etcd-cert)');
+      security.tls.keyPem = read(access.keyFile, 'the etcd client key (--etcd-key)');
+    }
+  }
+  if (access.username !== undefined && access.passwordFile !== undefined) {
+    const password = read(access.passwordFile, 'the etcd password file (--etcd-password-file)').replace(/\r?\n$/, '');
+    if (password === '') throw new KedgeError('KEDGE_BAD_CONFIG', `the etcd password file (--etcd-password-file) ${access.passwordFile} is empty`);
+    security.auth = { username: access.username, password };
+  }
+  return security;
 }

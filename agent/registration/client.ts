@@ -73,7 +73,7 @@ export function isTransient(err: unknown): boolean {
   return err instanceof KedgeError && (TRANSIENT.has(err.code) || /^KEDGE_K8S_(UNREACHABLE|TIMEOUT|SERVER_ERROR)$/.test(err.code));
 }
 
-const TRANSIENT = new Set(['KEDGE_FEDERATION_UNREACHABLE', 'KEDGE_INTERNAL', 'KEDGE_FEDERATION_ERROR', 'KEDGE_STORE_UNAVAILABLE']);
+const TRANSIENT = new Set(['KEDGE_FEDERATION_UNREACHABLE', 'KEDGE_INTERNAL', 'KEDGE_FEDERATION_ERROR', 'KEDGE_STORE_UNAVAILABLE', 'KEDGE_STORE_AUTH']);
 
 /** The federation as the agent sees it: addresses tried in order, one pinned root. */
 export interface FederationTarget {

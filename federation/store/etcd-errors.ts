@@ -10,6 +10,8 @@ export type EtcdFailure =
   | 'no-space' // etcd raised its NOSPACE alarm and refuses writes
   | 'too-large' // the request exceeds etcd's --max-request-bytes
   | 'compacted' // the revision asked for was compacted away
+  | 'auth-failed' // etcd refused the configured user name or password
+  | 'permission-denied' // etcd has auth enabled and the user (or no user) may not do this
   | 'not-sent' // no connection: the request never reached etcd, so any request may be retried
   | 'transient' // lost mid-request, timed out, or etcd is between leaders: only idempotent requests are retried
   | 'rejected'; // anything else etcd refused
@@ -34,6 +36,8 @@ export function classifyEtcdError(err: unknown): EtcdFailure {
   // 512 KiB already in gRPC (server side, hence the lower-case "grpc:").
   if (msg.includes('request is too large') || msg.includes('grpc: received message larger than max')) return 'too-large';
   if (msg.includes('required revision has been compacted')) return 'compacted';
+  if (msg.includes('authentication failed, invalid user ID or password')) return 'auth-failed';
+  if (msg.includes('etcdserver: permission denied') || msg.includes('etcdserver: user name is empty')) return 'permission-denied';
   const code = grpcCode(err);
   // grpc-js fails a call with this text when no connection was up to send it on.
   if (code === 14 && msg.includes('No connection established')) return 'not-sent';
@@ -52,6 +56,8 @@ export interface FailureContext {
   mutation: boolean;
   timeoutMs: number;
   lease?: string;
+  /** The etcd user the store authenticates as, when it does. */
+  user?: string;
 }
 
 const checkEtcd = (endpoints: string) => `check that etcd is running and reachable from this host (etcdctl --endpoints=${endpoints} endpoint health)`;
@@ -74,6 +80,12 @@ export function etcdFailure(err: unknown, ctx: FailureContext): KedgeError {
       return new KedgeError('KEDGE_STORE_INVALID_REQUEST', `${ctx.what} is larger than etcd at ${ctx.endpoints} accepts (its --max-request-bytes, 1.5 MiB by default); store less in one key`, opts);
     case 'compacted':
       return new KedgeError('KEDGE_STORE_COMPACTED', `${ctx.what} asked etcd at ${ctx.endpoints} for a revision it has compacted away; list again and continue from the revision the list returns`, opts);
+    case 'auth-failed':
+      return new KedgeError('KEDGE_STORE_AUTH', `etcd at ${ctx.endpoints} refused user "${ctx.user ?? ''}" (${ctx.what}): wrong user name or password; check etcdUser and the password in etcdPasswordFile against the etcd user (etcdctl user get ${ctx.user ?? 'USER'})`, opts);
+    case 'permission-denied':
+      return ctx.user === undefined
+        ? new KedgeError('KEDGE_STORE_AUTH', `etcd at ${ctx.endpoints} denied ${ctx.what}: authentication is enabled on it; give the federation an etcd user (etcdUser and etcdPasswordFile) whose role grants readwrite on its keys (etcdctl role grant-permission ROLE --prefix=true readwrite /kedge/)`, opts)
+        : new KedgeError('KEDGE_STORE_AUTH', `etcd at ${ctx.endpoints} denied ${ctx.what} to user "${ctx.user}": none of its roles grants readwrite on this key; grant it (etcdctl role grant-permission ROLE --prefix=true readwrite /kedge/)`, opts);
     case 'not-sent':
       return new KedgeError('KEDGE_STORE_UNAVAILABLE', `cannot reach etcd at ${ctx.endpoints}: gave up on ${ctx.what} after retrying for ${ctx.timeoutMs} ms (${detail}); ${checkEtcd(ctx.endpoints)}`, opts);
     case 'transient':

@@ -55,16 +55,47 @@ export interface CallSpec {
   lease?: string;
 }
 
+/** How to connect to a secured etcd: TLS (with a client certificate for --client-cert-auth) and RBAC user. */
+export interface EtcdSecurity {
+  /** Verify etcd's serving certificate against this CA (PEM); turns TLS on. */
+  tls?: { caPem: string; certPem?: string; keyPem?: string };
+  /** etcd user (`etcdctl user add`); the client authenticates and renews its token by itself. */
+  auth?: { username: string; password: string };
+}
+
 /** One etcd3 client with the store's retry, deadline and revision bookkeeping. */
 export class EtcdRpc {
   readonly client: Etcd3;
   readonly endpointList: string;
+  /** The etcd user, for error messages; undefined without auth. */
+  readonly username: string | undefined;
   private seen = 0;
   private closed = false;
 
-  constructor(endpoints: string[], readonly requestTimeoutMs: number, private readonly closedError: () => KedgeError) {
+  constructor(endpoints: string[], readonly requestTimeoutMs: number, private readonly closedError: () => KedgeError, security: EtcdSecurity = {}) {
     this.endpointList = endpoints.join(',');
-    this.client = new Etcd3({ hosts: endpoints, grpcOptions: GRPC_OPTIONS, faultHandling: { host: () => passThrough, global: passThrough } });
+    this.username = security.auth?.username;
+    const { tls, auth } = security;
+    this.client = new Etcd3({
+      hosts: endpoints,
+      grpcOptions: GRPC_OPTIONS,
+      faultHandling: { host: () => passThrough, global: passThrough },
+      ...(tls ? { credentials: { rootCertificate: Buffer.from(tls.caPem), ...(tls.certPem && tls.keyPem ? { certChain: Buffer.from(tls.certPem), privateKey: Buffer.from(tls.keyPem) } : {}) } } : {}),
+      ...(auth ? { auth: { username: auth.username, password: auth.password } } : {}),
+    });
+  }
+
+  /**
+   * Forgets the auth token, so the next request authenticates again. etcd3
+   * does this itself for unary requests; a watch that etcd cancels for an
+   * expired token (simple tokens expire after --auth-token-ttl and die with
+   * an etcd restart) needs it before it is opened again. Uses etcd3's
+   * connection pool (internal, pinned version; the watch test across an etcd
+   * restart with auth fails if it stops working).
+   */
+  refreshAuth(): void {
+    const pool = (this.client as unknown as { pool?: { authenticator?: { invalidateMetadata?: () => void } } }).pool;
+    pool?.authenticator?.invalidateMetadata?.();
   }
 
   /** The highest store revision seen in any response. */
@@ -99,7 +130,7 @@ export class EtcdRpc {
         const retry = kind === 'not-sent' || (kind === 'transient' && !spec.mutation);
         const remaining = deadline - Date.now();
         if (!retry || remaining < LAST_ATTEMPT_MS * 2) {
-          throw etcdFailure(err, { endpoints: this.endpointList, what: spec.what, mutation: spec.mutation, timeoutMs, ...(spec.lease === undefined ? {} : { lease: spec.lease }) });
+          throw etcdFailure(err, { endpoints: this.endpointList, what: spec.what, mutation: spec.mutation, timeoutMs, ...(spec.lease === undefined ? {} : { lease: spec.lease }), ...(this.username === undefined ? {} : { user: this.username }) });
         }
         const wait = Math.min(backoffMs(attempt, RETRY_BASE_MS, RETRY_MAX_MS), remaining - LAST_ATTEMPT_MS);
         await new Promise((r) => setTimeout(r, wait));

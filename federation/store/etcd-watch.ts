@@ -15,6 +15,7 @@ import type { IDuplexStream, IResponseHeader, IWatchRequest, IWatchResponse, Wat
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { endStream } from './etcd-keepalive';
+import { classifyEtcdError, etcdFailure } from './etcd-errors';
 import { backoffMs, eventRevision, int, toWatchEvent, type KeyCodec } from './etcd-keys';
 import type { Watch, WatchEvent } from './types';
 
@@ -35,6 +36,10 @@ export interface WatchDeps {
   /** The highest revision the store has seen, and where to report new ones. */
   revision(): number;
   observe(h: IResponseHeader | undefined): void;
+  /** Makes the next request authenticate again (a no-op without auth). */
+  refreshAuth(): void;
+  /** The etcd user, for messages; undefined without auth. */
+  user?: string | undefined;
   /** Called once when the watch ends, by close or by error. */
   ended(w: EtcdWatch): void;
 }
@@ -98,6 +103,12 @@ export class EtcdWatch implements Watch {
   private onResponse(stream: WatchStream, res: IWatchResponse): void {
     if (this.closed || stream !== this.stream) return;
     this.deps.observe(res.header);
+    if (res.canceled && /invalid auth token/.test(res.cancel_reason ?? '')) {
+      // The token expired (--auth-token-ttl) or died with an etcd restart:
+      // authenticate again and reopen from where the watch was.
+      this.deps.refreshAuth();
+      return this.onBroken(stream, new Error(`etcd cancelled the watch: ${res.cancel_reason}`));
+    }
     if (res.canceled) return this.onCanceled(res);
     if (res.created) {
       clearTimeout(this.timer);
@@ -137,9 +148,12 @@ export class EtcdWatch implements Watch {
       this.restart();
       return;
     }
+    const reason = res.cancel_reason ?? '';
     const err = compactedAt > 0
       ? new KedgeError('KEDGE_STORE_COMPACTED', `watch on "${this.prefix}" from revision ${this.next - 1} asks etcd at ${this.deps.endpoints} for changes it has compacted away (it keeps those from revision ${compactedAt}); list the prefix again and watch from the revision the list returns`)
-      : new KedgeError('KEDGE_STORE_UNAVAILABLE', `etcd at ${this.deps.endpoints} cancelled the watch on "${this.prefix}"${res.cancel_reason ? ` (${res.cancel_reason})` : ''}; check etcd's logs, then list the prefix again and watch from the revision the list returns`);
+      : classifyEtcdError(reason) === 'permission-denied'
+        ? etcdFailure(new Error(reason), { endpoints: this.deps.endpoints, what: `the watch on "${this.prefix}"`, mutation: false, timeoutMs: 0, ...(this.deps.user === undefined ? {} : { user: this.deps.user }) })
+        : new KedgeError('KEDGE_STORE_UNAVAILABLE', `etcd at ${this.deps.endpoints} cancelled the watch on "${this.prefix}"${reason ? ` (${reason})` : ''}; check etcd's logs, then list the prefix again and watch from the revision the list returns`);
     this.fail(err);
   }
 

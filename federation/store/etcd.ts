@@ -16,10 +16,12 @@
 //   race; a few changes by others just before the call may be delivered too.
 import { CompareResult, CompareTarget, type IKeyValue, type IRangeResponse, type IResponseOp, type KVClient } from 'etcd3';
 import { KedgeError } from '../../proto/model/errors';
+import { classifyEtcdError } from './etcd-errors';
+import { diagnoseEtcdConnection } from './etcd-probe';
 import type { Logger } from '../../proto/model/log';
 import { LeaseKeepAliver } from './etcd-keepalive';
 import { int, isLeaseId, KeyCodec, leaseTtlSeconds, toKeyValue } from './etcd-keys';
-import { EtcdRpc } from './etcd-rpc';
+import { EtcdRpc, type EtcdSecurity } from './etcd-rpc';
 import { EtcdWatch } from './etcd-watch';
 import type { KeyValue, PutOptions, Store, Watch, WatchEvent } from './types';
 
@@ -34,6 +36,8 @@ export interface EtcdStoreOptions {
   requestTimeoutMs?: number;
   /** Keys per range request in list() (default 1000); pages are read at one revision. */
   listPageSize?: number;
+  /** TLS and user for an etcd that requires them; default plaintext, no auth. */
+  security?: EtcdSecurity;
 }
 
 function invalid(message: string): KedgeError {
@@ -162,6 +166,8 @@ class EtcdStore implements Store {
       endpoints: this.rpc.endpointList,
       revision: () => this.rpc.revision,
       observe: (h) => this.rpc.observe(h),
+      refreshAuth: () => this.rpc.refreshAuth(),
+      user: this.rpc.username,
       ended: (ended) => this.watches.delete(ended),
     }, prefix, from, onEvents, onError);
     this.watches.add(w);
@@ -252,15 +258,23 @@ export async function openEtcdStore(endpoints: string[], opts: EtcdStoreOptions)
       throw invalid(`etcd endpoint ${JSON.stringify(endpoints[i])} must be host:port (or http://host:port), e.g. 127.0.0.1:2379`);
     }
   }
-  const rpc = new EtcdRpc(list, opts.requestTimeoutMs ?? 5000, () => new KedgeError('KEDGE_STORE_CLOSED', `the etcd store (${list.join(',')}) is closed; this is a shutdown-ordering bug in the caller`));
+  const rpc = new EtcdRpc(list, opts.requestTimeoutMs ?? 5000, () => new KedgeError('KEDGE_STORE_CLOSED', `the etcd store (${list.join(',')}) is closed; this is a shutdown-ordering bug in the caller`), opts.security);
   const dialTimeoutMs = opts.dialTimeoutMs ?? 5000;
   try {
     const status = await rpc.call({ what: 'the status request', mutation: false, timeoutMs: dialTimeoutMs }, (o) => rpc.client.maintenance.status(o));
-    opts.logger.info({ endpoints: list, version: status.version, revision: rpc.revision, dbSize: int(status.dbSize), prefix: opts.prefix ?? '' }, 'etcd store opened');
+    opts.logger.info({ endpoints: list, version: status.version, revision: rpc.revision, dbSize: int(status.dbSize), prefix: opts.prefix ?? '', tls: opts.security?.tls !== undefined, user: rpc.username }, 'etcd store opened');
     if (status.errors?.length) opts.logger.warn({ endpoints: list, errors: status.errors }, 'etcd reports errors (an active alarm such as NOSPACE refuses writes)');
     return new EtcdStore(rpc, new KeyCodec(opts.prefix ?? ''), opts.logger, opts.listPageSize ?? 1000);
   } catch (err) {
     rpc.close();
-    throw err;
+    throw await withDiagnosis(err, list, opts.security ?? {});
   }
+}
+
+/** A first connection that failed without a reason gets one from a probe of each endpoint, when the probe finds it. */
+async function withDiagnosis(err: unknown, endpoints: string[], security: EtcdSecurity): Promise<unknown> {
+  if (!(err instanceof KedgeError) || classifyEtcdError(err.cause) !== 'not-sent') return err;
+  const found = (await Promise.all(endpoints.map((e) => diagnoseEtcdConnection(e, security).catch(() => undefined)))).filter((d) => d !== undefined);
+  const endpointList = endpoints.join(',');
+  return found.length === 0 ? err : new KedgeError(err.code, `cannot connect to etcd at ${endpointList}: ${[...new Set(found)].join('; ')}`, { cause: err.cause });
 }

@@ -40,6 +40,12 @@ export interface StartEtcdOptions {
   args?: string[];
   /** How long to wait for /health (default 15 s). */
   readyTimeoutMs?: number;
+  /**
+   * Serve clients over TLS with this certificate (its SANs must name
+   * 127.0.0.1), and with `clientCertAuth` require client certificates signed
+   * by `caFile`. /health is then read from a plain metrics listener.
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string; clientCertAuth?: boolean };
 }
 
 const DEFAULT_BIN = '/usr/bin/etcd';
@@ -115,6 +121,8 @@ class EtcdProcess implements EtcdServer {
     private readonly peerPort: number,
     private readonly extraArgs: string[],
     private readonly readyTimeoutMs: number,
+    private readonly tls: StartEtcdOptions['tls'],
+    private readonly metricsPort: number,
   ) {}
 
   get endpoint(): string {
@@ -128,7 +136,7 @@ class EtcdProcess implements EtcdServer {
   /** Starts the process and waits for /health; rejects (process killed) when it exits or stays unhealthy. */
   async start(): Promise<void> {
     if (this.child) throw new Error(`etcd on ${this.endpoint} is already running`);
-    const client = `http://127.0.0.1:${this.clientPort}`;
+    const client = `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.clientPort}`;
     const peer = `http://127.0.0.1:${this.peerPort}`;
     const args = [
       '--name=default', `--data-dir=${this.dataDir}`,
@@ -136,6 +144,13 @@ class EtcdProcess implements EtcdServer {
       `--listen-peer-urls=${peer}`, `--initial-advertise-peer-urls=${peer}`,
       `--initial-cluster=default=${peer}`,
       '--logger=zap', '--log-outputs=stderr', '--log-level=warn',
+      ...(this.tls
+        ? [
+          `--cert-file=${this.tls.certFile}`, `--key-file=${this.tls.keyFile}`, `--trusted-ca-file=${this.tls.caFile}`,
+          ...(this.tls.clientCertAuth ? ['--client-cert-auth'] : []),
+          `--listen-metrics-urls=http://127.0.0.1:${this.metricsPort}`,
+        ]
+        : []),
       ...this.extraArgs,
     ];
     this.output = [];
@@ -162,7 +177,7 @@ class EtcdProcess implements EtcdServer {
       });
     }
     const deadline = Date.now() + this.readyTimeoutMs;
-    while (!(await healthy(this.clientPort))) {
+    while (!(await healthy(this.tls ? this.metricsPort : this.clientPort))) {
       if (exitInfo !== undefined) throw new Error(`etcd on ${this.endpoint} exited during start-up (${exitInfo}):\n${this.output.join('\n')}`);
       if (Date.now() > deadline) {
         await this.kill9();
@@ -228,7 +243,9 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdServer
     const clientPort = await freePort();
     let peerPort = await freePort();
     while (peerPort === clientPort) peerPort = await freePort();
-    const etcd = new EtcdProcess(bin, dataDir, ownsDir, clientPort, peerPort, opts.args ?? [], opts.readyTimeoutMs ?? 15_000);
+    let metricsPort = opts.tls ? await freePort() : 0;
+    while (opts.tls && (metricsPort === clientPort || metricsPort === peerPort)) metricsPort = await freePort();
+    const etcd = new EtcdProcess(bin, dataDir, ownsDir, clientPort, peerPort, opts.args ?? [], opts.readyTimeoutMs ?? 15_000, opts.tls, metricsPort);
     try {
       await etcd.start();
       return etcd;

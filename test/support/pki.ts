@@ -73,7 +73,16 @@ export function makeCa(name: string): TestCa {
  * certificate (new key and serial) for the same ID, as a rotation would.
  */
 export function makeLeaf(ca: TestCa, spiffeId: string, tag = ''): TestLeaf {
-  const key = `${ca.name}\n${spiffeId}\n${tag}`;
+  return makeLeafWithSan(ca, `URI:${spiffeId}`, tag, spiffeId);
+}
+
+/**
+ * A P-256 leaf with the given subjectAltName (openssl syntax, e.g.
+ * `IP:127.0.0.1,DNS:localhost` for a server such as etcd), usable as TLS
+ * client and server, signed by `ca`; cached like makeLeaf.
+ */
+export function makeLeafWithSan(ca: TestCa, san: string, tag = '', spiffeId = ''): TestLeaf {
+  const key = `${ca.name}\n${san}\n${tag}`;
   let leaf = leaves.get(key);
   if (leaf === undefined) {
     leaf = inTempDir((dir) => {
@@ -81,7 +90,7 @@ export function makeLeaf(ca: TestCa, spiffeId: string, tag = ''): TestLeaf {
       writeFileSync(join(dir, 'ca.key'), ca.keyPem, { mode: 0o600 });
       writeFileSync(
         join(dir, 'leaf.ext'),
-        `basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature,keyEncipherment\nextendedKeyUsage = serverAuth,clientAuth\nsubjectAltName = URI:${spiffeId}\n`,
+        `basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature,keyEncipherment\nextendedKeyUsage = serverAuth,clientAuth\nsubjectAltName = ${san}\n`,
       );
       openssl(dir, ['req', '-new', '-config', '/dev/null', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', '/O=kedge-test']);
       // Random serials: two leaves for one ID must be told apart by serial.

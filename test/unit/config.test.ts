@@ -105,4 +105,28 @@ describe('federation config', () => {
     assert.throws(() => resolveFederationConfig({ config: file }, 'h'), /unknown field "trustdomain"/);
     assert.throws(() => resolveFederationConfig({ config: path.join(dir, 'missing.yaml') }, 'h'), /cannot read federation config/);
   });
+  it('takes etcd TLS and user settings with an etcd store, paths relative to the file', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kedge-fedcfg-'));
+    const file = path.join(dir, 'federation.yaml');
+    fs.writeFileSync(file, 'store: etcd://10.0.0.1:2379,10.0.0.2:2379\netcdCa: etcd/ca.pem\netcdCert: etcd/client.pem\netcdKey: etcd/client-key.pem\netcdUser: kedge\netcdPasswordFile: etcd/password\n');
+    const c = resolveFederationConfig({ config: file }, 'h');
+    assert.deepEqual(c.store, {
+      kind: 'etcd',
+      endpoints: ['10.0.0.1:2379', '10.0.0.2:2379'],
+      access: { caFile: path.join(dir, 'etcd/ca.pem'), certFile: path.join(dir, 'etcd/client.pem'), keyFile: path.join(dir, 'etcd/client-key.pem'), username: 'kedge', passwordFile: path.join(dir, 'etcd/password') },
+    });
+    assert.deepEqual(resolveFederationConfig({ store: 'etcd://127.0.0.1:2379' }, 'h').store, { kind: 'etcd', endpoints: ['127.0.0.1:2379'], access: {} });
+    // Flags resolve against the working directory.
+    const flagged = resolveFederationConfig({ store: 'etcd://127.0.0.1:2379', 'etcd-ca': 'ca.pem' }, 'h').store;
+    assert.equal(flagged.kind === 'etcd' && flagged.access.caFile, path.resolve('ca.pem'));
+  });
+  it('refuses etcd settings that cannot work, naming them', () => {
+    const etcd = { store: 'etcd://127.0.0.1:2379' };
+    assert.throws(() => resolveFederationConfig({ 'etcd-ca': '/ca.pem' }, 'h'), /--etcd-ca: applies to an etcd store only/);
+    assert.throws(() => resolveFederationConfig({ ...etcd, 'etcd-ca': '/ca.pem', 'etcd-cert': '/c.pem' }, 'h'), /--etcd-cert: --etcd-cert and --etcd-key go together/);
+    assert.throws(() => resolveFederationConfig({ ...etcd, 'etcd-cert': '/c.pem', 'etcd-key': '/k.pem' }, 'h'), /--etcd-cert: a client certificate needs TLS: also give --etcd-ca/);
+    assert.throws(() => resolveFederationConfig({ ...etcd, 'etcd-user': 'kedge' }, 'h'), /--etcd-user: --etcd-user and --etcd-password-file go together/);
+    assert.throws(() => resolveFederationConfig({ ...etcd, 'etcd-password-file': '/p' }, 'h'), /--etcd-password-file: --etcd-user and --etcd-password-file go together/);
+    assert.throws(() => resolveFederationConfig({ ...etcd, 'etcd-user': 'a b', 'etcd-password-file': '/p' }, 'h'), /invalid etcd user "a b"/);
+  });
 });

@@ -85,7 +85,10 @@ describe('etcd store errors', () => {
       [new Error('3 INVALID_ARGUMENT: etcdserver: request is too large'), 'too-large'],
       [new Error('8 RESOURCE_EXHAUSTED: grpc: received message larger than max (2097175 vs. 2097152)'), 'too-large'],
       [new Error('11 OUT_OF_RANGE: etcdserver: mvcc: required revision has been compacted'), 'compacted'],
-      [new Error('7 PERMISSION_DENIED: etcdserver: permission denied'), 'rejected'],
+      [new Error('7 PERMISSION_DENIED: etcdserver: permission denied'), 'permission-denied'],
+      [new Error('3 INVALID_ARGUMENT: etcdserver: user name is empty'), 'permission-denied'],
+      [new Error('3 INVALID_ARGUMENT: etcdserver: authentication failed, invalid user ID or password'), 'auth-failed'],
+      [new Error('9 FAILED_PRECONDITION: etcdserver: something else'), 'rejected'],
       [new Error('boom'), 'rejected'],
       ['a string', 'rejected'],
     ];
@@ -103,7 +106,8 @@ describe('etcd store errors', () => {
       [new Error('5 NOT_FOUND: etcdserver: requested lease not found'), 'KEDGE_STORE_LEASE_NOT_FOUND', ['lease 42', 'put "/k"']],
       [new Error('3 INVALID_ARGUMENT: etcdserver: request is too large'), 'KEDGE_STORE_INVALID_REQUEST', ['--max-request-bytes']],
       [new Error('11 OUT_OF_RANGE: etcdserver: mvcc: required revision has been compacted'), 'KEDGE_STORE_COMPACTED', ['list again']],
-      [new Error('7 PERMISSION_DENIED: etcdserver: permission denied'), 'KEDGE_STORE_UNAVAILABLE', ['rejected put "/k"', 'permission denied']],
+      [new Error('7 PERMISSION_DENIED: etcdserver: permission denied'), 'KEDGE_STORE_AUTH', ['denied put "/k"', 'authentication is enabled', 'etcdUser', 'grant-permission']],
+      [new Error('9 FAILED_PRECONDITION: etcdserver: something else'), 'KEDGE_STORE_UNAVAILABLE', ['rejected put "/k"', 'something else']],
     ];
     for (const [err, code, mentions] of cases) {
       const e = etcdFailure(err, ctx);
@@ -112,6 +116,11 @@ describe('etcd store errors', () => {
       for (const m of mentions) assert.ok(e.message.includes(m), `"${e.message}" should mention ${m}`);
     }
     assert.ok(!etcdFailure(new Error('14 UNAVAILABLE: Connection dropped'), { ...ctx, mutation: false }).message.includes('may or may not'), 'reads do not warn about half-applied changes');
+    const denied = etcdFailure(new Error('7 PERMISSION_DENIED: etcdserver: permission denied'), { ...ctx, user: 'kedge' });
+    assert.match(denied.message, /denied put "\/k" to user "kedge": none of its roles grants readwrite/);
+    const refused = etcdFailure(new Error('3 INVALID_ARGUMENT: etcdserver: authentication failed, invalid user ID or password'), { ...ctx, user: 'kedge' });
+    assert.equal(refused.code, 'KEDGE_STORE_AUTH');
+    assert.match(refused.message, /refused user "kedge".*wrong user name or password.*etcdPasswordFile/);
   });
 });
 
@@ -212,6 +221,7 @@ function watchHarness(fromRevision: number | undefined, seen = 100) {
   const events: WatchEvent[][] = [];
   const errors: Error[] = [];
   let ended = 0;
+  let refreshes = 0;
   const watches = { watch: async () => {
     const s: FakeWatchStream = new FakeStream();
     streams.push(s);
@@ -219,7 +229,7 @@ function watchHarness(fromRevision: number | undefined, seen = 100) {
   } } as unknown as WatchClient;
   const w = new EtcdWatch({
     watches, codec: new KeyCodec(''), logger: silentLogger(), endpoints: '127.0.0.1:2379',
-    revision: () => seen, observe: () => undefined, ended: () => ended++,
+    revision: () => seen, observe: () => undefined, ended: () => ended++, refreshAuth: () => refreshes++,
   }, '/p/', fromRevision, (batch) => events.push(batch), (err) => errors.push(err));
   const stream = async (n: number) => {
     await waitFor(() => streams.length >= n && streams[n - 1]!.written.length > 0, 3000, `watch stream ${n}`);
@@ -227,7 +237,7 @@ function watchHarness(fromRevision: number | undefined, seen = 100) {
   };
   const startOf = (s: FakeWatchStream) => Number(s.written[0]?.create_request?.start_revision);
   const keys = () => events.flat().map((e) => (e.type === 'put' ? `put ${e.kv.key}@${e.kv.modRevision}` : `delete ${e.key}@${e.modRevision}`));
-  return { w, streams, events, errors, stream, startOf, keys, ended: () => ended };
+  return { w, streams, events, errors, stream, startOf, keys, ended: () => ended, refreshes: () => refreshes };
 }
 
 describe('etcd store watch', () => {
@@ -299,11 +309,33 @@ describe('etcd store watch', () => {
     assert.ok(hasCode(h.errors[0], 'KEDGE_STORE_COMPACTED'));
   });
 
-  it('ends with KEDGE_STORE_UNAVAILABLE when etcd cancels it for another reason', async () => {
+  it('ends with KEDGE_STORE_UNAVAILABLE when etcd cancels it for another reason, KEDGE_STORE_AUTH when denied', async () => {
     const h = watchHarness(10);
     const s1 = await h.stream(1);
-    s1.send(watchResponse(0, { canceled: true, cancel_reason: 'etcdserver: permission denied' }));
-    assert.ok(hasCode(h.errors[0], 'KEDGE_STORE_UNAVAILABLE') && h.errors[0]!.message.includes('permission denied'));
+    s1.send(watchResponse(0, { canceled: true, cancel_reason: 'etcdserver: no space' }));
+    assert.ok(hasCode(h.errors[0], 'KEDGE_STORE_UNAVAILABLE') && h.errors[0]!.message.includes('(etcdserver: no space)'));
+    const d = watchHarness(10);
+    (await d.stream(1)).send(watchResponse(0, { canceled: true, cancel_reason: 'rpc error: code = PermissionDenied desc = etcdserver: permission denied' }));
+    assert.ok(hasCode(d.errors[0], 'KEDGE_STORE_AUTH'), String(d.errors[0]));
+    assert.match(d.errors[0]!.message, /denied the watch on "\/p\/".*grant-permission/);
+  });
+
+  it('authenticates again and resumes when etcd cancels it for an expired auth token', async () => {
+    const h = watchHarness(10);
+    const s1 = await h.stream(1);
+    s1.send(watchResponse(20, { created: true }));
+    s1.send(watchResponse(20, { puts: [['/p/a', 11]] }));
+    s1.emit('error', grpcError(14, 'UNAVAILABLE: Connection dropped')); // say, etcd restarted: its simple tokens are gone
+    const s2 = await h.stream(2);
+    s2.send(watchResponse(25, { created: true, canceled: true, cancel_reason: 'rpc error: code = Unauthenticated desc = etcdserver: invalid auth token' }));
+    const s3 = await h.stream(3);
+    assert.equal(h.refreshes(), 1, 'the token was dropped before reopening');
+    assert.equal(h.startOf(s3), 12, 'resumes after the last delivered revision');
+    s3.send(watchResponse(30, { created: true }));
+    s3.send(watchResponse(30, { puts: [['/p/b', 12]] }));
+    assert.deepEqual(h.keys(), ['put /p/a@11', 'put /p/b@12']);
+    assert.deepEqual(h.errors, []);
+    h.w.close();
   });
 
   it('delivers nothing after close, and survives a throwing callback', async () => {
@@ -314,7 +346,7 @@ describe('etcd store watch', () => {
       return s;
     } } as unknown as WatchClient;
     let calls = 0;
-    const w = new EtcdWatch({ watches, codec: new KeyCodec(''), logger: silentLogger(), endpoints: 'x', revision: () => 1, observe: () => undefined, ended: () => undefined }, '/p/', 1, () => {
+    const w = new EtcdWatch({ watches, codec: new KeyCodec(''), logger: silentLogger(), endpoints: 'x', revision: () => 1, observe: () => undefined, ended: () => undefined, refreshAuth: () => undefined }, '/p/', 1, () => {
       calls++;
       throw new Error('callback bug');
     }, undefined);
