@@ -59,6 +59,10 @@ main(process.argv.slice(2)).then(
   // channels, timers) that would otherwise keep the process alive.
   (code) => process.exit(code),
   (err: unknown) => {
+    if (err instanceof KedgeError && err.code === 'KEDGE_HELP') {
+      process.stdout.write(`${err.message}\n`);
+      process.exit(0);
+    }
     const code = err instanceof KedgeError ? err.code : 'KEDGE_INTERNAL';
     process.stderr.write(`kedge: ${errorMessage(err)} [${code}]\n`);
     process.exit(code === 'KEDGE_USAGE' ? 2 : 1);
