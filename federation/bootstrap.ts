@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { KedgeError, hasCode } from '../proto/model/errors';
 import type { Logger } from '../proto/model/log';
-import { writeFileAtomic } from '../proto/model/files';
+import { readTextFile, writeFileAtomic } from '../proto/model/files';
 import type { Store } from './store/types';
 import { CaMaterial, createRootCa, loadPluggedCa } from './ca';
 
@@ -16,13 +16,7 @@ export const ROOT_CA_KEY = '/kedge/ca/root';
 /** Loads the plug-in CA, or the stored root, or creates and stores a new root. */
 export async function loadCaMaterial(store: Store, opts: { trustDomain: string; caCertFile?: string | undefined; caKeyFile?: string | undefined; logger: Logger }): Promise<CaMaterial> {
   if (opts.caCertFile && opts.caKeyFile) {
-    const read = (f: string, what: string) => {
-      try {
-        return fs.readFileSync(f, 'utf8');
-      } catch (err) {
-        throw new KedgeError('KEDGE_CA_INVALID', `cannot read ${what} ${f}: ${(err as NodeJS.ErrnoException).code ?? err}`, { cause: err });
-      }
-    };
+    const read = (f: string, what: string) => readTextFile(f, 'KEDGE_CA_INVALID', what);
     const material = loadPluggedCa(read(opts.caCertFile, '--ca-cert'), read(opts.caKeyFile, '--ca-key'));
     opts.logger.info({ caCert: opts.caCertFile }, 'using plug-in CA');
     return material;

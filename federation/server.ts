@@ -32,7 +32,7 @@ import { createHttpApi } from './api/http';
 import { MemoryCertificateProvider } from './api/cert-provider';
 import { loadCaMaterial, loadOrCreateAdminToken } from './bootstrap';
 import { CertClusters } from './api/cert-clusters';
-import { writeFileAtomic } from '../proto/model/files';
+import { readTextFile, writeFileAtomic } from '../proto/model/files';
 
 /** The audience pods must project their service-account token for. */
 export const POD_TOKEN_AUDIENCE = 'kedge';
@@ -237,15 +237,7 @@ function listen(server: http.Server, addr: HostPort): Promise<number> {
 
 /** Reads the files of the etcd access settings; a file that cannot be read is a config error naming it. */
 export function readEtcdSecurity(access: EtcdAccessConfig): EtcdSecurity {
-  const read = (file: string, what: string) => {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new KedgeError('KEDGE_BAD_CONFIG', `cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`, { cause: err });
-    }
-    return text;
-  };
+  const read = (file: string, what: string) => readTextFile(file, 'KEDGE_BAD_CONFIG', what);
   const security: EtcdSecurity = {};
   if (access.caFile !== undefined) {
     const caPem = read(access.caFile, 'the etcd CA file (--etcd-ca)');

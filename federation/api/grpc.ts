@@ -19,7 +19,6 @@ import type { CertClusters } from './cert-clusters';
 
 /** Largest CSR accepted; a 2048- or 4096-bit RSA CSR is 1–2 KB. */
 export const MAX_CSR_BYTES = 16 * 1024;
-/** How often an agent's status (acked version, last contact) is written back to the store. */
 /** How long a new stream may take to send its Register. */
 export const REGISTER_TIMEOUT_MS = 10_000;
 

@@ -114,7 +114,7 @@ function keyOf(svc: SourceService): string {
 }
 
 /** One service of one source, with what the merge derived from the other inputs. */
-type Visit = (key: string, svc: SourceService, from: string, podAgents: ReadonlyMap<string, AgentRecord>) => void;
+type Visit = (key: string, svc: SourceService, from: string) => void;
 
 /**
  * Calls `visit` for every service the view is built from, in merge order:
@@ -146,7 +146,7 @@ function walk(agents: readonly AgentRecord[], sources: readonly (readonly Source
     for (const svc of list) {
       const key = keyOf(svc);
       noteEndpoints(key, svc);
-      visit(key, svc, svc.endpoints[0]?.cluster || 'a source', podAgents);
+      visit(key, svc, svc.endpoints[0]?.cluster || 'a source');
     }
   }
   for (const agent of agents) {
@@ -155,7 +155,7 @@ function walk(agents: readonly AgentRecord[], sources: readonly (readonly Source
       // A pod's agent is already represented by its meshed Kubernetes endpoint.
       if (meshedPods.size > 0 && meshedPods.has(`${ep.cluster}/${ep.address}`) && atPods.has(`${key} ${ep.cluster}/${ep.address}`)) continue;
       noteEndpoints(key, svc);
-      visit(key, svc, ep.workload, podAgents);
+      visit(key, svc, ep.workload);
     }
   }
 }
@@ -188,7 +188,7 @@ export function buildMeshView(agents: readonly AgentRecord[], opts: MergeOptions
       slot.dirty = true;
     }
   };
-  walk(agents, sources, podAgents, (key, svc, _from, pods) => {
+  walk(agents, sources, podAgents, (key, svc) => {
     let slot = slots.get(key);
     if (!slot) {
       slot = { inputs: [], result: undefined, epoch: 0, matched: 0, dirty: true };
@@ -202,7 +202,7 @@ export function buildMeshView(agents: readonly AgentRecord[], opts: MergeOptions
     }
     see(slot, svc);
     for (const e of svc.endpoints) {
-      const agent = podAgentOf(e, pods);
+      const agent = podAgentOf(e, podAgents);
       if (agent) see(slot, agent);
     }
   });
@@ -224,8 +224,8 @@ export function buildMeshView(agents: readonly AgentRecord[], opts: MergeOptions
   // Pass 2: accumulate only the keys that changed, in the same walk order.
   if (dirty > 0) {
     const acc = new Map<string, Accumulator>();
-    walk(agents, sources, podAgents, (key, svc, from, pods) => {
-      if (slots.get(key)!.dirty) accumulate(acc, key, svc, from, pods);
+    walk(agents, sources, podAgents, (key, svc, from) => {
+      if (slots.get(key)!.dirty) accumulate(acc, key, svc, from, podAgents);
     });
     for (const [key, e] of acc) {
       e.inputs.push(opts.vips?.get(key) ?? '', opts.policies?.get(key) ?? '', opts.domain ?? '');

@@ -5,6 +5,7 @@
 // this client's gRPC" (a TLS etcd dialled without --etcd-ca).
 import * as net from 'node:net';
 import * as tls from 'node:tls';
+import { parseHostPort } from '../../proto/model/address';
 import { errorMessage } from '../../proto/model/errors';
 import type { EtcdSecurity } from './etcd-rpc';
 
@@ -13,20 +14,14 @@ const PROBE_MS = 1_500;
 // after the client has finished its side of the handshake.
 const ALERT_WAIT_MS = 300;
 
-/** host and port of an endpoint as openEtcdStore takes it (host:port, http(s)://host:port, [v6]:port). */
-function hostPort(endpoint: string): { host: string; port: number } {
-  const bare = endpoint.replace(/^https?:\/\//, '');
-  const i = bare.lastIndexOf(':');
-  return { host: bare.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(bare.slice(i + 1)) };
-}
-
 /**
  * A sentence saying what is wrong with the connection to `endpoint`, or
  * undefined when the probe finds nothing (etcd down, or a failure the probe
  * cannot see).
  */
 export async function diagnoseEtcdConnection(endpoint: string, security: EtcdSecurity): Promise<string | undefined> {
-  const { host, port } = hostPort(endpoint);
+  // As openEtcdStore takes it: host:port or [v6]:port, optionally with http(s)://.
+  const { host, port } = parseHostPort(endpoint.replace(/^https?:\/\//, ''), 'etcd endpoint');
   if (!security.tls) {
     const listening = await new Promise<boolean>((resolve) => {
       const s = net.connect({ host, port, timeout: PROBE_MS }, () => {

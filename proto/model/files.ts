@@ -1,4 +1,17 @@
 import * as fs from 'node:fs';
+import { KedgeError, errorMessage } from './errors';
+
+/**
+ * Reads a text file a setting names; failing, throws KedgeError `code`
+ * saying "cannot read <what> <file>: <errno code>".
+ */
+export function readTextFile(file: string, code: string, what: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new KedgeError(code, `cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}`, { cause: err });
+  }
+}
 
 /** Writes a file atomically (temp file, fsync, rename) with the given mode. */
 export function writeFileAtomic(file: string, data: string, mode: number): void {
