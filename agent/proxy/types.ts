@@ -61,6 +61,13 @@ export interface ProxySnapshot {
   /** Nonce of the federation update this snapshot came from ('' before the first). */
   version: string;
   services: ReadonlyMap<string, ServiceView>;
+  /**
+   * Serial numbers (uppercase hex, as X509Certificate reports them) of mesh
+   * certificates the federation has revoked. Inbound listeners and gateways
+   * refuse a peer presenting one on a new handshake and close open
+   * connections from one when a snapshot adds it. Absent: none.
+   */
+  revokedSerials?: ReadonlySet<string>;
 }
 
 /** The workload's mesh identity, as the proxy needs it for TLS. */
