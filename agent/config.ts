@@ -12,7 +12,7 @@ import { isValidName, isValidTrustDomain } from '../proto/model/spiffe';
 import { Doc, deepFreeze } from '../proto/model/validate';
 import { parseDuration } from '../proto/model/duration';
 import { parseHealthCheck, type HealthCheckConfig } from './health';
-import { GATEWAY_PORT } from './gateway/gateway';
+import { GATEWAY_PORT } from '../proto/model/ports';
 
 /** Defaults for every optional agent setting, in one place. */
 export const AGENT_DEFAULTS = Object.freeze({

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import YAML from 'yaml';
 import { KedgeError } from '../proto/model/errors';
-import { validateTrafficPolicy } from '../agent/proxy/balancer/policy';
+import { validateTrafficPolicy } from '../policy/traffic-policy';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
 

@@ -12,14 +12,15 @@ import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { splice } from '../proxy/splice';
 import type { EndpointView, ProxySnapshot } from '../proxy/types';
+import { GATEWAY_PORT } from '../../proto/model/ports';
 import { ClientHelloReader } from '../proxy/client-hello';
 import { type GatewayRoute, attemptOrder, resolveRoute } from './route';
 import { GatewayCounters, type GatewayStats } from './stats';
 
 export type { GatewayStats, EndpointCounters, RouteCounters } from './stats';
 
-/** The east-west gateway's well-known port. */
-export const GATEWAY_PORT = 15443;
+/** The east-west gateway's well-known port (defined in proto/model for the federation too). */
+export { GATEWAY_PORT };
 /**
  * How long a client may take to send its whole ClientHello, counted from
  * accept. A real client sends it at once; this only bounds the sockets a

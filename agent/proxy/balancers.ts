@@ -13,7 +13,7 @@ import { formatHostPort } from '../../proto/model/address';
 import { formatLocality } from '../../proto/model/locality';
 import type { Ejection, Outcome, RecordResult } from './balancer/outlier';
 import type { PickResult, Picker, PriorityDescription } from './balancer/picker';
-import { TRAFFIC_POLICY_DEFAULTS } from './balancer/policy';
+import { TRAFFIC_POLICY_DEFAULTS } from '../../policy/traffic-policy';
 import { ServiceBalancer } from './balancer/service';
 import type { BalancerEndpoint, Random, Topology } from './balancer/types';
 import type { EndpointView, ProxySnapshot, ServicePortView, ServiceView } from './types';

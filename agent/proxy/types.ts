@@ -53,7 +53,7 @@ export interface ServiceView {
   endpoints: readonly EndpointView[];
   version: string;
   /** The service's traffic policy, validated; undefined means the defaults. */
-  policy?: import('./balancer/policy').TrafficPolicy;
+  policy?: import('../../policy/traffic-policy').TrafficPolicy;
 }
 
 /** Immutable view of the mesh for the proxy, swapped atomically. */

@@ -7,7 +7,7 @@ import { kedgeProto, FederationClient, SignResponse__Output } from '../../proto/
 import { KedgeError } from '../../proto/model/errors';
 import { HostPort, formatHostPort } from '../../proto/model/address';
 import { FEDERATION_NAMESPACE, FEDERATION_SERVICE_ACCOUNT, parseSpiffeId, uriSans } from '../../proto/model/spiffe';
-import { fromGrpcError } from '../../federation/api/status';
+import { fromGrpcError } from '../../proto/model/grpc-errors';
 
 /** TLS material to present to the federation (absent before the first certificate). */
 export interface ClientIdentity {

@@ -7,7 +7,7 @@ import type { AgentMessage, FederationMessage__Output, Register, Service__Output
 import { errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { formatHostPort } from '../../proto/model/address';
-import { fromGrpcError } from '../../federation/api/status';
+import { fromGrpcError } from '../../proto/model/grpc-errors';
 import type { TlsIdentity } from '../proxy/types';
 import { FederationTarget, federationClient } from './client';
 import { applyUpdate } from './updates';

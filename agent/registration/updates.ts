@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import type { Service__Output, ServiceUpdate__Output } from '../../proto/loader';
 import { parseSpiffeId } from '../../proto/model/spiffe';
 import type { ProxySnapshot, ServiceView } from '../proxy/types';
-import { validateTrafficPolicy, type TrafficPolicy } from '../proxy/balancer/policy';
+import { validateTrafficPolicy, type TrafficPolicy } from '../../policy/traffic-policy';
 
 /** The result of applying one update. */
 export interface AppliedUpdate {

@@ -14,7 +14,7 @@ import type { MeshView, AgentRecord, AgentStatus } from '../mesh/types';
 import { PushSession, PushStatus } from '../push/session';
 import { authenticatePeer } from './peer';
 import { recordFromRegister } from './register';
-import { toGrpcError } from './status';
+import { toGrpcError } from '../../proto/model/grpc-errors';
 import type { CertClusters } from './cert-clusters';
 
 /** Largest CSR accepted; a 2048- or 4096-bit RSA CSR is 1–2 KB. */

@@ -14,7 +14,7 @@ import type { SourceStatus } from '../sources/types';
 import type { PolicyTable } from '../mesh/policies';
 import { buildPicker } from '../../agent/proxy/balancer/picker';
 import { gatewaysOfAgents, substituteGateways } from '../mesh/gateways';
-import { validateTrafficPolicy, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
+import { validateTrafficPolicy, type TrafficPolicy } from '../../policy/traffic-policy';
 
 /** Largest request body the API reads. */
 export const MAX_BODY_BYTES = 64 * 1024;

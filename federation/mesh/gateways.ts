@@ -41,7 +41,7 @@ import { serviceVersion } from './merge';
 import type { AgentRecord, MeshEndpoint, MeshService, MeshView } from './types';
 
 /** The east-west gateway port agents in gateway mode listen on by default. */
-export { GATEWAY_PORT as DEFAULT_GATEWAY_PORT } from '../../agent/gateway/gateway';
+export { GATEWAY_PORT as DEFAULT_GATEWAY_PORT } from '../../proto/model/ports';
 
 /** A network's east-west gateway, as the federation learned it from the gateway agent's registration. */
 export interface GatewayInfo {

@@ -3,7 +3,7 @@
 // each to its service so agents receive it with the service.
 import { KedgeError } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
-import { validateTrafficPolicy } from '../../agent/proxy/balancer/policy';
+import { validateTrafficPolicy } from '../../policy/traffic-policy';
 import type { Store } from '../store/types';
 import { WatchedMap } from '../store/watched-map';
 

@@ -2,10 +2,14 @@ import { KedgeError } from './errors';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-/** Parses Go-style durations ("24h", "1h30m", "500ms", "10s") to milliseconds. */
+/**
+ * Parses Go-style durations ("24h", "1h30m", "500ms", "10s") to milliseconds.
+ * A bare number (YAML `connectTimeout: 1`) is refused with an error saying
+ * so: it once meant milliseconds and silently broke traffic.
+ */
 export function parseDuration(s: string | number, what = 'duration'): number {
   if (typeof s === 'number') {
-    if (Number.isFinite(s) && s >= 0) return s;
+    throw new KedgeError('KEDGE_BAD_DURATION', `invalid ${what} ${s}: a bare number has no unit; write ${s}s or ${s}ms (units: ms, s, m, h, d)`);
   } else {
     const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
     let total = 0;

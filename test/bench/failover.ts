@@ -35,7 +35,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
+import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../policy/traffic-policy';
 import { Proxy } from '../../agent/proxy/proxy';
 import type { EndpointView, ProxySnapshot, TlsIdentity } from '../../agent/proxy/types';
 import { parseLocality } from '../../proto/model/locality';

@@ -10,7 +10,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startAdmin } from '../../agent/admin/server';
-import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
+import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../policy/traffic-policy';
 import { mulberry32 } from '../../agent/proxy/balancer/random';
 import type { BalancerState } from '../../agent/proxy/balancers';
 import { Proxy } from '../../agent/proxy/proxy';

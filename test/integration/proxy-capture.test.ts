@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import type { OriginalDst } from '../../agent/native';
-import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
+import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../policy/traffic-policy';
 import { Proxy, type ProxyOptions } from '../../agent/proxy/proxy';
 import type { EndpointView, ProxySnapshot, ServiceView } from '../../agent/proxy/types';
 import { type HostPort } from '../../proto/model/address';

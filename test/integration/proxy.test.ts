@@ -8,7 +8,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
-import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
+import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../policy/traffic-policy';
 import { mulberry32 } from '../../agent/proxy/balancer/random';
 import { Proxy } from '../../agent/proxy/proxy';
 import type { EndpointView, LocalTarget, ProxySnapshot, UpstreamSpec } from '../../agent/proxy/types';

@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { type OutlierConfig, OutlierDetector } from '../../agent/proxy/balancer/outlier';
-import { TRAFFIC_POLICY_DEFAULTS } from '../../agent/proxy/balancer/policy';
+import { TRAFFIC_POLICY_DEFAULTS } from '../../policy/traffic-policy';
 
 const S = 1000;
 const config = (over: Partial<OutlierConfig> = {}): OutlierConfig => ({ ...TRAFFIC_POLICY_DEFAULTS.outlierDetection, ...over });

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import type { Ejection } from '../../agent/proxy/balancer/outlier';
 import { type Picker, type PickResult, buildPicker } from '../../agent/proxy/balancer/picker';
-import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
+import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../policy/traffic-policy';
 import { mulberry32 } from '../../agent/proxy/balancer/random';
 import type { BalancerEndpoint, Random, Topology } from '../../agent/proxy/balancer/types';
 import { parseLocality } from '../../proto/model/locality';

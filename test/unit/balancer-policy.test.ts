@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { hasCode } from '../../proto/model/errors';
-import { TRAFFIC_POLICY_DEFAULTS, parseTrafficPolicy, validateTrafficPolicy } from '../../agent/proxy/balancer/policy';
+import { TRAFFIC_POLICY_DEFAULTS, parseTrafficPolicy, validateTrafficPolicy } from '../../policy/traffic-policy';
 
 const doc = (spec: Record<string, unknown>, top: Record<string, unknown> = {}): unknown => ({ kind: 'TrafficPolicy', spec: { service: 'reviews.default', ...spec }, ...top });
 
@@ -18,7 +18,7 @@ describe('validateTrafficPolicy', () => {
     const r = validateTrafficPolicy(doc({}));
     assert.ok(r.ok);
     assert.deepEqual(r.value, { name: 'reviews.default', service: 'reviews.default', policy: TRAFFIC_POLICY_DEFAULTS });
-    assert.deepEqual(TRAFFIC_POLICY_DEFAULTS.outlierDetection, { consecutiveErrors: 3, intervalMs: 10_000, baseEjectionTimeMs: 10_000, maxEjectionTimeMs: 300_000, maxEjectionPercent: 100 });
+    assert.deepEqual(TRAFFIC_POLICY_DEFAULTS.outlierDetection, { consecutiveErrors: 3, consecutive5xxErrors: 5, consecutiveGatewayErrors: 0, intervalMs: 10_000, baseEjectionTimeMs: 10_000, maxEjectionTimeMs: 300_000, maxEjectionPercent: 100 });
     assert.ok(Object.isFrozen(r.value.policy.outlierDetection));
   });
 
@@ -31,7 +31,10 @@ describe('validateTrafficPolicy', () => {
           connectTimeout: '750ms',
           panicThreshold: 30,
           locality: { enabled: true, failoverPriority: ['topology.istio.io/network', 'region', 'zone', 'version=v2'] },
-          outlierDetection: { consecutiveErrors: 5, interval: '5s', baseEjectionTime: '30s', maxEjectionTime: '10m', maxEjectionPercent: 50 },
+          outlierDetection: { consecutiveErrors: 5, consecutive5xxErrors: 7, consecutiveGatewayErrors: 2, interval: '5s', baseEjectionTime: '30s', maxEjectionTime: '10m', maxEjectionPercent: 50 },
+          circuitBreaker: { maxConnections: 100, maxPendingRequests: 10, maxRequests: 200, maxRequestsPerConnection: 1000, maxRetries: 3 },
+          retryBudget: { percent: 25, minRetriesPerSecond: 5 },
+          poolIdleTimeout: '2m',
         },
         { metadata: { name: 'reviews-failover' } },
       ),
@@ -45,7 +48,10 @@ describe('validateTrafficPolicy', () => {
         connectTimeoutMs: 750,
         panicThreshold: 30,
         locality: { enabled: true, failoverPriority: ['topology.istio.io/network', 'region', 'zone', 'version=v2'], distribute: [] },
-        outlierDetection: { consecutiveErrors: 5, intervalMs: 5000, baseEjectionTimeMs: 30_000, maxEjectionTimeMs: 600_000, maxEjectionPercent: 50 },
+        outlierDetection: { consecutiveErrors: 5, consecutive5xxErrors: 7, consecutiveGatewayErrors: 2, intervalMs: 5000, baseEjectionTimeMs: 30_000, maxEjectionTimeMs: 600_000, maxEjectionPercent: 50 },
+        circuitBreaker: { maxConnections: 100, maxPendingRequests: 10, maxRequests: 200, maxRequestsPerConnection: 1000, maxRetries: 3 },
+        retryBudget: { percent: 25, minRetriesPerSecond: 5 },
+        poolIdleTimeoutMs: 120_000,
       },
     });
   });
@@ -76,7 +82,27 @@ describe('validateTrafficPolicy', () => {
     { name: 'a cap shorter than the base', doc: doc({ outlierDetection: { baseEjectionTime: '1m', maxEjectionTime: '30s' } }), errors: ['spec.outlierDetection.maxEjectionTime: must not be shorter than baseEjectionTime (60000 ms)'] },
     { name: 'a zero connect timeout', doc: doc({ connectTimeout: '0s' }), errors: ['spec.connectTimeout: must be at least 1 ms'] },
     { name: 'an unknown balancer', doc: doc({ loadBalancer: 'random' }), errors: ['spec.loadBalancer: must be one of: least-request, round-robin'] },
-    { name: 'an unknown field', doc: doc({ outlierDetection: { consecutive5xxErrors: 5 } }), errors: ['spec.outlierDetection.consecutive5xxErrors: unknown field (expected one of: consecutiveErrors, interval, baseEjectionTime, maxEjectionTime, maxEjectionPercent)'] },
+    { name: 'an unknown field', doc: doc({ outlierDetection: { consecutiveLocalOriginFailures: 5 } }), errors: ['spec.outlierDetection.consecutiveLocalOriginFailures: unknown field (expected one of: consecutiveErrors, consecutive5xxErrors, consecutiveGatewayErrors, interval, baseEjectionTime, maxEjectionTime, maxEjectionPercent)'] },
+    {
+      name: 'a bare number as a duration (it once meant milliseconds)',
+      doc: doc({ connectTimeout: 1, poolIdleTimeout: 30 }),
+      errors: [
+        'spec.connectTimeout: invalid duration 1: a bare number has no unit; write 1s or 1ms (units: ms, s, m, h, d)',
+        'spec.poolIdleTimeout: invalid duration 30: a bare number has no unit; write 30s or 30ms (units: ms, s, m, h, d)',
+      ],
+    },
+    {
+      name: 'circuit breaker limits',
+      doc: doc({ circuitBreaker: { maxConnections: 0, maxPendingRequests: 1.5, maxRequests: -1, maxRetries: 'many', maxConnectionPools: 3 } }),
+      errors: [
+        'spec.circuitBreaker.maxConnectionPools: unknown field (expected one of: maxConnections, maxPendingRequests, maxRequests, maxRequestsPerConnection, maxRetries)',
+        'spec.circuitBreaker.maxConnections: must be between 1 and 1000000',
+        'spec.circuitBreaker.maxPendingRequests: must be a whole number',
+        'spec.circuitBreaker.maxRequests: must be between 1 and 1000000',
+        'spec.circuitBreaker.maxRetries: must be a whole number',
+      ],
+    },
+    { name: 'a retry budget over 100%', doc: doc({ retryBudget: { percent: 120 } }), errors: ['spec.retryBudget.percent: must be between 0 and 100'] },
     { name: 'no service', doc: { kind: 'TrafficPolicy', spec: {} }, errors: ['spec.service: is required: the service as name.namespace, for example reviews.default'] },
     { name: 'a malformed service', doc: doc({ service: 'Reviews' }), errors: ['spec.service: invalid service "Reviews": write it as name.namespace (for example reviews.default)'] },
     { name: 'the wrong kind', doc: doc({}, { kind: 'DestinationRule' }), errors: ['kind: must be TrafficPolicy, not "DestinationRule"'] },

@@ -71,6 +71,8 @@ describe('localities, durations, addresses', () => {
     const table: [string, number][] = [['24h', 86_400_000], ['10s', 10_000], ['500ms', 500], ['1h30m', 5_400_000], ['1.5s', 1500]];
     for (const [s, ms] of table) assert.equal(parseDuration(s), ms, s);
     for (const bad of ['', '10', 'h', '10x', '-1s', '1h 2m']) assert.throws(() => parseDuration(bad), code('KEDGE_BAD_DURATION'), bad);
+    // A bare YAML number once meant milliseconds; now it is refused with the fix.
+    assert.throws(() => parseDuration(1, 'connectTimeout'), /connectTimeout 1: a bare number has no unit; write 1s or 1ms/);
   });
   it('parses addresses', () => {
     assert.deepEqual(parseHostPort('127.0.0.1:15012', 'f'), { host: '127.0.0.1', port: 15012 });

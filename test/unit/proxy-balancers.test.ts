@@ -4,7 +4,7 @@
 // endpoint shows, and the verdict a silent upstream close gives.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../agent/proxy/balancer/policy';
+import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../policy/traffic-policy';
 import { mulberry32 } from '../../agent/proxy/balancer/random';
 import type { Topology } from '../../agent/proxy/balancer/types';
 import { MeshBalancers, type MeshEndpoint, endpointKey, pickAttempt, toMeshEndpoint } from '../../agent/proxy/balancers';

@@ -5,12 +5,10 @@
 // their endpoint weight; localities no pattern claims get no traffic.
 import { localityKey, localityMatches } from './locality';
 import type { BalancerEndpoint, Locality } from './types';
+import type { DistributeRule } from '../../../policy/traffic-policy';
 
-/** One `distribute` rule: from the client's locality pattern, weights per destination locality pattern (in order). */
-export interface DistributeRule {
-  from: string;
-  to: readonly { locality: string; weight: number }[];
-}
+/** One `distribute` rule: the contract lives with TrafficPolicy in policy/. */
+export type { DistributeRule };
 
 /** Locality weights for a client, or undefined when no rule's `from` matches it. */
 export interface LocalityWeights {

@@ -14,18 +14,10 @@
 // exactly its ejection end, evaluated lazily from the `now` each call is
 // given, and `nextReturnAt` tells the caller when to rebuild its picker.
 // No timers and no clock in here.
+import type { OutlierConfig } from '../../../policy/traffic-policy';
 
-/** Outlier detection settings; times in milliseconds. */
-export interface OutlierConfig {
-  /** Consecutive failures that eject an endpoint; 0 disables ejection. */
-  consecutiveErrors: number;
-  /** How long an endpoint must stay in service to lower its ejection multiplier by one. */
-  intervalMs: number;
-  baseEjectionTimeMs: number;
-  maxEjectionTimeMs: number;
-  /** Largest share of endpoints ejected at once, 0–100; 0 disables ejection. */
-  maxEjectionPercent: number;
-}
+/** Outlier detection settings: the contract lives with TrafficPolicy in policy/. */
+export type { OutlierConfig };
 
 /** What one connection taught us about an endpoint. */
 export type Outcome =

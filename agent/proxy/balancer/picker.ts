@@ -12,7 +12,7 @@ import { distributeWeights } from './distribute';
 import { type FailoverKey, failoverPriority, isUnknownLocality, localityKey, localityPriority, parseFailoverOrder } from './locality';
 import type { Ejection } from './outlier';
 import { OVERPROVISIONING_FACTOR, type PriorityPlan, planPriorities } from './priority';
-import { type LoadBalancerKind, TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from './policy';
+import { type LoadBalancerKind, TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../../policy/traffic-policy';
 import type { ActiveRequests, BalancerEndpoint, Random, Topology } from './types';
 
 /** What a picker is built from. */

@@ -9,12 +9,13 @@
 //   counts instead, remainder to the first non-empty priority.
 // Health is counted in hosts, not weights (Envoy's default; a gateway
 // standing in for ten endpoints is still one host here).
+import { DEFAULT_PANIC_THRESHOLD } from '../../../policy/traffic-policy';
 
 /** Envoy's default overprovisioning factor, in percent: a priority keeps all its load until fewer than 1/1.4 of its hosts are healthy. */
 export const OVERPROVISIONING_FACTOR = 140;
 
-/** Envoy's default healthy panic threshold, in percent. */
-export const DEFAULT_PANIC_THRESHOLD = 50;
+/** Envoy's default healthy panic threshold, in percent (defined with TrafficPolicy in policy/). */
+export { DEFAULT_PANIC_THRESHOLD };
 
 /** Host counts of one priority level. */
 export interface LevelCounts {

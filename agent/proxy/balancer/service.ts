@@ -11,7 +11,7 @@
 // as before, and maxEjectionPercent counts every endpoint of the service.
 import { OutlierDetector, type OutlierConfig, type Outcome, type RecordResult } from './outlier';
 import { type BalancerDescription, type EndpointDescription, type Picker, buildPicker } from './picker';
-import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from './policy';
+import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../../policy/traffic-policy';
 import type { BalancerEndpoint, Topology } from './types';
 
 /** An endpoint's description with the outlier detector's running count. */

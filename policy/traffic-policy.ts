@@ -1,15 +1,64 @@
-// Traffic policy: how one service's connections are balanced. Defaults live
-// in one table; a policy document (what `kedge apply -f` reads) is checked
-// field by field, and every problem is reported at once with its path in the
-// document, e.g. `spec.outlierDetection.maxEjectionPercent: must be between
-// 0 and 100`.
-import { KedgeError } from '../../../proto/model/errors';
-import { parseDuration } from '../../../proto/model/duration';
-import { parseServiceKey, serviceKey } from '../../../proto/model/service';
-import { deepFreeze } from '../../../proto/model/validate';
-import type { DistributeRule } from './distribute';
-import type { OutlierConfig } from './outlier';
-import { DEFAULT_PANIC_THRESHOLD } from './priority';
+// Traffic policy: how one destination service's connections and requests
+// are balanced, limited and ejected. Both the federation (on `kedge apply`)
+// and the agent (on every push) validate it, so it lives here, outside both.
+// Defaults live in one table; a policy document is checked field by field,
+// and every problem is reported at once with its path in the document, e.g.
+// `spec.outlierDetection.maxEjectionPercent: must be between 0 and 100`.
+import { KedgeError } from '../proto/model/errors';
+import { parseServiceKey, serviceKey } from '../proto/model/service';
+import { deepFreeze } from '../proto/model/validate';
+import { Checker, DNS_SUBDOMAIN } from './checker';
+
+/** Envoy's default healthy panic threshold, in percent. */
+export const DEFAULT_PANIC_THRESHOLD = 50;
+
+/** Outlier detection settings; times in milliseconds. Each count of 0 disables that trigger. */
+export interface OutlierConfig {
+  /** Consecutive connect failures and resets that eject an endpoint; 0 disables this trigger. */
+  consecutiveErrors: number;
+  /** Consecutive 5xx responses (and gateway errors) that eject an endpoint; 0 disables it. */
+  consecutive5xxErrors: number;
+  /** Consecutive 502, 503, 504 responses or gRPC UNAVAILABLE that eject an endpoint; 0 disables it. */
+  consecutiveGatewayErrors: number;
+  /** How long an endpoint must stay in service to lower its ejection multiplier by one. */
+  intervalMs: number;
+  baseEjectionTimeMs: number;
+  maxEjectionTimeMs: number;
+  /** Largest share of endpoints ejected at once, 0–100; 0 disables ejection. */
+  maxEjectionPercent: number;
+}
+
+/** One `distribute` rule: from the client's locality pattern, weights per destination locality pattern (in order). */
+export interface DistributeRule {
+  from: string;
+  to: readonly { locality: string; weight: number }[];
+}
+
+/**
+ * Circuit breaking per destination service, per client proxy (Envoy's
+ * cluster circuit breakers). A request over a limit gets 503 at once with
+ * response flag UO; 0 means no limit only for maxRequestsPerConnection.
+ */
+export interface CircuitBreakerConfig {
+  /** Connections to all endpoints of the service together. */
+  maxConnections: number;
+  /** Requests waiting for a pooled connection. */
+  maxPendingRequests: number;
+  /** Requests in flight to the service. */
+  maxRequests: number;
+  /** Requests one pooled connection carries before it is closed; 0: unlimited. */
+  maxRequestsPerConnection: number;
+  /** Retries in flight to the service. */
+  maxRetries: number;
+}
+
+/** Retries as a share of active requests (Linkerd's and Envoy's retry budget). */
+export interface RetryBudgetConfig {
+  /** Retries allowed as a percentage of requests in flight, 0–100. */
+  percent: number;
+  /** Retries per second allowed whatever the share, so a quiet service can still retry. */
+  minRetriesPerSecond: number;
+}
 
 /** How an endpoint is chosen within a priority. */
 export type LoadBalancerKind = 'least-request' | 'round-robin';
@@ -33,6 +82,10 @@ export interface TrafficPolicy {
   connectTimeoutMs: number | undefined;
   /** Envoy's healthy panic threshold, percent. */
   panicThreshold: number;
+  circuitBreaker: CircuitBreakerConfig;
+  retryBudget: RetryBudgetConfig;
+  /** A pooled connection between proxies idle this long is closed. */
+  poolIdleTimeoutMs: number;
 }
 
 /**
@@ -49,13 +102,27 @@ export interface TrafficPolicy {
  * - maxEjectionPercent 100 (Envoy and Istio: 10): with 10% a dead zone can
  *   never be ejected as a whole, so locality failover would never happen on
  *   passive detection alone; the panic threshold is the safety net instead;
- * - interval 10s: Envoy's; here it only paces the multiplier's decay.
+ * - interval 10s: Envoy's; here it only paces the multiplier's decay;
+ * - consecutive5xxErrors 5 (Envoy's and Istio's); consecutiveGatewayErrors
+ *   0, off (Istio's default; Envoy counts them but does not enforce): a 5xx
+ *   run already includes gateway errors;
+ * - circuit breaker limits 1024 (Envoy's maxConnections, maxPendingRequests
+ *   and maxRequests). maxRetries is 1024 too, not Envoy's 3: the retry
+ *   budget is what limits retries here, as when Envoy has a retry budget;
+ *   maxRequestsPerConnection 0, unlimited (Envoy's);
+ * - retry budget 20% with 10 retries per second minimum (Linkerd's
+ *   retryRatio 0.2 and minRetriesPerSecond 10; Envoy's budget_percent 20);
+ * - poolIdleTimeout 60s: long enough that a steady client keeps warm mTLS
+ *   connections between bursts, short enough that idle pools to endpoints
+ *   no longer used are gone within a minute.
  */
 export const TRAFFIC_POLICY_DEFAULTS: TrafficPolicy = deepFreeze({
   loadBalancer: 'least-request',
   locality: { enabled: true, failoverPriority: [], distribute: [] },
   outlierDetection: {
     consecutiveErrors: 3,
+    consecutive5xxErrors: 5,
+    consecutiveGatewayErrors: 0,
     intervalMs: 10_000,
     baseEjectionTimeMs: 10_000,
     maxEjectionTimeMs: 300_000,
@@ -63,6 +130,9 @@ export const TRAFFIC_POLICY_DEFAULTS: TrafficPolicy = deepFreeze({
   },
   connectTimeoutMs: undefined,
   panicThreshold: DEFAULT_PANIC_THRESHOLD,
+  circuitBreaker: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024, maxRequestsPerConnection: 0, maxRetries: 1024 },
+  retryBudget: { percent: 20, minRetriesPerSecond: 10 },
+  poolIdleTimeoutMs: 60_000,
 } satisfies TrafficPolicy);
 
 /** A validated policy document: the service it applies to and its resolved policy. */
@@ -95,9 +165,14 @@ const LB_KINDS: readonly LoadBalancerKind[] = ['least-request', 'round-robin'];
  *       connectTimeout: 1s
  *       panicThreshold: 50
  *       locality: { enabled: true, failoverPriority: [network, region, zone], distribute: [...] }
- *       outlierDetection: { consecutiveErrors: 3, interval: 10s, baseEjectionTime: 10s,
- *                           maxEjectionTime: 300s, maxEjectionPercent: 100 }
+ *       outlierDetection: { consecutiveErrors: 3, consecutive5xxErrors: 5, consecutiveGatewayErrors: 0,
+ *                           interval: 10s, baseEjectionTime: 10s, maxEjectionTime: 300s, maxEjectionPercent: 100 }
+ *       circuitBreaker: { maxConnections: 1024, maxPendingRequests: 1024, maxRequests: 1024,
+ *                         maxRequestsPerConnection: 0, maxRetries: 1024 }
+ *       retryBudget: { percent: 20, minRetriesPerSecond: 10 }
+ *       poolIdleTimeout: 60s
  *
+ * Every duration needs a unit; a bare number is an error.
  * Returns every error, each naming its path.
  */
 export function validateTrafficPolicy(doc: unknown, opts: ValidateOptions = {}): TrafficPolicyValidation {
@@ -106,7 +181,7 @@ export function validateTrafficPolicy(doc: unknown, opts: ValidateOptions = {}):
   if (top === undefined) return { ok: false, errors: c.errors };
   if (top.kind !== 'TrafficPolicy') c.fail('kind', top.kind === undefined ? 'is required; write kind: TrafficPolicy' : `must be TrafficPolicy, not ${JSON.stringify(top.kind)}`);
   const meta = top.metadata === undefined ? {} : c.object(top.metadata, 'metadata', ['name']);
-  const spec = c.object(top.spec, 'spec', ['service', 'loadBalancer', 'connectTimeout', 'panicThreshold', 'locality', 'outlierDetection']);
+  const spec = c.object(top.spec, 'spec', ['service', 'loadBalancer', 'connectTimeout', 'panicThreshold', 'locality', 'outlierDetection', 'circuitBreaker', 'retryBudget', 'poolIdleTimeout']);
   if (spec === undefined) return { ok: false, errors: c.errors };
 
   let service = '';
@@ -121,7 +196,7 @@ export function validateTrafficPolicy(doc: unknown, opts: ValidateOptions = {}):
   }
   let name = service;
   if (meta?.name !== undefined) {
-    if (typeof meta.name !== 'string' || !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(meta.name)) c.fail('metadata.name', 'must be a lowercase DNS name');
+    if (typeof meta.name !== 'string' || !DNS_SUBDOMAIN.test(meta.name)) c.fail('metadata.name', 'must be a lowercase DNS name');
     else name = meta.name;
   }
 
@@ -131,9 +206,12 @@ export function validateTrafficPolicy(doc: unknown, opts: ValidateOptions = {}):
   const panicThreshold = c.int(spec.panicThreshold, 'spec.panicThreshold', d.panicThreshold, 0, 100);
   const locality = localityPolicy(c, spec.locality, 'spec.locality');
   const outlierDetection = outlierPolicy(c, spec.outlierDetection, 'spec.outlierDetection');
+  const circuitBreaker = circuitBreakerPolicy(c, spec.circuitBreaker, 'spec.circuitBreaker');
+  const retryBudget = retryBudgetPolicy(c, spec.retryBudget, 'spec.retryBudget');
+  const poolIdleTimeoutMs = c.duration(spec.poolIdleTimeout, 'spec.poolIdleTimeout', 1, d.poolIdleTimeoutMs);
 
   if (c.errors.length > 0) return { ok: false, errors: c.errors };
-  const policy: TrafficPolicy = { loadBalancer, locality, outlierDetection, connectTimeoutMs, panicThreshold };
+  const policy: TrafficPolicy = { loadBalancer, locality, outlierDetection, connectTimeoutMs, panicThreshold, circuitBreaker, retryBudget, poolIdleTimeoutMs };
   return { ok: true, value: deepFreeze({ name, service, policy }) };
 }
 
@@ -200,7 +278,7 @@ function distributeRules(c: Checker, v: unknown, path: string): DistributeRule[]
     const p = `${path}[${i}]`;
     const r = c.object(raw, p, ['from', 'to']);
     if (r === undefined) return;
-    const from = c.localityPattern(r.from, `${p}.from`);
+    const from = localityPattern(c, r.from, `${p}.from`);
     if (from !== undefined) {
       if (froms.has(from)) c.fail(`${p}.from`, `repeats "${from}"; only the first rule for a locality is used`);
       froms.add(from);
@@ -211,7 +289,7 @@ function distributeRules(c: Checker, v: unknown, path: string): DistributeRule[]
     const before = c.errors.length;
     for (const [pattern, w] of Object.entries(to)) {
       const pp = `${p}.to["${pattern}"]`;
-      if (c.localityPattern(pattern, pp) === undefined) continue;
+      if (localityPattern(c, pattern, pp) === undefined) continue;
       weights.push({ locality: pattern, weight: c.int(w, pp, undefined, 1, 100) });
     }
     const sum = weights.reduce((a, w) => a + w.weight, 0);
@@ -226,13 +304,15 @@ function distributeRules(c: Checker, v: unknown, path: string): DistributeRule[]
 function outlierPolicy(c: Checker, v: unknown, path: string): OutlierConfig {
   const d = TRAFFIC_POLICY_DEFAULTS.outlierDetection;
   if (v === undefined || v === null) return d;
-  const o = c.object(v, path, ['consecutiveErrors', 'interval', 'baseEjectionTime', 'maxEjectionTime', 'maxEjectionPercent']);
+  const o = c.object(v, path, ['consecutiveErrors', 'consecutive5xxErrors', 'consecutiveGatewayErrors', 'interval', 'baseEjectionTime', 'maxEjectionTime', 'maxEjectionPercent']);
   if (o === undefined) return d;
   const base = c.duration(o.baseEjectionTime, `${path}.baseEjectionTime`, 1, d.baseEjectionTimeMs);
   const max = c.duration(o.maxEjectionTime, `${path}.maxEjectionTime`, 1, Math.max(d.maxEjectionTimeMs, base));
   if (max < base) c.fail(`${path}.maxEjectionTime`, `must not be shorter than baseEjectionTime (${base} ms)`);
   return {
     consecutiveErrors: c.int(o.consecutiveErrors, `${path}.consecutiveErrors`, d.consecutiveErrors, 0, 1000),
+    consecutive5xxErrors: c.int(o.consecutive5xxErrors, `${path}.consecutive5xxErrors`, d.consecutive5xxErrors, 0, 1000),
+    consecutiveGatewayErrors: c.int(o.consecutiveGatewayErrors, `${path}.consecutiveGatewayErrors`, d.consecutiveGatewayErrors, 0, 1000),
     intervalMs: c.duration(o.interval, `${path}.interval`, 1, d.intervalMs),
     baseEjectionTimeMs: base,
     maxEjectionTimeMs: max,
@@ -240,85 +320,35 @@ function outlierPolicy(c: Checker, v: unknown, path: string): OutlierConfig {
   };
 }
 
-// Collects errors instead of throwing at the first, so one `kedge apply`
-// reports everything wrong with a file.
-class Checker {
-  readonly errors: string[] = [];
+function circuitBreakerPolicy(c: Checker, v: unknown, path: string): CircuitBreakerConfig {
+  const d = TRAFFIC_POLICY_DEFAULTS.circuitBreaker;
+  const o = c.optionalObject(v, path, ['maxConnections', 'maxPendingRequests', 'maxRequests', 'maxRequestsPerConnection', 'maxRetries']);
+  if (o === undefined) return d;
+  const limit = (k: keyof CircuitBreakerConfig, min: number): number => c.int(o[k], `${path}.${k}`, d[k], min, 1_000_000);
+  return {
+    maxConnections: limit('maxConnections', 1),
+    maxPendingRequests: limit('maxPendingRequests', 1),
+    maxRequests: limit('maxRequests', 1),
+    maxRequestsPerConnection: limit('maxRequestsPerConnection', 0),
+    // 0 turns retries off for the service.
+    maxRetries: limit('maxRetries', 0),
+  };
+}
 
-  fail(path: string, msg: string): void {
-    this.errors.push(`${path || '(top level)'}: ${msg}`);
-  }
+function retryBudgetPolicy(c: Checker, v: unknown, path: string): RetryBudgetConfig {
+  const d = TRAFFIC_POLICY_DEFAULTS.retryBudget;
+  const o = c.optionalObject(v, path, ['percent', 'minRetriesPerSecond']);
+  if (o === undefined) return d;
+  return {
+    percent: c.int(o.percent, `${path}.percent`, d.percent, 0, 100),
+    minRetriesPerSecond: c.int(o.minRetriesPerSecond, `${path}.minRetriesPerSecond`, d.minRetriesPerSecond, 0, 1_000_000),
+  };
+}
 
-  object(v: unknown, path: string, allowed?: readonly string[]): Record<string, unknown> | undefined {
-    if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-      this.fail(path, v === undefined || v === null ? 'is required' : 'must be a mapping');
-      return undefined;
-    }
-    if (allowed) {
-      for (const k of Object.keys(v)) if (!allowed.includes(k)) this.fail(path ? `${path}.${k}` : k, `unknown field (expected one of: ${allowed.join(', ')})`);
-    }
-    return v as Record<string, unknown>;
+function localityPattern(c: Checker, v: unknown, path: string): string | undefined {
+  if (typeof v !== 'string' || !isLocalityPattern(v)) {
+    c.fail(path, 'must be a locality region[/zone[/subzone]], where the last part may be *, for example us-east/* or us-east/us-east-1a');
+    return undefined;
   }
-
-  int(v: unknown, path: string, def: number | undefined, min: number, max: number): number {
-    if (v === undefined || v === null) {
-      if (def === undefined) this.fail(path, 'is required');
-      return def ?? min;
-    }
-    if (typeof v !== 'number' || !Number.isInteger(v)) {
-      this.fail(path, 'must be a whole number');
-      return def ?? min;
-    }
-    if (v < min || v > max) {
-      this.fail(path, `must be between ${min} and ${max}`);
-      return def ?? min;
-    }
-    return v;
-  }
-
-  bool(v: unknown, path: string, def: boolean): boolean {
-    if (v === undefined || v === null) return def;
-    if (typeof v !== 'boolean') {
-      this.fail(path, 'must be true or false');
-      return def;
-    }
-    return v;
-  }
-
-  oneOf<T extends string>(v: unknown, path: string, allowed: readonly T[], def: T): T {
-    if (v === undefined || v === null) return def;
-    if (typeof v !== 'string' || !allowed.includes(v as T)) {
-      this.fail(path, `must be one of: ${allowed.join(', ')}`);
-      return def;
-    }
-    return v as T;
-  }
-
-  duration(v: unknown, path: string, minMs: number, def: number): number {
-    if (v === undefined || v === null) return def;
-    if (typeof v !== 'string' && typeof v !== 'number') {
-      this.fail(path, 'must be a duration such as 500ms, 10s or 5m');
-      return def;
-    }
-    let ms: number;
-    try {
-      ms = parseDuration(v, 'duration');
-    } catch (err) {
-      this.fail(path, err instanceof KedgeError ? err.message : String(err));
-      return def;
-    }
-    if (ms < minMs) {
-      this.fail(path, `must be at least ${minMs} ms`);
-      return def;
-    }
-    return ms;
-  }
-
-  localityPattern(v: unknown, path: string): string | undefined {
-    if (typeof v !== 'string' || !isLocalityPattern(v)) {
-      this.fail(path, 'must be a locality region[/zone[/subzone]], where the last part may be *, for example us-east/* or us-east/us-east-1a');
-      return undefined;
-    }
-    return v;
-  }
+  return v;
 }

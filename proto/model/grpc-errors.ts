@@ -1,7 +1,7 @@
 // Maps Kedge errors to gRPC statuses and back. The stable Kedge code travels
 // in the `kedge-error-code` metadata so agents branch on codes, never text.
 import * as grpc from '@grpc/grpc-js';
-import { KedgeError, errorMessage } from '../../proto/model/errors';
+import { KedgeError, errorMessage } from './errors';
 
 const STATUS_BY_CODE: Record<string, grpc.status> = {
   KEDGE_TOKEN_MALFORMED: grpc.status.UNAUTHENTICATED,
