@@ -54,6 +54,12 @@ export interface ServiceView {
   version: string;
   /** The service's traffic policy, validated; undefined means the defaults. */
   policy?: import('../../policy/traffic-policy').TrafficPolicy;
+  /**
+   * HTTPRoutes/GRPCRoutes attached to the service, compiled for this agent's
+   * namespace (policy/routes). Undefined: none, every port goes to the
+   * service itself.
+   */
+  routes?: import('../../policy/routes/types').ServiceRoutes;
 }
 
 /** Immutable view of the mesh for the proxy, swapped atomically. */
