@@ -10,11 +10,16 @@ import * as net from 'node:net';
 import { type HostPort, formatHostPort } from '../../proto/model/address';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
-import { splice } from '../proxy/splice';
-import type { EndpointView, ProxySnapshot } from '../proxy/types';
 import { GATEWAY_PORT } from '../../proto/model/ports';
+import { MAX_ATTEMPTS } from '../proxy/attempts';
+import type { Random } from '../proxy/balancer/types';
+import { MeshBalancers, UNKNOWN_TOPOLOGY } from '../proxy/balancers';
 import { ClientHelloReader } from '../proxy/client-hello';
-import { type GatewayRoute, attemptOrder, resolveRoute } from './route';
+import { ConnectionTrace, NO_SERVICE, destinationService } from '../proxy/connection-record';
+import { forwardOpaque } from '../proxy/opaque';
+import { NULL_SINK, type RecordSink, UNKNOWN_PEER, fanOut } from '../proxy/record';
+import type { EndpointView, ProxySnapshot } from '../proxy/types';
+import { type GatewayRoute, hostnameIndex, resolveRoute, routeView } from './route';
 import { GatewayCounters, type GatewayStats } from './stats';
 
 export type { GatewayStats, EndpointCounters, RouteCounters } from './stats';
@@ -41,6 +46,10 @@ export interface GatewayOptions {
   logger: Logger;
   helloTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** Where every finished record goes besides the gateway's own counters (telemetry). */
+  records?: RecordSink;
+  /** The balancer's random source; Math.random by default. */
+  random?: Random;
 }
 
 // A fatal TLS alert, unrecognized_name (RFC 6066 §3), in a plaintext
@@ -69,8 +78,11 @@ export class EastWestGateway {
   /** Client and endpoint sockets, for drain on close. */
   readonly sockets = new Set<net.Socket>();
   private readonly counters = new GatewayCounters();
-  /** Round-robin position per route key. */
-  private readonly next = new Map<string, number>();
+  private readonly sink: RecordSink;
+  /** The shared balancer, one entry per route (`<port>/<hostname>`); the gateway knows no locality of its own. */
+  private readonly balancers = new MeshBalancers(UNKNOWN_TOPOLOGY);
+  private readonly random: Random;
+  private synced: ProxySnapshot | undefined;
   private readonly logger: Logger;
   private readonly helloTimeoutMs: number;
   private readonly connectTimeoutMs: number;
@@ -80,6 +92,8 @@ export class EastWestGateway {
     this.logger = opts.logger.child({ component: 'gateway' });
     this.helloTimeoutMs = opts.helloTimeoutMs ?? DEFAULT_HELLO_TIMEOUT_MS;
     this.connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.sink = fanOut(this.counters, opts.records ?? NULL_SINK);
+    this.random = opts.random ?? Math.random;
     // Half-open both ways once spliced: a client may finish sending and
     // still read the answer.
     this.server = net.createServer({ allowHalfOpen: true }, (client) => this.onConnection(client));
@@ -141,7 +155,7 @@ export class EastWestGateway {
 
   private onConnection(client: net.Socket): void {
     this.track(client);
-    this.counters.total++;
+    const trace = new ConnectionTrace(this.sink, { reporter: 'source', source: UNKNOWN_PEER, destination: UNKNOWN_PEER, service: NO_SERVICE, connectionSecurityPolicy: 'unknown', stack: 'tls' });
     // Until splice installs its own handler, an error (a reset mid-hello)
     // must not go unhandled; the socket is destroyed either way.
     client.on('error', () => undefined);
@@ -158,17 +172,17 @@ export class EastWestGateway {
       const r = reader.push(chunk);
       if (r.kind === 'need-more') return;
       stop();
-      if (r.kind === 'sni') return void this.forward(client, r.name, reader.bytes());
-      if (r.kind === 'no-sni') return this.refuse(client, 'KEDGE_GATEWAY_NO_SNI', 'the ClientHello names no server; mesh clients always send an SNI', 'alert');
-      this.refuse(client, r.tooLarge ? 'KEDGE_GATEWAY_HELLO_TOO_LARGE' : 'KEDGE_GATEWAY_BAD_HELLO', r.reason, 'destroy');
+      if (r.kind === 'sni') return void this.forward(client, trace, r.name, reader.bytes());
+      if (r.kind === 'no-sni') return this.refuse(client, trace, 'KEDGE_GATEWAY_NO_SNI', 'the ClientHello names no server; mesh clients always send an SNI', 'alert');
+      this.refuse(client, trace, r.tooLarge ? 'KEDGE_GATEWAY_HELLO_TOO_LARGE' : 'KEDGE_GATEWAY_BAD_HELLO', r.reason, 'destroy');
     };
     const onEnd = (): void => {
       stop();
-      this.refuse(client, 'KEDGE_GATEWAY_HELLO_TRUNCATED', `the client closed after ${reader.bytes().length} bytes, before a whole ClientHello`, 'destroy');
+      this.refuse(client, trace, 'KEDGE_GATEWAY_HELLO_TRUNCATED', `the client closed after ${reader.bytes().length} bytes, before a whole ClientHello`, 'destroy');
     };
     const timer = setTimeout(() => {
       stop();
-      this.refuse(client, 'KEDGE_GATEWAY_HELLO_TIMEOUT', `no whole ClientHello within ${this.helloTimeoutMs} ms (${reader.bytes().length} bytes read)`, 'destroy');
+      this.refuse(client, trace, 'KEDGE_GATEWAY_HELLO_TIMEOUT', `no whole ClientHello within ${this.helloTimeoutMs} ms (${reader.bytes().length} bytes read)`, 'destroy');
     }, this.helloTimeoutMs);
     client.on('data', onData);
     client.once('end', onEnd);
@@ -176,13 +190,13 @@ export class EastWestGateway {
     client.once('close', () => {
       if (decided) return;
       stop();
-      this.refuse(client, 'KEDGE_GATEWAY_HELLO_TRUNCATED', `the connection closed after ${reader.bytes().length} bytes, before a whole ClientHello`, 'destroy');
+      this.refuse(client, trace, 'KEDGE_GATEWAY_HELLO_TRUNCATED', `the connection closed after ${reader.bytes().length} bytes, before a whole ClientHello`, 'destroy');
     });
   }
 
-  /** Counts, logs and closes a connection that is not forwarded. */
-  private refuse(client: net.Socket, code: string, reason: string, how: Close, fields: Record<string, unknown> = {}): void {
-    this.counters.refuse(code);
+  /** Records, logs and closes a connection that is not forwarded. */
+  private refuse(client: net.Socket, trace: ConnectionTrace, code: string, reason: string, how: Close, fields: Record<string, unknown> = {}): void {
+    trace.finish(code, 0, 0);
     this.logger.warn({ ...fields, remote: client.remoteAddress, code, err: reason }, 'gateway connection refused');
     if (client.destroyed) return;
     if (how === 'alert') client.end(ALERT_UNRECOGNIZED_NAME, () => client.destroy());
@@ -191,84 +205,50 @@ export class EastWestGateway {
   }
 
   /**
-   * Connects to an endpoint of the SNI's service port (round robin, up to
-   * MAX_ATTEMPTS endpoints), writes `prefix` (every byte read so far) and
-   * splices. `client` is paused: what it sends meanwhile waits.
+   * Hands the connection to the forwarding engine's opaque stack: the
+   * shared picker over the route's local endpoints (round robin, outlier
+   * detection, retries on other endpoints), a raw TCP connector to the
+   * endpoint's mTLS port, `prefix` (every byte read so far) written first.
+   * `client` is paused: what it sends meanwhile waits.
    */
-  private async forward(client: net.Socket, sni: string, prefix: Buffer): Promise<void> {
-    const started = performance.now();
+  private async forward(client: net.Socket, trace: ConnectionTrace, sni: string, prefix: Buffer): Promise<void> {
     let route: GatewayRoute;
     try {
-      route = resolveRoute(this.opts.snapshot(), sni);
+      route = resolveRoute(this.currentSnapshot(), sni);
     } catch (err) {
       const code = err instanceof KedgeError ? err.code : 'KEDGE_BAD_SNI';
-      return this.refuse(client, code, errorMessage(err), 'alert', { sni });
+      return this.refuse(client, trace, code, errorMessage(err), 'alert', { sni });
     }
-    const start = this.next.get(route.key) ?? 0;
-    this.next.set(route.key, start + 1);
     const fields = { sni, service: route.service.key, port: route.port };
+    trace.update({ service: destinationService(route.service.key, route.service.hostname, route.port) });
+    const entry = this.balancers.ensure(routeView(route));
+    await forwardOpaque(
+      client,
+      { entry, servicePort: route.port, fields, gone: () => client.destroyed },
+      trace,
+      { logger: this.logger, random: this.random, maxAttempts: MAX_ATTEMPTS },
+      {
+        connect: (ep) => this.connect(ep.view, ep.key),
+        prefix,
+        msg: 'gateway',
+        refuse: (err) => this.refuse(client, trace, err.code, err.message, 'reset', fields),
+        // The gateway sees only TLS records: a first byte is the endpoint
+        // proxy's ServerHello, which says nothing about the app behind it.
+        watch: false,
+        now: this.balancers.now,
+      },
+    );
+  }
 
-    let upstream: net.Socket | undefined;
-    let ep: EndpointView | undefined;
-    let epKey = '';
-    let attempts = 0;
-    for (const candidate of attemptOrder(route.pool, start)) {
-      attempts++;
-      epKey = formatHostPort({ host: candidate.address, port: candidate.mtlsPort });
-      this.counters.endpoint(epKey).attempts++;
-      try {
-        upstream = await this.connect(candidate, epKey);
-        ep = candidate;
-        break;
-      } catch (err) {
-        this.counters.endpoint(epKey).failed++;
-        const code = err instanceof KedgeError ? err.code : 'KEDGE_UPSTREAM_CONNECT_FAILED';
-        this.counters.attemptFailed(code);
-        this.logger.warn({ ...fields, endpoint: epKey, workload: candidate.workload, attempt: attempts, code, err: errorMessage(err) }, 'gateway connect attempt failed');
-        if (client.destroyed) break;
-      }
+  /** The snapshot now; endpoints' balancer state for routes whose service left is dropped when it changes. */
+  private currentSnapshot(): ProxySnapshot {
+    const s = this.opts.snapshot();
+    if (s !== this.synced) {
+      this.synced = s;
+      const hosts = hostnameIndex(s);
+      this.balancers.prune((key) => hosts.has(key.slice(key.indexOf('/') + 1)));
     }
-    if (client.destroyed) {
-      upstream?.destroy();
-      return this.refuse(client, 'KEDGE_GATEWAY_CLIENT_CLOSED', 'the client went away while the gateway was connecting', 'destroy', fields);
-    }
-    if (upstream === undefined || ep === undefined) {
-      return this.refuse(client, 'KEDGE_UPSTREAM_UNAVAILABLE', `no endpoint of ${route.service.key} port ${route.port} accepted a connection after ${attempts} attempt(s); see the attempt warnings above`, 'reset', fields);
-    }
-
-    const epStats = this.counters.endpoint(epKey);
-    const routeStats = this.counters.route(route.key);
-    this.counters.forwarded++;
-    this.counters.active++;
-    epStats.active++;
-    routeStats.total++;
-    routeStats.active++;
-    // Small TLS records (handshake flights, interactive traffic) must not
-    // wait for Nagle on either hop.
-    client.setNoDelay(true);
-    upstream.setNoDelay(true);
-    // Written rather than unshifted: a client that already sent its FIN
-    // cannot take bytes back into its ended stream.
-    upstream.write(prefix);
-    const peer = ep;
-    splice(client, upstream, (err) => {
-      this.counters.active--;
-      epStats.active--;
-      routeStats.active--;
-      this.logger.info(
-        {
-          ...fields,
-          endpoint: epKey,
-          workload: peer.workload,
-          attempts,
-          bytesIn: client.bytesRead,
-          bytesOut: client.bytesWritten,
-          durationMs: Math.round(performance.now() - started),
-          ...(err ? { err: errorMessage(err) } : {}),
-        },
-        'gateway',
-      );
-    });
+    return s;
   }
 
   /** TCP to an endpoint's mTLS port within the connect timeout; never leaves a socket open on failure. */

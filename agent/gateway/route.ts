@@ -3,10 +3,8 @@
 // which one connection tries them. Sockets live in gateway.ts.
 import { KedgeError } from '../../proto/model/errors';
 import { parseSni } from '../../proto/model/sni';
+import { TRAFFIC_POLICY_DEFAULTS } from '../../policy/traffic-policy';
 import type { EndpointView, ProxySnapshot, ServiceView } from '../proxy/types';
-
-/** Connect attempts per connection: the round-robin pick plus two retries on other endpoints. */
-export const MAX_ATTEMPTS = 3;
 
 /** Where one SNI leads: a service port and the endpoints to balance over. */
 export interface GatewayRoute {
@@ -82,10 +80,22 @@ export function resolveRoute(snapshot: ProxySnapshot, sni: string): GatewayRoute
   return { service, port, key: `${port}/${hostname}`, pool };
 }
 
-/** The endpoints one connection tries, in order: round robin from `start` over `pool`, at most `max` distinct ones. */
-export function attemptOrder(pool: readonly EndpointView[], start: number, max = MAX_ATTEMPTS): EndpointView[] {
-  const n = Math.min(max, pool.length);
-  const out: EndpointView[] = [];
-  for (let i = 0; i < n; i++) out.push(pool[(start + i) % pool.length]!);
-  return out;
+const routeViews = new WeakMap<readonly EndpointView[], ServiceView>();
+
+/**
+ * The service view the gateway balances one route over: keyed by the
+ * route (`<port>/<hostname>`), holding the route's pool, balanced round
+ * robin (the gateway carries whole mTLS connections from many clients and
+ * has no locality of its own; the service's outlier settings still apply).
+ * One object per pool, so the balancer's entry is rebuilt only when the
+ * pool changes.
+ */
+export function routeView(route: GatewayRoute): ServiceView {
+  let v = routeViews.get(route.pool);
+  if (v === undefined) {
+    const policy = route.service.policy ?? TRAFFIC_POLICY_DEFAULTS;
+    v = { ...route.service, key: route.key, endpoints: route.pool, policy: { ...policy, loadBalancer: 'round-robin' } };
+    routeViews.set(route.pool, v);
+  }
+  return v;
 }

@@ -1,6 +1,8 @@
-// The gateway's counters. The hot path bumps plain numbers in maps keyed by
-// precomputed strings; stats() copies them out, so a reader never holds the
-// live objects.
+// The gateway's counters, derived from the records its connections produce
+// (a GatewayStats is a RecordSink): nothing in the gateway counts inline.
+// Plain numbers in maps keyed by strings the record already carries;
+// snapshot() copies them out, so a reader never holds the live objects.
+import type { ConnectionRecord, RecordSink, TrafficRecord } from '../proxy/record';
 
 /** Connections through one endpoint: connect attempts, those forwarding now, and attempts that failed. */
 export interface EndpointCounters {
@@ -36,41 +38,66 @@ export interface GatewayStats {
   byRoute: Record<string, RouteCounters>;
 }
 
-/** The live counters behind GatewayStats. */
-export class GatewayCounters {
-  total = 0;
-  active = 0;
-  forwarded = 0;
-  refused = 0;
+type Opened = Parameters<RecordSink['open']>[0];
+
+const routeKey = (r: Pick<ConnectionRecord, 'service'>): string => `${r.service.port}/${r.service.hostname}`;
+
+/** The record-fed counters behind GatewayStats. */
+export class GatewayCounters implements RecordSink {
+  private finished = 0;
+  private active = 0;
+  private forwarded = 0;
+  private refused = 0;
   private readonly refusals = new Map<string, number>();
   private readonly attemptFailures = new Map<string, number>();
   private readonly endpoints = new Map<string, EndpointCounters>();
   private readonly routes = new Map<string, RouteCounters>();
 
-  refuse(code: string): void {
-    this.refused++;
-    this.refusals.set(code, (this.refusals.get(code) ?? 0) + 1);
+  open(conn: Opened): void {
+    this.attempts(conn.failedAttempts);
+    this.active++;
+    this.forwarded++;
+    const ep = this.endpoint(conn.upstreamHost);
+    ep.attempts++;
+    ep.active++;
+    const route = this.route(routeKey(conn));
+    route.total++;
+    route.active++;
   }
 
-  attemptFailed(code: string): void {
-    this.attemptFailures.set(code, (this.attemptFailures.get(code) ?? 0) + 1);
-  }
-
-  endpoint(key: string): EndpointCounters {
-    let c = this.endpoints.get(key);
-    if (c === undefined) {
-      c = { attempts: 0, active: 0, failed: 0 };
-      this.endpoints.set(key, c);
+  finish(r: TrafficRecord): void {
+    if (r.kind !== 'connection') return;
+    this.finished++;
+    // An opened connection's failed attempts were counted at open.
+    if (!r.opened) this.attempts(r.failedAttempts);
+    if (!r.opened) {
+      this.refused++;
+      this.refusals.set(r.errorCode, (this.refusals.get(r.errorCode) ?? 0) + 1);
+      return;
     }
+    this.active--;
+    this.endpoint(r.upstreamHost).active--;
+    this.route(routeKey(r)).active--;
+  }
+
+  private attempts(failed: ConnectionRecord['failedAttempts']): void {
+    for (const a of failed) {
+      this.attemptFailures.set(a.code, (this.attemptFailures.get(a.code) ?? 0) + 1);
+      const ep = this.endpoint(a.endpoint);
+      ep.attempts++;
+      ep.failed++;
+    }
+  }
+
+  private endpoint(key: string): EndpointCounters {
+    let c = this.endpoints.get(key);
+    if (c === undefined) this.endpoints.set(key, (c = { attempts: 0, active: 0, failed: 0 }));
     return c;
   }
 
-  route(key: string): RouteCounters {
+  private route(key: string): RouteCounters {
     let c = this.routes.get(key);
-    if (c === undefined) {
-      c = { total: 0, active: 0 };
-      this.routes.set(key, c);
-    }
+    if (c === undefined) this.routes.set(key, (c = { total: 0, active: 0 }));
     return c;
   }
 
@@ -81,7 +108,7 @@ export class GatewayCounters {
       return out;
     };
     return {
-      total: this.total,
+      total: this.finished + this.active,
       active: this.active,
       forwarded: this.forwarded,
       refused: this.refused,

@@ -14,17 +14,30 @@ import { formatLocality } from '../../proto/model/locality';
 import type { Ejection, Outcome, RecordResult } from './balancer/outlier';
 import type { PickResult, Picker, PriorityDescription } from './balancer/picker';
 import { TRAFFIC_POLICY_DEFAULTS } from '../../policy/traffic-policy';
+import { type LoadTracker, type RequestPicker, requestPicker } from './balancer/request-picker';
 import { ServiceBalancer } from './balancer/service';
 import type { BalancerEndpoint, Random, Topology } from './balancer/types';
 import type { EndpointView, ProxySnapshot, ServicePortView, ServiceView } from './types';
 
-/** Connections to one endpoint; a connection keeps its own reference, so a count stays right across snapshot swaps. */
+/** Load on one endpoint; an attempt keeps its own reference, so a count stays right across snapshot swaps. */
 export interface EndpointLoad {
-  /** Connections being set up (dialling) or forwarded now; what least-request compares. */
+  /** Requests and opaque connections being set up or forwarded now; what least-request compares. */
   active: number;
-  /** Connections forwarded to it since it appeared (successful connects). */
+  /** Attempts started on it since it appeared. */
   forwarded: number;
 }
+
+/** The load callbacks of a pick: in-flight counts on the endpoint's own load object. */
+export const MESH_LOAD: LoadTracker<MeshEndpoint> = {
+  active: (e) => e.load.active,
+  started: (e) => {
+    e.load.active++;
+    e.load.forwarded++;
+  },
+  ended: (e) => {
+    e.load.active--;
+  },
+};
 
 /** An endpoint as the balancer picks it: the snapshot's view plus what the balancer compares. */
 export interface MeshEndpoint extends BalancerEndpoint {
@@ -105,10 +118,30 @@ export class ServiceEntry {
   readonly balancer: ServiceBalancer<MeshEndpoint>;
   private byKey = new Map<string, MeshEndpoint>();
   private current: ServiceView | undefined;
+  private readonly wrapped = new WeakMap<Picker<MeshEndpoint>, RequestPicker<MeshEndpoint>>();
 
-  constructor(client: Topology, view: ServiceView, now: number) {
+  constructor(
+    client: Topology,
+    view: ServiceView,
+    private readonly now: () => number,
+  ) {
     this.balancer = new ServiceBalancer<MeshEndpoint>(client, view.policy ?? TRAFFIC_POLICY_DEFAULTS);
-    this.update(view, now);
+    this.update(view, now());
+  }
+
+  /**
+   * The per-request picker for `servicePort` now: the balancer's current
+   * picker with load callbacks and outlier detection wrapped around it (see
+   * balancer/request-picker.ts). The same object until the picker changes.
+   */
+  picker(servicePort?: number): RequestPicker<MeshEndpoint> {
+    const p = this.balancer.picker(this.now(), servicePort);
+    let rp = this.wrapped.get(p);
+    if (rp === undefined) {
+      rp = requestPicker(p, MESH_LOAD, (key, outcome) => this.balancer.record(key, outcome, this.now()));
+      this.wrapped.set(p, rp);
+    }
+    return rp;
   }
 
   get view(): ServiceView | undefined {
@@ -247,7 +280,7 @@ export class MeshBalancers {
     const now = this.now();
     for (const view of snapshot.services.values()) {
       const entry = this.entries.get(view.key);
-      if (entry === undefined) this.entries.set(view.key, new ServiceEntry(this.client, view, now));
+      if (entry === undefined) this.entries.set(view.key, new ServiceEntry(this.client, view, this.now));
       else entry.update(view, now);
     }
     for (const key of this.entries.keys()) if (!snapshot.services.has(key)) this.entries.delete(key);
@@ -259,7 +292,27 @@ export class MeshBalancers {
    * entry for its key; one whose service is gone gets a throwaway entry.
    */
   entry(view: ServiceView): ServiceEntry {
-    return this.entries.get(view.key) ?? new ServiceEntry(this.client, view, this.now());
+    return this.entries.get(view.key) ?? new ServiceEntry(this.client, view, this.now);
+  }
+
+  /**
+   * The entry for `view`, created or updated on demand, for a caller that
+   * has no snapshot to sync (the gateway builds its views per route).
+   */
+  ensure(view: ServiceView): ServiceEntry {
+    const entry = this.entries.get(view.key);
+    if (entry === undefined) {
+      const created = new ServiceEntry(this.client, view, this.now);
+      this.entries.set(view.key, created);
+      return created;
+    }
+    entry.update(view, this.now());
+    return entry;
+  }
+
+  /** Drops the entries `keep` says no to (services gone from the caller's view). */
+  prune(keep: (key: string) => boolean): void {
+    for (const key of this.entries.keys()) if (!keep(key)) this.entries.delete(key);
   }
 
   /** Records an outcome; returns what the detector did. */

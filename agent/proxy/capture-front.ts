@@ -16,8 +16,11 @@ import type { OriginalDstReader } from './outbound';
 import { forwardDirect } from './passthrough';
 import { type ClientHelloResult, parseClientHello } from './client-hello';
 import { classifyFirstBytes } from './sniff';
-import { type DirectionCounters, failureCode } from './stats';
-import { closeClient } from './upstream';
+import { failureCode } from './stats';
+import { type Prefix, readPrefix } from './prefix';
+import { closeClient } from './opaque';
+import { ConnectionTrace, NO_SERVICE } from './connection-record';
+import { type PeerWorkload, type RecordSink, UNKNOWN_PEER } from './record';
 
 /** What to do with captured plaintext: forward it to the app, or refuse it. */
 export type InboundMode = 'PERMISSIVE' | 'STRICT';
@@ -67,14 +70,10 @@ export interface CaptureFrontDeps {
   detectTimeoutMs: number;
   connectTimeoutMs: number;
   logger: Logger;
-  stats: DirectionCounters;
-}
-
-/** What has been read of a connection before deciding. */
-interface Prefix {
-  buf: Buffer;
-  ended: boolean;
-  timedOut: boolean;
+  /** Where inbound records go. */
+  sink: RecordSink;
+  /** This proxy's workload: the destination of its records. */
+  self: () => PeerWorkload;
 }
 
 /** The inbound capture front; see the file comment. */
@@ -116,15 +115,17 @@ export class CaptureFront {
     return this.capture(socket, prefix.buf, route, first === 'tls' ? 'tls-passthrough' : 'plaintext', sni);
   }
 
+  private trace(csp: 'mutual_tls' | 'none'): ConnectionTrace {
+    return new ConnectionTrace(this.deps.sink, { reporter: 'destination', source: UNKNOWN_PEER, destination: this.deps.self(), service: NO_SERVICE, connectionSecurityPolicy: csp, stack: 'opaque' });
+  }
+
   // Gives the socket, first bytes put back, to the TLS server as if it had
   // accepted it: the server builds the TLS socket with its current secure
   // context (rotation applies) and its handshake timeout.
   private handOver(socket: net.Socket, prefix: Prefix): void {
     if (prefix.ended || prefix.timedOut) {
       // A TLS client that half-closes or stalls mid-ClientHello.
-      this.deps.stats.totals.total++;
-      this.deps.stats.totals.failed++;
-      this.deps.stats.failure('KEDGE_TLS_HANDSHAKE_FAILED');
+      this.trace('mutual_tls').finish('KEDGE_TLS_HANDSHAKE_FAILED', 0, 0);
       this.deps.logger.warn({ remote: remoteOf(socket), bytes: prefix.buf.length }, 'inbound TLS refused: the ClientHello did not arrive whole');
       return void socket.destroy();
     }
@@ -137,12 +138,11 @@ export class CaptureFront {
   // Plaintext, or TLS that is not the mesh's: forwarded to the app on the
   // port the client originally asked for, or refused.
   private capture(socket: net.Socket, prefix: Buffer, route: 'passthrough' | 'refuse', kind: string, sni: string | undefined): void {
-    const { stats, logger, mode } = this.deps;
-    stats.totals.total++;
+    const { logger, mode } = this.deps;
+    const trace = this.trace('none');
     const fields: Record<string, unknown> = { capture: 'inbound', mode, route: kind, remote: remoteOf(socket), ...(sni !== undefined ? { sni } : {}) };
     const refuse = (err: KedgeError): void => {
-      stats.totals.failed++;
-      stats.failure(err.code);
+      trace.finish(err.code, 0, 0);
       logger.warn({ ...fields, code: err.code, err: err.message }, 'inbound connection refused');
       closeClient(socket, true);
     };
@@ -159,7 +159,8 @@ export class CaptureFront {
     if (dst.port === socket.localPort) {
       return refuse(new KedgeError('KEDGE_ORIGINAL_DST_LOOP', `the original destination ${fields.originalDst} is the inbound port itself; plaintext sent there directly has nowhere to go`));
     }
-    forwardDirect(socket, { host: this.deps.appHost, port: dst.port }, this.passthrough, { msg: 'inbound', fields, failCode: 'KEDGE_TARGET_CONNECT_FAILED' }, prefix);
+    trace.update({ service: { ...NO_SERVICE, port: dst.port }, stack: kind === 'plaintext' ? 'opaque' : 'tls' });
+    forwardDirect(socket, { host: this.deps.appHost, port: dst.port }, trace, this.passthrough, { msg: 'inbound', fields, failCode: 'KEDGE_TARGET_CONNECT_FAILED' }, prefix);
   }
 }
 
@@ -169,38 +170,4 @@ function strictError(originalDst: string | undefined): KedgeError {
 
 function remoteOf(socket: net.Socket): string {
   return formatHostPort({ host: socket.remoteAddress ?? '?', port: socket.remotePort ?? 0 });
-}
-
-/**
- * Reads on from `initial` until `enough` says so, the client ends, closes, or
- * `timeoutMs` passes; leaves the socket paused so no later byte is lost.
- */
-function readPrefix(socket: net.Socket, initial: Buffer, enough: (buf: Buffer) => boolean, timeoutMs: number): Promise<Prefix> {
-  return new Promise((resolve) => {
-    let buf = initial;
-    let ended = false;
-    const finish = (timedOut: boolean): void => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('end', onEnd);
-      socket.off('close', onClose);
-      socket.pause();
-      resolve({ buf, ended, timedOut });
-    };
-    const onData = (d: Buffer): void => {
-      buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
-      if (enough(buf)) finish(false);
-    };
-    const onEnd = (): void => {
-      ended = true;
-      finish(false);
-    };
-    const onClose = (): void => finish(false);
-    const timer = setTimeout(() => finish(true), timeoutMs);
-    socket.on('data', onData);
-    socket.once('end', onEnd);
-    socket.once('close', onClose);
-    // A socket paused by an earlier read does not flow again on its own.
-    socket.resume();
-  });
 }

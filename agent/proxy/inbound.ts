@@ -1,13 +1,18 @@
-// The inbound listener (15006): terminates mesh mTLS, picks the local target
-// from the SNI and forwards plaintext to it.
+// The inbound listener (15006): terminates mesh mTLS, accepts the peer only
+// as a SPIFFE ID of the mesh's trust domain whose certificate is not
+// revoked, picks the local target from the SNI and forwards plaintext to
+// it. One record per connection (reporter `destination`).
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { parseSni } from '../../proto/model/sni';
+import { ConnectionTrace, NO_SERVICE, destinationService, peerFromSpiffe } from './connection-record';
+import type { PeerWorkload, RecordSink } from './record';
+import { UNKNOWN_PEER } from './record';
 import { splice } from './splice';
-import { type DirectionCounters, failureCode } from './stats';
-import { type IdentityContexts, peerSpiffeId } from './tls';
+import { failureCode } from './stats';
+import { type IdentityContexts, acceptPeerIdentity } from './tls';
 import type { LocalTarget } from './types';
 
 // A client that connects and never finishes the handshake holds a socket;
@@ -24,18 +29,31 @@ export function indexTargets(targets: readonly LocalTarget[]): ReadonlyMap<strin
   return new Map(targets.map((t) => [targetKey(t.servicePort, t.hostname), t]));
 }
 
+/** What the inbound listener is built with. */
+export interface InboundDeps {
+  logger: Logger;
+  /** Where inbound records go (the proxy's counters and telemetry). */
+  sink: RecordSink;
+  /** This proxy's workload: the destination of its inbound records. */
+  self: () => PeerWorkload;
+  /** Trust domains whose SPIFFE IDs are accepted (the mesh's own, and federated ones). */
+  trustDomains: () => ReadonlySet<string>;
+}
+
 /** The inbound mTLS listener; see the file comment. */
 export class InboundListener {
   readonly server: tls.Server;
   /** Raw TCP sockets (including ones still handshaking) and target sockets, for drain on close. */
   readonly sockets = new Set<net.Socket>();
   private targets: ReadonlyMap<string, LocalTarget>;
+  private revoked: ReadonlySet<string> = new Set();
+  /** Open mesh connections by the peer certificate's serial, so a revocation can close them. */
+  private readonly bySerial = new Map<string, Set<tls.TLSSocket>>();
 
   constructor(
     contexts: IdentityContexts,
     targets: readonly LocalTarget[],
-    private readonly logger: Logger,
-    private readonly stats: DirectionCounters,
+    private readonly deps: InboundDeps,
   ) {
     this.targets = indexTargets(targets);
     this.server = tls.createServer({
@@ -65,50 +83,81 @@ export class InboundListener {
     this.targets = indexTargets(targets);
   }
 
+  /**
+   * Takes the revoked serials of a new snapshot: later handshakes from them
+   * are refused, and open connections from a serial not revoked before are
+   * closed now. Returns how many connections were closed.
+   */
+  setRevoked(serials: ReadonlySet<string>): number {
+    const before = this.revoked;
+    this.revoked = serials;
+    let closed = 0;
+    for (const serial of serials) {
+      if (before.has(serial)) continue;
+      const open = this.bySerial.get(serial);
+      if (open === undefined) continue;
+      for (const s of open) {
+        s.destroy();
+        closed++;
+      }
+      this.deps.logger.warn({ serial, connections: open.size }, 'inbound connections closed: the peer certificate was revoked');
+    }
+    return closed;
+  }
+
   private track(socket: net.Socket): void {
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
   }
 
+  private trace(peer: PeerWorkload): ConnectionTrace {
+    return new ConnectionTrace(this.deps.sink, { reporter: 'destination', source: peer, destination: this.deps.self(), service: NO_SERVICE, connectionSecurityPolicy: 'mutual_tls', stack: 'opaque' });
+  }
+
   private onHandshakeError(err: Error, socket: tls.TLSSocket): void {
-    this.stats.totals.total++;
-    this.stats.totals.failed++;
-    this.stats.failure('KEDGE_TLS_HANDSHAKE_FAILED');
+    this.trace(UNKNOWN_PEER).finish('KEDGE_TLS_HANDSHAKE_FAILED', 0, 0);
     // A client certificate from another CA completes the handshake and is
     // then destroyed by Node (the error is just a hang-up); the verify result
     // in authorizationError is the real reason.
     const reason = socket.authorizationError ?? (err as NodeJS.ErrnoException).code ?? errorMessage(err);
     // Expected for clients outside the mesh; warn, since between meshes it
     // usually means the trust bundles do not match.
-    this.logger.warn({ remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: String(reason), err: errorMessage(err) }, 'inbound TLS handshake refused: client has no certificate from the mesh trust bundle');
+    this.deps.logger.warn({ remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: String(reason), err: errorMessage(err) }, 'inbound TLS handshake refused: client has no certificate from the mesh trust bundle');
     socket.destroy();
   }
 
   private onSecureConnection(socket: tls.TLSSocket): void {
     const started = performance.now();
-    const peer = peerSpiffeId(socket.getPeerCertificate()) ?? '(no SPIFFE ID)';
     const sni = typeof socket.servername === 'string' ? socket.servername : '';
     // Read now: once the socket closes Node no longer knows.
     const resumed = socket.isSessionReused();
-    const byPeer = this.stats.key(peer);
-    this.stats.totals.total++;
-    byPeer.total++;
+    const cert = socket.getPeerCertificate();
+    const serial = (cert?.serialNumber ?? '').toUpperCase();
+    const accepted = acceptPeerIdentity(cert, this.deps.trustDomains());
+    const peer = accepted instanceof KedgeError ? UNKNOWN_PEER : peerFromSpiffe(accepted.spiffeId);
+    const trace = this.trace(peer);
+    const refuse = (err: KedgeError, fields: Record<string, unknown> = {}): void => {
+      trace.finish(err.code, 0, 0);
+      this.deps.logger.warn({ peer: peer.principal || '(none accepted)', sni, serial, ...fields, err: err.message, code: err.code }, 'inbound connection refused');
+      socket.destroy();
+    };
+    if (accepted instanceof KedgeError) return refuse(accepted);
+    if (serial !== '' && this.revoked.has(serial)) {
+      return refuse(new KedgeError('KEDGE_PEER_CERT_REVOKED', `client ${accepted.spiffeId} presented certificate serial ${serial}, which the federation has revoked; the workload must get a new certificate (or was removed on purpose)`));
+    }
 
     let target: LocalTarget | undefined;
     try {
       const { port, hostname } = parseSni(sni);
+      trace.update({ service: destinationService(hostname, hostname, port) });
       target = this.targets.get(targetKey(port, hostname));
       if (target === undefined) {
         throw new KedgeError('KEDGE_NO_LOCAL_TARGET', `no local target serves port ${port} of ${hostname}; check the workload's registered service ports`);
       }
     } catch (err) {
-      this.stats.totals.failed++;
-      byPeer.failed++;
-      this.stats.failure(failureCode(err, 'KEDGE_NO_LOCAL_TARGET'));
-      this.logger.warn({ peer, sni, err: errorMessage(err), code: failureCode(err, 'KEDGE_NO_LOCAL_TARGET') }, 'inbound connection refused');
-      socket.destroy();
-      return;
+      return refuse(err instanceof KedgeError ? err : new KedgeError(failureCode(err, 'KEDGE_NO_LOCAL_TARGET'), errorMessage(err)));
     }
+    this.trackSerial(serial, socket);
 
     const targetAddr = `${target.host}:${target.targetPort}`;
     const app = net.connect({ host: target.host, port: target.targetPort, allowHalfOpen: true });
@@ -117,27 +166,19 @@ export class InboundListener {
     app.once('connect', () => {
       connected = true;
       app.setNoDelay(true);
+      trace.open(targetAddr);
     });
     // Half-close is forwarded from here on (documented as settable before 'end').
     socket.allowHalfOpen = true;
     // Set after the handshake: TLS sockets ignore noDelay given at creation.
     socket.setNoDelay(true);
-    this.stats.totals.active++;
-    byPeer.active++;
     // Piping before the target connects is fine: writes queue until it does.
     splice(socket, app, (err) => {
-      this.stats.totals.active--;
-      byPeer.active--;
-      let code: string | undefined;
-      if (!connected) {
-        code = 'KEDGE_TARGET_CONNECT_FAILED';
-        this.stats.totals.failed++;
-        byPeer.failed++;
-        this.stats.failure(code);
-      }
-      this.logger.info(
+      const code = connected ? '' : 'KEDGE_TARGET_CONNECT_FAILED';
+      trace.finish(code, socket.bytesWritten, socket.bytesRead);
+      this.deps.logger.info(
         {
-          peer,
+          peer: peer.principal,
           sni,
           target: targetAddr,
           bytesIn: app.bytesWritten,
@@ -149,6 +190,17 @@ export class InboundListener {
         },
         'inbound',
       );
+    });
+  }
+
+  private trackSerial(serial: string, socket: tls.TLSSocket): void {
+    if (serial === '') return;
+    let set = this.bySerial.get(serial);
+    if (set === undefined) this.bySerial.set(serial, (set = new Set()));
+    set.add(socket);
+    socket.once('close', () => {
+      set.delete(socket);
+      if (set.size === 0 && this.bySerial.get(serial) === set) this.bySerial.delete(serial);
     });
   }
 }

@@ -1,23 +1,25 @@
 // The outbound capture listener (15001): iptables REDIRECTs the host's
 // outbound TCP here; the original destination (SO_ORIGINAL_DST) is looked up
 // in the current snapshot's destination index and the connection goes to
-// the mesh like an explicit upstream's (mTLS to meshed endpoints, plain TCP
-// to plaintext ones), straight to a destination outside the mesh
-// (allow-any), or nowhere (registry-only).
+// the forwarding engine like an explicit upstream's (mTLS to meshed
+// endpoints, plain TCP to plaintext ones, the stack chosen by the port's
+// protocol), straight to a destination outside the mesh (allow-any), or
+// nowhere (registry-only).
 import * as net from 'node:net';
 import { type HostPort, formatHostPort } from '../../proto/model/address';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { OriginalDst } from '../native';
 import { type DestinationIndex, type OutboundPolicy, decideOutbound } from './destinations';
+import { type MeshDeps, forwardToService, refuseOutbound } from './engine';
 import { forwardDirect } from './passthrough';
 import { failureCode } from './stats';
-import { type MeshDeps, forwardOverMesh, refuseOutbound } from './upstream';
+import { type UpstreamDeps, outboundTrace } from './upstream';
 
 /** Reads where a captured connection was headed; the native addon's originalDst, or a stand-in in tests. */
 export type OriginalDstReader = (socket: net.Socket) => OriginalDst;
 
 /** What the outbound listener reads at accept time. */
-export interface OutboundDeps extends Omit<MeshDeps, 'track'> {
+export interface OutboundDeps extends Omit<UpstreamDeps, 'snapshot'> {
   /** The index of the snapshot current now (built once per snapshot). */
   destinations: () => DestinationIndex;
   policy: OutboundPolicy;
@@ -49,8 +51,8 @@ export class OutboundListener {
   private async onConnection(client: net.Socket): Promise<void> {
     this.track(client);
     client.on('error', () => undefined);
-    const { stats } = this.deps;
-    stats.totals.total++;
+    const { logger } = this.deps;
+    const trace = outboundTrace(this.deps);
     const source = formatHostPort({ host: client.remoteAddress ?? '?', port: client.remotePort ?? 0 });
 
     let dst: OriginalDst;
@@ -58,16 +60,17 @@ export class OutboundListener {
       dst = this.deps.originalDst(client);
     } catch (err) {
       const e = err instanceof KedgeError ? err : new KedgeError(failureCode(err, 'KEDGE_ORIGINAL_DST_UNAVAILABLE'), errorMessage(err), { cause: err });
-      return refuseOutbound(client, e, this.deps, { capture: 'outbound', source }, true);
+      return refuseOutbound(client, trace, e, logger, { capture: 'outbound', source }, true);
     }
     const originalDst = formatHostPort({ host: dst.address, port: dst.port });
     const self = { address: client.localAddress ?? '', port: client.localPort ?? 0 };
     const decision = decideOutbound(dst, self, this.deps.destinations(), this.deps.policy);
     switch (decision.action) {
       case 'refuse':
-        return refuseOutbound(client, new KedgeError(decision.code, decision.reason), this.deps, { capture: 'outbound', source, originalDst, policy: this.deps.policy }, true);
+        return refuseOutbound(client, trace, new KedgeError(decision.code, decision.reason), logger, { capture: 'outbound', source, originalDst, policy: this.deps.policy }, true);
       case 'passthrough':
-        return forwardDirect(client, { host: dst.address, port: dst.port }, this.mesh, {
+        trace.update({ service: { hostname: '', name: '', namespace: '', port: dst.port } });
+        return forwardDirect(client, { host: dst.address, port: dst.port }, trace, { ...this.mesh }, {
           msg: 'outbound',
           fields: { capture: 'outbound', route: 'passthrough', source, originalDst },
           failCode: 'KEDGE_PASSTHROUGH_CONNECT_FAILED',
@@ -75,7 +78,7 @@ export class OutboundListener {
       case 'mesh': {
         const { service, port, endpoint } = decision.destination;
         const log = { capture: 'outbound', route: decision.via, source, originalDst };
-        return forwardOverMesh(client, { service, port, log, ...(endpoint ? { preferred: endpoint } : {}) }, this.mesh);
+        return forwardToService(client, { service, port, log, ...(endpoint ? { preferred: endpoint } : {}) }, trace, this.mesh);
       }
     }
   }

@@ -5,14 +5,13 @@ import * as net from 'node:net';
 import { type HostPort, formatHostPort } from '../../proto/model/address';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
+import type { ConnectionTrace } from './connection-record';
+import { closeClient } from './opaque';
 import { splice } from './splice';
-import type { DirectionCounters } from './stats';
-import { closeClient } from './upstream';
 
-/** What a passthrough needs: where to count and log, how long a connect may take, and drain tracking. */
+/** What a passthrough needs: where to log, how long a connect may take, and drain tracking. */
 export interface PassthroughDeps {
   logger: Logger;
-  stats: DirectionCounters;
   connectTimeoutMs: number;
   track: (socket: net.Socket) => void;
 }
@@ -22,29 +21,26 @@ export interface PassthroughReport {
   /** Access-log message: 'outbound' or 'inbound'. */
   msg: string;
   fields: Record<string, unknown>;
-  /** Counted and logged when `to` cannot be reached. */
+  /** Recorded and logged when `to` cannot be reached. */
   failCode: string;
 }
 
 /**
  * Connects to `to`, writes `prefix` (bytes already read from the client),
- * then splices `client` (allowHalfOpen, paused) to it. Until the connect
- * succeeds nothing is piped, so a failure resets the client as a refused
- * direct connect would.
+ * then splices `client` (allowHalfOpen, paused) to it, finishing `trace`
+ * when both sides are closed. Until the connect succeeds nothing is piped,
+ * so a failure resets the client as a refused direct connect would.
  */
-export function forwardDirect(client: net.Socket, to: HostPort, deps: PassthroughDeps, report: PassthroughReport, prefix?: Buffer): void {
-  const { stats, logger } = deps;
+export function forwardDirect(client: net.Socket, to: HostPort, trace: ConnectionTrace, deps: PassthroughDeps, report: PassthroughReport, prefix?: Buffer): void {
+  const { logger } = deps;
   const started = performance.now();
   const target = formatHostPort(to);
-  stats.passthrough.total++;
   const app = net.connect({ host: to.host, port: to.port, allowHalfOpen: true });
   deps.track(app);
   const fail = (err: Error): void => {
     clearTimeout(timer);
     app.destroy();
-    stats.totals.failed++;
-    stats.passthrough.failed++;
-    stats.failure(report.failCode);
+    trace.finish(report.failCode, 0, 0);
     logger.warn({ ...report.fields, target, code: report.failCode, err: errorMessage(err) }, `${report.msg} passthrough failed: cannot connect to ${target}`);
     closeClient(client, true);
   };
@@ -53,17 +49,18 @@ export function forwardDirect(client: net.Socket, to: HostPort, deps: Passthroug
   app.once('connect', () => {
     clearTimeout(timer);
     app.off('error', fail);
-    if (client.destroyed) return void app.destroy();
+    if (client.destroyed) {
+      app.destroy();
+      return void trace.finish('KEDGE_CLIENT_CLOSED', 0, 0);
+    }
     app.setNoDelay(true);
     client.setNoDelay(true);
-    stats.totals.active++;
-    stats.passthrough.active++;
+    trace.open(target);
     // Written here rather than unshifted: a client that already sent its
     // FIN cannot take bytes back into its ended stream.
     if (prefix !== undefined && prefix.length > 0) app.write(prefix);
     splice(client, app, (err) => {
-      stats.totals.active--;
-      stats.passthrough.active--;
+      trace.finish('', client.bytesWritten, client.bytesRead);
       logger.info(
         {
           ...report.fields,

@@ -15,12 +15,14 @@ import { CaptureFront, DEFAULT_DETECT_TIMEOUT_MS, type InboundMode } from './cap
 import { type DestinationIndex, type OutboundPolicy, buildDestinationIndex } from './destinations';
 import { InboundListener } from './inbound';
 import { type OriginalDstReader, OutboundListener } from './outbound';
-import { DirectionCounters, type ProxyStats } from './stats';
-import { SessionCache, buildIdentityContexts } from './tls';
+import { peerFromSpiffe } from './connection-record';
+import { NULL_SINK, type PeerWorkload, type RecordSink, fanOut } from './record';
+import { type DirectionStats, type ProxyStats, inboundStats, outboundStats } from './stats';
+import { SessionCache, buildIdentityContexts, trustDomainOf } from './tls';
 import type { LocalTarget, ProxySnapshot, TlsIdentity, UpstreamSpec } from './types';
 import { type ClientTls, MAX_ATTEMPTS, UpstreamListener } from './upstream';
 
-export type { ConnectionCounters, ProxyStats } from './stats';
+export type { ConnectionCounters, ProxyStats, RequestCounters } from './stats';
 export type { InboundMode } from './capture-front';
 export type { OutboundPolicy } from './destinations';
 export type { OriginalDstReader } from './outbound';
@@ -69,8 +71,21 @@ export interface ProxyOptions {
   random?: Random;
   /** Connect attempts per outbound connection (MAX_ATTEMPTS by default); 1 turns connect retries off. */
   maxAttempts?: number;
+  /**
+   * Where every finished record goes besides the proxy's own counters
+   * (telemetry: metrics, access log). NULL_SINK when absent.
+   */
+  records?: RecordSink;
+  /**
+   * Trust domains whose SPIFFE IDs the inbound listener accepts besides the
+   * mesh's own (the identity's): domains federated in configuration.
+   */
+  federatedTrustDomains?: readonly string[];
+  /** This workload's metadata for records (name, app, version, ...); the principal always comes from the identity. */
+  workload?: Partial<Omit<PeerWorkload, 'principal'>>;
 }
 
+const NO_SERIALS: ReadonlySet<string> = new Set();
 const EMPTY_SNAPSHOT: ProxySnapshot = Object.freeze({ version: '', services: new Map() });
 
 // Listen failures operators hit, with what to check.
@@ -116,8 +131,10 @@ export class Proxy {
   private readonly outbound: OutboundListener | undefined;
   private destinations: DestinationIndex = new Map();
   private readonly balancers: MeshBalancers;
-  private readonly inboundStats = new DirectionCounters();
-  private readonly outboundStats = new DirectionCounters();
+  private readonly inboundStats: DirectionStats = inboundStats();
+  private readonly outboundStats: DirectionStats = outboundStats();
+  private self: PeerWorkload;
+  private trustDomains: ReadonlySet<string>;
   private readonly logger: Logger;
   private closing: Promise<void> | undefined;
 
@@ -125,13 +142,24 @@ export class Proxy {
     this.logger = opts.logger.child({ component: 'proxy' });
     const contexts = buildIdentityContexts(opts.identity);
     this.clientTls = { contexts, sessions: new SessionCache() };
-    this.inbound = new InboundListener(contexts, opts.targets, this.logger.child({ listener: 'inbound' }), this.inboundStats);
+    this.self = this.selfFor(opts.identity);
+    this.trustDomains = this.trustDomainsFor(opts.identity);
+    const extra = opts.records ?? NULL_SINK;
+    const inboundSink = fanOut(this.inboundStats, extra);
+    const outboundSink = fanOut(this.outboundStats, extra);
+    this.inbound = new InboundListener(contexts, opts.targets, {
+      logger: this.logger.child({ listener: 'inbound' }),
+      sink: inboundSink,
+      self: () => this.self,
+      trustDomains: () => this.trustDomains,
+    });
     this.balancers = new MeshBalancers(opts.client ?? UNKNOWN_TOPOLOGY);
     const deps = {
       snapshot: () => this.current,
       clientTls: () => this.clientTls,
       logger: this.logger.child({ listener: 'upstream' }),
-      stats: this.outboundStats,
+      sink: outboundSink,
+      self: () => this.self,
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       balancers: this.balancers,
       random: opts.random ?? Math.random,
@@ -157,7 +185,8 @@ export class Proxy {
         detectTimeoutMs: capture.detectTimeoutMs ?? DEFAULT_DETECT_TIMEOUT_MS,
         connectTimeoutMs: deps.connectTimeoutMs,
         logger: this.logger.child({ listener: 'inbound' }),
-        stats: this.inboundStats,
+        sink: inboundSink,
+        self: () => this.self,
       });
     }
   }
@@ -198,6 +227,8 @@ export class Proxy {
     // Fresh sessions: a resumed session would keep the old client
     // certificate and a server chain checked against the old trust bundle.
     this.clientTls = { contexts, sessions: new SessionCache() };
+    this.self = this.selfFor(id);
+    this.trustDomains = this.trustDomainsFor(id);
     this.logger.info({ spiffeId: id.spiffeId, serial: id.serial, notAfter: id.notAfter.toISOString() }, 'proxy identity rotated');
   }
 
@@ -212,6 +243,15 @@ export class Proxy {
     this.balancers.sync(s);
     this.current = s;
     this.destinations = index;
+    this.inbound.setRevoked(s.revokedSerials ?? NO_SERIALS);
+  }
+
+  private selfFor(id: TlsIdentity): PeerWorkload {
+    return { ...peerFromSpiffe(id.spiffeId), ...this.opts.workload, principal: id.spiffeId };
+  }
+
+  private trustDomainsFor(id: TlsIdentity): ReadonlySet<string> {
+    return new Set([trustDomainOf(id.spiffeId), ...(this.opts.federatedTrustDomains ?? [])].filter((d) => d !== ''));
   }
 
   /** Per service: each endpoint's priority, health, ejection and share of new connections, and whether the balancer is in panic. */
@@ -246,8 +286,8 @@ export class Proxy {
     const i = this.inboundStats.snapshot();
     const o = this.outboundStats.snapshot();
     return {
-      inbound: { ...i.totals, byPeer: i.by, failures: i.failures, passthrough: i.passthrough },
-      outbound: { ...o.totals, byEndpoint: o.by, failures: o.failures, passthrough: o.passthrough },
+      inbound: { ...i.totals, byPeer: i.by, failures: i.failures, passthrough: i.passthrough, requests: i.requests },
+      outbound: { ...o.totals, byEndpoint: o.by, failures: o.failures, passthrough: o.passthrough, requests: o.requests },
     };
   }
 

@@ -59,6 +59,18 @@ export interface RecordBase {
   connectionSecurityPolicy: 'mutual_tls' | 'none' | 'unknown';
   /** KedgeError code that ended it, '' on success. */
   errorCode: string;
+  /**
+   * Attempts that failed before the one that carried it (or before giving
+   * up): the endpoint tried (`address:port`) and the KedgeError code, in
+   * order. Empty when the first attempt went through.
+   */
+  failedAttempts: readonly AttemptFailure[];
+}
+
+/** One failed attempt to reach an endpoint (connect, TLS, identity, a refused stream, a retried response). */
+export interface AttemptFailure {
+  endpoint: string;
+  code: string;
 }
 
 /** One HTTP/1.1, HTTP/2 or gRPC request. */
@@ -97,6 +109,15 @@ export interface ConnectionRecord extends RecordBase {
   /** Bytes sent to and received from the downstream peer (Istio's tcp_sent/received from the reporter's view). */
   sentBytes: number;
   receivedBytes: number;
+  /**
+   * What the connection carried: `opaque` bytes, `tls` passed through
+   * unread (the gateway, non-mesh TLS), or HTTP (`http1`, `http2`) whose
+   * requests have records of their own. Istio's istio_tcp_* metrics count
+   * `opaque` and `tls` only.
+   */
+  stack: 'opaque' | 'tls' | 'http1' | 'http2';
+  /** True when the connection reached its upstream (open() was called for it); false when it was refused or no attempt succeeded. */
+  opened: boolean;
 }
 
 /** A finished record. */
@@ -104,17 +125,33 @@ export type TrafficRecord = RequestRecord | ConnectionRecord;
 
 /**
  * Where finished records go. `open` is called when a TCP connection is
- * opened (istio_tcp_connections_opened_total counts at open, not at close);
+ * opened (istio_tcp_connections_opened_total counts at open, not at close),
+ * with the attempts that failed before it (they are in the finished record
+ * again: count them at open for an opened connection, at finish otherwise);
  * `finish` once per record when it ends. Implementations must be cheap and
  * must not throw: they run on the data path.
  */
 export interface RecordSink {
-  open(conn: Pick<ConnectionRecord, 'reporter' | 'source' | 'destination' | 'service' | 'connectionSecurityPolicy'>): void;
+  open(conn: Pick<ConnectionRecord, 'reporter' | 'source' | 'destination' | 'service' | 'connectionSecurityPolicy' | 'upstreamHost' | 'stack' | 'failedAttempts'>): void;
   finish(record: TrafficRecord): void;
 }
 
 /** A sink that drops everything (tests, metrics off). */
 export const NULL_SINK: RecordSink = { open: () => undefined, finish: () => undefined };
+
+/** A sink that hands every call to each of `sinks` in order (the proxy's own counters, then telemetry). */
+export function fanOut(...sinks: RecordSink[]): RecordSink {
+  const live = sinks.filter((s) => s !== NULL_SINK);
+  if (live.length === 1) return live[0]!;
+  return {
+    open: (conn) => {
+      for (const s of live) s.open(conn);
+    },
+    finish: (record) => {
+      for (const s of live) s.finish(record);
+    },
+  };
+}
 
 /** A PeerWorkload with every field unknown. */
 export const UNKNOWN_PEER: PeerWorkload = Object.freeze({

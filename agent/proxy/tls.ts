@@ -3,7 +3,7 @@
 // certificate, and the client's session cache for resumption.
 import * as tls from 'node:tls';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
-import { uriSans } from '../../proto/model/spiffe';
+import { parseSpiffeId, uriSans } from '../../proto/model/spiffe';
 import type { TlsIdentity } from './types';
 
 /** The contexts one identity needs: options for the inbound server's `setSecureContext`, and a built client context. */
@@ -42,6 +42,33 @@ export function buildIdentityContexts(id: TlsIdentity): IdentityContexts {
 export function peerSpiffeId(cert: tls.PeerCertificate | undefined): string | undefined {
   const uris = uriSans(cert?.subjectaltname);
   return uris.length === 1 ? uris[0] : undefined;
+}
+
+/**
+ * The SPIFFE ID an inbound peer is accepted as: its certificate must carry
+ * exactly one URI SAN, a Kedge workload SPIFFE ID in one of `trustDomains`
+ * (the mesh's own, and any federated in configuration). A chain that
+ * merely verifies against the bundle is not enough: returns a
+ * KEDGE_PEER_IDENTITY_REFUSED error naming what is wrong otherwise.
+ */
+export function acceptPeerIdentity(cert: tls.PeerCertificate | undefined, trustDomains: ReadonlySet<string>): { spiffeId: string } | KedgeError {
+  const san = cert?.subjectaltname ?? '';
+  // Counted from the raw string as well: uriSans skips entries Node had to
+  // quote, which must still count as URI SANs here.
+  const raw = (san.match(/(?:^|, )"?URI:/g) ?? []).length;
+  const uris = uriSans(san);
+  const refuse = (why: string): KedgeError => new KedgeError('KEDGE_PEER_IDENTITY_REFUSED', `client certificate (serial ${cert?.serialNumber ?? '?'}) refused: ${why}; mesh workloads carry exactly one URI SAN spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`);
+  if (raw === 0) return refuse('it has no URI SAN (no SPIFFE ID)');
+  if (raw > 1 || uris.length !== 1) return refuse(`it has ${raw} URI SANs (${uris.join(', ') || 'unreadable'})`);
+  const id = parseSpiffeId(uris[0]!);
+  if (id === undefined) return refuse(`its URI SAN ${uris[0]} is not a workload SPIFFE ID`);
+  if (!trustDomains.has(id.trustDomain)) return refuse(`its trust domain ${id.trustDomain} is not the mesh's (${[...trustDomains].join(', ')})`);
+  return { spiffeId: uris[0]! };
+}
+
+/** The trust domain of a SPIFFE ID (`spiffe://<td>/...`), '' when it is not one. */
+export function trustDomainOf(spiffeId: string): string {
+  return /^spiffe:\/\/([^/]+)/.exec(spiffeId)?.[1] ?? '';
 }
 
 /**

@@ -1,8 +1,8 @@
 // The gateway's routing decisions without sockets: SNI to service port,
-// the pool of local endpoints, and the attempt order.
+// the pool of local endpoints, and the view the shared balancer gets.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { attemptOrder, endpointPool, hostnameIndex, resolveRoute } from '../../agent/gateway/route';
+import { endpointPool, hostnameIndex, resolveRoute, routeView } from '../../agent/gateway/route';
 import type { EndpointView, ProxySnapshot, ServiceView } from '../../agent/proxy/types';
 import { hasCode } from '../../proto/model/errors';
 import { buildSni } from '../../proto/model/sni';
@@ -91,14 +91,16 @@ describe('gateway routing', () => {
     assert.deepEqual(resolveRoute(snapshot(svc2), buildSni(9080, HOST)).pool, [a]);
   });
 
-  it('orders attempts round robin from the start, at most 3 distinct endpoints', () => {
-    const pool = [ep('a'), ep('bb'), ep('ccc'), ep('dddd')];
-    const names = (start: number, max?: number): string[] => attemptOrder(pool, start, max).map((e) => e.workload);
-    assert.deepEqual(names(0), ['default/a', 'default/bb', 'default/ccc']);
-    assert.deepEqual(names(3), ['default/dddd', 'default/a', 'default/bb']);
-    assert.deepEqual(names(5), ['default/bb', 'default/ccc', 'default/dddd']);
-    assert.deepEqual(attemptOrder(pool.slice(0, 2), 1).map((e) => e.workload), ['default/bb', 'default/a']);
-    assert.deepEqual(attemptOrder([], 4), []);
-    assert.deepEqual(names(0, 1), ['default/a']);
+  it('gives the balancer one round-robin view per route pool, keyed by the route', () => {
+    const a = ep('a');
+    const b = ep('bb', { healthy: false });
+    const svc = service([a, b], { policy: undefined });
+    const route = resolveRoute(snapshot(svc), buildSni(9080, HOST));
+    const view = routeView(route);
+    assert.equal(view.key, `9080/${HOST}`);
+    assert.deepEqual(view.endpoints, [a]);
+    assert.equal(view.policy?.loadBalancer, 'round-robin');
+    // The same pool gives the same view object, so the balancer is not rebuilt per connection.
+    assert.equal(routeView(resolveRoute(snapshot(svc), buildSni(9080, HOST))), view);
   });
 });
