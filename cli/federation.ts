@@ -1,20 +1,30 @@
 // `kedge federation [flags]`: runs a federation replica until signalled.
+// `kedge federation backup|restore`: copies of the store's durable state.
 import * as os from 'node:os';
 import { createLogger } from '../proto/model/log';
 import { FEDERATION_FLAGS, resolveFederationConfig } from '../federation/config';
 import { startFederation } from '../federation/server';
 import { parseFlags } from './args';
 import { runUntilSignal } from './daemon';
+import { runBackup, runRestore } from './federation-backup';
 
-const USAGE = `kedge federation [--config FILE] ${Object.keys(FEDERATION_FLAGS).map((f) => `[--${f} V]`).join(' ')}`;
+const USAGE = `kedge federation [--config FILE] [--init] ${Object.keys(FEDERATION_FLAGS).map((f) => `[--${f} V]`).join(' ')}
+       kedge federation backup --out FILE [--data-dir DIR | --federation URL --admin-token-file FILE]
+       kedge federation restore --data-dir DIR [--force] FILE`;
 
-/** Runs the federation; returns the exit code. */
+/** Runs the federation (or its backup/restore); returns the exit code. */
 export async function runFederationCommand(argv: string[]): Promise<number> {
-  const options = Object.fromEntries([...Object.keys(FEDERATION_FLAGS), 'config'].map((f) => [f, { type: 'string' as const }]));
+  if (argv[0] === 'backup') return runBackup(argv.slice(1));
+  if (argv[0] === 'restore') return runRestore(argv.slice(1));
+  const options = {
+    ...Object.fromEntries([...Object.keys(FEDERATION_FLAGS), 'config'].map((f) => [f, { type: 'string' as const }])),
+    init: { type: 'boolean' as const },
+  };
   const { values, positionals } = parseFlags(argv, options, USAGE);
   if (positionals.length) throw new Error(`unexpected argument ${positionals[0]}\n\nusage: ${USAGE}`);
-  const config = resolveFederationConfig(values as Record<string, string | undefined>, os.hostname());
+  const { init, ...flags } = values as Record<string, string | boolean | undefined>;
+  const config = resolveFederationConfig(flags as Record<string, string | undefined>, os.hostname());
   const logger = createLogger('kedge-federation', { replica: config.replica });
-  const fed = await startFederation(config, logger);
+  const fed = await startFederation(config, logger, { init: init === true });
   return runUntilSignal(() => fed.close(), logger);
 }

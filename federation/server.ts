@@ -30,7 +30,9 @@ import type { MeshView } from './mesh/types';
 import { FederationService } from './api/grpc';
 import { createHttpApi } from './api/http';
 import { MemoryCertificateProvider } from './api/cert-provider';
-import { loadCaMaterial, loadOrCreateAdminToken } from './bootstrap';
+import { ADMIN_TOKEN_KEY, loadCaMaterial, loadOrCreateAdminToken } from './bootstrap';
+import { refuseLostStore } from './store/data-dir-guard';
+import { exportBackup } from './store/backup';
 import { CertClusters } from './api/cert-clusters';
 import { readTextFile, writeFileAtomic } from '../proto/model/files';
 
@@ -45,8 +47,17 @@ export interface RunningFederation {
   close(): Promise<void>;
 }
 
+/** Options of one start, not kept in the config. */
+export interface StartOptions {
+  /** Start a new mesh even though the data dir shows an earlier one whose store is gone. */
+  init?: boolean;
+}
+
+/** The running Kedge's version, recorded in store files and backups. */
+export const KEDGE_VERSION: string = (require('../../package.json') as { version: string }).version;
+
 /** Starts a replica; rejects (having released everything) when any part fails. */
-export async function startFederation(config: FederationConfig, logger: Logger): Promise<RunningFederation> {
+export async function startFederation(config: FederationConfig, logger: Logger, start: StartOptions = {}): Promise<RunningFederation> {
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const closers: (() => Promise<void> | void)[] = [];
   const closeAll = async () => {
@@ -62,8 +73,14 @@ export async function startFederation(config: FederationConfig, logger: Logger):
     const store: Store =
       config.store.kind === 'etcd'
         ? await openEtcdStore(config.store.endpoints, { logger: logger.child({ component: 'store' }), security: readEtcdSecurity(config.store.access) })
-        : await openEmbeddedStore(path.join(config.dataDir, 'store'), { logger });
+        : await openEmbeddedStore(embeddedStoreParent(config.dataDir), { logger, kedgeVersion: KEDGE_VERSION });
     closers.push(() => store.close());
+    await refuseLostStore(store, {
+      dataDir: config.dataDir,
+      adminTokenKey: ADMIN_TOKEN_KEY,
+      init: start.init === true,
+      where: config.store.kind === 'etcd' ? `etcd ${config.store.endpoints.join(',')}` : path.join(embeddedStoreParent(config.dataDir), 'store'),
+    });
 
     const material = await loadCaMaterial(store, { trustDomain: config.trustDomain, caCertFile: config.caCertFile, caKeyFile: config.caKeyFile, logger });
     const ca = new CertificateAuthority(material, { workloadTtlMs: config.workloadCertTtlMs });
@@ -187,6 +204,7 @@ export async function startFederation(config: FederationConfig, logger: Logger):
       ready: () => ready,
       sources: () => sources.map((src) => src.status()),
       policies,
+      backup: () => exportBackup(store, { kedgeVersion: KEDGE_VERSION }),
       logger,
     });
     const httpPort = await listen(api, config.listenHttp);
@@ -203,6 +221,16 @@ export async function startFederation(config: FederationConfig, logger: Logger):
     await closeAll();
     throw err;
   }
+}
+
+/**
+ * Where the embedded store's folder lives: DIR/store. Builds before
+ * kedge-store/v2 kept it one level deeper (DIR/store/store); such a data
+ * dir is opened where it is (and rewritten in the current format there).
+ */
+export function embeddedStoreParent(dataDir: string): string {
+  const older = path.join(dataDir, 'store');
+  return fs.existsSync(path.join(older, 'store')) ? older : dataDir;
 }
 
 // @kubernetes/client-node is loaded only when a Kubernetes cluster is

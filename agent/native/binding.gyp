@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "kedge_native",
-      "sources": ["src/original_dst.c"],
+      "sources": ["src/original_dst.c", "src/flock.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"],
       "defines": ["NAPI_VERSION=8"]
     }

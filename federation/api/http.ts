@@ -33,6 +33,8 @@ export interface HttpDeps {
   ready: () => boolean;
   sources: () => SourceStatus[];
   policies: PolicyTable;
+  /** Every durable store key, for `kedge federation backup`. */
+  backup: () => Promise<unknown>;
   logger: Logger;
 }
 
@@ -73,6 +75,7 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     }],
     ['GET', /^\/api\/v1\/status$/, () => statusRows(deps)],
     ['POST', /^\/api\/v1\/tokens$/, (_r, body) => createToken(deps, body)],
+    ['GET', /^\/api\/v1\/backup$/, () => deps.backup()],
   ];
 
   return http.createServer((req, res) => {

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { acquireDirLock, type DirLock } from './lock';
-import { encodeRecord, loadState, WalWriter, writeSnapshot, type DurableKv } from './persist';
+import { encodeRecord, Journal, loadState, type DurableKv } from './persist';
 import type { KeyValue, PutOptions, Store, Watch, WatchEvent } from './types';
 
 /** Timer functions, injectable so lease expiry can be driven by tests. */
@@ -33,6 +33,8 @@ export interface EmbeddedStoreOptions {
   historyLimit?: number;
   /** Log size that triggers a snapshot (default 4 MiB). */
   compactBytes?: number;
+  /** The Kedge version, recorded in the store's files so a newer format can be named. */
+  kedgeVersion?: string;
 }
 
 // Leases are checked this often; etcd's lessor checks every 500 ms.
@@ -86,7 +88,7 @@ class EmbeddedStore implements Store {
   constructor(
     private readonly dir: string,
     private readonly lock: DirLock,
-    private readonly wal: WalWriter,
+    private readonly wal: Journal,
     private revision: number,
     durable: Iterable<DurableKv>,
     private readonly logger: Logger,
@@ -318,8 +320,7 @@ class EmbeddedStore implements Store {
   private async compact(): Promise<void> {
     try {
       const durable = [...this.kvs.values()].filter((kv) => kv.lease === undefined);
-      await writeSnapshot(this.dir, this.revision, this.reserved, durable);
-      await this.wal.truncate();
+      await this.wal.rewrite(this.revision, this.reserved, durable);
     } catch (err) {
       // The log still holds everything, so this is not fatal; it retries after the next write.
       this.logger.warn({ err, dir: this.dir }, 'store snapshot failed; keeping the log');
@@ -391,14 +392,17 @@ export async function openEmbeddedStore(dataDir: string, opts: EmbeddedStoreOpti
   try {
     const loaded = await loadState(dir);
     const revision = Math.max(loaded.revision, loaded.reserved);
-    if (loaded.tornBytes > 0) opts.logger.warn({ dir, bytes: loaded.tornBytes }, 'dropped an unfinished last record from the store log (a crash during a write that was never acknowledged)');
-    // Compacting on open also removes a torn tail, so appends start on a clean line.
-    if (loaded.walRecords > 0 || loaded.tornBytes > 0) {
-      await writeSnapshot(dir, revision, revision, loaded.kvs.values());
+    if (loaded.unacknowledgedBytes > 0) {
+      opts.logger.warn(
+        { dir, bytes: loaded.unacknowledgedBytes, records: loaded.unacknowledgedRecords },
+        'dropped the end of the store log that was never acknowledged (a crash during a write); no client was told it succeeded',
+      );
     }
-    const wal = await WalWriter.open(dir);
-    if (wal.size > 0) await wal.truncate();
-    opts.logger.info({ dir, revision, keys: loaded.kvs.size }, 'embedded store opened');
+    if (loaded.legacy) opts.logger.info({ dir }, 'rewriting the store in the current format (kedge-store/v2)');
+    // Every open starts from a fresh snapshot and an empty log, so appends
+    // never follow a dropped tail and the earlier format is gone after it.
+    const wal = await Journal.start(dir, loaded, opts.kedgeVersion);
+    opts.logger.info({ dir, revision, keys: loaded.kvs.size, lock: lock.kind }, 'embedded store opened');
     return new EmbeddedStore(dir, lock, wal, revision, loaded.kvs.values(), opts.logger, opts);
   } catch (err) {
     await lock.release();

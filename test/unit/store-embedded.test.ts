@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import type { WatchEvent } from '../../federation/store/types';
 import { hasCode } from '../../proto/model/errors';
 import { silentLogger } from '../../proto/model/log';
 import { storeConformance, waitFor } from '../support/store-conformance';
+import { eventually } from '../support/procs';
 
 const dirs: string[] = [];
 async function tempDir(): Promise<string> {
@@ -30,11 +31,34 @@ function expectCode(code: string, ...mentions: string[]) {
   };
 }
 
-/** A pid that certainly belongs to no running process: one that has exited and been reaped. */
-function deadPid(): number {
-  const r = spawnSync(process.execPath, ['-e', '']);
-  assert.ok(r.pid);
-  return r.pid;
+/** A child script that opens the store in `dir`, prints the lock kind, and holds it (or closes it at once). */
+function holdStoreScript(dir: string, closeAtOnce = false): string {
+  const storeJs = join(__dirname, '../../federation/store/embedded.js');
+  const logJs = join(__dirname, '../../proto/model/log.js');
+  return `
+    const { openEmbeddedStore } = require(${JSON.stringify(storeJs)});
+    const { silentLogger } = require(${JSON.stringify(logJs)});
+    openEmbeddedStore(${JSON.stringify(dir)}, { logger: silentLogger() }).then(async (s) => {
+      process.stdout.write((require(${JSON.stringify(join(__dirname, '../../federation/store/lock.js'))}).flockAddon() ? 'flock' : 'pidfile') + '\\n');
+      if (${closeAtOnce}) { await s.close(); process.exit(0); }
+      setInterval(() => {}, 1000);
+    }, (err) => { console.error(err.message); process.exit(3); });`;
+}
+
+/** A zombie process (exited, not reaped by its parent), with its /proc start time; `reap` ends its parent. */
+async function makeZombie(): Promise<{ pid: number; start: string; reap: () => void }> {
+  // The shell starts a child, then becomes a sleep that never waits for it;
+  // the child exits only once its parent is that sleep, so the shell cannot reap it first.
+  const child = 'sh -c \'while [ "$(cat /proc/$PPID/comm)" != sleep ]; do sleep 0.01; done\'';
+  const parent = spawn('sh', ['-c', `${child} & echo $!; exec sleep 60`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const pid = Number(await new Promise<string>((resolve) => parent.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()))));
+  const stat = await eventually(async () => {
+    const text = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    return text.slice(text.lastIndexOf(')') + 2).startsWith('Z') && text;
+  }, 10_000, `process ${pid} to become a zombie`);
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  assert.equal(fields[0], 'Z', `process ${pid} became a zombie`);
+  return { pid, start: fields[19]!, reap: () => parent.kill('SIGKILL') };
 }
 
 storeConformance('embedded', async () => {
@@ -87,17 +111,52 @@ describe('embedded store durability', () => {
     await s2.close();
   });
 
-  it('takes over a stale lock whose process is dead', async () => {
+  it('takes the lock of a holder killed with SIGKILL (the kernel released it)', async () => {
     const dir = await tempDir();
-    await fs.mkdir(join(dir, 'store'), { recursive: true });
-    await fs.writeFile(join(dir, 'store', 'LOCK'), `${deadPid()}\n`);
+    const child = spawn(process.execPath, ['-e', holdStoreScript(dir)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve())); // it holds the lock now
+    await assert.rejects(open(dir), expectCode('KEDGE_STORE_LOCKED', String(child.pid)));
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('close', resolve));
     const s = await open(dir);
-    assert.equal((await fs.readFile(join(dir, 'store', 'LOCK'), 'utf8')).trim(), String(process.pid));
+    assert.equal(JSON.parse(await fs.readFile(join(dir, 'store', 'LOCK'), 'utf8')).pid, process.pid);
     await s.close();
-    await assert.rejects(fs.stat(join(dir, 'store', 'LOCK')), { code: 'ENOENT' });
   });
 
-  it('reports a corrupt snapshot without touching it, and does not hold the lock', async () => {
+  it('is not fooled by a lock file naming a live pid that is another process now (pid reuse) or a zombie', async () => {
+    const dir = await tempDir();
+    await fs.mkdir(join(dir, 'store'), { recursive: true });
+    // Pid 1 is alive, but not the process that started at tick 1 of some other boot's clock.
+    await fs.writeFile(join(dir, 'store', 'LOCK'), `${JSON.stringify({ pid: 1, start: '1' })}\n`);
+    await (await open(dir)).close();
+    const zombie = await makeZombie();
+    try {
+      await fs.writeFile(join(dir, 'store', 'LOCK'), `${JSON.stringify({ pid: zombie.pid, start: zombie.start })}\n`);
+      await (await open(dir)).close();
+    } finally {
+      zombie.reap();
+    }
+  });
+
+  it('without the native addon, locks with a pid file that survives pid reuse and SIGKILL', async () => {
+    const dir = await tempDir();
+    const env = { ...process.env, KEDGE_NATIVE_ADDON: '/nonexistent/kedge_native.node' };
+    const child = spawn(process.execPath, ['-e', holdStoreScript(dir)], { stdio: ['ignore', 'pipe', 'inherit'], env });
+    const kind = await new Promise<string>((resolve) => child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim())));
+    assert.equal(kind, 'pidfile');
+    // A live holder without flock is respected by a process that has flock.
+    await assert.rejects(open(dir), expectCode('KEDGE_STORE_LOCKED', String(child.pid)));
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('close', resolve));
+    // The dead holder's file is still there; its pid and start time no longer match a process.
+    const held = JSON.parse(await fs.readFile(join(dir, 'store', 'LOCK'), 'utf8')) as { pid: number };
+    assert.equal(held.pid, child.pid);
+    const again = spawn(process.execPath, ['-e', holdStoreScript(dir, true)], { stdio: ['ignore', 'pipe', 'inherit'], env });
+    const [code] = await new Promise<[number | null]>((resolve) => again.once('close', (c) => resolve([c])));
+    assert.equal(code, 0, 'the pid-file lock of a SIGKILLed holder is taken over');
+  });
+
+  it('reports a corrupt snapshot without touching it, and gives the lock back', async () => {
     const dir = await tempDir();
     const s1 = await open(dir);
     await s1.put('/d/a', '1');
@@ -109,7 +168,7 @@ describe('embedded store durability', () => {
     await fs.writeFile(file, bad);
     await assert.rejects(open(dir), expectCode('KEDGE_STORE_CORRUPT', file));
     assert.deepEqual(await fs.readFile(file), bad);
-    await assert.rejects(fs.stat(join(dir, 'store', 'LOCK')), { code: 'ENOENT' });
+    await assert.rejects(open(dir), expectCode('KEDGE_STORE_CORRUPT', file)); // not KEDGE_STORE_LOCKED
   });
 
   it('reports a damaged log record without touching the log', async () => {

@@ -20,7 +20,7 @@
 #endif
 
 // Throws an Error whose `errno` property the TypeScript wrapper maps to a name.
-static napi_value throw_errno(napi_env env, const char *what, int err) {
+napi_value kedge_throw_errno(napi_env env, const char *what, int err) {
   napi_value msg, error, num;
   char text[256];
   snprintf(text, sizeof text, "%s: %s", what, strerror(err));
@@ -56,7 +56,7 @@ static napi_value get_original_dst(napi_env env, napi_callback_info info) {
 
   struct sockaddr_storage local;
   socklen_t len = sizeof local;
-  if (getsockname(fd, (struct sockaddr *)&local, &len) != 0) return throw_errno(env, "getsockname", errno);
+  if (getsockname(fd, (struct sockaddr *)&local, &len) != 0) return kedge_throw_errno(env, "getsockname", errno);
 
   char text[INET6_ADDRSTRLEN];
   // A dual-stack (::) listener accepts IPv4 clients as v4-mapped addresses;
@@ -66,24 +66,28 @@ static napi_value get_original_dst(napi_env env, napi_callback_info info) {
   if (v4) {
     struct sockaddr_in dst;
     len = sizeof dst;
-    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst, &len) != 0) return throw_errno(env, "getsockopt(SO_ORIGINAL_DST)", errno);
+    if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &dst, &len) != 0) return kedge_throw_errno(env, "getsockopt(SO_ORIGINAL_DST)", errno);
     inet_ntop(AF_INET, &dst.sin_addr, text, sizeof text);
     return result(env, text, ntohs(dst.sin_port), 4);
   }
   if (local.ss_family == AF_INET6) {
     struct sockaddr_in6 dst;
     len = sizeof dst;
-    if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst, &len) != 0) return throw_errno(env, "getsockopt(IP6T_SO_ORIGINAL_DST)", errno);
+    if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &dst, &len) != 0) return kedge_throw_errno(env, "getsockopt(IP6T_SO_ORIGINAL_DST)", errno);
     inet_ntop(AF_INET6, &dst.sin6_addr, text, sizeof text);
     return result(env, text, ntohs(dst.sin6_port), 6);
   }
-  return throw_errno(env, "getsockname", EAFNOSUPPORT);
+  return kedge_throw_errno(env, "getsockname", EAFNOSUPPORT);
 }
+
+napi_value kedge_try_lock_exclusive(napi_env env, napi_callback_info info);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_value fn;
   napi_create_function(env, "getOriginalDst", NAPI_AUTO_LENGTH, get_original_dst, NULL, &fn);
   napi_set_named_property(env, exports, "getOriginalDst", fn);
+  napi_create_function(env, "tryLockExclusive", NAPI_AUTO_LENGTH, kedge_try_lock_exclusive, NULL, &fn);
+  napi_set_named_property(env, exports, "tryLockExclusive", fn);
   return exports;
 }
 
