@@ -120,7 +120,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     identity: () => identity.current(),
     register,
     onServices: (services: ReadonlyMap<string, Service__Output>, version: string, removed: readonly string[]) => {
-      proxy.setSnapshot(toProxySnapshot(services, version));
+      proxy.setSnapshot(toProxySnapshot(services, version, config.workload.namespace));
       session.subscribe([], subs.answered(services, removed));
     },
     logger: logger.child({ component: 'registration' }),
@@ -238,7 +238,7 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
       agentVersion: AGENT_VERSION,
     }),
     onServices: (services, version) => {
-      current = toProxySnapshot(services, version);
+      current = toProxySnapshot(services, version, config.workload.namespace);
     },
     logger: logger.child({ component: 'registration' }),
   });

@@ -9,8 +9,9 @@ commands:
   kedge token create --namespace NS --service-account SA [--ttl 1h] [--uses 1]
   kedge get services|workloads|endpoints|clusters [NAME] [-o table|json]
   kedge status [-o table|json]
-  kedge apply -f policy.yaml
-  kedge get policies [-o table|json]
+  kedge apply -f FILE             (TrafficPolicy, HTTPRoute, GRPCRoute, FaultInjection)
+  kedge delete -f FILE | kedge delete KIND [NAMESPACE/]NAME
+  kedge get policies|routes [-o table|json]
   kedge capture install|remove|show [--dry-run] [--config FILE]
   kedge demo [--base-dir DIR]
   kedge version
@@ -32,6 +33,7 @@ const COMMANDS: Record<string, () => Command> = {
   get: () => print(require('../cli/get').runGet),
   status: () => print(require('../cli/status').runStatus),
   apply: () => print(require('../cli/apply').runApply),
+  delete: () => print(require('../cli/delete').runDelete),
   capture: () => require('../cli/capture').runCapture,
   demo: () => require('../cli/demo').runDemo,
   version: () => async () => {

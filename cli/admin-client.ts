@@ -43,7 +43,7 @@ export function resolveAdminTarget(flags: { federation?: string | undefined; 'ad
 }
 
 /** Calls the API; non-2xx answers become KedgeErrors carrying the server's code. */
-export async function apiRequest<T>(target: AdminTarget, method: 'GET' | 'POST', route: string, body?: unknown): Promise<T> {
+export async function apiRequest<T>(target: AdminTarget, method: 'GET' | 'POST' | 'DELETE', route: string, body?: unknown): Promise<T> {
   let res: Response;
   try {
     res = await fetch(`${target.baseUrl}${route}`, {

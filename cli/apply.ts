@@ -1,17 +1,29 @@
-// `kedge apply -f FILE`: validates TrafficPolicy documents (YAML, several per
-// file with ---) locally, then sends them to the federation, which checks
-// them again against the services it knows.
+// `kedge apply -f FILE`: reads TrafficPolicy, HTTPRoute, GRPCRoute and
+// FaultInjection documents (YAML, several per file with ---), validates them
+// locally, then sends them to the federation, which checks them again
+// against the services it knows. Policies are applied all or nothing; a bad
+// route rejects only itself: the good ones are applied, every error is
+// reported, and the command exits non-zero.
 import * as fs from 'node:fs';
 import YAML from 'yaml';
 import { KedgeError } from '../proto/model/errors';
 import { validateTrafficPolicy } from '../policy/traffic-policy';
+import { isRouteDocument, validateRouteDocument } from '../policy/routes/documents';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
 
 const USAGE = 'kedge apply -f FILE [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
-/** Reads and validates the documents of a policy file; errors name the file, the document and the path in it. */
-export function readPolicyFile(file: string): unknown[] {
+/** The documents of a file, split by kind, with what is wrong with each. */
+export interface PolicyFile {
+  policies: unknown[];
+  routes: unknown[];
+  /** Errors naming the file, the document and the path in it. */
+  errors: string[];
+}
+
+/** Reads the documents of a file and validates each locally. */
+export function readPolicyFile(file: string): PolicyFile {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -19,30 +31,57 @@ export function readPolicyFile(file: string): unknown[] {
     throw new KedgeError('KEDGE_USAGE', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
   }
   const docs = YAML.parseAllDocuments(text);
-  const errors: string[] = [];
-  const values: unknown[] = [];
+  const out: PolicyFile = { policies: [], routes: [], errors: [] };
   docs.forEach((d, i) => {
     const where = docs.length > 1 ? `${file} (document ${i + 1})` : file;
     if (d.errors.length) {
-      errors.push(`${where}: not valid YAML: ${d.errors[0]!.message}`);
+      out.errors.push(`${where}: not valid YAML: ${d.errors[0]!.message}`);
       return;
     }
     const value: unknown = d.toJS();
     if (value === null || value === undefined) return;
+    if (isRouteDocument(value)) {
+      const r = validateRouteDocument(value);
+      if (r.ok) out.routes.push(value);
+      else out.errors.push(...r.errors.map((e) => `${where}: ${e}`));
+      return;
+    }
     const r = validateTrafficPolicy(value);
-    if (!r.ok) errors.push(...r.errors.map((e) => `${where}: ${e}`));
-    values.push(value);
+    if (r.ok) out.policies.push(value);
+    else {
+      const kind = (value as { kind?: unknown }).kind;
+      const hint = typeof kind === 'string' && kind !== 'TrafficPolicy' ? ` (kedge apply reads TrafficPolicy, HTTPRoute, GRPCRoute and FaultInjection; not ${kind})` : '';
+      out.errors.push(...r.errors.map((e) => `${where}: ${e}${hint}`));
+    }
   });
-  if (errors.length) throw new KedgeError('KEDGE_BAD_POLICY', errors.join('\n'));
-  if (values.length === 0) throw new KedgeError('KEDGE_BAD_POLICY', `${file} holds no document`);
-  return values;
+  if (out.errors.length === 0 && out.policies.length + out.routes.length === 0) throw new KedgeError('KEDGE_BAD_POLICY', `${file} holds no document`);
+  return out;
 }
 
-/** Runs `kedge apply`; returns what to print. */
+/** Runs `kedge apply`; returns what to print, or throws listing what was refused (after printing what was applied). */
 export async function runApply(argv: string[]): Promise<string> {
   const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, filename: { type: 'string', short: 'f' } }, USAGE);
   if (!values.filename || positionals.length) throw new KedgeError('KEDGE_USAGE', `usage: ${USAGE}`);
-  const docs = readPolicyFile(values.filename);
-  const rows = await apiRequest<{ name: string; service: string }[]>(resolveAdminTarget(values), 'POST', '/api/v1/policies', docs);
-  return rows.map((r) => `trafficpolicy/${r.name} (${r.service}) applied\n`).join('');
+  const file = readPolicyFile(values.filename);
+  const target = resolveAdminTarget(values);
+  const errors = [...file.errors];
+  let out = '';
+  if (file.policies.length > 0) {
+    // A bad TrafficPolicy in the file keeps every policy of it back (policies are all or nothing).
+    if (file.errors.some((e) => !/: (HTTPRoute|GRPCRoute|FaultInjection) /.test(e))) errors.push(`${values.filename}: no TrafficPolicy applied: policies are applied all or nothing`);
+    else {
+      const rows = await apiRequest<{ name: string; service: string }[]>(target, 'POST', '/api/v1/policies', file.policies);
+      out += rows.map((r) => `trafficpolicy/${r.name} (${r.service}) applied\n`).join('');
+    }
+  }
+  if (file.routes.length > 0) {
+    const r = await apiRequest<{ applied: { kind: string; namespace: string; name: string }[]; errors: string[] }>(target, 'POST', '/api/v1/routes', file.routes);
+    out += r.applied.map((a) => `${a.kind.toLowerCase()}/${a.name} (${a.namespace}) applied\n`).join('');
+    errors.push(...r.errors.map((e) => `${values.filename}: ${e}`));
+  }
+  if (errors.length) {
+    process.stdout.write(out);
+    throw new KedgeError('KEDGE_BAD_POLICY', errors.join('\n'));
+  }
+  return out;
 }

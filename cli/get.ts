@@ -4,8 +4,9 @@ import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
 import { renderTable } from './table';
 import type { SourceStatus } from '../federation/sources/types';
+import type { RouteRow } from '../federation/mesh/routes';
 
-const USAGE = 'kedge get services|workloads|endpoints|clusters|policies [NAME] [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge get services|workloads|endpoints|clusters|policies|routes [NAME] [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** A service row as the API returns it. */
 export interface ServiceRow {
@@ -69,6 +70,11 @@ export const TABLES = {
     renderTable(
       ['name', 'service', 'load balancer', 'failover priority', 'outlier errors'],
       rows.map((p) => [p.name, p.service, p.document.spec?.loadBalancer ?? 'default', p.document.spec?.locality?.failoverPriority?.join(',') ?? '-', String(p.document.spec?.outlierDetection?.consecutiveErrors ?? 'default')]),
+    ),
+  routes: (rows: RouteRow[]) =>
+    renderTable(
+      ['kind', 'namespace', 'name', 'parents', 'backends', 'source', 'status'],
+      rows.map((r) => [r.kind, r.namespace, r.name, r.parents.join(',') || '-', r.backends.join(',') || '-', r.source, r.error ? `invalid: ${r.error}` : r.warnings.length ? r.warnings.join('; ') : 'ok']),
     ),
   clusters: (rows: SourceStatus[]) =>
     renderTable(

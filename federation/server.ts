@@ -20,6 +20,7 @@ import { ConsulSource } from './sources/consul';
 import { StaticSource } from './sources/static';
 import { VipAllocator, parseCidr4 } from './mesh/vips';
 import { PolicyTable } from './mesh/policies';
+import { RouteTable, resolveRoutes, type ClusterRouteDocument, type ResolvedRoutes } from './mesh/routes';
 import { gatewaysOfAgents, viewForNetwork } from './mesh/gateways';
 import type { Store } from './store/types';
 import { CertificateAuthority } from './ca';
@@ -108,10 +109,20 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     let service: FederationService | undefined;
     let pushTimer: NodeJS.Timeout | undefined;
     const sources = createSources(config, logger);
-    const rebuild = () => {
-      const next = buildMeshView(registry.all(), { vips: vips.table(), policies: policies.table() }, sources.map((src) => src.services() as SourceService[]));
+    // Routes are resolved again only when the applied table or a source's route list changed.
+    let resolvedRoutes: { inputs: unknown[]; value: ResolvedRoutes } | undefined;
+    const routeInputs = () => [routes.revision(), ...sources.map((src) => src.routes?.())];
+    const clusterRoutes = (): ClusterRouteDocument[] => sources.flatMap((src) => (src.routes?.() ?? []).map((doc) => ({ cluster: src.name, doc })));
+    const currentRoutes = (): ResolvedRoutes => {
+      const inputs = routeInputs();
+      if (!resolvedRoutes || inputs.some((v, i) => v !== resolvedRoutes!.inputs[i])) resolvedRoutes = { inputs, value: resolveRoutes(routes.table(), clusterRoutes()) };
+      return resolvedRoutes.value;
+    };
+    const rebuild = (): MeshView => {
+      const r = currentRoutes();
+      const next = buildMeshView(registry.all(), { vips: vips.table(), policies: policies.table(), routes: r.perService }, sources.map((src) => src.services() as SourceService[]));
       vips.ensure(next.services.keys());
-      return next;
+      return { services: next.services, routeBackends: r.backends };
     };
     // Debounced: a burst of changes becomes one recompute and one push.
     const scheduleRebuild = () => {
@@ -125,14 +136,17 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     const registry = new AgentRegistry(store, { replica: config.replica, gracePeriodMs: config.gracePeriodMs, logger, onChange: scheduleRebuild });
     const vips = new VipAllocator(store, parseCidr4(config.vipCidr), { logger, onChange: scheduleRebuild });
     const policies = new PolicyTable(store, { logger, onChange: scheduleRebuild });
+    const routes = new RouteTable(store, { logger, onChange: scheduleRebuild });
     closers.push(() => {
       registry.close();
       vips.close();
       policies.close();
+      routes.close();
       if (pushTimer) clearTimeout(pushTimer);
     });
     await vips.start();
     await policies.start();
+    await routes.start();
     await registry.start();
     // Sources never block start-up: an unreachable backend retries in the background.
     await Promise.all(sources.map((src) => src.start(scheduleRebuild)));
@@ -205,6 +219,10 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       sources: () => sources.map((src) => src.status()),
       policies,
       backup: () => exportBackup(store, { kedgeVersion: KEDGE_VERSION }),
+      routes,
+      // Warnings about unknown services are computed against the current view, when asked.
+      routeRows: () => resolveRoutes(routes.table(), clusterRoutes(), (key) => view.services.has(key)).rows,
+      rebuild: scheduleRebuild,
       logger,
     });
     const httpPort = await listen(api, config.listenHttp);

@@ -77,6 +77,8 @@ function configDump(deps: AdminDeps) {
       vip: s.vip,
       version: s.version,
       trafficPolicy: s.trafficPolicy ? JSON.parse(s.trafficPolicy) : undefined,
+      // The route documents the agent holds for the service (HTTPRoute, GRPCRoute, FaultInjection).
+      routes: s.routes ? JSON.parse(s.routes) : undefined,
       ports: s.ports,
       endpoints: s.endpoints.map((e) => ({
         address: e.address,

@@ -7,6 +7,10 @@ import type { Service__Output, ServiceUpdate__Output } from '../../proto/loader'
 import { parseSpiffeId } from '../../proto/model/spiffe';
 import type { ProxySnapshot, ServiceView } from '../proxy/types';
 import { validateTrafficPolicy, type TrafficPolicy } from '../../policy/traffic-policy';
+import { compileServiceRoutes } from '../../policy/routes/compile';
+import { validateRouteDocument } from '../../policy/routes/documents';
+import type { FaultObject, RouteObject } from '../../policy/routes/model';
+import type { ServiceRoutes } from '../../policy/routes/types';
 
 /** The result of applying one update. */
 export interface AppliedUpdate {
@@ -22,6 +26,10 @@ export function checkService(s: Service__Output): string | undefined {
   if (s.trafficPolicy) {
     const r = policyOf(s);
     if (typeof r === 'string') return `service ${s.key}: traffic policy rejected: ${r}`;
+  }
+  if (s.routes) {
+    const r = routeDocumentsOf(s);
+    if (typeof r === 'string') return `service ${s.key}: routes rejected: ${r}`;
   }
   for (const e of s.endpoints) {
     if (isIP(e.address) === 0) return `service ${s.key}: endpoint address "${e.address}" is not an IP`;
@@ -50,6 +58,36 @@ export function policyOf(s: Service__Output): TrafficPolicy | undefined | string
   return r.ok ? r.value.policy : r.errors.join('; ');
 }
 
+/** The service's route documents, validated again (the federation already did), or why they are unusable. */
+export function routeDocumentsOf(s: Service__Output): { routes: RouteObject[]; faults: Map<string, FaultObject> } | string {
+  let docs: unknown;
+  try {
+    docs = JSON.parse(s.routes);
+  } catch {
+    return 'not JSON';
+  }
+  if (!Array.isArray(docs)) return 'not a list of documents';
+  const routes: RouteObject[] = [];
+  const faults = new Map<string, FaultObject>();
+  const errors: string[] = [];
+  for (const doc of docs) {
+    const r = validateRouteDocument(doc);
+    if (!r.ok) errors.push(...r.errors);
+    else if (r.value.kind === 'FaultInjection') faults.set(`${r.value.namespace}/${r.value.name}`, r.value);
+    else routes.push(r.value);
+  }
+  return errors.length ? errors.join('; ') : { routes, faults };
+}
+
+/** The service's routes compiled for a client in `clientNamespace`; undefined when none attach. */
+function routesOf(s: Service__Output, clientNamespace: string): ServiceRoutes | undefined {
+  if (!s.routes) return undefined;
+  const r = routeDocumentsOf(s);
+  // checkService already refused a service whose routes do not validate.
+  if (typeof r === 'string') return undefined;
+  return compileServiceRoutes({ key: s.key, namespace: s.namespace, ports: s.ports }, r.routes, r.faults, clientNamespace);
+}
+
 /** Applies an update to the current services. */
 export function applyUpdate(current: ReadonlyMap<string, Service__Output>, update: ServiceUpdate__Output): AppliedUpdate {
   const services = new Map(current);
@@ -65,15 +103,20 @@ export function applyUpdate(current: ReadonlyMap<string, Service__Output>, updat
 
 // applyUpdate keeps the same object for services an update left alone, so
 // their views are reused and the proxy rebuilds only changed balancers.
+// An agent has one namespace, so the cache needs no namespace key.
 const views = new WeakMap<Service__Output, ServiceView>();
 
-/** Converts the agent's services into the proxy's immutable snapshot. */
-export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, version: string): ProxySnapshot {
+/**
+ * Converts the agent's services into the proxy's immutable snapshot. Routes
+ * are compiled for clients in `clientNamespace` (the agent's workload
+ * namespace: consumer routes of that namespace apply, GEP-1294).
+ */
+export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, version: string, clientNamespace = 'default'): ProxySnapshot {
   const out = new Map<string, ServiceView>();
   for (const s of services.values()) {
     let view = views.get(s);
     if (!view) {
-      view = toServiceView(s);
+      view = toServiceView(s, clientNamespace);
       views.set(s, view);
     }
     out.set(s.key, view);
@@ -81,13 +124,15 @@ export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, 
   return Object.freeze({ version, services: out });
 }
 
-function toServiceView(s: Service__Output): ServiceView {
+function toServiceView(s: Service__Output, clientNamespace: string): ServiceView {
+  const routes = routesOf(s, clientNamespace);
   return Object.freeze({
       key: s.key,
       hostname: s.hostname,
       vip: s.vip,
       version: s.version,
       policy: policyOf(s) as TrafficPolicy | undefined,
+      ...(routes ? { routes } : {}),
       ports: Object.freeze(s.ports.map((p) => Object.freeze({ name: p.name, port: p.port, protocol: p.protocol }))),
       // Every endpoint (auto mTLS): meshed ones are dialled over mTLS and
       // must present their SPIFFE ID; plaintext ones (unmeshed pods, Consul

@@ -12,6 +12,8 @@ import { parseServiceKey, serviceKey } from '../../proto/model/service';
 import type { FederationService } from './grpc';
 import type { SourceStatus } from '../sources/types';
 import type { PolicyTable } from '../mesh/policies';
+import type { RouteRow, RouteTable } from '../mesh/routes';
+import { ROUTE_KINDS, type RouteKind } from '../../policy/routes/model';
 import { buildPicker } from '../../agent/proxy/balancer/picker';
 import { gatewaysOfAgents, substituteGateways } from '../mesh/gateways';
 import { validateTrafficPolicy, type TrafficPolicy } from '../../policy/traffic-policy';
@@ -35,6 +37,11 @@ export interface HttpDeps {
   policies: PolicyTable;
   /** Every durable store key, for `kedge federation backup`. */
   backup: () => Promise<unknown>;
+  routes: RouteTable;
+  /** Every route (applied and from clusters) with its warnings. */
+  routeRows: () => readonly RouteRow[];
+  /** Asks for a mesh rebuild and push (after a route or policy change made here). */
+  rebuild: () => void;
   logger: Logger;
 }
 
@@ -72,6 +79,38 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       const rows = await deps.policies.apply(body, (key) => deps.view().services.has(key));
       deps.logger.info({ policies: rows.map((r) => r.service) }, 'traffic policies applied');
       return rows;
+    }],
+    ['DELETE', /^\/api\/v1\/policies\/([^/]+)$/, async (_r, _b, [name]) => {
+      const row = deps.policies.list().find((p) => p.name === name || p.service === name);
+      if (!row) throw new HttpError(404, 'KEDGE_NOT_FOUND', `no TrafficPolicy named ${name} (or for service ${name}); see kedge get policies`);
+      await deps.policies.remove(row.service);
+      deps.logger.info({ policy: row.name, service: row.service }, 'traffic policy deleted');
+      deps.rebuild();
+      return { kind: 'TrafficPolicy', name: row.name, service: row.service, deleted: true };
+    }],
+    ['GET', /^\/api\/v1\/routes$/, () => deps.routeRows()],
+    ['POST', /^\/api\/v1\/routes$/, async (_r, body) => {
+      if (!Array.isArray(body)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send a JSON list of HTTPRoute, GRPCRoute and FaultInjection documents');
+      const result = await deps.routes.apply(body, (key) => deps.view().services.has(key));
+      deps.logger.info({ applied: result.applied.map((r) => `${r.kind}/${r.namespace}/${r.name}`), rejected: result.errors.length }, 'routes applied');
+      if (result.applied.length) deps.rebuild();
+      return result;
+    }],
+    ['DELETE', /^\/api\/v1\/routes\/([^/]+)\/([^/]+)\/([^/]+)$/, async (_r, _b, [kind, ns, name]) => {
+      if (!(ROUTE_KINDS as readonly string[]).includes(kind!)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', `unknown kind ${kind}; use one of ${ROUTE_KINDS.join(', ')}`);
+      const fromCluster = deps.routeRows().find((r) => r.kind === kind && r.namespace === ns && r.name === name && r.source !== 'kedge apply');
+      try {
+        await deps.routes.remove(kind as RouteKind, ns!, name!);
+      } catch (err) {
+        if (err instanceof KedgeError && err.code === 'KEDGE_NOT_FOUND') {
+          throw new HttpError(404, err.code, fromCluster ? `${kind} ${ns}/${name} comes from ${fromCluster.source}, not from kedge apply; delete it there` : err.message);
+        }
+        if (err instanceof KedgeError && err.code === 'KEDGE_IN_USE') throw new HttpError(409, err.code, err.message);
+        throw err;
+      }
+      deps.logger.info({ kind, namespace: ns, name }, 'route deleted');
+      deps.rebuild();
+      return { kind, namespace: ns, name, deleted: true };
     }],
     ['GET', /^\/api\/v1\/status$/, () => statusRows(deps)],
     ['POST', /^\/api\/v1\/tokens$/, (_r, body) => createToken(deps, body)],

@@ -24,6 +24,8 @@ export interface MergeOptions {
   vips?: ReadonlyMap<string, string>;
   /** Service key -> TrafficPolicy document (JSON). */
   policies?: ReadonlyMap<string, string>;
+  /** Service key -> JSON list of the route documents attached to it (resolveRoutes). */
+  routes?: ReadonlyMap<string, string>;
 }
 
 // Per record object: records are replaced only when they change, so the
@@ -215,6 +217,7 @@ export function buildMeshView(agents: readonly AgentRecord[], opts: MergeOptions
     }
     see(slot, opts.vips?.get(key) ?? '');
     see(slot, opts.policies?.get(key) ?? '');
+    see(slot, opts.routes?.get(key) ?? '');
     see(slot, opts.domain ?? '');
     if (slot.matched !== slot.inputs.length) slot.dirty = true;
     if (slot.dirty) dirty += 1;
@@ -228,7 +231,7 @@ export function buildMeshView(agents: readonly AgentRecord[], opts: MergeOptions
       if (slots.get(key)!.dirty) accumulate(acc, key, svc, from, podAgents);
     });
     for (const [key, e] of acc) {
-      e.inputs.push(opts.vips?.get(key) ?? '', opts.policies?.get(key) ?? '', opts.domain ?? '');
+      e.inputs.push(opts.vips?.get(key) ?? '', opts.policies?.get(key) ?? '', opts.routes?.get(key) ?? '', opts.domain ?? '');
       const result = buildService(key, e, opts);
       const slot = slots.get(key)!;
       slot.inputs = e.inputs;
@@ -311,6 +314,7 @@ function buildService(key: string, e: Accumulator, opts: MergeOptions): MeshServ
     version: '',
     warnings: [...e.warnings].sort(),
     trafficPolicy: opts.policies?.get(key) ?? '',
+    routes: opts.routes?.get(key) ?? '',
   };
   svc.version = serviceVersion(svc);
   return svc;

@@ -12,6 +12,12 @@ export type MeshServicePort = ServicePort__Output;
 /** The merged mesh: services by key (name.namespace), built by a pure function. */
 export interface MeshView {
   services: ReadonlyMap<string, MeshService>;
+  /**
+   * Service key -> the services its routes send traffic to (backendRefs and
+   * mirrors). An agent subscribed to a service is pushed these too, so a
+   * canary backend needs no subscription of its own. Absent: no routes.
+   */
+  routeBackends?: ReadonlyMap<string, readonly string[]>;
 }
 
 /** A registered agent as stored under /kedge/agents/<namespace>/<name> (leased). */

@@ -56,6 +56,10 @@ export class PushSession {
   private inFlight = 0;
   /** The newest view pushed while updates were in flight; pushed once they are flushed. */
   private waiting: MeshView | undefined;
+  /** Route backends of subscribed services pushed last time (not subscribed themselves). */
+  private backends: ReadonlySet<string> = new Set();
+  /** Backends no longer referenced, to be sent as removed by this push. */
+  private goneBackends: string[] = [];
 
   constructor(
     private readonly send: SendUpdate,
@@ -99,8 +103,13 @@ export class PushSession {
     }
     const keys = this.subscribeAll
       ? [...new Set([...view.services.keys(), ...[...this.sent.keys()].filter((k) => this.sent.get(k) !== '')])].sort()
-      : (this.sorted ??= [...this.subscriptions].sort());
-    const found = deltaOfSorted(view, keys, this.sent);
+      : this.keysWithBackends(view);
+    let found = deltaOfSorted(view, keys, this.sent);
+    if (this.goneBackends.length > 0) {
+      (found ??= { services: [], removed: [] }).removed.push(...this.goneBackends);
+      found.removed.sort();
+      this.goneBackends = [];
+    }
     if (this.initialSent && !found) return false;
     const delta = found ?? { services: [], removed: [] };
     this.initialSent = true;
@@ -122,6 +131,28 @@ export class PushSession {
     }
     if (part.length > 0 || removed.length > 0 || delta.services.length === 0) this.sendUpdate(part, removed);
     return true;
+  }
+
+  /**
+   * The subscriptions plus the services their routes send traffic to. A
+   * backend no route references any more, and not subscribed, is removed
+   * from the agent (listed once as removed, so it stops holding stale endpoints).
+   */
+  private keysWithBackends(view: MeshView): string[] {
+    const sorted = (this.sorted ??= [...this.subscriptions].sort());
+    const routeBackends = view.routeBackends;
+    let extra: Set<string> | undefined;
+    if (routeBackends && routeBackends.size > 0) {
+      for (const k of sorted) {
+        const bs = routeBackends.get(k);
+        if (bs) for (const b of bs) if (!this.subscriptions.has(b)) (extra ??= new Set()).add(b);
+      }
+    }
+    if (extra === undefined && this.backends.size === 0) return sorted;
+    const now = extra ?? new Set<string>();
+    this.goneBackends = [...this.backends].filter((b) => !now.has(b) && !this.subscriptions.has(b) && this.sent.has(b) && this.sent.get(b) !== '');
+    this.backends = now;
+    return now.size === 0 ? sorted : [...new Set([...sorted, ...now])].sort();
   }
 
   private sendUpdate(services: MeshService[], removed: string[]): void {

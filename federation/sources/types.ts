@@ -44,6 +44,11 @@ export interface Source {
   start(onChange: () => void): Promise<void>;
   /** The current (or last known) services; must not be mutated by callers. */
   services(): readonly SourceService[];
+  /**
+   * Route documents (HTTPRoute, GRPCRoute) the source read, as the backend
+   * returned them; the same array until they change. Absent: the source has none.
+   */
+  routes?(): readonly unknown[];
   status(): SourceStatus;
   close(): Promise<void>;
 }

@@ -442,7 +442,7 @@ describe('east-west gateway between real proxies, with the views the federation 
     };
     const svc: MeshService = {
       key: 'reviews.default', name: 'reviews', namespace: 'default', hostname: HOST, vip: '', ports: [{ name: 'http', port: PORT, targetPort: PORT, protocol: 'tcp' }],
-      endpoints: [ep], version: '', warnings: [], trafficPolicy: '',
+      endpoints: [ep], version: '', warnings: [], trafficPolicy: '', routes: '',
     };
     svc.version = serviceVersion(svc);
     const gw = await GatewayProcess.start();

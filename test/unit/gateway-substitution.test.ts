@@ -38,7 +38,7 @@ function svc(endpoints: MeshEndpoint[]): MeshService {
     endpoints,
     version: '',
     warnings: [],
-    trafficPolicy: '',
+    trafficPolicy: '', routes: '',
   };
   s.version = serviceVersion(s);
   return s;

@@ -30,7 +30,7 @@ function plainWire(address: string, ports: { name: string; port: number }[]): Wi
 }
 
 function wireService(endpoints: WireEndpoint[]): Service__Output {
-  return { key: 'billing-db.shop', name: 'billing-db', namespace: 'shop', hostname: 'billing-db.shop.svc.cluster.local', vip: '240.240.0.9', ports: DB_PORTS.map((p) => ({ ...p, targetPort: p.port })), endpoints, version: 'v1', warnings: [], trafficPolicy: '' };
+  return { key: 'billing-db.shop', name: 'billing-db', namespace: 'shop', hostname: 'billing-db.shop.svc.cluster.local', vip: '240.240.0.9', ports: DB_PORTS.map((p) => ({ ...p, targetPort: p.port })), endpoints, version: 'v1', warnings: [], trafficPolicy: '', routes: '' };
 }
 
 function meshed(address: string): EndpointView {
