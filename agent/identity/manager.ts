@@ -28,6 +28,8 @@ export class IdentityManager extends EventEmitter {
   private identity: TlsIdentity | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  // When each certificate was requested, on this host's clock (unknown for one loaded from disk).
+  private readonly receivedAt = new WeakMap<TlsIdentity, Date>();
   private readonly clock: () => number;
   private readonly random: () => number;
 
@@ -74,7 +76,7 @@ export class IdentityManager extends EventEmitter {
 
   /** Starts the renewal loop. */
   startRenewal(): void {
-    this.schedule(renewalDelayMs({ notBefore: this.notBefore(), notAfter: this.current().notAfter, now: new Date(this.clock()), random: this.random() }), 0);
+    this.schedule(this.renewalDelay(this.current()), 0);
   }
 
   /** Renews now (also used by tests); resolves with the new identity. */
@@ -99,7 +101,7 @@ export class IdentityManager extends EventEmitter {
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.renew()
-        .then((id) => this.schedule(renewalDelayMs({ notBefore: this.notBefore(), notAfter: id.notAfter, now: new Date(this.clock()), random: this.random() }), 0))
+        .then((id) => this.schedule(this.renewalDelay(id), 0))
         .catch((err) => {
           const notAfter = this.current().notAfter;
           const state = expiryWarning({ notBefore: this.notBefore(), notAfter, now: new Date(this.clock()) });
@@ -112,6 +114,11 @@ export class IdentityManager extends EventEmitter {
         });
     }, delayMs);
     this.timer.unref();
+  }
+
+  private renewalDelay(id: TlsIdentity): number {
+    const received = this.receivedAt.get(id);
+    return renewalDelayMs({ notBefore: parseCertChain(id.certChainPem).notBefore, notAfter: id.notAfter, now: new Date(this.clock()), random: this.random(), ...(received ? { receivedAt: received } : {}) });
   }
 
   private notBefore(): Date {
@@ -141,10 +148,13 @@ export class IdentityManager extends EventEmitter {
 
   private async requestIdentity(credential: JoinCredential, current: TlsIdentity | undefined): Promise<TlsIdentity> {
     const { keyPem, csrPem } = await generateKeyAndCsr();
+    // Issuance happens after this moment: timing renewal from it is never late.
+    const sentAt = new Date(this.clock());
     const res = await callAnyFederation(this.opts.federation, current, (client) => signOnce(client, csrPem, credential));
     const id = toTlsIdentity(keyPem, res.certChainPem.join(''), res.trustBundlePem.join(''));
     if (id.spiffeId !== res.spiffeId) throw new KedgeError('KEDGE_BAD_CERT', `federation said ${res.spiffeId} but the certificate names ${id.spiffeId}`);
     saveIdentity(this.opts.dataDir, id);
+    this.receivedAt.set(id, sentAt);
     return id;
   }
 }

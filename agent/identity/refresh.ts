@@ -1,9 +1,23 @@
 // When to renew the workload certificate and when to retry a failed renewal.
 // Pure functions over times and an injected random number in [0, 1), so
 // they are tested with tables and no timers.
+//
+// Renewal is timed from issuance, not notBefore: the CA backdates notBefore
+// by a minute for clock skew, so with short lifetimes a point computed from
+// notBefore was already past when a certificate arrived, and agents renewed
+// in a loop (about 80-140 times a minute at --workload-cert-ttl 20s).
+
+import { CERT_BACKDATE_MS } from '../../proto/model/certs';
 
 const RENEW_FROM = 0.5;
 const RENEW_TO = 0.7;
+/**
+ * No renewal comes sooner than this after the last one was scheduled. The
+ * shortest lifetime the federation grants is 10 s (renewed after 5 s), so
+ * the floor only ever applies to a certificate already past its renewal
+ * point (loaded from disk, or a clock that jumped).
+ */
+export const RENEW_FLOOR_MS = 1_000;
 const RETRY_BASE_MS = 1_000;
 const RETRY_CAP_MS = 60_000;
 // A retry never waits more than this share of the time left, so attempts
@@ -25,17 +39,43 @@ function unit(random: number): number {
   return Number.isFinite(random) ? Math.min(Math.max(random, 0), 1) : 0;
 }
 
+/** When the agent got a certificate, for timing its renewal. */
+export interface Issuance {
+  /**
+   * The agent's clock when the certificate arrived. Renewal is timed from
+   * here, so a skewed agent clock does not move it. Unknown for a
+   * certificate loaded from disk.
+   */
+  receivedAt?: Date;
+  /** How far the CA set notBefore back from issuance (default CERT_BACKDATE_MS). */
+  backdateMs?: number;
+}
+
+/**
+ * The lifetime the CA granted: notAfter - notBefore without the backdate.
+ * A certificate not following the convention (no room for the backdate)
+ * counts with its whole validity.
+ */
+export function grantedLifetimeMs(v: { notBefore: Date; notAfter: Date }, backdateMs = CERT_BACKDATE_MS): number {
+  const span = v.notAfter.getTime() - v.notBefore.getTime();
+  return span > backdateMs ? span - backdateMs : span;
+}
+
 /**
  * Milliseconds until renewal: a uniformly jittered point between 50% and 70%
- * of the certificate's lifetime (jitter spreads a fleet's renewals), 0 when
- * that point has passed. Never negative.
+ * of the lifetime granted (jitter spreads a fleet's renewals), counted from
+ * issuance: when the certificate arrived, or else notBefore plus the
+ * backdate. Never less than RENEW_FLOOR_MS, so no lifetime and no clock can
+ * make a renewal loop; never negative.
  */
-export function renewalDelayMs(v: Validity & { random: number }): number {
-  const start = v.notBefore.getTime();
-  const lifetime = v.notAfter.getTime() - start;
-  if (!(lifetime > 0)) return 0;
-  const at = start + lifetime * (RENEW_FROM + (RENEW_TO - RENEW_FROM) * unit(v.random));
-  return Math.max(0, Math.round(at - v.now.getTime()));
+export function renewalDelayMs(v: Validity & Issuance & { random: number }): number {
+  const backdate = v.backdateMs ?? CERT_BACKDATE_MS;
+  const lifetime = grantedLifetimeMs(v, backdate);
+  if (!(lifetime > 0)) return RENEW_FLOOR_MS;
+  const span = v.notAfter.getTime() - v.notBefore.getTime();
+  const issuedAt = v.receivedAt ? v.receivedAt.getTime() : v.notBefore.getTime() + (span > backdate ? backdate : 0);
+  const at = issuedAt + lifetime * (RENEW_FROM + (RENEW_TO - RENEW_FROM) * unit(v.random));
+  return Math.max(RENEW_FLOOR_MS, Math.round(at - v.now.getTime()));
 }
 
 /**

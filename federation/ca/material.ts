@@ -8,6 +8,7 @@ import { isValidTrustDomain } from '../../proto/model/spiffe';
 import { allowsCertSign, isCa, readCertFields, spkiPublicKeyBits } from './cert-fields';
 import { DerError, encodeTlv, pemBlocks, TAG, toPem } from './der';
 import { issueCertificate, keyIdentifier, randomSerial, signerFor, toWholeSecond } from './issue';
+import { CERT_BACKDATE_MS } from '../../proto/model/certs';
 
 /** The CA's signing certificate and key, the intermediates above it and the roots the mesh trusts. */
 export interface CaMaterial {
@@ -22,8 +23,8 @@ export interface CaMaterial {
 }
 
 // Certificates are backdated so that hosts whose clocks run slightly behind
-// already accept them.
-export const CLOCK_SKEW_MS = 60_000;
+// already accept them (agents time renewals knowing this: proto/model/certs).
+export const CLOCK_SKEW_MS = CERT_BACKDATE_MS;
 
 /** Creates a self-signed root CA (RSA 2048, 10 years by default) for a trust domain. */
 export function createRootCa(opts: { trustDomain: string; now?: Date; validityYears?: number }): CaMaterial {
