@@ -18,6 +18,7 @@ import { GATEWAY_PORT } from '../proto/model/ports';
 export const AGENT_DEFAULTS = Object.freeze({
   inboundListen: '0.0.0.0:15006',
   adminListen: '127.0.0.1:15000',
+  metricsListen: '0.0.0.0:15020',
   network: '',
   protocol: 'tcp',
   appHost: '127.0.0.1',
@@ -87,7 +88,10 @@ export interface AgentConfig {
     /** With outbound capture: destinations outside the mesh pass through (allow-any) or are refused. */
     outboundPolicy: 'allow-any' | 'registry-only';
   };
-  admin: { listen: HostPort };
+  /** listen: the admin endpoint (localhost); metricsListen: Prometheus /metrics (15020, like Istio's sidecar). */
+  admin: { listen: HostPort; metricsListen: HostPort };
+  /** What the agent records about traffic. */
+  telemetry: TelemetryConfig;
   dataDir: string;
   /** The raw `capture:` block, validated by agent/capture when capture is used. */
   captureDoc: Doc;
@@ -95,7 +99,13 @@ export interface AgentConfig {
   gateway: { listen: HostPort; address: string | undefined };
 }
 
-const TOP = ['federation', 'workload', 'services', 'upstreams', 'proxy', 'admin', 'dataDir', 'capture', 'gateway'] as const;
+/** The `telemetry:` block. */
+export interface TelemetryConfig {
+  /** istio_* metrics from every request and connection (default true). */
+  metrics: boolean;
+}
+
+const TOP = ['federation', 'workload', 'services', 'upstreams', 'proxy', 'admin', 'dataDir', 'capture', 'gateway', 'telemetry'] as const;
 
 /** Reads and validates an agent config file. */
 export function loadAgentConfig(file: string): AgentConfig {
@@ -185,7 +195,8 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
   if (inboundMode !== 'PERMISSIVE' && inboundMode !== 'STRICT') proxy.at('inboundMode').fail('must be PERMISSIVE or STRICT');
   const outboundPolicy = proxy.at('outboundPolicy').string(AGENT_DEFAULTS.outboundPolicy);
   if (outboundPolicy !== 'allow-any' && outboundPolicy !== 'registry-only') proxy.at('outboundPolicy').fail('must be allow-any or registry-only');
-  const admin = doc.at('admin').optionalObject(['listen']) ?? doc.at('admin');
+  const admin = doc.at('admin').optionalObject(['listen', 'metricsListen']) ?? doc.at('admin');
+  const tel = doc.at('telemetry').optionalObject(['metrics']) ?? doc.at('telemetry');
   const tokenFile = fed.at('tokenFile').optionalString();
 
   return deepFreeze({
@@ -216,7 +227,11 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
       inboundMode: inboundMode as 'PERMISSIVE' | 'STRICT',
       outboundPolicy: outboundPolicy as 'allow-any' | 'registry-only',
     },
-    admin: { listen: admin.at('listen').parse((s) => parseHostPort(s, 'listen'), AGENT_DEFAULTS.adminListen) },
+    admin: {
+      listen: admin.at('listen').parse((s) => parseHostPort(s, 'listen'), AGENT_DEFAULTS.adminListen),
+      metricsListen: admin.at('metricsListen').parse((s) => parseHostPort(s, 'metricsListen'), AGENT_DEFAULTS.metricsListen),
+    },
+    telemetry: { metrics: tel.at('metrics').bool(true) },
     dataDir: rel(doc.at('dataDir').string(AGENT_DEFAULTS.dataDir)),
     captureDoc: doc.at('capture'),
     gateway: {

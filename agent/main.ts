@@ -22,6 +22,8 @@ import { readResolvConf, startDnsServer, type DnsServer, type MeshLookup } from 
 import { HealthChecker } from './health';
 import { EastWestGateway } from './gateway/gateway';
 import type { ProxySnapshot } from './proxy/types';
+import { AgentTelemetry } from './telemetry/telemetry';
+import { workloadMetadata } from './telemetry/workload';
 
 /** The agent's version, reported at registration. */
 export const AGENT_VERSION = '0.1.0';
@@ -68,6 +70,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     throw new KedgeError('KEDGE_IDENTITY_MISMATCH', `${config.file}: workload is ${config.workload.namespace}/${config.workload.serviceAccount} but the agent's certificate is ${id.spiffeId}; fix the config or rejoin with a token for that identity`);
   }
 
+  const telemetry = agentTelemetry(config, id.spiffeId, 'sidecar', logger);
   const proxy = new Proxy({
     inboundListen: config.proxy.inboundListen,
     targets: localTargets(config),
@@ -90,7 +93,11 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     await proxy.close();
     throw err;
   });
-  identity.on('rotated', (next) => proxy.setIdentity(next));
+  let lastRenewal = Date.now() / 1000;
+  identity.on('rotated', (next) => {
+    lastRenewal = Date.now() / 1000;
+    proxy.setIdentity(next);
+  });
   identity.startRenewal();
 
   const register = (): Register => ({
@@ -181,7 +188,17 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     await proxy.close();
     throw err;
   });
-  logger.info({ spiffeId: id.spiffeId, capture: !!capture, dns: dns ? formatHostPort(dns.udp) : undefined, inbound: formatHostPort(proxy.inboundAddress()), upstreams: proxy.upstreamAddresses().map(formatHostPort), admin: formatHostPort(admin.address) }, 'agent started');
+  telemetry.setSources({
+    identity: () => identity.current(),
+    lastRenewal: () => lastRenewal,
+    session: () => session.status(),
+    services: () => session.currentServices().values(),
+    balancer: () => proxy.describeBalancers(),
+    dns: () => dns?.stats(),
+    capture: () => (capture ? { inboundMode: config.proxy.inboundMode, outboundPolicy: config.proxy.outboundPolicy, dns: capture.dns } : undefined),
+  });
+  const metrics = await telemetry.listen(config.admin.metricsListen);
+  logger.info({ spiffeId: id.spiffeId, capture: !!capture, dns: dns ? formatHostPort(dns.udp) : undefined, inbound: formatHostPort(proxy.inboundAddress()), upstreams: proxy.upstreamAddresses().map(formatHostPort), admin: formatHostPort(admin.address), metrics: metrics ? formatHostPort(metrics) : null }, 'agent started');
 
   let stopping: Promise<void> | undefined;
   return {
@@ -193,7 +210,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
         identity.stop();
         await checker?.stop();
         await session.stop().catch((err) => logger.warn({ err: errorMessage(err) }, 'goodbye failed'));
-        await Promise.all([proxy.close(), admin.close(), dns?.close()]);
+        await Promise.all([proxy.close(), admin.close(), dns?.close(), telemetry.close()]);
         logger.info('agent stopped');
       })();
       return stopping;
@@ -212,8 +229,13 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
   if (!config.workload.network) throw new KedgeError('KEDGE_BAD_CONFIG', `${config.file}: workload.network: a gateway needs its network`);
   const facts = startHostFacts(config);
   const identity = new IdentityManager({ dataDir: config.dataDir, tokenFile: config.federation.tokenFile, federation: target, logger: logger.child({ component: 'identity' }) });
-  await identity.ensure();
+  const gwId = await identity.ensure();
+  let lastRenewal = Date.now() / 1000;
+  identity.on('rotated', () => {
+    lastRenewal = Date.now() / 1000;
+  });
   identity.startRenewal();
+  const telemetry = agentTelemetry(config, gwId.spiffeId, 'gateway', logger);
   let current: ProxySnapshot = { version: '', services: new Map() };
   const gateway = new EastWestGateway({ listen: config.gateway.listen, snapshot: () => current, logger: logger.child({ component: 'gateway' }) });
   await gateway.start();
@@ -250,7 +272,9 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
     stats: () => ({ gateway: gateway.stats() }),
     ready: () => session.status().connects > 0,
   });
-  logger.info({ mode: 'gateway', listen: formatHostPort(gateway.address()), network: config.workload.network, admin: formatHostPort(admin.address) }, 'agent started');
+  telemetry.setSources({ identity: () => identity.current(), lastRenewal: () => lastRenewal, session: () => session.status(), services: () => session.currentServices().values() });
+  const metrics = await telemetry.listen(config.admin.metricsListen);
+  logger.info({ mode: 'gateway', listen: formatHostPort(gateway.address()), network: config.workload.network, admin: formatHostPort(admin.address), metrics: metrics ? formatHostPort(metrics) : null }, 'agent started');
   let stopping: Promise<void> | undefined;
   return {
     proxy: undefined,
@@ -260,11 +284,17 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
       stopping ??= (async () => {
         identity.stop();
         await session.stop().catch(() => undefined);
-        await Promise.all([gateway.close(), admin.close()]);
+        await Promise.all([gateway.close(), admin.close(), telemetry.close()]);
       })();
       return stopping;
     },
   };
+}
+
+/** The agent's telemetry: its own workload's metadata for the local side of every record. */
+function agentTelemetry(config: AgentConfig, spiffeId: string, mode: 'sidecar' | 'gateway', logger: Logger): AgentTelemetry {
+  const local = workloadMetadata({ name: config.workload.name, namespace: config.workload.namespace, labels: config.workload.labels, cluster: config.federation.cluster, principal: spiffeId });
+  return new AgentTelemetry({ local, version: AGENT_VERSION, mode, istioMetrics: config.telemetry.metrics, logger });
 }
 
 /**

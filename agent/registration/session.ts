@@ -21,6 +21,8 @@ export interface SessionStatus {
   ackedVersion: string;
   lastError: string | undefined;
   connects: number;
+  /** Updates this agent rejected in part (NACKs), since start. */
+  nacks: number;
 }
 
 /** Options for the Connect session. */
@@ -46,7 +48,7 @@ export class RegistrationSession {
   private stopped = false;
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
-  private readonly state: SessionStatus = { connected: false, address: undefined, replica: undefined, agentId: undefined, ackedVersion: '', lastError: undefined, connects: 0 };
+  private readonly state: SessionStatus = { connected: false, address: undefined, replica: undefined, agentId: undefined, ackedVersion: '', lastError: undefined, connects: 0, nacks: 0 };
 
   constructor(private readonly opts: SessionOptions) {}
 
@@ -127,8 +129,10 @@ export class RegistrationSession {
         this.services = applied.services;
         this.opts.onServices(this.services, msg.update.nonce, msg.update.removed);
         const errorDetail = applied.rejected.join('; ');
-        if (errorDetail) logger.warn({ nonce: msg.update.nonce, rejected: applied.rejected }, 'rejected part of an update (NACK)');
-        else this.state.ackedVersion = msg.update.nonce;
+        if (errorDetail) {
+          this.state.nacks += 1;
+          logger.warn({ nonce: msg.update.nonce, rejected: applied.rejected }, 'rejected part of an update (NACK)');
+        } else this.state.ackedVersion = msg.update.nonce;
         call.write({ ack: { nonce: msg.update.nonce, errorDetail } });
       }
     });

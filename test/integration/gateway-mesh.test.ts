@@ -59,5 +59,5 @@ async function startGateway(fed: FederationHandle): Promise<AgentHandle> {
   const proc = startKedge('gateway', ['agent', '--mode', 'gateway', '--config', file]);
   const started = await proc.waitForMsg('agent started', 20_000);
   await proc.waitForMsg('registered with the federation', 20_000);
-  return { proc, spec, dataDir: path.join(dir, 'data'), configFile: file, inbound: '', upstreams: [], adminUrl: `http://${String(started.admin)}` };
+  return { proc, spec, dataDir: path.join(dir, 'data'), configFile: file, inbound: '', upstreams: [], adminUrl: `http://${String(started.admin)}`, metricsUrl: typeof started.metrics === 'string' ? `http://${started.metrics}/metrics` : '' };
 }

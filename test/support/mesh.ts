@@ -93,6 +93,8 @@ export interface AgentHandle {
   inbound: string;
   upstreams: string[];
   adminUrl: string;
+  /** The agent's Prometheus endpoint (http://host:port/metrics), '' when it did not start. */
+  metricsUrl: string;
 }
 
 /** Writes an agent config for `spec` and returns its path. */
@@ -111,7 +113,7 @@ export function writeAgentConfig(fed: FederationHandle, spec: AgentSpec, dataDir
     services: spec.services ?? [],
     upstreams: (spec.upstreams ?? []).map((u) => ({ service: u.service, port: u.port, listen: u.listen ?? '127.0.0.1:0' })),
     proxy: { inboundListen: `${spec.address}:0` },
-    admin: { listen: '127.0.0.1:0' },
+    admin: { listen: '127.0.0.1:0', metricsListen: '127.0.0.1:0' },
     dataDir,
     ...(spec.extra ?? {}),
   };
@@ -133,6 +135,7 @@ export async function startAgentProc(fed: FederationHandle, spec: AgentSpec, opt
     inbound: String(started.inbound),
     upstreams: (started.upstreams as string[]) ?? [],
     adminUrl: `http://${String(started.admin)}`,
+    metricsUrl: typeof started.metrics === 'string' ? `http://${started.metrics}/metrics` : '',
   };
 }
 

@@ -1,0 +1,76 @@
+// The agent's telemetry, assembled: the RecordSink the forwarding engine
+// writes finished records to (Istio metrics, and whatever else is
+// configured), the kedge_* registry, and the /metrics listener. A metrics
+// port that cannot be bound is logged as an error and the agent goes on:
+// the data path never depends on telemetry.
+import type { Registry } from 'prom-client';
+import { errorMessage } from '../../proto/model/errors';
+import type { Logger } from '../../proto/model/log';
+import { type HostPort, formatHostPort } from '../../proto/model/address';
+import { NULL_SINK, type PeerWorkload, type RecordSink } from '../proxy/record';
+import { type AgentMetricsSources, createAgentRegistry } from './agent-metrics';
+import { fanout } from './fanout';
+import { IstioMetrics } from './istio-metrics';
+import { type MetricsServer, startMetricsServer } from './server';
+
+/** How often idle series are looked for. */
+const SWEEP_INTERVAL_MS = 60_000;
+
+/** What the agent's telemetry is built from. */
+export interface TelemetryOptions {
+  local: PeerWorkload;
+  version: string;
+  mode: 'sidecar' | 'gateway';
+  /** false: records go nowhere (NULL_SINK), /metrics still serves kedge_* and process metrics. */
+  istioMetrics: boolean;
+  /** Further sinks (access log, tracing, stats summary), after the metrics. */
+  sinks?: readonly RecordSink[];
+  logger: Logger;
+}
+
+/** The agent's telemetry; see the file comment. */
+export class AgentTelemetry {
+  /** Where the forwarding engine sends records. */
+  readonly sink: RecordSink;
+  readonly istio: IstioMetrics | undefined;
+  private registry: Registry | undefined;
+  private server: MetricsServer | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sources: AgentMetricsSources = {};
+
+  constructor(private readonly opts: TelemetryOptions) {
+    this.istio = opts.istioMetrics ? new IstioMetrics({ local: opts.local, version: opts.version }) : undefined;
+    const sinks = [...(this.istio ? [this.istio] : []), ...(opts.sinks ?? [])];
+    this.sink = sinks.length === 0 ? NULL_SINK : sinks.length === 1 ? sinks[0]! : fanout(sinks);
+  }
+
+  /** Connects the kedge_* metrics to the agent's parts (called once they exist). */
+  setSources(src: AgentMetricsSources): void {
+    this.sources = { ...src, telemetry: () => this.istio?.stats() ?? { requestSeries: 0, tcpSeries: 0, overflow: 0, expired: 0 } };
+    this.registry = undefined;
+  }
+
+  /** The whole /metrics page: istio_* then kedge_* and process metrics. */
+  async render(): Promise<string> {
+    this.registry ??= createAgentRegistry(this.sources, this.opts.mode);
+    const own = await this.registry.metrics();
+    return (this.istio?.render() ?? '') + own;
+  }
+
+  /** Binds /metrics; on failure logs why and returns undefined (the agent keeps running). */
+  async listen(at: HostPort): Promise<HostPort | undefined> {
+    this.sweepTimer ??= setInterval(() => this.istio?.sweep(), SWEEP_INTERVAL_MS).unref();
+    try {
+      this.server = await startMetricsServer(at, () => this.render());
+      return this.server.address;
+    } catch (err) {
+      this.opts.logger.error({ component: 'telemetry', listen: formatHostPort(at), code: (err as { code?: string }).code, err: errorMessage(err) }, 'metrics endpoint not started; the data path runs without it');
+      return undefined;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    await this.server?.close();
+  }
+}
