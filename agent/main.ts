@@ -79,6 +79,8 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     logger,
     connectTimeoutMs: config.proxy.connectTimeoutMs,
     client: { locality: config.workload.locality, network: config.workload.network, labels: { ...config.workload.labels } },
+    records: telemetry.sink,
+    workload: telemetry.local,
     ...(capture
       ? {
           // REDIRECT delivers captured local traffic to loopback.
@@ -237,7 +239,7 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
   identity.startRenewal();
   const telemetry = agentTelemetry(config, gwId.spiffeId, 'gateway', logger);
   let current: ProxySnapshot = { version: '', services: new Map() };
-  const gateway = new EastWestGateway({ listen: config.gateway.listen, snapshot: () => current, logger: logger.child({ component: 'gateway' }) });
+  const gateway = new EastWestGateway({ listen: config.gateway.listen, snapshot: () => current, logger: logger.child({ component: 'gateway' }), records: telemetry.sink });
   await gateway.start();
   const { host, address } = await facts.catch(async (err: unknown) => {
     await gateway.close();

@@ -12,7 +12,7 @@ import { errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { type AttemptDeps, type AttemptTarget, type Connector, connectAttempts, logOutlier } from './attempts';
 import type { MeshEndpoint } from './balancers';
-import { peerFromSpiffe } from './connection-record';
+import { endpointPeer } from '../telemetry/peer-metadata';
 import type { ConnectionTrace } from './connection-record';
 import { watchOutcome } from './outcome';
 import { splice } from './splice';
@@ -68,7 +68,7 @@ export async function forwardOpaque(client: net.Socket, t: AttemptTarget, trace:
     upstream.destroy();
     return void trace.finish('KEDGE_CLIENT_CLOSED', 0, 0);
   }
-  trace.open(ep.key, peerFromSpiffe(ep.view.identity, ep.view.workload));
+  trace.open(ep.key, endpointPeer(ep.view));
   const isTls = 'isSessionReused' in upstream;
   const resumed = isTls && (upstream as tls.TLSSocket).isSessionReused();
   upstream.setNoDelay(true);

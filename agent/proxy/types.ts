@@ -31,6 +31,8 @@ export interface EndpointView {
   /** Where it runs, for locality-aware balancing (region/zone/subzone may be ''). */
   locality?: { region: string; zone: string; subzone: string };
   network?: string;
+  /** The cluster the federation says it runs in (`vms` for VM agents); telemetry's destination_cluster. */
+  cluster?: string;
   labels?: Readonly<Record<string, string>>;
   /** Relative weight within its priority (default 1). */
   weight?: number;

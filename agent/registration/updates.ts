@@ -147,7 +147,7 @@ function toServiceView(s: Service__Output, clientNamespace: string): ServiceView
           healthy: e.health !== 'UNHEALTHY',
           ports: Object.freeze(e.ports.map((p) => ({ name: p.name, port: p.port }))),
           locality: { region: e.locality?.region ?? '', zone: e.locality?.zone ?? '', subzone: e.locality?.subzone ?? '' },
-          network: e.network, labels: Object.freeze({ ...e.labels }), weight: e.weight || 1,
+          network: e.network, cluster: e.cluster, labels: Object.freeze({ ...e.labels }), weight: e.weight || 1,
         })),
       ),
     });

@@ -200,7 +200,7 @@ export class IstioMetrics implements RecordSink {
     return s;
   }
 
-  open(conn: Parameters<RecordSink['open']>[0] & { stack?: string }): void {
+  open(conn: Parameters<RecordSink['open']>[0]): void {
     if (conn.stack === 'http1' || conn.stack === 'http2') return;
     const s = this.tcpSeries(conn);
     if (s === undefined) return;
@@ -250,7 +250,7 @@ export class IstioMetrics implements RecordSink {
     s.responseMessages += r.responseMessages;
   }
 
-  private finishConnection(r: ConnectionRecord & { stack?: string; opened?: boolean }): void {
+  private finishConnection(r: ConnectionRecord): void {
     // A connection that carried HTTP is counted by its requests; Istio's
     // istio_tcp_* cover opaque TCP and TLS passthrough only.
     if (r.stack === 'http1' || r.stack === 'http2') return;
@@ -258,7 +258,7 @@ export class IstioMetrics implements RecordSink {
     if (s === undefined) return;
     // Never opened (refused, or no attempt reached an endpoint): Istio
     // reports the open at the close then, with the same labels.
-    if (r.opened === false) s.opened++;
+    if (!r.opened) s.opened++;
     const n = this.openConns.get(s.openKey);
     if (n !== undefined) {
       if (n <= 1) this.openConns.delete(s.openKey);

@@ -38,6 +38,11 @@ export class AgentTelemetry {
   private sweepTimer: NodeJS.Timeout | undefined;
   private sources: AgentMetricsSources = {};
 
+  /** This workload's metadata, as records carry it for the local side. */
+  get local(): PeerWorkload {
+    return this.opts.local;
+  }
+
   constructor(private readonly opts: TelemetryOptions) {
     this.istio = opts.istioMetrics ? new IstioMetrics({ local: opts.local, version: opts.version }) : undefined;
     const sinks = [...(this.istio ? [this.istio] : []), ...(opts.sinks ?? [])];

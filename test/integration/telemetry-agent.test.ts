@@ -49,6 +49,44 @@ describe('agent /metrics', () => {
     assert.match(istioPath, /^istio_build\{component="proxy",tag="[^"]+"\} 1$/m);
   });
 
+  it('counts TCP connections through the mesh as both reporters, with Istio labels', async () => {
+    const agent = agents[0]!;
+    const hostPort = agent.metricsUrl.slice('http://'.length, -'/metrics'.length);
+    for (let i = 0; i < 3; i++) assert.equal(await httpGet(agent.upstreams[0]!), 'ratings');
+    const svc = { destination_service: 'ratings.default.svc.cluster.local' };
+    const s = await eventually(async () => {
+      const s = parseExposition(await httpGet(hostPort, '/metrics'));
+      const closed = (reporter: string) => total(s, 'istio_tcp_connections_closed_total', { ...svc, reporter });
+      return closed('source') === 3 && closed('destination') === 3 ? s : undefined;
+    }, 15_000, 'three closed connections from each reporter');
+    const client = select(s, 'istio_tcp_connections_opened_total', { ...svc, reporter: 'source' });
+    assert.equal(client.length, 1, JSON.stringify(client));
+    assert.equal(client[0]!.value, 3);
+    assert.deepEqual({ ...client[0]!.labels }, {
+      reporter: 'source', source_workload: 'ratings-v1', source_canonical_service: 'ratings-v1', source_canonical_revision: 'latest',
+      source_workload_namespace: 'default', source_principal: 'spiffe://cluster.local/ns/default/sa/ratings', source_app: 'ratings-v1',
+      source_version: 'unknown', source_cluster: 'vms',
+      destination_workload: 'ratings-v1', destination_workload_namespace: 'default', destination_principal: 'spiffe://cluster.local/ns/default/sa/ratings',
+      // From the endpoint in the mesh view: its labels (app) and cluster.
+      destination_app: 'ratings-v1', destination_version: 'unknown',
+      destination_service: 'ratings.default.svc.cluster.local', destination_canonical_service: 'ratings-v1',
+      destination_canonical_revision: 'latest', destination_service_name: 'ratings',
+      destination_service_namespace: 'default', destination_cluster: 'vms',
+      request_protocol: 'tcp', response_flags: '-', connection_security_policy: 'unknown',
+    });
+    const server = select(s, 'istio_tcp_connections_opened_total', { ...svc, reporter: 'destination' });
+    assert.equal(server.length, 1);
+    assert.equal(server[0]!.labels.connection_security_policy, 'mutual_tls');
+    assert.equal(server[0]!.labels.source_principal, 'spiffe://cluster.local/ns/default/sa/ratings');
+    assert.equal(server[0]!.labels.source_workload_namespace, 'default');
+    assert.equal(server[0]!.labels.destination_workload, 'ratings-v1');
+    // The app answers 'ratings' (7 bytes of body plus headers) to each request.
+    for (const reporter of ['source', 'destination']) {
+      assert.ok(total(s, 'istio_tcp_sent_bytes_total', { ...svc, reporter }) > 3 * 7, reporter);
+      assert.ok(total(s, 'istio_tcp_received_bytes_total', { ...svc, reporter }) > 3 * 14, reporter);
+    }
+  });
+
   it('a taken metrics port is a clear error and the agent still joins and forwards', async () => {
     const squatter = net.createServer();
     await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
