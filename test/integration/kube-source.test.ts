@@ -18,6 +18,9 @@ import type { SourceService } from '../../federation/sources/types';
 import { KubeApiDouble, writeKubeconfig } from '../support/kube-double';
 import { endpointSlice, node, replicas, service } from '../support/fixtures/kube';
 
+// Services, EndpointSlices, Nodes, HTTPRoutes and GRPCRoutes.
+const WATCHES = 5;
+
 const NODES = [
   { name: 'node-b', zone: 'us-east1-b' },
   { name: 'node-c', zone: 'us-east1-c' },
@@ -106,7 +109,7 @@ test('scaling a deployment (slice change) reaches services() and onChange quickl
   const s = source(t, c, 'east');
   let changedAt = 0;
   await s.start(() => (changedAt = Date.now()));
-  await waitFor('watches open', () => c.double.activeWatches() === 3);
+  await waitFor('watches open', () => c.double.activeWatches() === WATCHES);
   const latencies: number[] = [];
   for (const count of [5, 1, 3]) {
     changedAt = 0;
@@ -132,7 +135,7 @@ test('the incrementally maintained view equals a full mapping after a random ser
   const c = await cluster(t, 'east');
   const s = source(t, c, 'east');
   await s.start(() => {});
-  await waitFor('watches open', () => c.double.activeWatches() === 3);
+  await waitFor('watches open', () => c.double.activeWatches() === WATCHES);
   // A seeded generator: the same series on every run.
   let seed = 42;
   const rand = (n: number) => {
@@ -184,7 +187,7 @@ test('410 Gone on resume relists: changes made meanwhile arrive, nothing lost or
   const c = await cluster(t, 'east');
   const s = source(t, c, 'east');
   await s.start(() => {});
-  await waitFor('watches open', () => c.double.activeWatches() === 3);
+  await waitFor('watches open', () => c.double.activeWatches() === WATCHES);
   const listsBefore = c.double.count('list', 'endpointslices');
   // Take the double down so the change below is only visible to a fresh list.
   await c.double.down();
@@ -205,7 +208,7 @@ test('bookmarks keep an idle watch resumable across compaction (no relist)', asy
   const c = await cluster(t, 'east');
   const s = source(t, c, 'east');
   await s.start(() => {});
-  await waitFor('watches open', () => c.double.activeWatches() === 3);
+  await waitFor('watches open', () => c.double.activeWatches() === WATCHES);
   // Writes to Services move the global resourceVersion past the Nodes watch's last event.
   for (let i = 0; i < 5; i++) c.double.apply(service(`filler-${i}`, 'other', [{ name: 'http', port: 80 }]));
   await waitFor('fillers', () => s.services().length === 6);
@@ -215,7 +218,7 @@ test('bookmarks keep an idle watch resumable across compaction (no relist)', asy
   const before = lists();
   c.double.compact();
   c.double.disconnectWatches();
-  await waitFor('watches re-opened', () => c.double.activeWatches() === 3);
+  await waitFor('watches re-opened', () => c.double.activeWatches() === WATCHES);
   c.double.apply(node('node-d', { region: 'us-east1', zone: 'us-east1-d' }));
   c.double.setEndpoints('default', 'reviews-abcde', [{ ip: '10.1.0.7', nodeName: 'node-d', zone: 'us-east1-d' }]);
   // Node and slice arrive on different watches, in either order.
@@ -227,9 +230,9 @@ test('a dropped watch reconnects and keeps following changes', async (t) => {
   const c = await cluster(t, 'east');
   const s = source(t, c, 'east');
   await s.start(() => {});
-  await waitFor('watches open', () => c.double.activeWatches() === 3);
+  await waitFor('watches open', () => c.double.activeWatches() === WATCHES);
   const watchesBefore = c.double.count('watch', 'endpointslices');
-  assert.equal(c.double.disconnectWatches(), 3);
+  assert.equal(c.double.disconnectWatches(), WATCHES);
   c.double.setEndpoints('default', 'reviews-abcde', replicas('reviews', 3, { ipPrefix: '10.1.0' }));
   await waitFor('change after reconnect', () => addresses(s).length === 3);
   assert.ok(c.double.count('watch', 'endpointslices') > watchesBefore);
@@ -241,7 +244,7 @@ test('API down: last endpoints kept, STALE after staleAfterMs with lastSync froz
   const s = source(t, c, 'east', { staleAfterMs: 300 });
   let changes = 0;
   await s.start(() => changes++);
-  await waitFor('watches open', () => c.double.activeWatches() === 3);
+  await waitFor('watches open', () => c.double.activeWatches() === WATCHES);
   const downAt = Date.now();
   await c.double.down();
   await waitFor('disconnected', () => !s.status().connected);
@@ -318,7 +321,7 @@ test('garbage and hanging API servers: bounded start, clear errors, endpoints ke
   // The same faults after a good sync: the last endpoints stay (then STALE), no crash.
   const s = source(t, c, 'east');
   await s.start(() => {});
-  await waitFor('watches open', () => c.double.activeWatches() === 3);
+  await waitFor('watches open', () => c.double.activeWatches() === WATCHES);
   c.double.setFault({ kind: 'hang' });
   c.double.disconnectWatches();
   await waitFor('stale while hanging', () => s.status().stale, 5000);

@@ -1,6 +1,10 @@
 // The `kubernetes` source: one per cluster kubeconfig. Lists and watches
 // Services, EndpointSlices and Nodes with @kubernetes/client-node and maps
-// them to SourceServices (mapping.ts). A cluster that stays unreachable for
+// them to SourceServices (mapping.ts); HTTPRoutes and GRPCRoutes
+// (gateway.networking.k8s.io/v1) with the same reflectors, handed to the
+// federation as documents (routes()). A cluster without the Gateway API
+// CRDs answers 404 for those: it has no routes, and its endpoints are not
+// affected. A cluster that stays unreachable for
 // staleAfterMs keeps its last endpoints, marked STALE, instead of emptying
 // the mesh; it is fresh again as soon as every watch is re-established.
 import type { KubeConfig, V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
@@ -66,6 +70,9 @@ export class KubernetesSource implements Source {
   private readonly services$: Reflector<V1Service>;
   private readonly slices: Reflector<V1EndpointSlice>;
   private readonly nodes: Reflector<V1Node>;
+  private readonly httpRoutes: Reflector<RouteObject>;
+  private readonly grpcRoutes: Reflector<RouteObject>;
+  private currentRoutes: readonly unknown[] = [];
   // Incremental mapping: only services whose Service, slices or nodes changed are mapped again.
   private readonly mapped = new Map<string, { svc: SourceService; fp: string }>();
   private readonly slicesByService = new Map<string, Map<string, V1EndpointSlice>>();
@@ -126,6 +133,18 @@ export class KubernetesSource implements Source {
       // Only name and topology labels matter; a Node's status (images, conditions) is large.
       trim: (n) => ({ metadata: { name: n.metadata?.name, namespace: n.metadata?.namespace, resourceVersion: n.metadata?.resourceVersion, labels: n.metadata?.labels } }),
     });
+    const custom = this.kubeConfig.makeApiClient(k8s.CustomObjectsApi);
+    const routeReflector = (plural: 'httproutes' | 'grpcroutes') => new Reflector<RouteObject>({
+      ...common,
+      // Routes say nothing about endpoints: their state is not the cluster's.
+      onState: () => {},
+      onObjects: () => this.routesChanged(),
+      resource: plural,
+      watchPath: `/apis/gateway.networking.k8s.io/v1/${plural}`,
+      list: (signal) => custom.listClusterCustomObject({ group: 'gateway.networking.k8s.io', version: 'v1', plural }, withSignal(signal)) as Promise<{ items?: RouteObject[]; metadata?: { resourceVersion?: string } }>,
+    });
+    this.httpRoutes = routeReflector('httproutes');
+    this.grpcRoutes = routeReflector('grpcroutes');
   }
 
   /**
@@ -138,6 +157,8 @@ export class KubernetesSource implements Source {
     this.started = true;
     this.onChange = onChange;
     for (const r of this.reflectors()) r.start();
+    this.httpRoutes.start();
+    this.grpcRoutes.start();
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.cfg.startWaitMs ?? KUBERNETES_SOURCE_DEFAULTS.startWaitMs)));
     await Promise.race([Promise.all(this.reflectors().map((r) => r.firstAttempt)), waited]);
@@ -147,6 +168,11 @@ export class KubernetesSource implements Source {
 
   services(): readonly SourceService[] {
     return this.current;
+  }
+
+  /** HTTPRoutes and GRPCRoutes of the cluster (outside excluded namespaces), the same array until one changes. */
+  routes(): readonly unknown[] {
+    return this.currentRoutes;
   }
 
   status(): SourceStatus {
@@ -168,6 +194,8 @@ export class KubernetesSource implements Source {
     this.closed = true;
     if (this.staleTimer) clearTimeout(this.staleTimer);
     for (const r of this.reflectors()) r.close();
+    this.httpRoutes.close();
+    this.grpcRoutes.close();
   }
 
   /** Checks a pod's service-account token with this cluster's TokenReview. */
@@ -221,6 +249,20 @@ export class KubernetesSource implements Source {
     this.stale = true;
     this.log.warn({ staleAfterMs: this.staleAfterMs }, 'Kubernetes cluster unreachable; serving its last endpoints as STALE');
     this.recompute();
+  }
+
+  private routesChanged(): void {
+    if (this.closed) return;
+    const keep = (o: RouteObject) => !this.excluded.has(o.metadata?.namespace ?? '');
+    // The list answer carries no kind per item; the reflector's resource says it.
+    const withKind = (kind: string) => (o: RouteObject) => ({ ...o, apiVersion: 'gateway.networking.k8s.io/v1', kind });
+    this.currentRoutes = [...this.httpRoutes.items().filter(keep).map(withKind('HTTPRoute')), ...this.grpcRoutes.items().filter(keep).map(withKind('GRPCRoute'))];
+    if (!this.started) return;
+    try {
+      this.onChange();
+    } catch (err) {
+      this.log.error({ err: errorMessage(err) }, 'onChange handler failed');
+    }
   }
 
   private serviceChanged(c: ObjectChange<V1Service>): void {
@@ -326,6 +368,14 @@ export class KubernetesSource implements Source {
       this.log.error({ err: errorMessage(err) }, 'onChange handler failed');
     }
   }
+}
+
+/** An HTTPRoute or GRPCRoute as the API server returns it; validated by the federation, not here. */
+interface RouteObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string; managedFields?: unknown };
+  spec?: unknown;
 }
 
 /** Drops metadata.managedFields (server-side apply bookkeeping, often the bulk of an object). */

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 
 /** The resources the double serves. */
-export type Resource = 'services' | 'endpointslices' | 'nodes';
+export type Resource = 'services' | 'endpointslices' | 'nodes' | 'httproutes' | 'grpcroutes';
 
 /** How a resource appears on the wire. */
 export interface ResourceInfo {
@@ -19,6 +19,9 @@ export const RESOURCES: Record<Resource, ResourceInfo> = {
   services: { apiVersion: 'v1', kind: 'Service', listKind: 'ServiceList', namespaced: true },
   endpointslices: { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', listKind: 'EndpointSliceList', namespaced: true },
   nodes: { apiVersion: 'v1', kind: 'Node', listKind: 'NodeList', namespaced: false },
+  // Gateway API CRDs, as a cluster with them installed serves them.
+  httproutes: { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', listKind: 'HTTPRouteList', namespaced: true },
+  grpcroutes: { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', listKind: 'GRPCRouteList', namespaced: true },
 };
 
 /** Any stored object (a fixture's V1Service, V1EndpointSlice, V1Node...): only metadata is interpreted. */
@@ -52,7 +55,7 @@ function keyOf(namespace: string | undefined, name: string): string {
 
 /** Objects, history and resourceVersions of one fake cluster. */
 export class KubeObjectStore {
-  private readonly objects: Record<Resource, Map<string, KubeObject>> = { services: new Map(), endpointslices: new Map(), nodes: new Map() };
+  private readonly objects: Record<Resource, Map<string, KubeObject>> = { services: new Map(), endpointslices: new Map(), nodes: new Map(), httproutes: new Map(), grpcroutes: new Map() };
   private history: StoredEvent[] = [];
   private listeners = new Set<(ev: StoredEvent) => void>();
   /** Last resourceVersion handed out. */

@@ -69,6 +69,8 @@ export class KubeApiDouble {
   /** PEM of the CA that signed the serving certificate. */
   readonly caPem: string;
   port = 0;
+  /** False: the Gateway API CRDs are not installed, so httproutes and grpcroutes answer 404 as a real cluster does. */
+  gatewayApiInstalled = true;
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
   private readonly watches = new Set<ActiveWatch>();
@@ -248,7 +250,7 @@ export class KubeApiDouble {
       return;
     }
     const route = parseRoute(url.pathname);
-    if (!route || req.method !== 'GET') {
+    if (!route || req.method !== 'GET' || (!this.gatewayApiInstalled && (route.resource === 'httproutes' || route.resource === 'grpcroutes'))) {
       sendStatus(res, 404, 'NotFound', 'the server could not find the requested resource');
       return;
     }
@@ -386,7 +388,8 @@ export class KubeApiDouble {
 function parseRoute(pathname: string): { resource: Resource; namespace: string | undefined; name: string | undefined } | undefined {
   const core = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?(services|nodes)(?:\/([^/]+))?$/.exec(pathname);
   const disc = /^\/apis\/discovery\.k8s\.io\/v1\/(?:namespaces\/([^/]+)\/)?(endpointslices)(?:\/([^/]+))?$/.exec(pathname);
-  const m = core ?? disc;
+  const gateway = /^\/apis\/gateway\.networking\.k8s\.io\/v1\/(?:namespaces\/([^/]+)\/)?(httproutes|grpcroutes)(?:\/([^/]+))?$/.exec(pathname);
+  const m = core ?? disc ?? gateway;
   if (!m) return undefined;
   const resource = m[2] as Resource;
   if (resource === 'nodes' && m[1] !== undefined) return undefined;
