@@ -25,6 +25,8 @@ export const FEDERATION_DEFAULTS = Object.freeze({
   store: 'embedded',
   vipCidr: '240.240.0.0/16',
   kubernetesStaleAfter: '30s',
+  maxTokenTtl: '720h',
+  maxTokenUses: '1000000',
 });
 
 /** How the federation reaches a secured etcd: files, read when the store is opened. */
@@ -72,6 +74,8 @@ export interface FederationConfig {
   vipCidr: string;
   clusters: readonly ClusterConfig[];
   serviceEntries: readonly ServiceEntry[];
+  /** Caps on what one join token may ask for. */
+  tokenLimits: { maxTtlMs: number; maxUses: number };
 }
 
 /** The flag names `kedge federation` accepts, mapped to YAML keys. */
@@ -93,6 +97,8 @@ export const FEDERATION_FLAGS = {
   'etcd-user': 'etcdUser',
   'etcd-password-file': 'etcdPasswordFile',
   'vip-cidr': 'vipCidr',
+  'max-token-ttl': 'maxTokenTtl',
+  'max-token-uses': 'maxTokenUses',
 } as const;
 
 const YAML_KEYS = [...Object.values(FEDERATION_FLAGS), 'clusters', 'serviceEntries'] as readonly string[];
@@ -201,6 +207,10 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
     vipCidr: at('vipCidr').parse((v) => (parseCidr4(v), v), FEDERATION_DEFAULTS.vipCidr),
     clusters: parseClusters(new Doc(source, merged).at('clusters'), base),
     serviceEntries: parseServiceEntries(new Doc(source, merged).at('serviceEntries')),
+    tokenLimits: {
+      maxTtlMs: at('maxTokenTtl').parse((s) => parseDuration(s, 'maximum token TTL'), FEDERATION_DEFAULTS.maxTokenTtl),
+      maxUses: wholeNumber(at('maxTokenUses'), FEDERATION_DEFAULTS.maxTokenUses),
+    },
   });
 }
 
@@ -233,6 +243,13 @@ function resolveStore(at: (key: string) => Doc, relKey: (key: string, p: string 
   }
   if (access.username !== undefined && !/^[^\s]+$/.test(access.username)) at('etcdUser').fail(`invalid etcd user "${access.username}": use the name given to "etcdctl user add"`);
   return { ...store, access };
+}
+
+/** A whole number of at least 1, from a flag (a string) or the file (a number or string). */
+function wholeNumber(d: Doc, def: string): number {
+  const n = typeof d.value === 'number' ? d.value : Number(d.string(def));
+  if (!Number.isSafeInteger(n) || n < 1) d.fail(`must be a whole number of at least 1, got ${JSON.stringify(d.value)}`);
+  return n;
 }
 
 function flagOf(key: string): string {

@@ -104,7 +104,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     };
     rotateServing();
 
-    const tokens = new TokenService(store);
+    const tokens = new TokenService(store, { limits: config.tokenLimits });
     let view: MeshView = { services: new Map() };
     let service: FederationService | undefined;
     let pushTimer: NodeJS.Timeout | undefined;

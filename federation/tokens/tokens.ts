@@ -66,14 +66,22 @@ function parseRecord(kv: KeyValue): TokenRecord {
   }
 }
 
+/** Caps on what one token may ask for (the federation's --max-token-ttl and --max-token-uses). */
+export interface TokenLimits { maxTtlMs: number; maxUses: number }
+
+/** Defaults of the caps: 30 days, a million uses (the CLI's own bound). */
+export const DEFAULT_TOKEN_LIMITS: TokenLimits = Object.freeze({ maxTtlMs: 30 * 24 * 60 * 60 * 1000, maxUses: 1_000_000 });
+
 /** Issues, redeems and lists join tokens kept in a Store. */
 export class TokenService {
   private readonly clock: () => number;
   private readonly retainMs: number;
+  private readonly limits: TokenLimits;
 
-  constructor(private readonly store: Store, opts: { clock?: () => number; retainMs?: number } = {}) {
+  constructor(private readonly store: Store, opts: { clock?: () => number; retainMs?: number; limits?: TokenLimits } = {}) {
     this.clock = opts.clock ?? Date.now;
     this.retainMs = opts.retainMs ?? DEFAULT_RETAIN_MS;
+    this.limits = opts.limits ?? DEFAULT_TOKEN_LIMITS;
   }
 
   /** Issues a token; `uses` defaults to 1. The token string is returned once and never stored. */
@@ -81,7 +89,9 @@ export class TokenService {
     validateBinding(binding);
     const uses = opts.uses ?? 1;
     if (!Number.isSafeInteger(uses) || uses < 1) throw invalidRequest(`token uses must be a whole number of at least 1, got ${uses}`);
+    if (uses > this.limits.maxUses) throw invalidRequest(`token uses ${uses} is over this federation's limit of ${this.limits.maxUses}; ask for fewer, or start the federation with a higher --max-token-uses`);
     if (!Number.isFinite(opts.ttlMs) || opts.ttlMs <= 0) throw invalidRequest(`token TTL must be positive, got ${opts.ttlMs} ms`);
+    if (opts.ttlMs > this.limits.maxTtlMs) throw invalidRequest(`token TTL of ${describeMs(opts.ttlMs)} is over this federation's limit of ${describeMs(this.limits.maxTtlMs)}; ask for a shorter --ttl, or start the federation with a higher --max-token-ttl`);
     const id = randomBytes(16).toString('base64url');
     const secret = randomBytes(32).toString('base64url');
     const now = this.clock();
@@ -159,6 +169,18 @@ export class TokenService {
   }
 }
 
+// A record written before the caps (or edited) may hold a time no Date can
+// show; listing must still work, so such a time is shown, not thrown.
+function isoTime(ms: number): string {
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? `out of range (${String(ms)} ms since the epoch)` : d.toISOString();
+}
+
+function describeMs(ms: number): string {
+  const days = ms / 86_400_000;
+  return days >= 1 ? `${Number(days.toPrecision(6))} days` : `${Math.round(ms / 1000)} s`;
+}
+
 function toInfo(id: string, rec: TokenRecord): TokenInfo {
   return {
     id,
@@ -166,7 +188,7 @@ function toInfo(id: string, rec: TokenRecord): TokenInfo {
     serviceAccount: rec.serviceAccount,
     usesLeft: Math.max(0, rec.uses - rec.used),
     uses: rec.uses,
-    expiresAt: new Date(rec.expiresAt).toISOString(),
-    createdAt: new Date(rec.createdAt).toISOString(),
+    expiresAt: isoTime(rec.expiresAt),
+    createdAt: isoTime(rec.createdAt),
   };
 }
