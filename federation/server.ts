@@ -14,7 +14,8 @@ import type { EtcdAccessConfig, FederationConfig } from './config';
 import { openEmbeddedStore } from './store/embedded';
 import { openEtcdStore } from './store/etcd';
 import type { EtcdSecurity } from './store/etcd-rpc';
-import type { Source, SourceService } from './sources/types';
+import type { Source, SourceService, SourceStatus } from './sources/types';
+import { FederationMetrics } from './metrics';
 import type { KubernetesSource } from './sources/kubernetes';
 import { ConsulSource } from './sources/consul';
 import { StaticSource } from './sources/static';
@@ -71,10 +72,15 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     }
   };
   try {
-    const store: Store =
+    const rawStore: Store =
       config.store.kind === 'etcd'
         ? await openEtcdStore(config.store.endpoints, { logger: logger.child({ component: 'store' }), security: readEtcdSecurity(config.store.access) })
         : await openEmbeddedStore(embeddedStoreParent(config.dataDir), { logger, kedgeVersion: KEDGE_VERSION });
+    // Read at scrape time; the parts they name exist by the first scrape.
+    let metricsSources: () => SourceStatus[] = () => [];
+    let connectedAgents = () => 0;
+    const metrics = new FederationMetrics({ replica: config.replica, storeKind: rawStore.kind, sources: () => metricsSources(), connectedAgents: () => connectedAgents() });
+    const store = metrics.instrumentStore(rawStore);
     closers.push(() => store.close());
     await refuseLostStore(store, {
       dataDir: config.dataDir,
@@ -156,7 +162,9 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     const certClusters = new CertClusters(store);
     await certClusters.sweep().catch((err) => logger.warn({ err: errorMessage(err) }, 'cannot sweep expired pod certificate bindings'));
     const kubeClusters = new Map(sources.flatMap((src) => (isKubernetes(src) ? [[src.name, src] as const] : [])));
+    metricsSources = () => sources.map((src) => src.status());
     service = new FederationService({
+      metrics,
       certClusters,
       reviewPodToken: async (cluster, token) => {
         const c = kubeClusters.get(cluster);
@@ -177,6 +185,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       viewFor: (v, network, role) => viewForNetwork(v, network, gatewaysOfAgents(registry.all()), role),
       logger,
     });
+    connectedAgents = () => service?.connected.size ?? 0;
     const server = new grpc.Server({
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,
@@ -223,6 +232,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       // Warnings about unknown services are computed against the current view, when asked.
       routeRows: () => resolveRoutes(routes.table(), clusterRoutes(), (key) => view.services.has(key)).rows,
       rebuild: scheduleRebuild,
+      metrics: () => metrics.render(),
       logger,
     });
     const httpPort = await listen(api, config.listenHttp);

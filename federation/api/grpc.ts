@@ -1,6 +1,7 @@
 // The agent-facing gRPC service: Sign (CSR -> certificate chain) and Connect
 // (registration, subscriptions, pushed updates, acks).
 import * as grpc from '@grpc/grpc-js';
+import type { PushObserver } from '../metrics';
 import { X509Certificate } from 'node:crypto';
 import type { AgentMessage__Output, FederationHandlers, FederationMessage, SignRequest__Output, SignResponse } from '../../proto/loader';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
@@ -55,6 +56,8 @@ export interface GrpcDeps {
   viewFor?: (view: MeshView, network: string, role: 'workload' | 'gateway') => MeshView;
   logger: Logger;
   clock?: () => number;
+  /** Metrics hooks: every Sign outcome, and each stream's pushes. */
+  metrics?: { signed(credential: 'token' | 'kubernetes' | 'mtls', code: string | undefined): void; push: PushObserver };
 }
 
 /** Implements the Federation service; `connected` lists this replica's streams. */
@@ -69,9 +72,14 @@ export class FederationService {
   handlers(): FederationHandlers {
     return {
       Sign: (call, cb) => {
+        const credential = call.request.joinToken ? 'token' : call.request.kubernetesToken ? 'kubernetes' : 'mtls';
         this.sign(call.request, call)
-          .then((res) => cb(null, res))
+          .then((res) => {
+            this.deps.metrics?.signed(credential, undefined);
+            cb(null, res);
+          })
           .catch((err) => {
+            this.deps.metrics?.signed(credential, typeof (err as KedgeError).code === 'string' ? (err as KedgeError).code : 'KEDGE_INTERNAL');
             this.deps.logger.warn({ err: errorMessage(err), code: (err as KedgeError).code }, 'Sign refused');
             cb(toGrpcError(err) as grpc.ServiceError);
           });
@@ -211,7 +219,7 @@ export class FederationService {
             registration.abandon();
             return;
           }
-          const push = new PushSession((u, flushed) => call.write({ update: u }, flushed), this.clock);
+          const push = new PushSession((u, flushed) => call.write({ update: u }, flushed), this.clock, undefined, this.deps.metrics?.push);
           conn = { id: record.id, network: record.workload.network, role: record.gateway ? 'gateway' : 'workload', identity, connectedAt: record.connectedAt, lastContact: record.connectedAt, certNotAfter: certNotAfter.toISOString(), push };
           this.connected.set(record.id, conn);
           call.write({ registered: { agentId: record.id, replica: deps.replica, spiffeId: identity } });

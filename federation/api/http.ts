@@ -1,5 +1,5 @@
 // The federation's HTTP JSON API for the CLI, authenticated with the admin
-// token (bearer), plus unauthenticated /healthz and /readyz.
+// token (bearer), plus unauthenticated /healthz, /readyz and /metrics.
 import * as http from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
@@ -42,6 +42,8 @@ export interface HttpDeps {
   routeRows: () => readonly RouteRow[];
   /** Asks for a mesh rebuild and push (after a route or policy change made here). */
   rebuild: () => void;
+  /** The /metrics page (Prometheus text format); served without the admin token. */
+  metrics?: () => Promise<string>;
   logger: Logger;
 }
 
@@ -126,6 +128,16 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.pathname === '/healthz') return send(200, { status: 'ok' });
     if (url.pathname === '/readyz') return deps.ready() ? send(200, { status: 'ready' }) : send(503, { status: 'not ready' });
+    // Prometheus scrapes without the admin token: metrics name no secrets.
+    if (url.pathname === '/metrics' && req.method === 'GET' && deps.metrics) {
+      deps.metrics()
+        .then((text) => {
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+          res.end(text);
+        })
+        .catch((err) => send(500, { code: 'KEDGE_INTERNAL', message: `cannot render metrics: ${errorMessage(err)}` }));
+      return;
+    }
     const route = routes.find(([m, re]) => m === req.method && re.test(url.pathname));
     if (!route) return send(404, { code: 'KEDGE_NOT_FOUND', message: `no API route ${req.method} ${url.pathname}` });
     if (!authorized(req.headers.authorization, tokenDigest)) {

@@ -4,6 +4,7 @@
 import type { ServiceUpdate } from '../../proto/loader';
 import type { MeshService, MeshView } from '../mesh/types';
 import { applySent, deltaOfSorted } from './delta';
+import type { PushObserver } from '../metrics';
 
 /**
  * Most endpoints one update carries, unless a single service has more (a
@@ -60,11 +61,17 @@ export class PushSession {
   private backends: ReadonlySet<string> = new Set();
   /** Backends no longer referenced, to be sent as removed by this push. */
   private goneBackends: string[] = [];
+  /** When the oldest change not yet sent was asked to be pushed. */
+  private changeAt: number | undefined;
+  /** Nonce -> when the change it carries was asked to be pushed, until acked (a few at most). */
+  private readonly changeOf = new Map<number, number>();
 
   constructor(
     private readonly send: SendUpdate,
     private readonly clock: () => number = Date.now,
     private readonly maxUpdateEndpoints = MAX_UPDATE_ENDPOINTS,
+    /** Metrics: pushes, ACK latency from the change, NACKs. */
+    private readonly observer?: PushObserver,
   ) {}
 
   /** Subscribes to every service, present and future (east-west gateways). */
@@ -97,6 +104,7 @@ export class PushSession {
    * flight (the view is then pushed once they are flushed).
    */
   push(view: MeshView): boolean {
+    this.changeAt ??= this.clock();
     if (this.inFlight > 0) {
       this.waiting = view;
       return false;
@@ -110,7 +118,10 @@ export class PushSession {
       found.removed.sort();
       this.goneBackends = [];
     }
-    if (this.initialSent && !found) return false;
+    if (this.initialSent && !found) {
+      this.changeAt = undefined;
+      return false;
+    }
     const delta = found ?? { services: [], removed: [] };
     this.initialSent = true;
     applySent(this.sent, delta);
@@ -130,6 +141,7 @@ export class PushSession {
       endpoints += svc.endpoints.length;
     }
     if (part.length > 0 || removed.length > 0 || delta.services.length === 0) this.sendUpdate(part, removed);
+    this.changeAt = undefined;
     return true;
   }
 
@@ -158,6 +170,12 @@ export class PushSession {
   private sendUpdate(services: MeshService[], removed: string[]): void {
     this.nonce += 1;
     this.inFlight += 1;
+    if (this.changeAt !== undefined && this.observer) {
+      this.changeOf.set(this.nonce, this.changeAt);
+      // An agent that never acks must not grow this.
+      if (this.changeOf.size > 64) this.changeOf.delete(this.changeOf.keys().next().value as number);
+    }
+    this.observer?.pushed();
     let done = false;
     const flushed = () => {
       if (done) return;
@@ -180,10 +198,16 @@ export class PushSession {
 
   /** Records an ACK (errorDetail empty) or NACK for a nonce. */
   ack(nonce: string, errorDetail: string): void {
+    const n = Number(nonce);
+    const changedAt = this.changeOf.get(n);
+    // This nonce and every earlier one are answered.
+    for (const k of this.changeOf.keys()) if (k <= n) this.changeOf.delete(k);
     if (errorDetail) {
       this.lastNack = `${nonce}: ${errorDetail}`;
+      this.observer?.nacked();
       return;
     }
+    if (changedAt !== undefined) this.observer?.acked(this.clock() - changedAt);
     this.acked = nonce;
     this.ackedAt = new Date(this.clock()).toISOString();
   }
