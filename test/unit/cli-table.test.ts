@@ -39,5 +39,10 @@ describe('kedge get tables', () => {
     { agent: 'shop/vm-1', replica: 'fed-a:15012', ackedVersion: '7', lastContact: '2026-11-24T06:59:55.000Z', certNotAfter: '2026-11-25T06:00:00.000Z', subscriptions: ['reviews.default'] },
     { agent: 'shop/vm-2', replica: 'fed-b:15012', ackedVersion: '', lastContact: '2026-11-24T06:30:00.000Z', certNotAfter: undefined, subscriptions: [] },
   ], Date.parse('2026-11-24T07:00:00.000Z'))));
+  it('routes', () => golden('routes', TABLES.routes([
+    { kind: 'FaultInjection', namespace: 'default', name: 'flaky', source: 'kedge apply', parents: [], backends: [], rules: 0, createdAt: '', warnings: [] },
+    { kind: 'HTTPRoute', namespace: 'default', name: 'reviews-split', source: 'kedge apply', parents: ['reviews.default:9080'], backends: ['reviews-v1.default:9080=90', 'reviews-v2.default:9080=10'], rules: 1, createdAt: '', warnings: ['also defined by cluster east; the copy from kedge apply is used'] },
+    { kind: 'GRPCRoute', namespace: 'shop', name: 'cart', source: 'cluster east', parents: ['cart.shop:grpc'], backends: [], rules: 0, createdAt: '', warnings: [], error: 'GRPCRoute shop/cart: spec.hostnames: has no meaning on a mesh route' },
+  ])));
   it('an empty list still prints the header', () => golden('empty', TABLES.services([])));
 });
