@@ -310,6 +310,11 @@ export class MeshBalancers {
     return entry;
   }
 
+  /** Every endpoint key (address:port dialled) of every service now. */
+  *endpointKeys(): IterableIterator<string> {
+    for (const entry of this.entries.values()) for (const e of entry.endpoints()) yield e.key;
+  }
+
   /** Drops the entries `keep` says no to (services gone from the caller's view). */
   prune(keep: (key: string) => boolean): void {
     for (const key of this.entries.keys()) if (!keep(key)) this.entries.delete(key);

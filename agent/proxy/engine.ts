@@ -15,6 +15,10 @@ import { closeClient, forwardOpaque } from './opaque';
 import { readPrefix } from './prefix';
 import { DETECT_TIMEOUT_MS, type Stack, detectStack, IMPLEMENTED, stackFor } from './protocol';
 import type { EndpointView, ServiceView } from './types';
+import type { PeerWorkload, RecordSink } from './record';
+import type { Http1Pools } from './http1/pools';
+import { serveHttp1Outbound } from './http1/outbound';
+import type { Http1Session } from './http1/session';
 
 /** What forwarding over the mesh needs; getters, so it always sees the current identity. */
 export interface MeshDeps extends AttemptDeps {
@@ -27,6 +31,16 @@ export interface MeshDeps extends AttemptDeps {
   track: (socket: net.Socket) => void;
   /** How long an unknown port waits for the client's first bytes. */
   detectTimeoutMs?: number;
+  /** Where request and connection records go. */
+  sink: RecordSink;
+  /** This proxy's own workload now. */
+  self: () => PeerWorkload;
+  /** The HTTP/1.1 connection pools to endpoints. */
+  pools: Http1Pools;
+  /** Open HTTP/1.1 sessions, so a closing proxy can drain them. */
+  sessions: Set<Http1Session>;
+  /** A service of the current snapshot by name.namespace (route backends). */
+  service: (key: string) => ServiceView | undefined;
 }
 
 /** One client connection's way into the mesh: a service port, and an endpoint to try first. */
@@ -75,7 +89,8 @@ export async function forwardToService(client: net.Socket, route: MeshRoute, tra
   return forwardStack(client, route, stack, trace, deps, prefix);
 }
 
-function forwardStack(client: net.Socket, route: MeshRoute, _stack: Stack, trace: ConnectionTrace, deps: MeshDeps, prefix: Buffer | undefined): Promise<void> {
+function forwardStack(client: net.Socket, route: MeshRoute, stack: Stack, trace: ConnectionTrace, deps: MeshDeps, prefix: Buffer | undefined): Promise<void> {
+  if (stack === 'http1') return Promise.resolve(serveHttp1Outbound(client, route, trace, deps, prefix));
   const { service, port } = route;
   const fields = { service: service.key, port, ...route.log };
   const entry = deps.balancers.entry(service);

@@ -14,6 +14,9 @@ import { splice } from './splice';
 import { failureCode } from './stats';
 import { type IdentityContexts, acceptPeerIdentity } from './tls';
 import type { LocalTarget } from './types';
+import { type Http1InboundDeps, appPool, serveHttp1Inbound } from './http1/inbound';
+import type { ConnectionPool } from './http1/pool';
+import type { Http1Session } from './http1/session';
 
 // A client that connects and never finishes the handshake holds a socket;
 // Node's default (120 s) is far longer than any mesh handshake needs.
@@ -38,6 +41,10 @@ export interface InboundDeps {
   self: () => PeerWorkload;
   /** Trust domains whose SPIFFE IDs are accepted (the mesh's own, and federated ones). */
   trustDomains: () => ReadonlySet<string>;
+  /** Connect limit to the local app for HTTP requests. */
+  connectTimeoutMs: number;
+  /** Open HTTP/1.1 sessions, so a closing proxy can drain them. */
+  sessions: Set<Http1Session>;
 }
 
 /** The inbound mTLS listener; see the file comment. */
@@ -49,6 +56,9 @@ export class InboundListener {
   private revoked: ReadonlySet<string> = new Set();
   /** Open mesh connections by the peer certificate's serial, so a revocation can close them. */
   private readonly bySerial = new Map<string, Set<tls.TLSSocket>>();
+  /** Keep-alive pools to the local apps, by host:port, for HTTP/1.1 mesh connections. */
+  private readonly appPools = new Map<string, ConnectionPool>();
+  private readonly http1: Http1InboundDeps;
 
   constructor(
     contexts: IdentityContexts,
@@ -56,6 +66,19 @@ export class InboundListener {
     private readonly deps: InboundDeps,
   ) {
     this.targets = indexTargets(targets);
+    this.http1 = {
+      logger: deps.logger,
+      sink: deps.sink,
+      connectTimeoutMs: deps.connectTimeoutMs,
+      sessions: deps.sessions,
+      track: (s) => this.track(s),
+      appPool: (t) => {
+        const key = `${t.host}:${t.targetPort}`;
+        let p = this.appPools.get(key);
+        if (p === undefined) this.appPools.set(key, (p = appPool(t, deps.connectTimeoutMs, (s) => this.track(s))));
+        return p;
+      },
+    };
     this.server = tls.createServer({
       ...contexts.serverOptions,
       // The client chain is verified against the trust bundle only; Node
@@ -68,6 +91,9 @@ export class InboundListener {
       // timeout. Switched on per connection once the handshake is done.
       allowHalfOpen: false,
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      // What a mesh connection carries: pooled HTTP/1.1 when the client
+      // proxy asks for it; no ALPN means opaque bytes for the app.
+      ALPNProtocols: ['http/1.1'],
     });
     this.server.on('connection', (raw: net.Socket) => this.track(raw));
     this.server.on('secureConnection', (socket: tls.TLSSocket) => this.onSecureConnection(socket));
@@ -81,6 +107,18 @@ export class InboundListener {
 
   setTargets(targets: readonly LocalTarget[]): void {
     this.targets = indexTargets(targets);
+    const live = new Set(targets.map((t) => `${t.host}:${t.targetPort}`));
+    for (const [key, pool] of this.appPools) {
+      if (live.has(key)) continue;
+      pool.close();
+      this.appPools.delete(key);
+    }
+  }
+
+  /** Closes the idle connections to the apps (shutdown). */
+  closePools(): void {
+    for (const p of this.appPools.values()) p.close();
+    this.appPools.clear();
   }
 
   /**
@@ -158,6 +196,11 @@ export class InboundListener {
       return refuse(err instanceof KedgeError ? err : new KedgeError(failureCode(err, 'KEDGE_NO_LOCAL_TARGET'), errorMessage(err)));
     }
     this.trackSerial(serial, socket);
+    // Half-close is forwarded from here on (documented as settable before 'end').
+    socket.allowHalfOpen = true;
+    // Set after the handshake: TLS sockets ignore noDelay given at creation.
+    socket.setNoDelay(true);
+    if (socket.alpnProtocol === 'http/1.1') return serveHttp1Inbound(socket, target, peer, this.deps.self(), trace, this.http1, resumed);
 
     const targetAddr = `${target.host}:${target.targetPort}`;
     const app = net.connect({ host: target.host, port: target.targetPort, allowHalfOpen: true });
@@ -168,10 +211,6 @@ export class InboundListener {
       app.setNoDelay(true);
       trace.open(targetAddr);
     });
-    // Half-close is forwarded from here on (documented as settable before 'end').
-    socket.allowHalfOpen = true;
-    // Set after the handshake: TLS sockets ignore noDelay given at creation.
-    socket.setNoDelay(true);
     // Piping before the target connects is fine: writes queue until it does.
     splice(socket, app, (err) => {
       const code = connected ? '' : 'KEDGE_TARGET_CONNECT_FAILED';

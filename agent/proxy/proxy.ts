@@ -18,6 +18,8 @@ import { type OriginalDstReader, OutboundListener } from './outbound';
 import { peerFromSpiffe } from './connection-record';
 import { NULL_SINK, type PeerWorkload, type RecordSink, fanOut } from './record';
 import { type DirectionStats, type ProxyStats, inboundStats, outboundStats } from './stats';
+import { Http1Pools } from './http1/pools';
+import type { Http1Session } from './http1/session';
 import { SessionCache, buildIdentityContexts, trustDomainOf } from './tls';
 import type { LocalTarget, ProxySnapshot, TlsIdentity, UpstreamSpec } from './types';
 import { type ClientTls, MAX_ATTEMPTS, UpstreamListener } from './upstream';
@@ -134,6 +136,8 @@ export class Proxy {
   private readonly inboundStats: DirectionStats = inboundStats();
   private readonly outboundStats: DirectionStats = outboundStats();
   private self: PeerWorkload;
+  private readonly pools = new Http1Pools();
+  private readonly sessions = new Set<Http1Session>();
   private trustDomains: ReadonlySet<string>;
   private readonly logger: Logger;
   private closing: Promise<void> | undefined;
@@ -152,6 +156,8 @@ export class Proxy {
       sink: inboundSink,
       self: () => this.self,
       trustDomains: () => this.trustDomains,
+      connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      sessions: this.sessions,
     });
     this.balancers = new MeshBalancers(opts.client ?? UNKNOWN_TOPOLOGY);
     const deps = {
@@ -160,6 +166,9 @@ export class Proxy {
       logger: this.logger.child({ listener: 'upstream' }),
       sink: outboundSink,
       self: () => this.self,
+      pools: this.pools,
+      sessions: this.sessions,
+      service: (key: string) => this.current.services.get(key),
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       balancers: this.balancers,
       random: opts.random ?? Math.random,
@@ -241,6 +250,9 @@ export class Proxy {
   setSnapshot(s: ProxySnapshot): void {
     const index = this.outbound ? buildDestinationIndex(s) : this.destinations;
     this.balancers.sync(s);
+    const live = new Set<string>();
+    for (const e of this.balancers.endpointKeys()) live.add(e);
+    this.pools.prune((ep) => live.has(ep));
     this.current = s;
     this.destinations = index;
     this.inbound.setRevoked(s.revokedSerials ?? NO_SERIALS);
@@ -286,8 +298,8 @@ export class Proxy {
     const i = this.inboundStats.snapshot();
     const o = this.outboundStats.snapshot();
     return {
-      inbound: { ...i.totals, byPeer: i.by, failures: i.failures, passthrough: i.passthrough, requests: i.requests },
-      outbound: { ...o.totals, byEndpoint: o.by, failures: o.failures, passthrough: o.passthrough, requests: o.requests },
+      inbound: { ...i.totals, byPeer: i.by, failures: i.failures, passthrough: i.passthrough, http: i.http, requests: i.requests },
+      outbound: { ...o.totals, byEndpoint: o.by, failures: o.failures, passthrough: o.passthrough, http: o.http, requests: o.requests },
     };
   }
 
@@ -301,6 +313,11 @@ export class Proxy {
     // The TLS server behind a capture front never listens; closing it is harmless.
     const servers = [this.inbound.server, ...(this.front ? [this.front.server] : []), ...this.upstreams.map((u) => u.server), ...(this.outbound?.servers ?? [])];
     const stopped = Promise.all(servers.map(stopListening));
+    // Idle keep-alive connections would hold the drain for nothing: pools
+    // close theirs, sessions close when idle or after their exchange.
+    this.pools.close();
+    this.inbound.closePools();
+    for (const s of this.sessions) s.drain();
     const sets = [this.inbound.sockets, ...(this.front ? [this.front.sockets] : []), ...this.upstreams.map((u) => u.sockets), ...(this.outbound ? [this.outbound.sockets] : [])];
     const open = (): number => sets.reduce((n, s) => n + s.size, 0);
     // Polling only runs during shutdown; it keeps the hot path free of

@@ -35,12 +35,14 @@ export interface RequestCounters {
  * twice shows up on three endpoints. `passthrough` is the part of the
  * totals that bypassed mesh TLS with capture on: inbound plaintext and
  * non-mesh TLS handed to the app, outbound connections to destinations
- * outside the mesh. `requests` counts HTTP/gRPC requests on L7 ports (their
- * connections are in the connection counters too).
+ * outside the mesh. `http` is the part of the totals that carried HTTP
+ * (an application's connection on an L7 port, a pooled mesh connection;
+ * a pooled one stays open while idle, up to the pool idle timeout), and
+ * `requests` counts the requests they carried.
  */
 export interface ProxyStats {
-  inbound: ConnectionCounters & { byPeer: Record<string, ConnectionCounters>; failures: FailureCounts; passthrough: ConnectionCounters; requests: RequestCounters };
-  outbound: ConnectionCounters & { byEndpoint: Record<string, ConnectionCounters>; failures: FailureCounts; passthrough: ConnectionCounters; requests: RequestCounters };
+  inbound: ConnectionCounters & { byPeer: Record<string, ConnectionCounters>; failures: FailureCounts; passthrough: ConnectionCounters; http: ConnectionCounters; requests: RequestCounters };
+  outbound: ConnectionCounters & { byEndpoint: Record<string, ConnectionCounters>; failures: FailureCounts; passthrough: ConnectionCounters; http: ConnectionCounters; requests: RequestCounters };
 }
 
 /** What one direction's counters show, copied. */
@@ -49,6 +51,7 @@ export interface DirectionSnapshot {
   by: Record<string, ConnectionCounters>;
   failures: FailureCounts;
   passthrough: ConnectionCounters;
+  http: ConnectionCounters;
   requests: RequestCounters;
 }
 
@@ -61,6 +64,7 @@ interface Live {
   failed: number;
 }
 
+const isHttp = (r: Pick<ConnectionRecord, 'stack'>): boolean => r.stack === 'http1' || r.stack === 'http2';
 const live = (): Live => ({ finished: 0, active: 0, failed: 0 });
 const show = (c: Live): ConnectionCounters => ({ total: c.finished + c.active, active: c.active, failed: c.failed });
 
@@ -72,6 +76,7 @@ const show = (c: Live): ConnectionCounters => ({ total: c.finished + c.active, a
 export class DirectionStats implements RecordSink {
   private readonly totals = live();
   private readonly passthrough = live();
+  private readonly http = live();
   private readonly by = new Map<string, Live>();
   private readonly failures = new Map<string, number>();
   private readonly requests = { total: 0, failed: 0, byStatus: new Map<number, number>() };
@@ -85,6 +90,7 @@ export class DirectionStats implements RecordSink {
     this.attempts(conn.failedAttempts);
     this.totals.active++;
     if (this.isPassthrough(conn)) this.passthrough.active++;
+    if (isHttp(conn)) this.http.active++;
     const key = this.keyOf(conn);
     if (key !== '') this.key(key).active++;
   }
@@ -113,7 +119,10 @@ export class DirectionStats implements RecordSink {
     const pass = this.isPassthrough(r);
     const key = this.keyOf(r);
     const byKey = key === '' ? undefined : this.key(key);
-    for (const c of pass ? [this.totals, this.passthrough] : [this.totals]) {
+    const counters = [this.totals];
+    if (pass) counters.push(this.passthrough);
+    if (isHttp(r)) counters.push(this.http);
+    for (const c of counters) {
       c.finished++;
       if (r.opened) c.active--;
       else c.failed++;
@@ -151,6 +160,7 @@ export class DirectionStats implements RecordSink {
       by,
       failures: Object.fromEntries(this.failures),
       passthrough: show(this.passthrough),
+      http: show(this.http),
       requests: { total: this.requests.total, failed: this.requests.failed, byStatus },
     };
   }

@@ -7,7 +7,6 @@ import * as net from 'node:net';
 import { KedgeError } from '../../proto/model/errors';
 import { ConnectionTrace, destinationService } from './connection-record';
 import { type MeshDeps, forwardToService, refuseOutbound } from './engine';
-import type { PeerWorkload, RecordSink } from './record';
 import { UNKNOWN_PEER } from './record';
 import type { ProxySnapshot, UpstreamSpec } from './types';
 
@@ -17,10 +16,6 @@ export { MAX_ATTEMPTS } from './attempts';
 /** What an upstream listener reads at accept time; getters, so it always sees the current snapshot and identity. */
 export interface UpstreamDeps extends Omit<MeshDeps, 'track'> {
   snapshot: () => ProxySnapshot;
-  /** Where outbound records go (the proxy's counters and telemetry). */
-  sink: RecordSink;
-  /** This proxy's own workload now: the source of its outbound records. */
-  self: () => PeerWorkload;
 }
 
 /** The record of an outbound connection as accepted: source is this proxy, the rest learned as it goes. */

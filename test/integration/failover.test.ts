@@ -346,14 +346,15 @@ describe('locality failover through the proxy', () => {
     const slow: TrafficPolicy = { ...FAST, outlierDetection: { ...FAST_OUTLIER, baseEjectionTimeMs: 30_000, maxEjectionTimeMs: 60_000 } };
     push(slow);
     await byName.get('a1')!.killApp();
-    // The proxy still completes the handshake, then closes without a byte:
-    // a request already sent cannot be retried, so the client sees those.
+    // The proxy still completes the handshake and answers 503 itself, naming
+    // KEDGE_TARGET_CONNECT_FAILED: the request never reached an app, so the
+    // client proxy sends it to another endpoint and counts a connect failure.
     const r = await load(40, 1);
-    assert.equal(r.failed, 3);
+    assert.equal(r.failed, 0);
     assert.equal(r.byServer.a1, undefined);
     // With a1 out, zone-a keeps 70% (the 1.4 rule) and zone-b takes the rest.
-    assert.equal((r.byServer.a2 ?? 0) + (r.byZone['zone-b'] ?? 0), 37);
-    assert.ok(clientLog.some((l) => l.msg === 'endpoint ejected by outlier detection' && l.workload === 'a1' && l.outcome === 'reset'));
+    assert.equal((r.byServer.a2 ?? 0) + (r.byZone['zone-b'] ?? 0), 40);
+    assert.ok(clientLog.some((l) => l.msg === 'endpoint ejected by outlier detection' && l.workload === 'a1' && l.outcome === 'connect-failure'));
     const a1 = (await balancerDump()).services['cart.shop']!.endpoints.find((e) => e.workload === 'a1')!;
     assert.equal(a1.health, 'ejected');
     assert.equal(a1.federationHealthy, true);

@@ -26,7 +26,11 @@ export type Outcome =
   /** TCP or TLS setup failed or timed out. */
   | 'connect-failure'
   /** An established connection was reset by the endpoint side before a clean close. */
-  | 'reset';
+  | 'reset'
+  /** An HTTP response with a 5xx status other than a gateway error (counts toward consecutive5xxErrors). */
+  | 'http-5xx'
+  /** 502, 503, 504 or gRPC UNAVAILABLE (counts toward consecutiveGatewayErrors and consecutive5xxErrors). */
+  | 'gateway-error';
 
 /** An endpoint's ejection, as the picker and the admin endpoint see it. */
 export interface Ejection {
@@ -47,7 +51,11 @@ export type RecordResult =
   | { type: 'ignored' };
 
 interface State {
+  /** Consecutive connect failures and resets. */
   consecutive: number;
+  /** Consecutive 5xx responses, gateway errors included. */
+  consecutive5xx: number;
+  consecutiveGateway: number;
   multiplier: number;
   ejection: Ejection | undefined;
   /** When the endpoint last returned to service, for the multiplier's decay. */
@@ -104,13 +112,27 @@ export class OutlierDetector {
     this.expire(now);
     if (outcome === 'success') {
       s.consecutive = 0;
+      s.consecutive5xx = 0;
+      s.consecutiveGateway = 0;
       return { type: 'counted', consecutive: 0 };
     }
-    s.consecutive++;
-    const { consecutiveErrors, maxEjectionPercent } = this.config;
-    if (consecutiveErrors <= 0 || maxEjectionPercent <= 0) return { type: 'ignored' };
+    const { consecutiveErrors, consecutive5xxErrors, consecutiveGatewayErrors, maxEjectionPercent } = this.config;
+    let tripped: boolean;
+    let count: number;
+    if (outcome === 'connect-failure' || outcome === 'reset') {
+      count = ++s.consecutive;
+      tripped = consecutiveErrors > 0 && s.consecutive >= consecutiveErrors;
+    } else {
+      // A response, even a 5xx, proves the connection works; the
+      // connection-level count is left as it is (Envoy keeps local-origin
+      // and external errors apart the same way).
+      count = ++s.consecutive5xx;
+      s.consecutiveGateway = outcome === 'gateway-error' ? s.consecutiveGateway + 1 : 0;
+      tripped = (consecutive5xxErrors > 0 && s.consecutive5xx >= consecutive5xxErrors) || (consecutiveGatewayErrors > 0 && s.consecutiveGateway >= consecutiveGatewayErrors);
+    }
+    if (maxEjectionPercent <= 0 || (consecutiveErrors <= 0 && consecutive5xxErrors <= 0 && consecutiveGatewayErrors <= 0)) return { type: 'ignored' };
     // Already out (the picker only sends traffic there in panic): keep counting, nothing to do.
-    if (s.ejection || s.consecutive < consecutiveErrors) return { type: 'counted', consecutive: s.consecutive };
+    if (s.ejection || !tripped) return { type: 'counted', consecutive: count };
 
     const total = this.states.size;
     // Envoy: eject if the ejected share after this ejection stays within the
@@ -123,6 +145,8 @@ export class OutlierDetector {
     const duration = Math.min(this.config.baseEjectionTimeMs * s.multiplier, this.config.maxEjectionTimeMs);
     s.ejection = { since: now, until: now + duration, multiplier: s.multiplier };
     s.consecutive = 0;
+    s.consecutive5xx = 0;
+    s.consecutiveGateway = 0;
     this.ejectedCount++;
     return { type: 'ejected', key, ejection: s.ejection };
   }
@@ -138,6 +162,8 @@ export class OutlierDetector {
         s.returnedAt = s.ejection.until;
         s.ejection = undefined;
         s.consecutive = 0;
+        s.consecutive5xx = 0;
+        s.consecutiveGateway = 0;
         this.ejectedCount--;
         returned.push(key);
       }
@@ -172,7 +198,7 @@ export class OutlierDetector {
 }
 
 function fresh(federationHealthy: boolean): State {
-  return { consecutive: 0, multiplier: 0, ejection: undefined, returnedAt: undefined, federationHealthy };
+  return { consecutive: 0, consecutive5xx: 0, consecutiveGateway: 0, multiplier: 0, ejection: undefined, returnedAt: undefined, federationHealthy };
 }
 
 // The multiplier after its decay: one less per full interval in service.

@@ -104,6 +104,8 @@ export class ServiceBalancer<E extends BalancerEndpoint> {
 function sameOutlier(a: OutlierConfig, b: OutlierConfig): boolean {
   return (
     a.consecutiveErrors === b.consecutiveErrors &&
+    a.consecutive5xxErrors === b.consecutive5xxErrors &&
+    a.consecutiveGatewayErrors === b.consecutiveGatewayErrors &&
     a.intervalMs === b.intervalMs &&
     a.baseEjectionTimeMs === b.baseEjectionTimeMs &&
     a.maxEjectionTimeMs === b.maxEjectionTimeMs &&

@@ -1,0 +1,229 @@
+// The client proxy's HTTP/1.1 stack: the application's connection is read
+// request by request (session.ts); each request is routed (the service's
+// compiled Gateway API routes: match, filters, weighted backend, timeouts,
+// retry), balanced on its own (the per-request picker), and sent over a
+// pooled keep-alive mTLS connection to the chosen endpoint (ALPN
+// http/1.1), or a pooled plain connection to a plaintext endpoint.
+import { randomUUID } from 'node:crypto';
+import type * as net from 'node:net';
+import { KedgeError } from '../../../proto/model/errors';
+import { buildSni } from '../../../proto/model/sni';
+import { modifyPath, pickBackend, redirectLocation } from '../../../policy/routes/apply';
+import type { HeaderModifier, RouteRequest } from '../../../policy/routes/types';
+import { TRAFFIC_POLICY_DEFAULTS } from '../../../policy/traffic-policy';
+import { connectAttempts, logOutlier } from '../attempts';
+import type { ServiceEntry } from '../balancers';
+import { type ConnectionTrace, destinationService, peerFromSpiffe } from '../connection-record';
+import { dialEndpoint, dialPlaintext } from '../dial';
+import type { MeshDeps, MeshRoute } from '../engine';
+import { UNKNOWN_PEER } from '../record';
+import { RequestTrace, requestLogFields, traceIdOf } from '../request-record';
+import type { ServiceView } from '../types';
+import type { HeadEdit } from './head';
+import { type HeaderLine, type RequestHead, headerValue } from './parse';
+import { type Http1Side, Http1Session, type LocalAnswer, type RequestPlan, type Upstream } from './session';
+
+/** What the HTTP/1.1 client side needs: the engine's deps. */
+export type Http1OutboundDeps = MeshDeps;
+
+/** Where one request goes after routing. */
+interface Backend {
+  service: ServiceView;
+  port: number;
+  /** The endpoint the client addressed directly, for the addressed service only. */
+  preferred: import('../types').EndpointView | undefined;
+}
+
+const plans = new WeakMap<RequestPlan, Backend>();
+/** The endpoint a request's last attempt went to, for its access-log line. */
+const endpointOf = new WeakMap<RequestTrace, import('../balancers').MeshEndpoint>();
+
+/** A header lookup over parsed lines, repeated headers joined with ", " (built only when a route table needs it). */
+function headerMap(headers: readonly HeaderLine[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const h of headers) {
+    const prev = m.get(h.name);
+    m.set(h.name, prev === undefined ? h.value : `${prev}, ${h.value}`);
+  }
+  return m;
+}
+
+/** Path and query of a request target (origin-form, or absolute-form as proxies may get). */
+export function splitTarget(target: string): { path: string; query: string } {
+  let t = target;
+  if (!t.startsWith('/')) {
+    const m = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/[^/?#]*/.exec(t);
+    t = m ? t.slice(m[0].length) || '/' : t;
+  }
+  const q = t.indexOf('?');
+  return q < 0 ? { path: t, query: '' } : { path: t.slice(0, q), query: t.slice(q + 1) };
+}
+
+function applyModifier(edit: { remove: Set<string>; add: Array<[string, string]> }, mod: HeaderModifier | undefined): void {
+  if (mod === undefined) return;
+  for (const n of mod.remove) edit.remove.add(n);
+  for (const { name, value } of mod.set) {
+    edit.remove.add(name);
+    edit.add.push([name, value]);
+  }
+  for (const { name, value } of mod.add) edit.add.push([name, value]);
+}
+
+/** Serves one application connection to `route` with the HTTP/1.1 stack. */
+export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: ConnectionTrace, deps: Http1OutboundDeps, prefix?: Buffer): void {
+  const { service, port } = route;
+  const fields = { service: service.key, port, ...route.log };
+  const scheme = 'http';
+
+  const side: Http1Side = {
+    logger: deps.logger,
+    retriesProxyErrors: true,
+    plan(req: RequestHead): RequestPlan {
+      const { path, query } = splitTarget(req.target);
+      const authority = headerValue(req.headers, 'host') ?? '';
+      const given = headerValue(req.headers, 'x-request-id');
+      const requestId = given ?? randomUUID();
+      const t = new RequestTrace(deps.sink, {
+        reporter: 'source',
+        source: deps.self(),
+        destination: UNKNOWN_PEER,
+        service: destinationService(service.key, service.hostname, port),
+        connectionSecurityPolicy: 'unknown',
+        protocol: 'http',
+        httpVersion: `HTTP/1.${req.minor}`,
+        method: req.method,
+        path: req.target,
+        authority,
+        requestId,
+        traceId: traceIdOf(headerValue(req.headers, 'traceparent')),
+      }, (rec) => {
+        const ep = endpointOf.get(t);
+        deps.logger.info({ ...fields, ...(ep ? { endpoint: ep.key, workload: ep.view.workload, ...(ep.view.plaintext ? { plaintext: true } : { sni: buildSni(rec.service.port, rec.service.hostname), peer: ep.view.identity }) } : {}), ...requestLogFields(rec) }, 'outbound');
+      });
+      const edit = { remove: new Set<string>(['x-forwarded-proto']), add: [['x-forwarded-proto', scheme]] as Array<[string, string]> };
+      if (given === undefined) edit.add.push(['x-request-id', requestId]);
+      // HTTP/1.0 closes by default; between proxies and to the app the pool keeps connections.
+      if (req.minor === 0) edit.add.push(['connection', 'keep-alive']);
+      const responseEdit = { remove: new Set<string>(), add: [] as Array<[string, string]> };
+      const plan: RequestPlan = { trace: t, edit: edit as HeadEdit, responseEdit: responseEdit as HeadEdit };
+      const backend: Backend = { service, port, preferred: route.preferred };
+      plans.set(plan, backend);
+
+      const table = service.routes?.forPort(port);
+      if (table === undefined) return plan;
+      const rr: RouteRequest = { method: req.method, path, query, headers: headerMap(req.headers) };
+      const target = table.match(rr);
+      if (target === undefined) {
+        plan.answer = { status: 404, code: 'KEDGE_NO_ROUTE', message: `no route rule of ${service.key} port ${port} matches ${req.method} ${path}`, flag: 'NR' };
+        return plan;
+      }
+      t.route = target.ref.id;
+      if (target.redirect !== undefined) {
+        const r = target.redirect;
+        const host = authority.replace(/:\d+$/, '');
+        const location = redirectLocation(r, { scheme, host, port, path, query });
+        plan.answer = { status: r.statusCode, code: 'KEDGE_REDIRECT', message: `redirected to ${location}`, flag: '-', headers: [['location', location]], body: '' };
+        return plan;
+      }
+      const fault = target.filters.fault;
+      if (fault?.abort !== undefined && Math.random() < fault.abort.fraction) {
+        plan.answer = { status: fault.abort.httpStatus, code: 'KEDGE_FAULT_ABORT', message: `aborted by fault injection ${fault.name}`, flag: 'FI' };
+        return plan;
+      }
+      if (fault?.delay !== undefined && Math.random() < fault.delay.fraction) {
+        plan.delayMs = fault.delay.ms;
+        t.flag('DI');
+      }
+      const b = pickBackend(target, deps.random());
+      const bs = b === undefined ? undefined : b.service === service.key ? service : deps.service(b.service);
+      if (b === undefined || bs === undefined) {
+        plan.answer = { status: 500, code: 'KEDGE_ROUTE_BACKEND_MISSING', message: `route ${target.ref.id} sends to ${b?.service ?? 'no backend'}, which is not in the mesh view`, flag: 'NR' };
+        return plan;
+      }
+      plans.set(plan, { service: bs, port: b.port, preferred: bs === service && b.port === port ? route.preferred : undefined });
+      applyModifier(edit, target.filters.requestHeaders);
+      applyModifier(edit, b.filters?.requestHeaders);
+      applyModifier(responseEdit, target.filters.responseHeaders);
+      applyModifier(responseEdit, b.filters?.responseHeaders);
+      const rw = target.filters.rewrite;
+      if (rw?.path !== undefined) plan.edit.firstLine = `${req.method} ${modifyPath(path, rw.path)}${query ? `?${query}` : ''} HTTP/1.${req.minor}`;
+      if (rw?.hostname !== undefined) {
+        edit.remove.add('host');
+        edit.add.push(['host', rw.hostname]);
+      }
+      const { requestMs, backendRequestMs } = target.timeouts;
+      if (requestMs !== undefined) plan.requestTimeoutMs = requestMs;
+      if (backendRequestMs !== undefined) plan.attemptTimeoutMs = backendRequestMs;
+      if (target.retry !== undefined) plan.retry = { statuses: target.retry.httpCodes, attempts: target.retry.attempts, backoffMs: target.retry.backoffMs };
+      return plan;
+    },
+
+    async connect(req, plan, tried): Promise<Upstream | LocalAnswer> {
+      const backend = plans.get(plan)!;
+      const entry = deps.balancers.entry(backend.service);
+      const policy = backend.service.policy ?? TRAFFIC_POLICY_DEFAULTS;
+      const timeoutMs = entry.balancer.connectTimeoutMs() ?? deps.connectTimeoutMs;
+      const sni = buildSni(backend.port, backend.service.hostname);
+      const connect = (ep: import('../balancers').MeshEndpoint): Promise<net.Socket> =>
+        ep.view.plaintext ? dialPlaintext(ep.view, ep.port, timeoutMs, deps.track) : dialEndpoint(ep.view, sni, deps.clientTls(), timeoutMs, deps.track, ['http/1.1']);
+      const r = await connectAttempts(
+        { entry, servicePort: backend.port, preferred: preferredOf(entry, backend), request: { method: req.method, path: req.target, authority: headerValue(req.headers, 'host') ?? '' }, tried, fields, gone: () => client.destroyed },
+        deps,
+        plan.trace,
+        (ep) => deps.pools.get(ep.key, ep.view.plaintext ? '' : sni, () => connect(ep), policy.poolIdleTimeoutMs, policy.circuitBreaker.maxRequestsPerConnection).acquire(),
+      );
+      if (r instanceof KedgeError) return answerFor(r);
+      const { pick, conn: lease } = r;
+      const ep = pick.endpoint;
+      plan.trace.destination = peerFromSpiffe(ep.view.identity, ep.view.workload);
+      endpointOf.set(plan.trace, ep);
+      const pool = deps.pools.get(ep.key, ep.view.plaintext ? '' : sni, () => connect(ep), policy.poolIdleTimeoutMs, policy.circuitBreaker.maxRequestsPerConnection);
+      return {
+        lease,
+        host: ep.key,
+        done(reusable, outcome) {
+          pool.release(lease, reusable);
+          logOutlier(deps.logger, pick.onEnd(outcome), ep, fields, outcome ?? '');
+        },
+      };
+    },
+
+    async tunnel(req, plan) {
+      const backend = plans.get(plan)!;
+      const entry = deps.balancers.entry(backend.service);
+      const timeoutMs = entry.balancer.connectTimeoutMs() ?? deps.connectTimeoutMs;
+      const sni = buildSni(backend.port, backend.service.hostname);
+      const r = await connectAttempts(
+        { entry, servicePort: backend.port, preferred: preferredOf(entry, backend), request: { method: req.method, path: req.target, authority: headerValue(req.headers, 'host') ?? '' }, fields, gone: () => client.destroyed },
+        deps,
+        plan.trace,
+        (ep): Promise<net.Socket> => (ep.view.plaintext ? dialPlaintext(ep.view, ep.port, timeoutMs, deps.track) : dialEndpoint(ep.view, sni, deps.clientTls(), timeoutMs, deps.track, ['http/1.1'])),
+      );
+      if (r instanceof KedgeError) return answerFor(r);
+      plan.trace.destination = peerFromSpiffe(r.pick.endpoint.view.identity, r.pick.endpoint.view.workload);
+      endpointOf.set(plan.trace, r.pick.endpoint);
+      return { socket: r.conn, host: r.pick.endpoint.key, done: () => void r.pick.onEnd() };
+    },
+  };
+
+  trace.update({ stack: 'http1' });
+  trace.open('');
+  const session = new Http1Session(client, side, prefix);
+  deps.sessions.add(session);
+  session.start(() => {
+    deps.sessions.delete(session);
+    trace.finish('', client.bytesWritten, client.bytesRead);
+  });
+}
+
+function preferredOf(entry: ServiceEntry, b: Backend): import('../balancers').MeshEndpoint | undefined {
+  return b.preferred ? entry.endpointFor(b.preferred, b.port) : undefined;
+}
+
+/** What the client gets when no endpoint could take the request. */
+function answerFor(err: KedgeError): LocalAnswer {
+  if (err.code === 'KEDGE_NO_ENDPOINTS') return { status: 503, code: err.code, message: err.message, flag: 'UH' };
+  if (err.code === 'KEDGE_CLIENT_CLOSED') return { status: 503, code: err.code, message: err.message, flag: 'DC' };
+  if (err.code === 'KEDGE_CIRCUIT_OPEN') return { status: 503, code: err.code, message: err.message, flag: 'UO' };
+  return { status: 503, code: err.code, message: err.message, flag: 'UF' };
+}
