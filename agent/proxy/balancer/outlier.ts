@@ -119,10 +119,13 @@ export class OutlierDetector {
     const { consecutiveErrors, consecutive5xxErrors, consecutiveGatewayErrors, maxEjectionPercent } = this.config;
     let tripped: boolean;
     let count: number;
+    let enabled: boolean;
     if (outcome === 'connect-failure' || outcome === 'reset') {
       count = ++s.consecutive;
-      tripped = consecutiveErrors > 0 && s.consecutive >= consecutiveErrors;
+      enabled = consecutiveErrors > 0;
+      tripped = enabled && s.consecutive >= consecutiveErrors;
     } else {
+      enabled = consecutive5xxErrors > 0 || (outcome === 'gateway-error' && consecutiveGatewayErrors > 0);
       // A response, even a 5xx, proves the connection works; the
       // connection-level count is left as it is (Envoy keeps local-origin
       // and external errors apart the same way).
@@ -130,7 +133,7 @@ export class OutlierDetector {
       s.consecutiveGateway = outcome === 'gateway-error' ? s.consecutiveGateway + 1 : 0;
       tripped = (consecutive5xxErrors > 0 && s.consecutive5xx >= consecutive5xxErrors) || (consecutiveGatewayErrors > 0 && s.consecutiveGateway >= consecutiveGatewayErrors);
     }
-    if (maxEjectionPercent <= 0 || (consecutiveErrors <= 0 && consecutive5xxErrors <= 0 && consecutiveGatewayErrors <= 0)) return { type: 'ignored' };
+    if (maxEjectionPercent <= 0 || !enabled) return { type: 'ignored' };
     // Already out (the picker only sends traffic there in panic): keep counting, nothing to do.
     if (s.ejection || !tripped) return { type: 'counted', consecutive: count };
 
