@@ -120,6 +120,10 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
   });
   const subs = new Subscriptions(config.upstreams.map((u) => u.service));
   const probed = config.services.flatMap((s) => (s.health ? [{ service: s.name, check: s.health }] : []));
+  // What the last update and revocation list said; either one changing makes a new snapshot.
+  let lastServices: ReadonlyMap<string, Service__Output> = new Map();
+  let lastVersion = '';
+  let revoked: ReadonlySet<string> = new Set();
   // Declared before the session so its first Register can carry the snapshot.
   let checker: HealthChecker | undefined;
   const healthMessage = () => ({ health: { services: (checker?.snapshot() ?? []).map((h) => ({ service: h.service, healthy: h.healthy, detail: h.detail })) } });
@@ -129,8 +133,14 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     identity: () => identity.current(),
     register,
     onServices: (services: ReadonlyMap<string, Service__Output>, version: string, removed: readonly string[]) => {
-      proxy.setSnapshot(toProxySnapshot(services, version, config.workload.namespace));
+      lastServices = services;
+      lastVersion = version;
+      proxy.setSnapshot(toProxySnapshot(services, version, config.workload.namespace, revoked));
       session.subscribe([], subs.answered(services, removed));
+    },
+    onRevocations: (serials) => {
+      revoked = serials;
+      proxy.setSnapshot(toProxySnapshot(lastServices, lastVersion, config.workload.namespace, revoked));
     },
     logger: logger.child({ component: 'registration' }),
   });
@@ -239,6 +249,9 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
   identity.startRenewal();
   const telemetry = agentTelemetry(config, gwId.spiffeId, 'gateway', logger);
   let current: ProxySnapshot = { version: '', services: new Map() };
+  let gwServices: ReadonlyMap<string, Service__Output> = new Map();
+  let gwVersion = '';
+  let gwRevoked: ReadonlySet<string> = new Set();
   const gateway = new EastWestGateway({ listen: config.gateway.listen, snapshot: () => current, logger: logger.child({ component: 'gateway' }), records: telemetry.sink });
   await gateway.start();
   const { host, address } = await facts.catch(async (err: unknown) => {
@@ -262,7 +275,13 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
       agentVersion: AGENT_VERSION,
     }),
     onServices: (services, version) => {
-      current = toProxySnapshot(services, version, config.workload.namespace);
+      gwServices = services;
+      gwVersion = version;
+      current = toProxySnapshot(services, version, config.workload.namespace, gwRevoked);
+    },
+    onRevocations: (serials) => {
+      gwRevoked = serials;
+      current = toProxySnapshot(gwServices, gwVersion, config.workload.namespace, gwRevoked);
     },
     logger: logger.child({ component: 'registration' }),
   });

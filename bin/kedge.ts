@@ -6,8 +6,11 @@ const HELP = `kedge — a service mesh for VMs, bare-metal hosts and Kubernetes 
 commands:
   kedge federation [--config FILE] [--data-dir DIR] [--listen-grpc H:P] [--listen-http H:P] ...
   kedge agent --config FILE
-  kedge token create --namespace NS --service-account SA [--ttl 1h] [--uses 1]
-  kedge get services|workloads|endpoints|clusters [NAME] [-o table|json]
+  kedge token create --namespace NS --service-account SA [--service NAME]... [--workload NAME|GLOB]
+                     [--labels k=v,...] [--gateway NETWORK] [--ttl 1h] [--uses 1]
+  kedge get services|workloads|endpoints|clusters|tokens [NAME] [-o table|json]
+  kedge delete workload NAMESPACE/NAME     # revokes its certificates
+  kedge delete token ID
   kedge status [-o table|json]
   kedge apply -f FILE             (TrafficPolicy, HTTPRoute, GRPCRoute, FaultInjection)
   kedge delete -f FILE | kedge delete KIND [NAMESPACE/]NAME
@@ -31,9 +34,9 @@ const COMMANDS: Record<string, () => Command> = {
   agent: () => require('../cli/agent').runAgentCommand,
   token: () => print(require('../cli/token').runToken),
   get: () => print(require('../cli/get').runGet),
+  delete: () => print(require('../cli/delete').runDelete),
   status: () => print(require('../cli/status').runStatus),
   apply: () => print(require('../cli/apply').runApply),
-  delete: () => print(require('../cli/delete').runDelete),
   capture: () => require('../cli/capture').runCapture,
   demo: () => require('../cli/demo').runDemo,
   version: () => async () => {

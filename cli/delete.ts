@@ -1,13 +1,15 @@
 // `kedge delete -f FILE` and `kedge delete KIND NAME`: removes what
 // `kedge apply` stored (TrafficPolicy, HTTPRoute, GRPCRoute,
 // FaultInjection). Routes read from a Kubernetes cluster are deleted there.
+// Also `kedge delete workload NAMESPACE/NAME` (deregisters it and revokes
+// its certificates) and `kedge delete token ID`.
 import * as fs from 'node:fs';
 import YAML from 'yaml';
 import { KedgeError } from '../proto/model/errors';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget, type AdminTarget } from './admin-client';
 import { parseFlags } from './args';
 
-const USAGE = 'kedge delete -f FILE | kedge delete httproute|grpcroute|faultinjection|trafficpolicy [NAMESPACE/]NAME [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge delete -f FILE | kedge delete httproute|grpcroute|faultinjection|trafficpolicy|workload [NAMESPACE/]NAME | kedge delete token ID [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** Kinds by what users type: the kind, lowercase, singular or plural. */
 const KINDS: Record<string, string> = {};
@@ -63,8 +65,21 @@ export async function runDelete(argv: string[]): Promise<string> {
     return out;
   }
   const [kindArg, nameArg, ...extra] = positionals;
+  if (nameArg && extra.length === 0 && (kindArg === 'workload' || kindArg === 'workloads')) return deleteWorkload(target, nameArg);
+  if (nameArg && extra.length === 0 && (kindArg === 'token' || kindArg === 'tokens')) {
+    await apiRequest<unknown>(target, 'DELETE', `/api/v1/tokens/${encodeURIComponent(nameArg)}`);
+    return `token ${nameArg} deleted\n`;
+  }
   const kind = kindArg ? KINDS[kindArg.toLowerCase()] : undefined;
   if (!kind || !nameArg || extra.length) throw new KedgeError('KEDGE_USAGE', `usage: ${USAGE}`);
   const [namespace, name] = nameArg.includes('/') ? nameArg.split('/', 2) as [string, string] : ['default', nameArg];
   return deleteOne(target, kind, kind === 'TrafficPolicy' ? nameArg : name, namespace);
+}
+
+/** Deregisters a workload and revokes every unexpired certificate of its binding. */
+async function deleteWorkload(target: AdminTarget, nameArg: string): Promise<string> {
+  const [ns, wl] = nameArg.includes('/') ? (nameArg.split('/', 2) as [string, string]) : ['default', nameArg];
+  const r = await apiRequest<{ workload: string; revokedSerials: string[]; deregistered: boolean }>(target, 'DELETE', `/api/v1/workloads/${encodeURIComponent(ns)}/${encodeURIComponent(wl)}`);
+  const serials = r.revokedSerials.length ? `revoked certificate(s) ${r.revokedSerials.join(', ')}` : 'no live certificate to revoke';
+  return `workload ${r.workload} deleted: ${serials}${r.deregistered ? '; registration removed' : ''}\n`;
 }

@@ -69,11 +69,16 @@ export async function runDemo(argv: string[]): Promise<number> {
       if (a.app) servers.push(await demoApp(a.name, a.app.appPort, a.app.version));
       const dir = path.join(base, a.name);
       fs.mkdirSync(dir, { recursive: true });
-      const { token } = await apiRequest<{ token: string }>(target, 'POST', '/api/v1/tokens', { namespace: a.namespace, serviceAccount: a.serviceAccount, ttl: '10m', uses: 1 });
+      // The token grants exactly what the agent registers: its name, its service and its labels.
+      const labels = { app: a.app?.service ?? a.name, version: a.app?.version ?? 'v1' };
+      const { token } = await apiRequest<{ token: string }>(target, 'POST', '/api/v1/tokens', {
+        namespace: a.namespace, serviceAccount: a.serviceAccount, ttl: '10m', uses: 1,
+        workload: a.name, services: a.app ? [a.app.service] : [], labels,
+      });
       fs.writeFileSync(path.join(dir, 'token'), token, { mode: 0o600 });
       const config = {
         federation: { address: `127.0.0.1:${values['grpc-port']}`, rootCert: path.join(fedDir, 'root-cert.pem'), tokenFile: path.join(dir, 'token') },
-        workload: { name: a.name, namespace: a.namespace, serviceAccount: a.serviceAccount, address: a.address, locality: 'local/zone-a', network: 'demo', labels: { app: a.app?.service ?? a.name, version: a.app?.version ?? 'v1' } },
+        workload: { name: a.name, namespace: a.namespace, serviceAccount: a.serviceAccount, address: a.address, locality: 'local/zone-a', network: 'demo', labels },
         services: a.app ? [{ name: a.app.service, ports: [{ name: 'http', port: a.app.port, targetPort: a.app.appPort, protocol: 'http' }] }] : [],
         upstreams: a.upstreams ?? [],
         proxy: { inboundListen: `${a.address}:15006` },

@@ -6,7 +6,7 @@ import { renderTable } from './table';
 import type { SourceStatus } from '../federation/sources/types';
 import type { RouteRow } from '../federation/mesh/routes';
 
-const USAGE = 'kedge get services|workloads|endpoints|clusters|policies|routes [NAME] [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge get services|workloads|endpoints|clusters|policies|routes|tokens [NAME] [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** A service row as the API returns it. */
 export interface ServiceRow {
@@ -75,6 +75,20 @@ export const TABLES = {
     renderTable(
       ['kind', 'namespace', 'name', 'parents', 'backends', 'source', 'status'],
       rows.map((r) => [r.kind, r.namespace, r.name, r.parents.join(',') || '-', r.backends.join(',') || '-', r.source, r.error ? `invalid: ${r.error}` : r.warnings.length ? r.warnings.join('; ') : 'ok']),
+    ),
+  tokens: (rows: { id: string; namespace: string; serviceAccount: string; grant: { services: string[]; workload: string; labels: Record<string, string>; gateway: string }; usesLeft: number; uses: number; expiresAt: string }[]) =>
+    renderTable(
+      ['id', 'identity', 'services', 'workload', 'labels', 'gateway', 'uses left', 'expires'],
+      rows.map((t) => [
+        t.id,
+        `${t.namespace}/${t.serviceAccount}`,
+        t.grant.services.join(',') || '-',
+        t.grant.workload || '(first registered)',
+        Object.entries(t.grant.labels).map(([k, v]) => `${k}=${v}`).join(',') || '-',
+        t.grant.gateway || '-',
+        `${t.usesLeft}/${t.uses}`,
+        t.expiresAt,
+      ]),
     ),
   clusters: (rows: SourceStatus[]) =>
     renderTable(

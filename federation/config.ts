@@ -12,6 +12,7 @@ import { isValidName } from '../proto/model/spiffe';
 import { parseConsulCluster, type ConsulClusterConfig } from './sources/consul/config';
 import { parseServiceEntries, type ServiceEntry } from './sources/static';
 import { parseCidr4 } from './mesh/vips';
+import { REGISTRATION_LIMITS_DEFAULTS, type RegistrationLimits } from './api/limits';
 
 /** Defaults for every optional federation setting, in one place. */
 export const FEDERATION_DEFAULTS = Object.freeze({
@@ -27,6 +28,7 @@ export const FEDERATION_DEFAULTS = Object.freeze({
   kubernetesStaleAfter: '30s',
   maxTokenTtl: '720h',
   maxTokenUses: '1000000',
+  exportedNamespaces: ['*'] as readonly string[],
 });
 
 /** How the federation reaches a secured etcd: files, read when the store is opened. */
@@ -76,6 +78,13 @@ export interface FederationConfig {
   serviceEntries: readonly ServiceEntry[];
   /** Caps on what one join token may ask for. */
   tokenLimits: { maxTtlMs: number; maxUses: number };
+  /**
+   * Namespaces whose services east-west gateways carry to other networks;
+   * `*` (the default, written explicitly in the defaults table) is all.
+   */
+  exportedNamespaces: readonly string[];
+  /** What one agent may register and subscribe to (federation/api/limits.ts). */
+  registrationLimits: RegistrationLimits;
 }
 
 /** The flag names `kedge federation` accepts, mapped to YAML keys. */
@@ -101,7 +110,25 @@ export const FEDERATION_FLAGS = {
   'max-token-uses': 'maxTokenUses',
 } as const;
 
-const YAML_KEYS = [...Object.values(FEDERATION_FLAGS), 'clusters', 'serviceEntries'] as readonly string[];
+const YAML_KEYS = [...Object.values(FEDERATION_FLAGS), 'clusters', 'serviceEntries', 'exportedNamespaces', 'registrationLimits'] as readonly string[];
+
+function parseExported(d: Doc): string[] {
+  if (d.isMissing()) return [...FEDERATION_DEFAULTS.exportedNamespaces];
+  return d.list().map((n) => {
+    const v = n.string();
+    if (v !== '*' && !isValidName(v)) n.fail(`"${v}" is not a namespace name (or * for every namespace)`);
+    return v;
+  });
+}
+
+function parseLimits(d: Doc): RegistrationLimits {
+  if (d.isMissing()) return { ...REGISTRATION_LIMITS_DEFAULTS };
+  const keys = Object.keys(REGISTRATION_LIMITS_DEFAULTS) as (keyof RegistrationLimits)[];
+  d.object(keys);
+  const out = { ...REGISTRATION_LIMITS_DEFAULTS };
+  for (const k of keys) out[k] = d.at(k).int(REGISTRATION_LIMITS_DEFAULTS[k], 1, k === 'maxMessageBytes' ? 64 * 1024 * 1024 : 1_000_000);
+  return out;
+}
 
 /** Parses `embedded` or `etcd://host:port[,host:port...]`. */
 export function parseStore(s: string): StoreConfig {
@@ -211,6 +238,8 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
       maxTtlMs: at('maxTokenTtl').parse((s) => parseDuration(s, 'maximum token TTL'), FEDERATION_DEFAULTS.maxTokenTtl),
       maxUses: wholeNumber(at('maxTokenUses'), FEDERATION_DEFAULTS.maxTokenUses),
     },
+    exportedNamespaces: parseExported(new Doc(source, merged).at('exportedNamespaces')),
+    registrationLimits: parseLimits(new Doc(source, merged).at('registrationLimits')),
   });
 }
 

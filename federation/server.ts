@@ -26,7 +26,7 @@ import { gatewaysOfAgents, viewForNetwork } from './mesh/gateways';
 import type { Store } from './store/types';
 import { CertificateAuthority } from './ca';
 import { TokenService } from './tokens/tokens';
-import { AgentRegistry } from './sources/agents';
+import { AgentRegistry, agentKey } from './sources/agents';
 import { buildMeshView } from './mesh/merge';
 import type { MeshView } from './mesh/types';
 import { FederationService } from './api/grpc';
@@ -36,6 +36,9 @@ import { ADMIN_TOKEN_KEY, loadCaMaterial, loadOrCreateAdminToken } from './boots
 import { refuseLostStore } from './store/data-dir-guard';
 import { exportBackup } from './store/backup';
 import { CertClusters } from './api/cert-clusters';
+import { Bindings, REVOKED_PREFIX } from './grants/bindings';
+import { WatchedMap } from './store/watched-map';
+import type { MeshService } from './mesh/types';
 import { readTextFile, writeFileAtomic } from '../proto/model/files';
 
 /** The audience pods must project their service-account token for. */
@@ -161,10 +164,33 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
 
     const certClusters = new CertClusters(store);
     await certClusters.sweep().catch((err) => logger.warn({ err: errorMessage(err) }, 'cannot sweep expired pod certificate bindings'));
+    const bindings = new Bindings(store);
+    await bindings.sweep().catch((err) => logger.warn({ err: errorMessage(err) }, 'cannot sweep expired certificate bindings and revocations'));
+    const sweepTimer = setInterval(() => void bindings.sweep().catch(() => undefined), 60 * 60_000);
+    sweepTimer.unref();
+    closers.push(() => clearInterval(sweepTimer));
+    // Revoked serials, store-wide: every replica closes the streams of a
+    // revoked certificate and pushes the list to its agents.
+    let revokedSet: ReadonlySet<string> = new Set();
+    const revocations = new WatchedMap(store, REVOKED_PREFIX, {
+      logger,
+      onChange: () => {
+        revokedSet = new Set(revocations.table().keys());
+        service?.revocationsChanged();
+      },
+    });
+    await revocations.start();
+    revokedSet = new Set(revocations.table().keys());
+    closers.push(() => revocations.close());
+    const exported = new Set(config.exportedNamespaces);
+    const exportsAll = exported.has('*');
     const kubeClusters = new Map(sources.flatMap((src) => (isKubernetes(src) ? [[src.name, src] as const] : [])));
     metricsSources = () => sources.map((src) => src.status());
     service = new FederationService({
       metrics,
+      bindings,
+      revoked: () => revokedSet,
+      limits: config.registrationLimits,
       certClusters,
       reviewPodToken: async (cluster, token) => {
         const c = kubeClusters.get(cluster);
@@ -182,7 +208,14 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       tokens,
       registry,
       view: () => view,
-      viewFor: (v, network, role) => viewForNetwork(v, network, gatewaysOfAgents(registry.all()), role),
+      viewFor: (v, network, role) => {
+        const out = viewForNetwork(v, network, gatewaysOfAgents(registry.all()), role);
+        // A gateway carries only the namespaces exported to other networks.
+        if (role !== 'gateway' || exportsAll) return out;
+        const services = new Map<string, MeshService>();
+        for (const [k, svc] of out.services) if (exported.has(svc.namespace)) services.set(k, svc);
+        return { ...out, services };
+      },
       logger,
     });
     connectedAgents = () => service?.connected.size ?? 0;
@@ -191,7 +224,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       'grpc.keepalive_timeout_ms': 5_000,
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 5_000,
-      'grpc.max_receive_message_length': 4 * 1024 * 1024,
+      'grpc.max_receive_message_length': config.registrationLimits.maxMessageBytes,
     });
     server.addService(kedgeProto().kedge.v1.Federation.service, service.handlers());
     // Client certificates are requested but not required: a first Sign comes
@@ -218,6 +251,8 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     const api = createHttpApi({
       adminToken,
       tokens,
+      bindings,
+      deregister: (id) => store.delete(agentKey(id)),
       view: () => view,
       agents: () => registry.all(),
       statuses: () => registry.statuses(),

@@ -34,6 +34,8 @@ export interface SessionOptions {
   onRegistered?: () => AgentMessage[];
   /** Called with the agent's services after an accepted update, and the keys it said are gone. */
   onServices: (services: ReadonlyMap<string, Service__Output>, version: string, removed: readonly string[]) => void;
+  /** Called with the federation's full list of revoked certificate serials whenever it sends one. */
+  onRevocations?: (serials: ReadonlySet<string>) => void;
   logger: Logger;
   random?: () => number;
   minBackoffMs?: number;
@@ -134,6 +136,10 @@ export class RegistrationSession {
           logger.warn({ nonce: msg.update.nonce, rejected: applied.rejected }, 'rejected part of an update (NACK)');
         } else this.state.ackedVersion = msg.update.nonce;
         call.write({ ack: { nonce: msg.update.nonce, errorDetail } });
+      } else if (msg.msg === 'revocations' && msg.revocations) {
+        const serials = new Set(msg.revocations.serials.map((s) => s.toUpperCase()));
+        logger.info({ revoked: serials.size }, 'revoked certificates updated');
+        this.opts.onRevocations?.(serials);
       }
     });
     const lost = (err: unknown) => {

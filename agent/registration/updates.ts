@@ -109,9 +109,10 @@ const views = new WeakMap<Service__Output, ServiceView>();
 /**
  * Converts the agent's services into the proxy's immutable snapshot. Routes
  * are compiled for clients in `clientNamespace` (the agent's workload
- * namespace: consumer routes of that namespace apply, GEP-1294).
+ * namespace: consumer routes of that namespace apply, GEP-1294); revoked
+ * serials travel with it so listeners refuse them.
  */
-export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, version: string, clientNamespace = 'default'): ProxySnapshot {
+export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, version: string, clientNamespace = 'default', revokedSerials?: ReadonlySet<string>): ProxySnapshot {
   const out = new Map<string, ServiceView>();
   for (const s of services.values()) {
     let view = views.get(s);
@@ -121,7 +122,7 @@ export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, 
     }
     out.set(s.key, view);
   }
-  return Object.freeze({ version, services: out });
+  return Object.freeze({ version, services: out, ...(revokedSerials && revokedSerials.size > 0 ? { revokedSerials } : {}) });
 }
 
 function toServiceView(s: Service__Output, clientNamespace: string): ServiceView {

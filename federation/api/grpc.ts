@@ -6,7 +6,12 @@ import { X509Certificate } from 'node:crypto';
 import type { AgentMessage__Output, FederationHandlers, FederationMessage, SignRequest__Output, SignResponse } from '../../proto/loader';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
-import { formatSpiffeId } from '../../proto/model/spiffe';
+import { formatSpiffeId, parseSpiffeId } from '../../proto/model/spiffe';
+import { isDnsLabel } from '../../proto/model/service';
+import { isValidName } from '../../proto/model/spiffe';
+import { type BindingRecord, Bindings, certRefusal } from '../grants/bindings';
+import { EMPTY_GRANT, type Grant, RESERVED_NAMESPACE, grantViolations } from '../grants/grant';
+import { REGISTRATION_LIMITS_DEFAULTS, type RegistrationLimits } from './limits';
 import type { CertificateAuthority } from '../ca';
 import { inspectCsr } from '../ca';
 import type { TokenService } from '../tokens/tokens';
@@ -30,14 +35,21 @@ export interface ConnectedAgent {
   network: string;
   role: 'workload' | 'gateway';
   identity: string;
+  /** Serial of the certificate the stream was opened with. */
+  certSerial: string;
+  binding: string;
   connectedAt: string;
   lastContact: string;
   certNotAfter: string;
   push: PushSession;
+  /** Ends the stream (revocation). */
+  close(reason: KedgeError): void;
+  /** Sends the full list of revoked serials. */
+  sendRevocations(serials: string[]): void;
 }
 
 /** Checks a pod's service-account token with a cluster's TokenReview. */
-export type PodTokenReviewer = (cluster: string, token: string) => Promise<{ namespace: string; serviceAccount: string }>;
+export type PodTokenReviewer = (cluster: string, token: string) => Promise<{ namespace: string; serviceAccount: string; podName?: string }>;
 
 /** What the gRPC service needs from the rest of the federation. */
 export interface GrpcDeps {
@@ -50,7 +62,11 @@ export interface GrpcDeps {
   /** Certificates that sign workload certs (peer certs must chain to one). */
   issuers: () => X509Certificate[];
   tokens: TokenService;
+  bindings: Bindings;
+  /** Serials of revoked certificates (store-wide, watched). */
+  revoked: () => ReadonlySet<string>;
   registry: AgentRegistry;
+  limits?: RegistrationLimits;
   view: () => MeshView;
   /** The view an agent on `network` with `role` receives; computed once per (network, role) per push. */
   viewFor?: (view: MeshView, network: string, role: 'workload' | 'gateway') => MeshView;
@@ -63,10 +79,33 @@ export interface GrpcDeps {
 /** Implements the Federation service; `connected` lists this replica's streams. */
 export class FederationService {
   readonly connected = new Map<string, ConnectedAgent>();
+  /** Registrations refused because they claimed another workload's address, newest last (for kedge get workloads). */
+  readonly conflicts: { at: string; victim: string; claimant: string; address: string; identity: string }[] = [];
   private readonly clock: () => number;
+  private readonly limits: RegistrationLimits;
+  /** The revocation list last sent to agents, to send only changes. */
+  private revocationsSent: string[] = [];
 
   constructor(private readonly deps: GrpcDeps) {
     this.clock = deps.clock ?? Date.now;
+    this.limits = deps.limits ?? REGISTRATION_LIMITS_DEFAULTS;
+  }
+
+  /**
+   * The revoked serials changed: every stream opened with a revoked
+   * certificate is closed, and every agent receives the new list (its
+   * proxies refuse those certificates on new handshakes and close open
+   * connections from them).
+   */
+  revocationsChanged(): void {
+    const revoked = this.deps.revoked();
+    for (const c of [...this.connected.values()]) {
+      if (revoked.has(c.certSerial)) c.close(new KedgeError('KEDGE_REVOKED', `certificate ${c.certSerial} of ${c.id} was revoked; join again with a new token`));
+    }
+    const list = [...revoked].sort();
+    if (list.length === this.revocationsSent.length && list.every((s, i) => s === this.revocationsSent[i])) return;
+    this.revocationsSent = list;
+    for (const c of this.connected.values()) c.sendRevocations(list);
   }
 
   handlers(): FederationHandlers {
@@ -121,28 +160,68 @@ export class FederationService {
     let spiffeId: string;
     let cluster: string | undefined;
     let via: string;
+    let binding: BindingRecord;
+    let renewedFrom: string | undefined;
+    const reserved = (namespace: string) => {
+      if (namespace === RESERVED_NAMESPACE) {
+        throw new KedgeError('KEDGE_RESERVED_IDENTITY', `identities in namespace ${RESERVED_NAMESPACE} are reserved for the mesh's own components and are never issued to workloads`);
+      }
+    };
     if (req.joinToken) {
-      const binding = await deps.tokens.redeem(req.joinToken);
-      spiffeId = formatSpiffeId({ trustDomain: deps.trustDomain, namespace: binding.namespace, serviceAccount: binding.serviceAccount });
-      via = 'token';
+      const tb = await deps.tokens.redeem(req.joinToken);
+      reserved(tb.namespace);
+      spiffeId = formatSpiffeId({ trustDomain: deps.trustDomain, namespace: tb.namespace, serviceAccount: tb.serviceAccount });
+      via = `token ${req.joinToken.split('.')[1] ?? ''}`;
+      binding = await deps.bindings.create({ identity: spiffeId, namespace: tb.namespace, serviceAccount: tb.serviceAccount, grant: tb.grant ?? EMPTY_GRANT, via });
     } else if (req.kubernetesToken) {
       if (!deps.reviewPodToken) throw new KedgeError('KEDGE_UNAUTHENTICATED', 'this federation has no Kubernetes clusters configured to check service-account tokens');
       const who = await deps.reviewPodToken(req.cluster, req.kubernetesToken);
+      reserved(who.namespace);
       spiffeId = formatSpiffeId({ trustDomain: deps.trustDomain, namespace: who.namespace, serviceAccount: who.serviceAccount });
       cluster = req.cluster;
-      via = `kubernetes/${req.cluster}`;
+      via = `kubernetes ${req.cluster}`;
+      binding = await deps.bindings.create({ identity: spiffeId, namespace: who.namespace, serviceAccount: who.serviceAccount, cluster: req.cluster, ...(who.podName ? { podName: who.podName } : {}), via });
     } else {
       const peer = authenticatePeer(call, deps.issuers(), deps.trustDomain, this.clock());
+      binding = await this.bindingOf(peer.serial, peer.spiffeId, 'renew');
       spiffeId = peer.spiffeId;
+      reserved(parseSpiffeId(spiffeId)?.namespace ?? '');
       // A renewed pod certificate stays bound to the cluster that admitted the pod.
-      cluster = await deps.certClusters?.get(peer.serial);
+      cluster = binding.cluster ?? (await deps.certClusters?.get(peer.serial));
       via = 'mtls';
+      renewedFrom = peer.serial;
     }
     const ca = deps.ca();
     const signed = ca.signCsr(req.csrPem, spiffeId);
+    await deps.bindings.addCert(binding.id, { serial: signed.serial.toUpperCase(), notAfter: signed.notAfter.getTime() }, renewedFrom);
     if (cluster) await deps.certClusters?.put(signed.serial, cluster, signed.notAfter.getTime() - this.clock());
-    deps.logger.info({ spiffeId, serial: signed.serial, notAfter: signed.notAfter.toISOString(), via }, 'signed workload certificate');
+    deps.logger.info({ spiffeId, serial: signed.serial, notAfter: signed.notAfter.toISOString(), via, binding: binding.id }, 'signed workload certificate');
     return { certChainPem: signed.chainPem, trustBundlePem: ca.trustBundle(), spiffeId };
+  }
+
+  /** The binding of a presented certificate, refusing one that is unbound, revoked or superseded. */
+  private async bindingOf(serial: string, spiffeId: string, what: 'renew' | 'connect'): Promise<BindingRecord> {
+    const b = await this.deps.bindings.ofSerial(serial);
+    if (!b) {
+      throw new KedgeError('KEDGE_PERMISSION_DENIED', `certificate ${serial} (${spiffeId}) is not bound to a grant of this federation (issued before grants existed, or its record was removed), so it cannot ${what}; join again with a new token`);
+    }
+    const why = this.deps.revoked().has(serial) ? 'it was revoked; join again with a new token' : certRefusal(b, serial);
+    if (why) throw new KedgeError(b.revoked || this.deps.revoked().has(serial) ? 'KEDGE_REVOKED' : 'KEDGE_PERMISSION_DENIED', `certificate ${serial} (${spiffeId}) cannot ${what}: ${why}`);
+    return b;
+  }
+
+  /** What a binding may register: its token's grant, or for a pod the services that select it in its cluster. */
+  private grantOf(b: BindingRecord, address: string, namespace: string): Grant {
+    if (b.grant) return b.grant;
+    if (!b.cluster) return EMPTY_GRANT;
+    // A pod serves the services whose EndpointSlices list it: Kubernetes
+    // computed those from the services' selectors and the pod's labels.
+    const services: string[] = [];
+    for (const svc of this.deps.view().services.values()) {
+      if (svc.namespace !== namespace) continue;
+      if (svc.endpoints.some((e) => e.cluster === b.cluster && e.address === address)) services.push(svc.name);
+    }
+    return { services, workload: b.podName ?? '', labels: ANY_LABELS, gateway: '' };
   }
 
   private connect(call: grpc.ServerDuplexStream<AgentMessage__Output, FederationMessage>): void {
@@ -158,6 +237,8 @@ export class FederationService {
       call.end();
       return;
     }
+    // The binding is read when Register arrives (one store read per stream).
+    let binding: BindingRecord | undefined;
     let registration: Registration | undefined;
     let record: AgentRecord | undefined;
     let conn: ConnectedAgent | undefined;
@@ -211,18 +292,39 @@ export class FederationService {
         case 'register': {
           if (registration) throw new KedgeError('KEDGE_BAD_REQUEST', 'Register sent twice on one stream');
           clearTimeout(registerTimer);
-          record = recordFromRegister(msg.register!, identity, deps.replica, new Date(now));
-          const cluster = await deps.certClusters?.get(certSerial);
+          binding = await this.bindingOf(certSerial, identity, 'connect');
+          record = recordFromRegister(msg.register!, identity, deps.replica, new Date(now), this.limits);
+          checkSubscriptions(msg.register!.subscriptions, 0, this.limits);
+          this.authorize(record, binding);
+          const cluster = binding.cluster ?? (await deps.certClusters?.get(certSerial));
           if (cluster) record.cluster = cluster;
+          record.binding = binding.id;
+          await deps.bindings.claimName(record.workload.namespace, record.workload.name, binding);
           registration = await deps.registry.register(record, statusOf);
           if (ended) {
             registration.abandon();
             return;
           }
           const push = new PushSession((u, flushed) => call.write({ update: u }, flushed), this.clock, undefined, this.deps.metrics?.push);
-          conn = { id: record.id, network: record.workload.network, role: record.gateway ? 'gateway' : 'workload', identity, connectedAt: record.connectedAt, lastContact: record.connectedAt, certNotAfter: certNotAfter.toISOString(), push };
+          conn = {
+            id: record.id,
+            network: record.workload.network,
+            role: record.gateway ? 'gateway' : 'workload',
+            identity,
+            certSerial,
+            binding: binding.id,
+            connectedAt: record.connectedAt,
+            lastContact: record.connectedAt,
+            certNotAfter: certNotAfter.toISOString(),
+            push,
+            close: (reason) => fail(reason),
+            sendRevocations: (serials) => {
+              if (!ended) call.write({ revocations: { serials } });
+            },
+          };
           this.connected.set(record.id, conn);
           call.write({ registered: { agentId: record.id, replica: deps.replica, spiffeId: identity } });
+          conn.sendRevocations([...deps.revoked()].sort());
           if (record.gateway) push.subscribeToAll();
           push.subscribe(msg.register!.subscriptions, []);
           push.push(this.viewOf(deps.view(), conn));
@@ -241,6 +343,7 @@ export class FederationService {
       if (!conn || !record || !registration) throw new KedgeError('KEDGE_BAD_REQUEST', `expected Register first, got ${msg.msg ?? 'an empty message'}`);
       switch (msg.msg) {
         case 'subscribe':
+          checkSubscriptions(msg.subscribe!.add, conn.push.subscriptionCount, this.limits);
           if (conn.push.subscribe(msg.subscribe!.add, msg.subscribe!.remove)) conn.push.push(this.viewOf(deps.view(), conn));
           registration.statusChanged();
           return;
@@ -251,7 +354,10 @@ export class FederationService {
           return;
         case 'health': {
           const health = { ...record.health };
-          for (const h of msg.health!.services) health[h.service] = { healthy: h.healthy, detail: h.detail };
+          for (const h of msg.health!.services) {
+            if (!record.services.some((s) => s.name === h.service)) throw new KedgeError('KEDGE_BAD_REQUEST', `health report for service "${h.service.slice(0, 80)}", which this workload did not register`);
+            health[h.service] = { healthy: h.healthy, detail: h.detail.slice(0, 512) };
+          }
           record = { ...record, health };
           await registration.update(record);
           return;
@@ -260,5 +366,49 @@ export class FederationService {
           throw new KedgeError('KEDGE_BAD_REQUEST', `unknown agent message ${String(msg.msg)}`);
       }
     };
+  }
+
+  /**
+   * Refuses a registration that claims more than its certificate was
+   * granted, or another identity's address. Each refusal names what is not
+   * allowed and the token flag that grants it.
+   */
+  private authorize(record: AgentRecord, binding: BindingRecord): void {
+    const wl = record.workload;
+    const grant = this.grantOf(binding, wl.address, wl.namespace);
+    const violations = grantViolations(
+      grant,
+      { name: wl.name, labels: wl.labels, services: record.services.map((s) => s.name), network: wl.network, gateway: record.gateway !== undefined },
+      binding.name,
+    );
+    if (violations.length > 0) {
+      throw new KedgeError('KEDGE_PERMISSION_DENIED', `registration of ${record.id} as ${record.identity} refused: ${violations.join('; ')}`);
+    }
+    for (const other of this.deps.registry.all()) {
+      if (other.id === record.id || other.workload.address !== wl.address || other.workload.inboundPort !== wl.inboundPort) continue;
+      if (other.binding === binding.id) continue;
+      this.conflicts.push({ at: new Date(this.clock()).toISOString(), victim: other.id, claimant: record.id, address: `${wl.address}:${wl.inboundPort}`, identity: record.identity });
+      if (this.conflicts.length > 100) this.conflicts.shift();
+      throw new KedgeError(
+        'KEDGE_ADDRESS_CONFLICT',
+        `registration of ${record.id} refused: ${wl.address}:${wl.inboundPort} is already registered by workload ${other.id} (${other.identity}); give this workload its own address (workload.address) or inbound port`,
+      );
+    }
+  }
+}
+
+/** Labels a pod may set: its labels are governed by the cluster that admitted it. */
+const ANY_LABELS: Record<string, string> = new Proxy({}, { get: (_t, k) => (typeof k === 'string' ? '*' : undefined) });
+
+/** Checks a Subscribe's additions: service keys, within the per-agent limit. */
+function checkSubscriptions(add: readonly string[], current: number, limits: RegistrationLimits): void {
+  if (current + add.length > limits.subscriptionsPerAgent) {
+    throw new KedgeError('KEDGE_LIMIT', `subscribing to ${add.length} more services would exceed ${limits.subscriptionsPerAgent} subscriptions (registrationLimits.subscriptionsPerAgent)`);
+  }
+  for (const k of add) {
+    const dot = k.indexOf('.');
+    if (k.length > 317 || dot < 1 || !isDnsLabel(k.slice(0, dot)) || !isValidName(k.slice(dot + 1))) {
+      throw new KedgeError('KEDGE_BAD_REQUEST', `subscription "${k.slice(0, 80)}" is not a service key (name.namespace)`);
+    }
   }
 }

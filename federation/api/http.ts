@@ -6,6 +6,8 @@ import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { parseDuration } from '../../proto/model/duration';
 import type { TokenService } from '../tokens/tokens';
+import type { Bindings } from '../grants/bindings';
+import { globMatch } from '../grants/grant';
 import type { AgentRecord, AgentStatus, MeshView } from '../mesh/types';
 import { formatLocality } from '../../proto/model/locality';
 import { parseServiceKey, serviceKey } from '../../proto/model/service';
@@ -25,6 +27,9 @@ export const MAX_BODY_BYTES = 64 * 1024;
 export interface HttpDeps {
   adminToken: string;
   tokens: TokenService;
+  bindings: Bindings;
+  /** Deletes a workload's registration from the store (kedge delete workload). */
+  deregister: (id: string) => Promise<boolean>;
   view: () => MeshView;
   agents: () => AgentRecord[];
   /** Agent status as written by the replicas holding the agents (store-wide). */
@@ -74,6 +79,12 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       return row;
     }],
     ['GET', /^\/api\/v1\/tokens$/, () => deps.tokens.list()],
+    ['DELETE', /^\/api\/v1\/tokens\/([^/]+)$/, async (_r, _b, [id]) => {
+      if (!(await deps.tokens.delete(id!))) throw new HttpError(404, 'KEDGE_NOT_FOUND', `no token ${id}; kedge get tokens lists them`);
+      deps.logger.info({ tokenId: id }, 'join token deleted');
+      return { deleted: id };
+    }],
+    ['DELETE', /^\/api\/v1\/workloads\/([^/]+)\/([^/]+)$/, (_r, _b, [ns, name]) => deleteWorkload(deps, ns!, name!)],
     ['GET', /^\/api\/v1\/clusters$/, () => deps.sources()],
     ['GET', /^\/api\/v1\/policies$/, () => deps.policies.list()],
     ['POST', /^\/api\/v1\/policies$/, async (_r, body) => {
@@ -292,8 +303,25 @@ function workloadRows(deps: HttpDeps) {
       ackedVersion: conn?.push.ackedNonce,
       subscriptions: conn?.push.subscriptions,
       host: a.host,
+      conflicts: deps.grpc.conflicts.filter((c) => c.victim === a.id).map((c) => `${c.at}: ${c.claimant} (${c.identity}) claimed ${c.address}; refused`),
     };
   });
+}
+
+/**
+ * kedge delete workload: revokes the certificates of the workload's binding
+ * (every replica closes its stream and every proxy refuses them within the
+ * push latency), releases its name and deletes its registration.
+ */
+async function deleteWorkload(deps: HttpDeps, ns: string, name: string) {
+  const id = `${ns}/${name}`;
+  const rec = deps.agents().find((a) => a.id === id);
+  const binding = (rec?.binding ? await deps.bindings.get(rec.binding) : undefined) ?? (await deps.bindings.ownerOf(ns, name));
+  if (!binding && !rec) throw new HttpError(404, 'KEDGE_NOT_FOUND', `no workload ${id} is registered or bound; kedge get workloads lists them`);
+  const revoked = binding ? await deps.bindings.revoke(binding.id, `kedge delete workload ${id}`) : [];
+  const deregistered = await deps.deregister(id);
+  deps.logger.warn({ workload: id, binding: binding?.id, identity: binding?.identity, serials: revoked.map((r) => r.serial), deregistered }, 'workload deleted and its certificates revoked');
+  return { workload: id, identity: binding?.identity ?? rec?.identity, revokedSerials: revoked.map((r) => r.serial), deregistered };
 }
 
 /**
@@ -327,7 +355,40 @@ async function createToken(deps: HttpDeps, body: unknown) {
   }
   const ttlMs = parseDuration((b.ttl as string | undefined) ?? '1h', 'token ttl');
   const uses = b.uses === undefined ? 1 : Number(b.uses);
-  const { token, info } = await deps.tokens.create({ namespace: b.namespace, serviceAccount: b.serviceAccount }, { ttlMs, uses });
-  deps.logger.info({ tokenId: info.id, namespace: info.namespace, serviceAccount: info.serviceAccount, uses, expiresAt: info.expiresAt }, 'join token created');
-  return { token, ...info, spiffeId: `spiffe://${deps.trustDomain}/ns/${info.namespace}/sa/${info.serviceAccount}` };
+  const strings = (v: unknown, field: string): string[] | undefined => {
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new HttpError(400, 'KEDGE_BAD_REQUEST', `${field} must be a list of strings`);
+    return v as string[];
+  };
+  const str = (v: unknown, field: string): string | undefined => {
+    if (v !== undefined && typeof v !== 'string') throw new HttpError(400, 'KEDGE_BAD_REQUEST', `${field} must be a string`);
+    return v as string | undefined;
+  };
+  if (b.labels !== undefined && (typeof b.labels !== 'object' || b.labels === null || Array.isArray(b.labels))) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'labels must be a mapping of label to value');
+  const grant = {
+    services: strings(b.services, 'services') ?? [],
+    workload: str(b.workload, 'workload') ?? '',
+    labels: (b.labels as Record<string, string> | undefined) ?? {},
+    gateway: str(b.gateway, 'gateway') ?? '',
+  };
+  const { token, info } = await deps.tokens.create({ namespace: b.namespace, serviceAccount: b.serviceAccount, grant }, { ttlMs, uses });
+  deps.logger.info({ tokenId: info.id, namespace: info.namespace, serviceAccount: info.serviceAccount, grant: info.grant, uses, expiresAt: info.expiresAt }, 'join token created');
+  return { token, ...info, spiffeId: `spiffe://${deps.trustDomain}/ns/${info.namespace}/sa/${info.serviceAccount}`, warnings: grantWarnings(deps, info.namespace, info.grant) };
+}
+
+/** What looks wrong with a grant but may be right (the workload may be the first of its service or network). */
+function grantWarnings(deps: HttpDeps, namespace: string, grant: { services: string[]; gateway: string }): string[] {
+  const out: string[] = [];
+  const view = deps.view();
+  for (const p of grant.services) {
+    const any = [...view.services.values()].some((s) => s.namespace === namespace && globMatch(p, s.name));
+    if (!any) out.push(`--service ${p}: no service in namespace ${namespace} matches it yet; the workload will be its first endpoint`);
+  }
+  if (grant.gateway) {
+    const networks = new Set<string>();
+    for (const s of view.services.values()) for (const e of s.endpoints) networks.add(e.network);
+    for (const a of deps.agents()) networks.add(a.workload.network);
+    if (!networks.has(grant.gateway)) out.push(`--gateway ${grant.gateway}: no endpoint or workload of the mesh is on network ${grant.gateway}; check the name (known: ${[...networks].filter(Boolean).sort().join(', ') || 'none'})`);
+  }
+  return out;
 }

@@ -45,6 +45,8 @@ export interface AgentRecord {
   gateway?: { address: string; port: number };
   /** Set for agents in a Kubernetes pod: the cluster whose TokenReview admitted them. */
   cluster?: string;
+  /** The binding (federation/grants) of the certificate it registered with: what it was granted, and who owns it. */
+  binding?: string;
   connectedAt: string;
   agentVersion: string;
 }

@@ -74,6 +74,11 @@ export class PushSession {
     private readonly observer?: PushObserver,
   ) {}
 
+  /** How many services the agent is subscribed to. */
+  get subscriptionCount(): number {
+    return this.subscriptions.size;
+  }
+
   /** Subscribes to every service, present and future (east-west gateways). */
   subscribeToAll(): void {
     this.subscribeAll = true;

@@ -6,12 +6,17 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { KedgeError } from '../../proto/model/errors';
 import { isValidName } from '../../proto/model/spiffe';
 import type { KeyValue, Store } from '../store/types';
+import { EMPTY_GRANT, type Grant, RESERVED_NAMESPACE, validateGrant } from '../grants/grant';
 
-/** The identity a token grants: namespace + service account, plus labels the agent may claim. */
-export interface TokenBinding { namespace: string; serviceAccount: string; labels?: Record<string, string> }
+/**
+ * The identity a token grants (namespace + service account) and what the
+ * workload holding it may register (services, workload name, labels,
+ * gateway role).
+ */
+export interface TokenBinding { namespace: string; serviceAccount: string; grant?: Grant }
 
-/** What `kedge token list` shows; `uses` is how many redemptions the token allowed in total. */
-export interface TokenInfo { id: string; namespace: string; serviceAccount: string; usesLeft: number; uses: number; expiresAt: string; createdAt: string }
+/** What `kedge get tokens` shows; `uses` is how many redemptions the token allowed in total. */
+export interface TokenInfo { id: string; namespace: string; serviceAccount: string; grant: Grant; usesLeft: number; uses: number; expiresAt: string; createdAt: string }
 
 /** Where token records live in the store, one key per token id. */
 export const TOKEN_PREFIX = '/kedge/tokens/';
@@ -21,8 +26,6 @@ export const TOKEN_PREFIX = '/kedge/tokens/';
 const DEFAULT_RETAIN_MS = 24 * 60 * 60 * 1000;
 
 const TOKEN_RE = /^kedge1\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/; // 16-byte id, 32-byte secret, base64url
-const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 const CREATE_HINT = 'create a new one with `kedge token create`';
 
 /** The stored record; `hash` is base64url SHA-256 of the secret. */
@@ -30,7 +33,7 @@ interface TokenRecord {
   hash: string;
   namespace: string;
   serviceAccount: string;
-  labels?: Record<string, string>;
+  grant?: Grant;
   uses: number;
   used: number;
   createdAt: number;
@@ -48,14 +51,13 @@ function unknownToken(): KedgeError {
   return new KedgeError('KEDGE_TOKEN_UNKNOWN', `join token not recognised: it was never issued here, was mistyped, or was deleted; ${CREATE_HINT}`);
 }
 
-function validateBinding(b: TokenBinding): void {
+function validateBinding(b: TokenBinding): Grant {
   if (!isValidName(b.namespace)) throw invalidRequest(`namespace "${b.namespace}" is not a valid name: use lowercase letters, digits, '-' and '.'`);
   if (!isValidName(b.serviceAccount)) throw invalidRequest(`service account "${b.serviceAccount}" is not a valid name: use lowercase letters, digits, '-' and '.'`);
-  for (const [k, v] of Object.entries(b.labels ?? {})) {
-    if (!LABEL_KEY.test(k) || typeof v !== 'string' || !LABEL_VALUE.test(v)) {
-      throw invalidRequest(`label ${k}=${String(v)} is not a valid Kubernetes-style label (keys and values up to 63 characters of letters, digits, '-', '_', '.')`);
-    }
+  if (b.namespace === RESERVED_NAMESPACE) {
+    throw new KedgeError('KEDGE_RESERVED_IDENTITY', `namespace ${RESERVED_NAMESPACE} is reserved for the mesh's own components (the federation's identity lives there); workloads join in another namespace`);
   }
+  return validateGrant(b.grant);
 }
 
 function parseRecord(kv: KeyValue): TokenRecord {
@@ -86,7 +88,7 @@ export class TokenService {
 
   /** Issues a token; `uses` defaults to 1. The token string is returned once and never stored. */
   async create(binding: TokenBinding, opts: { ttlMs: number; uses?: number }): Promise<{ token: string; info: TokenInfo }> {
-    validateBinding(binding);
+    const grant = validateBinding(binding);
     const uses = opts.uses ?? 1;
     if (!Number.isSafeInteger(uses) || uses < 1) throw invalidRequest(`token uses must be a whole number of at least 1, got ${uses}`);
     if (uses > this.limits.maxUses) throw invalidRequest(`token uses ${uses} is over this federation's limit of ${this.limits.maxUses}; ask for fewer, or start the federation with a higher --max-token-uses`);
@@ -99,7 +101,7 @@ export class TokenService {
       hash: sha256(secret).toString('base64url'),
       namespace: binding.namespace,
       serviceAccount: binding.serviceAccount,
-      ...(binding.labels ? { labels: { ...binding.labels } } : {}),
+      grant,
       uses,
       used: 0,
       createdAt: now,
@@ -141,7 +143,7 @@ export class TokenService {
         if (err instanceof KedgeError && err.code === 'KEDGE_STORE_CONFLICT') continue;
         throw err;
       }
-      return { namespace: rec.namespace, serviceAccount: rec.serviceAccount, ...(rec.labels ? { labels: rec.labels } : {}) };
+      return { namespace: rec.namespace, serviceAccount: rec.serviceAccount, grant: rec.grant ?? EMPTY_GRANT };
     }
   }
 
@@ -156,6 +158,12 @@ export class TokenService {
       out.push({ info: toInfo(kv.key.slice(TOKEN_PREFIX.length), rec), createdAt: rec.createdAt });
     }
     return out.sort((a, b) => a.createdAt - b.createdAt).map((e) => e.info);
+  }
+
+  /** Deletes a token so it can no longer be redeemed; false when there was none. Identities it already yielded stay (revoke those with kedge delete workload). */
+  async delete(id: string): Promise<boolean> {
+    if (!/^[A-Za-z0-9_-]{22}$/.test(id)) throw invalidRequest(`"${id}" is not a token id (the 22 characters after kedge1. in the token, as kedge get tokens lists them)`);
+    return this.store.delete(TOKEN_PREFIX + id);
   }
 
   // Deletes a record once it is past expiry plus retention; true when it did.
@@ -186,6 +194,7 @@ function toInfo(id: string, rec: TokenRecord): TokenInfo {
     id,
     namespace: rec.namespace,
     serviceAccount: rec.serviceAccount,
+    grant: rec.grant ?? EMPTY_GRANT,
     usesLeft: Math.max(0, rec.uses - rec.used),
     uses: rec.uses,
     expiresAt: isoTime(rec.expiresAt),

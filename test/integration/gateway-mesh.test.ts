@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runKedge, eventually, startKedge, tempDir } from '../support/procs';
-import { AgentHandle, FederationHandle, createToken, getJson, httpGet, startAgentProc, startFederationProc, startHttpApp, writeAgentConfig } from '../support/mesh';
+import { AgentHandle, FederationHandle, createToken, grantFlags, getJson, httpGet, startAgentProc, startFederationProc, startHttpApp, writeAgentConfig } from '../support/mesh';
 
 describe('east-west gateway with real agents', () => {
   let fed: FederationHandle;
@@ -53,8 +53,8 @@ describe('east-west gateway with real agents', () => {
 async function startGateway(fed: FederationHandle): Promise<AgentHandle> {
   const dir = tempDir('gateway');
   const tokenFile = path.join(dir, 'token');
-  fs.writeFileSync(tokenFile, await createToken(fed, 'kedge-system', 'east-west-gateway'));
-  const spec = { name: 'gw-b', namespace: 'kedge-system', serviceAccount: 'east-west-gateway', address: '127.0.90.5', network: 'net-b', extra: { gateway: { listen: '127.0.90.5:0' } } };
+  const spec = { name: 'gw-b', namespace: 'mesh-gateways', serviceAccount: 'east-west-gateway', address: '127.0.90.5', network: 'net-b', extra: { gateway: { listen: '127.0.90.5:0' } } };
+  fs.writeFileSync(tokenFile, await createToken(fed, spec.namespace, spec.serviceAccount, grantFlags(spec)));
   const file = writeAgentConfig(fed, spec, path.join(dir, 'data'), tokenFile);
   const proc = startKedge('gateway', ['agent', '--mode', 'gateway', '--config', file]);
   const started = await proc.waitForMsg('agent started', 20_000);

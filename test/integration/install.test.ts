@@ -23,7 +23,7 @@ describe('install.sh', () => {
 
   it('installs the agent, its config, token and unit, and the installed agent joins', async () => {
     fed = await startFederationProc();
-    const token = await createToken(fed, 'shop', 'payments');
+    const token = await createToken(fed, 'shop', 'payments', ['--workload', 'vm-1', '--service', 'payments']);
     const root = tempDir('install-root');
     const { stdout } = await run('bash', [SCRIPT, '--root', root, '--no-systemd', '--federation', fed.grpc, '--root-cert', fed.rootCertFile, '--token', token,
       '--name', 'vm-1', '--namespace', 'shop', '--service-account', 'payments', '--address', '127.0.30.1', '--locality', 'us-east1/us-east1-b',

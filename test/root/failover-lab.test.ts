@@ -76,14 +76,16 @@ describe('failover across zones and networks (root, netlab)', () => {
       const home = path.join(dir, name);
       fs.mkdirSync(home, { recursive: true });
       if (!fs.existsSync(path.join(home, 'token'))) {
-        const ns = args.includes('gateway') ? 'kedge-system' : 'default';
-        fs.writeFileSync(path.join(home, 'token'), (await kedge('token', 'create', '--namespace', ns, '--service-account', name)).stdout.trim());
+        const ns = args.includes('gateway') ? 'mesh-gateways' : 'default';
+        const wl0 = cfg.workload as { network?: string };
+        const grants = args.includes('gateway') ? ['--gateway', String(wl0.network)] : ['--service', 'reviews'];
+        fs.writeFileSync(path.join(home, 'token'), (await kedge('token', 'create', '--namespace', ns, '--service-account', name, ...grants)).stdout.trim());
       }
       const wl = cfg.workload as Record<string, unknown>;
       const config = {
         ...cfg,
         federation: { address: `${fedIp}:15012`, rootCert: path.join(fedDir, 'root-cert.pem'), tokenFile: path.join(home, 'token') },
-        workload: { name, namespace: args.includes('gateway') ? 'kedge-system' : 'default', serviceAccount: name, ...wl },
+        workload: { name, namespace: args.includes('gateway') ? 'mesh-gateways' : 'default', serviceAccount: name, ...wl },
         admin: { listen: '127.0.0.1:15000' },
         dataDir: path.join(home, 'data'),
       };

@@ -83,8 +83,8 @@ describe('transparent capture across two VMs (root, netlab)', () => {
     fs.writeFileSync(fedConfig, YAML.stringify({ serviceEntries: [{ name: 'billing-db', namespace: 'default', ports: [{ name: 'http', port: 5432, protocol: 'http' }], endpoints: [{ address: ipF }] }] }));
     const fedProc = lab.spawn(fed, process.execPath, [KEDGE, 'federation', '--config', fedConfig, '--data-dir', fedDir, '--listen-grpc', `${ipF}:15012`, '--listen-http', `${ipF}:15014`]);
     await waitStderr(fedProc, /federation ready/);
-    const token = async (ns: string, sa: string) =>
-      (await lab.run(fed, process.execPath, [KEDGE, 'token', 'create', '--namespace', ns, '--service-account', sa, '--federation', `http://${ipF}:15014`, '--admin-token-file', path.join(fedDir, 'admin-token')])).stdout.trim();
+    const token = async (ns: string, sa: string, ...grants: string[]) =>
+      (await lab.run(fed, process.execPath, [KEDGE, 'token', 'create', '--namespace', ns, '--service-account', sa, ...grants, '--federation', `http://${ipF}:15014`, '--admin-token-file', path.join(fedDir, 'admin-token')])).stdout.trim();
 
     const agentConfig = (name: string, h: LabHost, ip: string, extra: Record<string, unknown>) => {
       const home = path.join(dir, name);
@@ -117,7 +117,7 @@ describe('transparent capture across two VMs (root, netlab)', () => {
       services: [{ name: 'reviews', ports: [{ name: 'http', port: 9080, protocol: 'http' }] }],
       capture: { proxyUser: PROXY_UID, inboundPorts: [9080], dns: false },
     });
-    fs.writeFileSync(path.join(dir, 'vm-b', 'token'), await token('default', 'vm-b'));
+    fs.writeFileSync(path.join(dir, 'vm-b', 'token'), await token('default', 'vm-b', '--service', 'reviews'));
     const aFile = agentConfig('vm-a', a, ipA, { capture: { proxyUser: PROXY_UID } });
     fs.writeFileSync(path.join(dir, 'vm-a', 'token'), await token('default', 'vm-a'));
 

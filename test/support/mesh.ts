@@ -64,6 +64,19 @@ export async function createToken(fed: FederationHandle, namespace: string, serv
   return r.stdout.trim();
 }
 
+/**
+ * The token flags granting exactly what `spec` registers: its services, its
+ * name, the labels writeAgentConfig sets, and the gateway role when the
+ * spec configures one.
+ */
+export function grantFlags(spec: AgentSpec): string[] {
+  const out = ['--workload', spec.name, '--labels', `app=${spec.name}`];
+  for (const s of spec.services ?? []) out.push('--service', s.name);
+  const gw = (spec.extra as { gateway?: unknown } | undefined)?.gateway;
+  if (gw !== undefined && spec.network) out.push('--gateway', spec.network);
+  return out;
+}
+
 /** What an agent in a test serves and uses. */
 export interface AgentSpec {
   name: string;
@@ -148,7 +161,7 @@ export async function spawnAgentProc(fed: FederationHandle, spec: AgentSpec): Pr
   const dataDir = spec.dataDir ?? path.join(root, 'data');
   fs.mkdirSync(dataDir, { recursive: true });
   const tokenFile = path.join(root, 'token');
-  if (!spec.dataDir || spec.token) fs.writeFileSync(tokenFile, spec.token ?? (await createToken(fed, spec.namespace, spec.serviceAccount)));
+  if (!spec.dataDir || spec.token) fs.writeFileSync(tokenFile, spec.token ?? (await createToken(fed, spec.namespace, spec.serviceAccount, grantFlags(spec))));
   const configFile = writeAgentConfig(fed, spec, dataDir, tokenFile);
   return { proc: startKedge(`agent-${spec.name}`, ['agent', '--config', configFile]), dataDir, configFile };
 }

@@ -9,7 +9,7 @@ import { TOKEN_PREFIX, TokenService, type TokenBinding } from '../../federation/
 import { hasCode } from '../../proto/model/errors';
 import { silentLogger } from '../../proto/model/log';
 
-const web: TokenBinding = { namespace: 'shop', serviceAccount: 'web', labels: { app: 'web', 'kedge.io/zone': 'a' } };
+const web: TokenBinding = { namespace: 'shop', serviceAccount: 'web', grant: { services: ['web'], workload: '', labels: { app: 'web', 'kedge.io/zone': 'a' }, gateway: '' } };
 const HOUR = 60 * 60 * 1000;
 
 function code(expected: string, mention?: string) {
@@ -137,7 +137,9 @@ describe('join tokens', () => {
       [{ namespace: 'Shop', serviceAccount: 'web' }, { ttlMs: HOUR }],
       [{ namespace: 'shop', serviceAccount: '' }, { ttlMs: HOUR }],
       [{ namespace: 'shop', serviceAccount: 'web/x' }, { ttlMs: HOUR }],
-      [{ namespace: 'shop', serviceAccount: 'web', labels: { 'bad key!': 'x' } }, { ttlMs: HOUR }],
+      [{ namespace: 'shop', serviceAccount: 'web', grant: { services: [], workload: '', labels: { 'bad key!': 'x' }, gateway: '' } }, { ttlMs: HOUR }],
+      [{ namespace: 'shop', serviceAccount: 'web', grant: { services: ['Bad_Name'], workload: '', labels: {}, gateway: '' } }, { ttlMs: HOUR }],
+      [{ namespace: 'shop', serviceAccount: 'web', grant: { services: [], workload: 'VM 1', labels: {}, gateway: '' } }, { ttlMs: HOUR }],
       [web, { ttlMs: HOUR, uses: 0 }],
       [web, { ttlMs: HOUR, uses: 1.5 }],
       [web, { ttlMs: 0 }],
