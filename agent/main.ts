@@ -189,6 +189,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
 
   const admin = await startAdmin(config.admin.listen, {
     identity: () => identity.current(),
+    revokedSerials: () => revoked,
     services: () => session.currentServices(),
     session: () => session.status(),
     stats: () => ({ proxy: proxy.stats(), dns: dns?.stats() }),
@@ -288,6 +289,7 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
   session.start();
   const admin = await startAdmin(config.admin.listen, {
     identity: () => identity.current(),
+    revokedSerials: () => gwRevoked,
     services: () => session.currentServices(),
     session: () => session.status(),
     stats: () => ({ gateway: gateway.stats() }),

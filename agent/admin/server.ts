@@ -16,6 +16,8 @@ import type { SessionStatus } from '../registration/session';
 /** What the admin endpoint reads from the agent. */
 export interface AdminDeps {
   identity: () => TlsIdentity | undefined;
+  /** Serials the federation revoked, as the proxy holds them. */
+  revokedSerials?: () => ReadonlySet<string>;
   services: () => ReadonlyMap<string, Service__Output>;
   session: () => SessionStatus | undefined;
   stats: () => unknown;
@@ -38,7 +40,7 @@ export async function startAdmin(listen: HostPort, deps: AdminDeps): Promise<{ a
         case '/config':
           return send(200, configDump(deps));
         case '/certs':
-          return send(200, certsDump(deps.identity()));
+          return send(200, { ...certsDump(deps.identity()), revokedSerials: [...(deps.revokedSerials?.() ?? [])].sort() });
         case '/stats':
           return send(200, deps.stats());
         case '/balancer':

@@ -42,7 +42,7 @@ describe('federation replicas on etcd', () => {
     const appB = await startHttpApp('beta');
     apps.push(appA, appB);
     // A token made on one replica is good on the other.
-    const tokenA = await createToken(r2, 'default', 'alpha');
+    const tokenA = await createToken(r2, 'default', 'alpha', ['--workload', 'alpha', '--labels', 'app=alpha', '--service', 'alpha']);
     const a = await startAgentProc(r1, {
       name: 'alpha', namespace: 'default', serviceAccount: 'alpha', address: '127.0.50.1', token: tokenA,
       services: [{ name: 'alpha', ports: [{ name: 'http', port: 9080, targetPort: appA.port }] }],
@@ -144,7 +144,7 @@ describe('a federation whose etcd refuses writes (NOSPACE alarm)', () => {
       services: [{ name: 'alpha', ports: [{ name: 'http', port: 9080, targetPort: app.port }] }],
     }));
     await eventually(async () => (await federationEndpoints(fed, 'alpha.default')).length === 1, 15_000, 'alpha registered');
-    const betaToken = await createToken(fed, 'default', 'beta');
+    const betaToken = await createToken(fed, 'default', 'beta', ['--workload', 'beta', '--labels', 'app=beta', '--service', 'beta']);
 
     // Fill etcd until it raises its NOSPACE alarm.
     const chunk = 'x'.repeat(100 * 1024);

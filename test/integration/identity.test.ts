@@ -87,7 +87,7 @@ describe('joining and signing', () => {
   });
 
   it('an agent with a used token exits with a clear error', async () => {
-    const token = await createToken(fed, 'shop', 'payments');
+    const token = await createToken(fed, 'shop', 'payments', ['--labels', 'app=*']);
     const a = await startAgentProc(fed, { name: 'first', namespace: 'shop', serviceAccount: 'payments', address: '127.0.20.1', token });
     await a.proc.stop();
     const b = startKedge('second', ['agent', '--config', writeAgentConfig(fed, { name: 'second', namespace: 'shop', serviceAccount: 'payments', address: '127.0.20.2' }, tempDir('second'), writeToken(token))]);
@@ -113,7 +113,7 @@ function writeToken(token: string): string {
 describe('agent start with the federation away', () => {
   it('retries with backoff, then joins when the federation comes up', async () => {
     const fed = await startFederationProc();
-    const token = await createToken(fed, 'shop', 'late');
+    const token = await createToken(fed, 'shop', 'late', ['--labels', 'app=late']);
     await fed.proc.stop();
     const dir = tempDir('late');
     const proc = startKedge('late', ['agent', '--config', writeAgentConfig(fed, { name: 'late', namespace: 'shop', serviceAccount: 'late', address: '127.0.20.9' }, path.join(dir, 'data'), writeToken(token))]);

@@ -41,7 +41,7 @@ describe('join tokens', () => {
     assert.match(token, /^kedge1\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}$/);
     assert.equal(token.split('.')[1], info.id);
     assert.deepEqual(info, {
-      id: info.id, namespace: 'shop', serviceAccount: 'web', usesLeft: 1, uses: 1,
+      id: info.id, namespace: 'shop', serviceAccount: 'web', grant: web.grant, usesLeft: 1, uses: 1,
       createdAt: '2030-01-01T00:00:00.000Z', expiresAt: '2030-01-01T01:00:00.000Z',
     });
     assert.deepEqual(await tokens().redeem(token), web);
@@ -49,7 +49,7 @@ describe('join tokens', () => {
 
   it('is single use by default: a second redeem fails with KEDGE_TOKEN_USED', async () => {
     const { token } = await tokens().create({ namespace: 'shop', serviceAccount: 'db' }, { ttlMs: HOUR });
-    assert.deepEqual(await tokens().redeem(token), { namespace: 'shop', serviceAccount: 'db' });
+    assert.deepEqual(await tokens().redeem(token), { namespace: 'shop', serviceAccount: 'db', grant: { services: [], workload: '', labels: {}, gateway: '' } });
     await assert.rejects(tokens().redeem(token), code('KEDGE_TOKEN_USED', 'kedge token create'));
   });
 
@@ -159,6 +159,6 @@ describe('join tokens', () => {
     now -= 1000;
     const ids = (await svc.list()).map((t) => t.id);
     assert.ok(ids.indexOf(first.info.id) < ids.indexOf(second.info.id));
-    for (const info of await svc.list()) assert.deepEqual(Object.keys(info).sort(), ['createdAt', 'expiresAt', 'id', 'namespace', 'serviceAccount', 'uses', 'usesLeft']);
+    for (const info of await svc.list()) assert.deepEqual(Object.keys(info).sort(), ['createdAt', 'expiresAt', 'grant', 'id', 'namespace', 'serviceAccount', 'uses', 'usesLeft']);
   });
 });
