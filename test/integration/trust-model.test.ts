@@ -197,11 +197,11 @@ describe('trust model: what an ordinary token holder cannot do', () => {
     const err = await renew(first).then(() => undefined, (e: KedgeError) => e);
     assert.ok(err && hasCode(err, 'KEDGE_PERMISSION_DENIED'), `renewal from a superseded certificate: ${err?.message}`);
     assert.match(err.message, /a newer certificate of this workload has been issued since/);
-    const conn = await attempt(first, register({ name: 'rotating', serviceAccount: 'rotating' }));
+    const conn = await attempt(first, register({ name: 'rotating', serviceAccount: 'rotating', address: '127.0.77.30' }));
     assert.equal(conn.registered, false);
     assert.match(conn.details, /cannot connect: a newer certificate/);
     // The newest (and the one before it) still work.
-    const ok = await attempt(third, register({ name: 'rotating', serviceAccount: 'rotating' }));
+    const ok = await attempt(third, register({ name: 'rotating', serviceAccount: 'rotating', address: '127.0.77.30' }));
     assert.equal(ok.registered, true, ok.details);
     ok.stream.close();
     await renew(second);
