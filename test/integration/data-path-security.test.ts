@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { tempDir } from '../support/procs';
-import { AgentHandle, FederationHandle, agentSeesEndpoints, httpGet, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
+import { type KedgeProcess, tempDir } from '../support/procs';
+import { AgentHandle, FederationHandle, agentSeesEndpoints, httpGet, spawnAgentProc, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
 import { makeCa, makeLeaf } from '../support/pki';
 
 const run = promisify(execFile);
@@ -28,13 +28,14 @@ function freePort(host: string): Promise<number> {
 describe('data path security with real agents', () => {
   let fed: FederationHandle;
   const agents: AgentHandle[] = [];
+  const procs: KedgeProcess[] = [];
   let app: Awaited<ReturnType<typeof startHttpApp>>;
   before(async () => {
     fed = await startFederationProc();
     app = await startHttpApp('secret');
   });
   after(async () => {
-    await Promise.all(agents.map((a) => a.proc.stop('SIGKILL')));
+    await Promise.all([...agents.map((a) => a.proc), ...procs].map((p) => p.stop('SIGKILL')));
     await fed.proc.stop('SIGKILL');
     await app.close();
   });
@@ -58,12 +59,18 @@ describe('data path security with real agents', () => {
 
   it('refuses a server whose SPIFFE ID differs from the identity its endpoint registered', async () => {
     const port = await freePort('127.0.40.1');
-    // "impostor" really listens on 127.0.40.1:port with its own identity;
-    // "mirror" registers 127.0.40.1 as its address but listens elsewhere on the same port number.
-    const impostor = await startAgentProc(fed, { name: 'impostor', namespace: 'default', serviceAccount: 'impostor', address: '127.0.40.1', extra: { proxy: { inboundListen: `127.0.40.1:${port}` } }, services: [{ name: 'decoy', ports: [{ name: 'http', port: 9080, targetPort: app.port }] }] });
+    // "mirror" registers 127.0.40.1 as its address but listens elsewhere on
+    // the same port number; then "impostor" really listens on 127.0.40.1:port
+    // with its own identity. The federation refuses the impostor's claim to
+    // that address (it is mirror's), but its proxy listens all the same: the
+    // client's identity check is the second line of defence.
     const mirror = await startAgentProc(fed, { name: 'mirror', namespace: 'default', serviceAccount: 'mirror', address: '127.0.40.1', extra: { proxy: { inboundListen: `127.0.40.2:${port}` } }, services: [{ name: 'mirror', ports: [{ name: 'http', port: 9080, targetPort: app.port }] }] });
+    const impostorProc = (await spawnAgentProc(fed, { name: 'impostor', namespace: 'default', serviceAccount: 'impostor', address: '127.0.40.1', extra: { proxy: { inboundListen: `127.0.40.1:${port}` } }, services: [{ name: 'decoy', ports: [{ name: 'http', port: 9080, targetPort: app.port }] }] })).proc;
+    const refused = await impostorProc.waitForLog((l) => l.code === 'KEDGE_ADDRESS_CONFLICT', 20_000, 'the impostor\'s address claim refused');
+    assert.match(String(refused.err), /127\.0\.40\.1:\d+ is already registered by workload default\/mirror/);
     const client = await startAgentProc(fed, { name: 'asker', namespace: 'default', serviceAccount: 'asker', address: '127.0.40.3', upstreams: [{ service: 'mirror.default', port: 9080 }] });
-    agents.push(impostor, mirror, client);
+    agents.push(mirror, client);
+    procs.push(impostorProc);
     await agentSeesEndpoints(client, 'mirror.default', 1);
     const hitsBefore = app.hits;
     await assert.rejects(httpGet(client.upstreams[0]!, '/', 5_000));
