@@ -58,6 +58,34 @@ export function readPolicyFile(file: string): PolicyFile {
   return out;
 }
 
+/** Below the federation API's 64 KiB request limit, with room for the JSON list around the documents. */
+const BATCH_BYTES = 60_000;
+
+/**
+ * Route documents in requests the API accepts: FaultInjections first, so a
+ * route in a later request finds the FaultInjection its ExtensionRef names
+ * already stored.
+ */
+export function routeBatches(docs: readonly unknown[], maxBytes = BATCH_BYTES): unknown[][] {
+  const isFault = (d: unknown) => (d as { kind?: unknown }).kind === 'FaultInjection';
+  const ordered = [...docs.filter(isFault), ...docs.filter((d) => !isFault(d))];
+  const batches: unknown[][] = [];
+  let current: unknown[] = [];
+  let size = 0;
+  for (const d of ordered) {
+    const n = JSON.stringify(d).length + 1;
+    if (current.length > 0 && size + n > maxBytes) {
+      batches.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(d);
+    size += n;
+  }
+  if (current.length > 0) batches.push(current);
+  return batches;
+}
+
 /** Runs `kedge apply`; returns what to print, or throws listing what was refused (after printing what was applied). */
 export async function runApply(argv: string[]): Promise<string> {
   const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, filename: { type: 'string', short: 'f' } }, USAGE);
@@ -74,8 +102,8 @@ export async function runApply(argv: string[]): Promise<string> {
       out += rows.map((r) => `trafficpolicy/${r.name} (${r.service}) applied\n`).join('');
     }
   }
-  if (file.routes.length > 0) {
-    const r = await apiRequest<{ applied: { kind: string; namespace: string; name: string }[]; errors: string[] }>(target, 'POST', '/api/v1/routes', file.routes);
+  for (const batch of routeBatches(file.routes)) {
+    const r = await apiRequest<{ applied: { kind: string; namespace: string; name: string }[]; errors: string[] }>(target, 'POST', '/api/v1/routes', batch);
     out += r.applied.map((a) => `${a.kind.toLowerCase()}/${a.name} (${a.namespace}) applied\n`).join('');
     errors.push(...r.errors.map((e) => `${values.filename}: ${e}`));
   }

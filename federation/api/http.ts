@@ -104,7 +104,7 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     ['GET', /^\/api\/v1\/routes$/, () => deps.routeRows()],
     ['POST', /^\/api\/v1\/routes$/, async (_r, body) => {
       if (!Array.isArray(body)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send a JSON list of HTTPRoute, GRPCRoute and FaultInjection documents');
-      const result = await deps.routes.apply(body, (key) => deps.view().services.has(key));
+      const result = await deps.routes.apply(body, (key) => deps.view().services.has(key), (key) => deps.view().services.get(key)?.ports);
       deps.logger.info({ applied: result.applied.map((r) => `${r.kind}/${r.namespace}/${r.name}`), rejected: result.errors.length }, 'routes applied');
       if (result.applied.length) deps.rebuild();
       return result;

@@ -91,6 +91,22 @@ export function resolveRoutes(applied: ReadonlyMap<string, string>, cluster: rea
 
   const faults = new Map<string, FaultObject & { doc: unknown }>();
   for (const w of winners) if (w.value!.kind === 'FaultInjection') faults.set(`${w.value!.namespace}/${w.value!.name}`, { ...(w.value as FaultObject), doc: w.doc });
+  // GEP-1294: on one service port a GRPCRoute wins over HTTPRoutes; say so on the HTTPRoute.
+  const grpcParents = winners.flatMap((w) => (w.value!.kind === 'GRPCRoute' ? (w.value as RouteObject).parents.map((p) => ({ p, w })) : []));
+  const whole = (p: { port: number | undefined; sectionName: string | undefined }) => p.port === undefined && p.sectionName === undefined;
+  for (const w of winners) {
+    if (w.value!.kind !== 'HTTPRoute' || grpcParents.length === 0) continue;
+    const noted = new Set<string>();
+    for (const p of (w.value as RouteObject).parents) {
+      for (const { p: g, w: gw } of grpcParents) {
+        const overlap = g.service === p.service && (whole(p) || whole(g) || (p.port !== undefined && p.port === g.port) || (p.sectionName !== undefined && p.sectionName === g.sectionName));
+        const key = `${gw.id} ${p.service}`;
+        if (!overlap || noted.has(key)) continue;
+        noted.add(key);
+        rowById.get(w.id)!.warnings.push(`GRPCRoute ${gw.value!.namespace}/${gw.value!.name} attaches to the same port of ${p.service}; a GRPCRoute wins there (GEP-1294), so this route is not used on that port`);
+      }
+    }
+  }
   const attached = new Map<string, { docs: unknown[]; faults: Set<string>; backends: Set<string> }>();
   for (const w of winners) {
     const route = w.value!;
@@ -197,11 +213,16 @@ export class RouteTable {
    * applied in the same request. A re-applied route keeps its first
    * creationTimestamp, so its precedence does not change.
    */
-  async apply(docs: readonly unknown[], serviceExists: (key: string) => boolean, now: () => Date = () => new Date()): Promise<{ applied: { kind: string; namespace: string; name: string }[]; errors: string[] }> {
+  async apply(
+    docs: readonly unknown[],
+    serviceExists: (key: string) => boolean,
+    servicePorts?: (key: string) => readonly { name: string; port: number }[] | undefined,
+    now: () => Date = () => new Date(),
+  ): Promise<{ applied: { kind: string; namespace: string; name: string }[]; errors: string[] }> {
     const errors: string[] = [];
     const valid: { value: RouteDocumentObject; doc: unknown }[] = [];
     for (const doc of docs) {
-      const r = validateRouteDocument(doc, { serviceExists });
+      const r = validateRouteDocument(doc, { serviceExists, ...(servicePorts ? { servicePorts } : {}) });
       if (r.ok) valid.push({ value: r.value, doc });
       else errors.push(...r.errors);
     }

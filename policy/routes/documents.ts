@@ -17,6 +17,8 @@ export type RouteValidation = { ok: true; value: RouteDocumentObject } | { ok: f
 export interface RouteValidateOptions {
   /** Whether a service (name.namespace) exists; parentRefs, backendRefs and mirrors naming unknown ones are errors when given. */
   serviceExists?: (key: string) => boolean;
+  /** A known service's ports; parentRef and backendRef ports (and sectionNames) it lacks are errors when given. */
+  servicePorts?: (key: string) => readonly { name: string; port: number }[] | undefined;
   /**
    * The document was read from a Kubernetes cluster: `status` and the
    * server's metadata fields (uid, resourceVersion, managedFields, ...) are
@@ -68,9 +70,21 @@ export function validateRouteDocument(doc: unknown, opts: RouteValidateOptions =
     const unknown = (key: string, path: string, what: string) => {
       if (!exists(key)) c.fail(path, `names ${what} ${key}, which no source of the federation knows; check its name and namespace (or register it first)`);
     };
-    value.parents.forEach((p, i) => unknown(p.service, `spec.parentRefs[${i}]`, 'the service'));
+    const ports = opts.servicePorts;
+    const portsText = (list: readonly { name: string; port: number }[]) => list.map((p) => `${p.name} ${p.port}`).join(', ') || 'none';
+    value.parents.forEach((p, i) => {
+      unknown(p.service, `spec.parentRefs[${i}]`, 'the service');
+      const list = exists(p.service) ? ports?.(p.service) : undefined;
+      if (!list) return;
+      if (p.port !== undefined && !list.some((x) => x.port === p.port)) c.fail(`spec.parentRefs[${i}].port`, `${p.service} has no port ${p.port} (its ports: ${portsText(list)})`);
+      if (p.sectionName !== undefined && !list.some((x) => x.name === p.sectionName)) c.fail(`spec.parentRefs[${i}].sectionName`, `${p.service} has no port named ${p.sectionName} (its ports: ${portsText(list)})`);
+    });
     value.rules.forEach((r, i) => {
-      r.backends.forEach((b, j) => unknown(b.service, `spec.rules[${i}].backendRefs[${j}]`, 'the backend'));
+      r.backends.forEach((b, j) => {
+        unknown(b.service, `spec.rules[${i}].backendRefs[${j}]`, 'the backend');
+        const list = exists(b.service) ? ports?.(b.service) : undefined;
+        if (list && !list.some((x) => x.port === b.port)) c.fail(`spec.rules[${i}].backendRefs[${j}].port`, `${b.service} has no port ${b.port} (its ports: ${portsText(list)}); give the service port, not the target port`);
+      });
       r.filters.mirrors.forEach((mi, j) => unknown(mi.service, `spec.rules[${i}].filters (RequestMirror ${j + 1})`, 'the mirror backend'));
     });
   }

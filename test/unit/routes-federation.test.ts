@@ -11,6 +11,7 @@ import type { MeshService, MeshView } from '../../federation/mesh/types';
 import { applyUpdate, toProxySnapshot } from '../../agent/registration/updates';
 import type { Service__Output, ServiceUpdate } from '../../proto/loader';
 import { gatewayRoute } from '../support/fixtures/kube';
+import { routeBatches } from '../../cli/apply';
 
 const route = (name: string, backends: string[], extra: Record<string, unknown> = {}) =>
   gatewayRoute('HTTPRoute', name, 'default', 'reviews', 9080, [{ backendRefs: backends.map((b) => ({ name: b, port: 9080 })), ...extra }]);
@@ -41,6 +42,15 @@ describe('resolveRoutes', () => {
     assert.deepEqual(rows.split!.warnings, ['also defined by cluster east (invalid there); the copy from cluster west is used']);
     assert.match(rows['cors-only']!.error!, /Kedge does not implement the CORS filter/);
     assert.ok(!JSON.parse(r.perService.get('reviews.default')!).some((d: { metadata: { name: string } }) => d.metadata.name === 'cors-only'));
+  });
+
+  it('an HTTPRoute sharing a service port with a GRPCRoute is warned that the GRPCRoute wins there', () => {
+    const grpc = gatewayRoute('GRPCRoute', 'rpc', 'default', 'reviews', 9080, [{ backendRefs: [{ name: 'reviews-v1', port: 9080 }] }]);
+    const other = gatewayRoute('HTTPRoute', 'other-port', 'default', 'reviews', 9090, [{ backendRefs: [{ name: 'reviews-v1', port: 9080 }] }]);
+    const r = resolveRoutes(applied(route('web', ['reviews-v1']), grpc, other), []);
+    const rows = Object.fromEntries(r.rows.map((x) => [x.name, x]));
+    assert.deepEqual(rows.web!.warnings, ['GRPCRoute default/rpc attaches to the same port of reviews.default; a GRPCRoute wins there (GEP-1294), so this route is not used on that port']);
+    assert.deepEqual(rows['other-port']!.warnings, []);
   });
 
   it('a service carries its routes and the FaultInjections they use; its route backends are listed for the push', () => {
@@ -108,5 +118,15 @@ describe('agent side', () => {
     assert.equal(applied.rejected.length, 2);
     assert.match(applied.rejected[0]!, /^service reviews\.default: routes rejected: HTTPRoute default\/split: spec\.rules\[0\]\.filters\[0\]\.type: Kedge does not implement the CORS filter/);
     assert.equal(applied.rejected[1], 'service details.default: routes rejected: not JSON');
+  });
+});
+
+describe('kedge apply batches', () => {
+  it('splits route documents under the API body limit, FaultInjections first', () => {
+    const docs = [route('a', ['x']), fault, route('b', ['y']), route('c', ['z'])];
+    const one = JSON.stringify(docs[0]).length + 1;
+    const batches = routeBatches(docs, one * 2 + 10);
+    assert.deepEqual(batches.map((b) => b.map((d) => (d as { metadata: { name: string } }).metadata.name)), [['flaky', 'a'], ['b', 'c']]);
+    assert.deepEqual(routeBatches(docs).length, 1);
   });
 });

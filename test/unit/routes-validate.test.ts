@@ -169,6 +169,16 @@ describe('validateRouteDocument', () => {
       ],
     },
     {
+      name: 'ports the services do not have',
+      doc: http([{ backendRefs: [{ name: 'reviews-v1', port: 18080 }] }], { spec: { parentRefs: [{ ...parent, port: 9999 }, { ...parent, port: undefined, sectionName: 'grpc' }] } }),
+      opts: { serviceExists: () => true, servicePorts: () => [{ name: 'http', port: 9080 }] },
+      errors: [
+        'HTTPRoute default/reviews: spec.parentRefs[0].port: reviews.default has no port 9999 (its ports: http 9080)',
+        'HTTPRoute default/reviews: spec.parentRefs[1].sectionName: reviews.default has no port named grpc (its ports: http 9080)',
+        'HTTPRoute default/reviews: spec.rules[0].backendRefs[0].port: reviews-v1.default has no port 18080 (its ports: http 9080); give the service port, not the target port',
+      ],
+    },
+    {
       name: 'a gRPC exact service with a slash, no service or method',
       doc: grpc([{ ...backend, matches: [{ method: { service: 'shop/Cart' } }, { method: { type: 'Exact' } }] }]),
       errors: [
