@@ -64,6 +64,13 @@ export interface AttemptTarget {
   fields: Record<string, unknown>;
   /** True when the client is gone, so no further attempt is worth making. */
   gone: () => boolean;
+  /**
+   * When every endpoint was already tried by earlier attempts of this
+   * request (retried statuses), start over rather than give up, as Envoy
+   * retries may land on a host again. Connect failures within this call
+   * still never redial the same endpoint.
+   */
+  allowRepeat?: boolean;
 }
 
 /**
@@ -78,7 +85,13 @@ export async function connectAttempts<C>(t: AttemptTarget, deps: AttemptDeps, lo
   let attempts = 0;
   while (attempts < deps.maxAttempts) {
     const pick = picker.pick({ tried, random: deps.random, ...(attempts === 0 && tried.size === 0 ? { preferred: t.preferred } : {}), ...(t.request ? { request: t.request } : {}) });
-    if (pick.type === 'exhausted') break;
+    if (pick.type === 'exhausted') {
+      if (attempts === 0 && t.allowRepeat === true && tried.size > 0) {
+        tried.clear();
+        continue;
+      }
+      break;
+    }
     if (pick.type === 'none') {
       if (attempts > 0 || tried.size > 0) break;
       const service = t.entry.view?.key ?? String(t.fields.service ?? '');
@@ -93,6 +106,11 @@ export async function connectAttempts<C>(t: AttemptTarget, deps: AttemptDeps, lo
       return { pick, conn, attempts };
     } catch (err) {
       const code = failureCode(err, 'KEDGE_UPSTREAM_CONNECT_FAILED');
+      // A circuit breaker refused the connection: nothing about the endpoint, nothing to retry.
+      if (code === 'KEDGE_CIRCUIT_OPEN') {
+        pick.onEnd();
+        return err as KedgeError;
+      }
       log.attemptFailed(ep.key, code);
       deps.logger.warn({ ...t.fields, ...extraFields?.(ep), endpoint: ep.key, workload: ep.view.workload, attempt: attempts, code, err: errorMessage(err) }, 'outbound connect attempt failed');
       logOutlier(deps.logger, pick.onEnd('connect-failure'), ep, t.fields, 'connect-failure');

@@ -19,6 +19,7 @@ import type { PeerWorkload, RecordSink } from './record';
 import type { Http1Pools } from './http1/pools';
 import { serveHttp1Outbound } from './http1/outbound';
 import type { Http1Session } from './http1/session';
+import type { Breakers } from './breaker';
 
 /** What forwarding over the mesh needs; getters, so it always sees the current identity. */
 export interface MeshDeps extends AttemptDeps {
@@ -39,6 +40,8 @@ export interface MeshDeps extends AttemptDeps {
   pools: Http1Pools;
   /** Open HTTP/1.1 sessions, so a closing proxy can drain them. */
   sessions: Set<Http1Session>;
+  /** Circuit breakers and retry budgets per destination service. */
+  breakers: Breakers;
   /** A service of the current snapshot by name.namespace (route backends). */
   service: (key: string) => ServiceView | undefined;
 }

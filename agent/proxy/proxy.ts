@@ -19,6 +19,7 @@ import { peerFromSpiffe } from './connection-record';
 import { NULL_SINK, type PeerWorkload, type RecordSink, fanOut } from './record';
 import { type DirectionStats, type ProxyStats, inboundStats, outboundStats } from './stats';
 import { Http1Pools } from './http1/pools';
+import { Breakers } from './breaker';
 import type { Http1Session } from './http1/session';
 import { SessionCache, buildIdentityContexts, trustDomainOf } from './tls';
 import type { LocalTarget, ProxySnapshot, TlsIdentity, UpstreamSpec } from './types';
@@ -138,6 +139,7 @@ export class Proxy {
   private self: PeerWorkload;
   private readonly pools = new Http1Pools();
   private readonly sessions = new Set<Http1Session>();
+  private readonly breakers = new Breakers();
   private trustDomains: ReadonlySet<string>;
   private readonly logger: Logger;
   private closing: Promise<void> | undefined;
@@ -168,6 +170,7 @@ export class Proxy {
       self: () => this.self,
       pools: this.pools,
       sessions: this.sessions,
+      breakers: this.breakers,
       service: (key: string) => this.current.services.get(key),
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       balancers: this.balancers,
@@ -253,6 +256,7 @@ export class Proxy {
     const live = new Set<string>();
     for (const e of this.balancers.endpointKeys()) live.add(e);
     this.pools.prune((ep) => live.has(ep));
+    this.breakers.prune((key) => s.services.has(key));
     this.current = s;
     this.destinations = index;
     this.inbound.setRevoked(s.revokedSerials ?? NO_SERIALS);

@@ -12,6 +12,7 @@ import { modifyPath, pickBackend, redirectLocation } from '../../../policy/route
 import type { HeaderModifier, RouteRequest } from '../../../policy/routes/types';
 import { TRAFFIC_POLICY_DEFAULTS } from '../../../policy/traffic-policy';
 import { connectAttempts, logOutlier } from '../attempts';
+import { refusalMessage } from '../breaker';
 import type { ServiceEntry } from '../balancers';
 import { type ConnectionTrace, destinationService, peerFromSpiffe } from '../connection-record';
 import { dialEndpoint, dialPlaintext } from '../dial';
@@ -35,6 +36,13 @@ interface Backend {
 }
 
 const plans = new WeakMap<RequestPlan, Backend>();
+/** What to release when a request's record is finished (circuit breaker counts). */
+const cleanup = new WeakMap<RequestTrace, Array<() => void>>();
+function onFinish(t: RequestTrace, release: () => void): void {
+  let list = cleanup.get(t);
+  if (list === undefined) cleanup.set(t, (list = []));
+  list.push(release);
+}
 /** The endpoint a request's last attempt went to, for its access-log line. */
 const endpointOf = new WeakMap<RequestTrace, import('../balancers').MeshEndpoint>();
 
@@ -97,6 +105,7 @@ export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: 
         requestId,
         traceId: traceIdOf(headerValue(req.headers, 'traceparent')),
       }, (rec) => {
+        for (const release of cleanup.get(t) ?? []) release();
         const ep = endpointOf.get(t);
         deps.logger.info({ ...fields, ...(ep ? { endpoint: ep.key, workload: ep.view.workload, ...(ep.view.plaintext ? { plaintext: true } : { sni: buildSni(rec.service.port, rec.service.hostname), peer: ep.view.identity }) } : {}), ...requestLogFields(rec) }, 'outbound');
       });
@@ -158,19 +167,55 @@ export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: 
       return plan;
     },
 
+    admitRetry(plan) {
+      const backend = plans.get(plan)!;
+      const policy = backend.service.policy ?? TRAFFIC_POLICY_DEFAULTS;
+      const r = deps.breakers.get(backend.service.key, policy.circuitBreaker, policy.retryBudget).admitRetry(performance.now());
+      if (typeof r === 'string') {
+        deps.logger.warn({ ...fields, code: 'KEDGE_RETRY_REFUSED', err: refusalMessage(backend.service.key, r, policy.circuitBreaker) }, 'retry not made');
+        return false;
+      }
+      onFinish(plan.trace, r);
+      return true;
+    },
+
     async connect(req, plan, tried): Promise<Upstream | LocalAnswer> {
       const backend = plans.get(plan)!;
       const entry = deps.balancers.entry(backend.service);
       const policy = backend.service.policy ?? TRAFFIC_POLICY_DEFAULTS;
+      const breaker = deps.breakers.get(backend.service.key, policy.circuitBreaker, policy.retryBudget);
+      if (!cleanup.has(plan.trace)) {
+        const admitted = breaker.admitRequest();
+        if (typeof admitted === 'string') return { status: 503, code: 'KEDGE_CIRCUIT_OPEN', message: refusalMessage(backend.service.key, admitted, policy.circuitBreaker), flag: 'UO' };
+        onFinish(plan.trace, admitted);
+      }
+      const endpointKeys = (): Iterable<string> => [...entry.endpoints()].map((e) => e.key);
+      // A pooled connection, or a new one within maxConnections; past it the
+      // request waits for a free one, as one of at most maxPendingRequests.
+      const acquire = async (ep: import('../balancers').MeshEndpoint): Promise<import('./pool').Lease> => {
+        const pool = deps.pools.get(ep.key, ep.view.plaintext ? '' : sni, () => connect(ep), policy.poolIdleTimeoutMs, policy.circuitBreaker.maxRequestsPerConnection);
+        if (pool.idleCount > 0) return pool.acquire();
+        const full = (): boolean => deps.pools.connections(endpointKeys()) >= policy.circuitBreaker.maxConnections;
+        const pending = await breaker.pend(full());
+        if (typeof pending === 'string') throw new KedgeError('KEDGE_CIRCUIT_OPEN', refusalMessage(backend.service.key, pending, policy.circuitBreaker));
+        try {
+          // Woken by a released connection: it may have gone idle in any
+          // pool of the service; another may have taken it, so wait again.
+          while (pool.idleCount === 0 && full()) await new Promise<void>((r) => breaker.waitOnce(r));
+          return await pool.acquire();
+        } finally {
+          pending();
+        }
+      };
       const timeoutMs = entry.balancer.connectTimeoutMs() ?? deps.connectTimeoutMs;
       const sni = buildSni(backend.port, backend.service.hostname);
       const connect = (ep: import('../balancers').MeshEndpoint): Promise<net.Socket> =>
         ep.view.plaintext ? dialPlaintext(ep.view, ep.port, timeoutMs, deps.track) : dialEndpoint(ep.view, sni, deps.clientTls(), timeoutMs, deps.track, ['http/1.1']);
       const r = await connectAttempts(
-        { entry, servicePort: backend.port, preferred: preferredOf(entry, backend), request: { method: req.method, path: req.target, authority: headerValue(req.headers, 'host') ?? '' }, tried, fields, gone: () => client.destroyed },
+        { entry, servicePort: backend.port, preferred: preferredOf(entry, backend), request: { method: req.method, path: req.target, authority: headerValue(req.headers, 'host') ?? '' }, tried, fields, gone: () => client.destroyed, allowRepeat: true },
         deps,
         plan.trace,
-        (ep) => deps.pools.get(ep.key, ep.view.plaintext ? '' : sni, () => connect(ep), policy.poolIdleTimeoutMs, policy.circuitBreaker.maxRequestsPerConnection).acquire(),
+        acquire,
       );
       if (r instanceof KedgeError) return answerFor(r);
       const { pick, conn: lease } = r;
@@ -183,6 +228,7 @@ export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: 
         host: ep.key,
         done(reusable, outcome) {
           pool.release(lease, reusable);
+          breaker.wake();
           logOutlier(deps.logger, pick.onEnd(outcome), ep, fields, outcome ?? '');
         },
       };

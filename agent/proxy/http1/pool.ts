@@ -39,6 +39,8 @@ export class ConnectionPool {
   private readonly idle: Idle[] = [];
   /** Connections leased now. */
   busy = 0;
+  /** Connections being set up now. */
+  dialing = 0;
   private closed = false;
 
   constructor(private opts: PoolOptions) {}
@@ -61,7 +63,13 @@ export class ConnectionPool {
       this.busy++;
       return { socket: it.socket, reused: true, requests: it.requests + 1 };
     }
-    const socket = await this.opts.connect();
+    this.dialing++;
+    let socket: net.Socket;
+    try {
+      socket = await this.opts.connect();
+    } finally {
+      this.dialing--;
+    }
     // Errors are read by whoever holds the lease (through 'close' and the
     // exchange's own handlers); one with no listener must not crash the agent.
     socket.on('error', ignore);

@@ -24,11 +24,11 @@ export class Http1Pools {
     return p.pool;
   }
 
-  /** Connections open to `endpoints` now (leased and idle), for maxConnections. */
+  /** Connections open or opening to `endpoints` now (leased, idle, dialling), for maxConnections. */
   connections(endpoints: Iterable<string>): number {
     const want = new Set(endpoints);
     let n = 0;
-    for (const { endpoint, pool } of this.pools.values()) if (want.has(endpoint)) n += pool.busy + pool.idleCount;
+    for (const { endpoint, pool } of this.pools.values()) if (want.has(endpoint)) n += pool.busy + pool.idleCount + pool.dialing;
     return n;
   }
 

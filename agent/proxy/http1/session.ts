@@ -73,6 +73,8 @@ export interface Http1Side {
   tunnel(req: RequestHead, plan: RequestPlan): Promise<{ socket: net.Socket; host: string; done: () => void } | LocalAnswer>;
   limits?: HeadLimits;
   replayBytes?: number;
+  /** Admits a retry of a retryable status (circuit breaker maxRetries, retry budget); absent: always. */
+  admitRetry?(plan: RequestPlan): boolean;
   /** Retry a 503 that a server proxy answered itself because its app was unreachable (the client side does). */
   retriesProxyErrors?: boolean;
 }
@@ -393,7 +395,13 @@ export class Http1Session {
 
   private shouldRetry(ex: Exchange, status: number): boolean {
     const r = ex.plan.retry;
-    return r !== undefined && r.statuses.has(status) && ex.retries < r.attempts && !ex.overflow;
+    if (r === undefined || !r.statuses.has(status)) return false;
+    if (ex.retries >= r.attempts || ex.overflow || !(this.side.admitRetry?.(ex.plan) ?? true)) {
+      // Envoy's URX: the answer was retryable, but no retry was left or allowed.
+      ex.plan.trace.flag('URX');
+      return false;
+    }
+    return true;
   }
 
   /** Drops the current attempt and makes another, replaying the head and the body kept so far. */
