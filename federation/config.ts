@@ -10,7 +10,7 @@ import { isValidTrustDomain } from '../proto/model/spiffe';
 import { Doc, deepFreeze } from '../proto/model/validate';
 import { isValidName } from '../proto/model/spiffe';
 import { parseConsulCluster, type ConsulClusterConfig } from './sources/consul/config';
-import { parseServiceEntries, type ServiceEntry } from './sources/static';
+import { parseServiceEntries, STATIC_SOURCE_NAME, type ServiceEntry } from './sources/static';
 import { parseCidr4 } from './mesh/vips';
 import { REGISTRATION_LIMITS_DEFAULTS, type RegistrationLimits } from './api/limits';
 
@@ -29,6 +29,7 @@ export const FEDERATION_DEFAULTS = Object.freeze({
   maxTokenTtl: '720h',
   maxTokenUses: '1000000',
   exportedNamespaces: ['*'] as readonly string[],
+  readinessSources: 'all',
 });
 
 /** How the federation reaches a secured etcd: files, read when the store is opened. */
@@ -85,6 +86,8 @@ export interface FederationConfig {
   exportedNamespaces: readonly string[];
   /** What one agent may register and subscribe to (federation/api/limits.ts). */
   registrationLimits: RegistrationLimits;
+  /** Sources that must have synced once before /readyz answers 200. */
+  readinessSources: 'all' | 'none' | readonly string[];
 }
 
 /** The flag names `kedge federation` accepts, mapped to YAML keys. */
@@ -108,6 +111,7 @@ export const FEDERATION_FLAGS = {
   'vip-cidr': 'vipCidr',
   'max-token-ttl': 'maxTokenTtl',
   'max-token-uses': 'maxTokenUses',
+  'readiness-sources': 'readinessSources',
 } as const;
 
 const YAML_KEYS = [...Object.values(FEDERATION_FLAGS), 'clusters', 'serviceEntries', 'exportedNamespaces', 'registrationLimits'] as readonly string[];
@@ -217,6 +221,8 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
     at(caCertFile === undefined ? 'caCert' : 'caKey').fail('--ca-cert and --ca-key go together: give both files of the plug-in intermediate, or neither');
   }
   const store = resolveStore(at, relKey);
+  const clusters = parseClusters(new Doc(source, merged).at('clusters'), base);
+  const serviceEntries = parseServiceEntries(new Doc(source, merged).at('serviceEntries'));
   const ttl = at('workloadCertTtl').parse((s) => parseDuration(s, 'workload certificate TTL'), FEDERATION_DEFAULTS.workloadCertTtl);
   if (ttl < 10_000) at('workloadCertTtl').fail('must be at least 10s');
   return deepFreeze({
@@ -232,8 +238,9 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
     replica: at('replica').string(`${hostname}:${listenGrpc.port}`),
     store,
     vipCidr: at('vipCidr').parse((v) => (parseCidr4(v), v), FEDERATION_DEFAULTS.vipCidr),
-    clusters: parseClusters(new Doc(source, merged).at('clusters'), base),
-    serviceEntries: parseServiceEntries(new Doc(source, merged).at('serviceEntries')),
+    clusters,
+    serviceEntries,
+    readinessSources: parseReadinessSources(at('readinessSources'), [...clusters.map((c) => c.name), ...(serviceEntries.length > 0 ? [STATIC_SOURCE_NAME] : [])]),
     tokenLimits: {
       maxTtlMs: at('maxTokenTtl').parse((s) => parseDuration(s, 'maximum token TTL'), FEDERATION_DEFAULTS.maxTokenTtl),
       maxUses: wholeNumber(at('maxTokenUses'), FEDERATION_DEFAULTS.maxTokenUses),
@@ -272,6 +279,15 @@ function resolveStore(at: (key: string) => Doc, relKey: (key: string, p: string 
   }
   if (access.username !== undefined && !/^[^\s]+$/.test(access.username)) at('etcdUser').fail(`invalid etcd user "${access.username}": use the name given to "etcdctl user add"`);
   return { ...store, access };
+}
+
+/** `all`, `none`, or a comma-separated list of configured source names. */
+function parseReadinessSources(d: Doc, known: string[]): 'all' | 'none' | string[] {
+  const v = d.string(FEDERATION_DEFAULTS.readinessSources);
+  if (v === 'all' || v === 'none') return v;
+  const names = v.split(',').map((n) => n.trim()).filter(Boolean);
+  for (const n of names) if (!known.includes(n)) d.fail(`"${n}" is not a configured source (known: ${known.join(', ') || 'none'}); use all, none, or names of clusters`);
+  return names;
 }
 
 /** A whole number of at least 1, from a flag (a string) or the file (a number or string). */

@@ -35,6 +35,8 @@ import { MemoryCertificateProvider } from './api/cert-provider';
 import { ADMIN_TOKEN_KEY, loadCaMaterial, loadOrCreateAdminToken } from './bootstrap';
 import { refuseLostStore } from './store/data-dir-guard';
 import { exportBackup } from './store/backup';
+import { readiness } from './health/readiness';
+import { CA_CHECK_MS, checkCaSigns } from './health/ca-check';
 import { CertClusters } from './api/cert-clusters';
 import { Bindings, REVOKED_PREFIX } from './grants/bindings';
 import { WatchedMap } from './store/watched-map';
@@ -247,7 +249,16 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
         }),
     );
 
-    let ready = false;
+    let started = false;
+    let caHealth = checkCaSigns(ca, config.trustDomain);
+    const caTimer = setInterval(() => {
+      const next = checkCaSigns(ca, config.trustDomain);
+      if (next.ok !== caHealth.ok) (next.ok ? logger.info({}, 'the CA signs again') : logger.error({ err: next.error }, 'CA self-check failed: this replica is not ready'));
+      caHealth = next;
+    }, CA_CHECK_MS);
+    caTimer.unref();
+    closers.push(() => clearInterval(caTimer));
+    const ready = () => readiness({ started, store: store.health(), ca: caHealth, sources: sources.map((src) => src.status()), needed: config.readinessSources });
     const api = createHttpApi({
       adminToken,
       tokens,
@@ -259,7 +270,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       grpc: service,
       replica: config.replica,
       trustDomain: config.trustDomain,
-      ready: () => ready,
+      ready,
       sources: () => sources.map((src) => src.status()),
       policies,
       backup: () => exportBackup(store, { kedgeVersion: KEDGE_VERSION }),
@@ -275,7 +286,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       api.close(() => resolve());
       api.closeAllConnections();
     }));
-    ready = true;
+    started = true;
     const grpcAddress = { host: config.listenGrpc.host, port: grpcPort };
     const httpAddress = { host: config.listenHttp.host, port: httpPort };
     logger.info({ grpc: formatHostPort(grpcAddress), http: formatHostPort(httpAddress), trustDomain: config.trustDomain, replica: config.replica, dataDir: config.dataDir }, 'federation ready');

@@ -13,6 +13,7 @@ import { formatLocality } from '../../proto/model/locality';
 import { parseServiceKey, serviceKey } from '../../proto/model/service';
 import type { FederationService } from './grpc';
 import type { SourceStatus } from '../sources/types';
+import type { Readiness } from '../health/readiness';
 import type { PolicyTable } from '../mesh/policies';
 import type { RouteRow, RouteTable } from '../mesh/routes';
 import { ROUTE_KINDS, type RouteKind } from '../../policy/routes/model';
@@ -37,7 +38,8 @@ export interface HttpDeps {
   grpc: FederationService;
   replica: string;
   trustDomain: string;
-  ready: () => boolean;
+  /** What /readyz answers: 200 with the checks when ready, 503 with them when not. */
+  ready: () => Readiness;
   sources: () => SourceStatus[];
   policies: PolicyTable;
   /** Every durable store key, for `kedge federation backup`. */
@@ -138,7 +140,10 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     };
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.pathname === '/healthz') return send(200, { status: 'ok' });
-    if (url.pathname === '/readyz') return deps.ready() ? send(200, { status: 'ready' }) : send(503, { status: 'not ready' });
+    if (url.pathname === '/readyz') {
+      const r = deps.ready();
+      return send(r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks: r.checks });
+    }
     // Prometheus scrapes without the admin token: metrics name no secrets.
     if (url.pathname === '/metrics' && req.method === 'GET' && deps.metrics) {
       deps.metrics()
@@ -159,6 +164,8 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       .then((result) => send(200, result))
       .catch((err) => {
         if (err instanceof HttpError) return send(err.status, { code: err.code, message: err.message });
+        // A store that cannot write now is the server's trouble, not the request's.
+        if (err instanceof KedgeError && (err.code === 'KEDGE_STORE_IO' || err.code === 'KEDGE_STORE_UNAVAILABLE')) return send(503, { code: err.code, message: err.message });
         if (err instanceof KedgeError) return send(400, { code: err.code, message: err.message });
         deps.logger.error({ err: errorMessage(err), path: url.pathname }, 'API request failed');
         send(500, { code: 'KEDGE_INTERNAL', message: errorMessage(err) });

@@ -15,7 +15,7 @@ import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { acquireDirLock, type DirLock } from './lock';
 import { encodeRecord, Journal, loadState, type DurableKv } from './persist';
-import type { KeyValue, PutOptions, Store, Watch, WatchEvent } from './types';
+import type { KeyValue, PutOptions, Store, StoreHealth, Watch, WatchEvent } from './types';
 
 /** Timer functions, injectable so lease expiry can be driven by tests. */
 export interface StoreTimers {
@@ -43,6 +43,8 @@ const LEASE_CHECK_MS = 100;
 // one `reserve` record per this many revisions keeps the counter monotonic
 // across crashes.
 const RESERVE_STEP = 1000;
+// How often a store whose writes fail tries again on its own.
+const PROBE_MS = 1000;
 
 interface Lease { ttlMs: number; expiresAt: number; keys: Set<string>; ending: boolean }
 interface Watcher { prefix: string; onEvents: (e: WatchEvent[]) => void; queue: WatchEvent[]; scheduled: boolean; closed: boolean }
@@ -54,6 +56,8 @@ class Batch {
   readonly changed = new Map<string, KeyValue | null>();
   readonly wal: string[] = [];
   readonly events: WatchEvent[] = [];
+  /** Side effects of staging (leases taken out of the table), undone when the batch cannot be written. */
+  readonly undo: (() => void)[] = [];
   constructor(public revision: number) {}
 }
 
@@ -78,7 +82,9 @@ class EmbeddedStore implements Store {
   private historyStart: number; // every event after this revision is in `history`
   private queue: Pending[] = [];
   private draining: Promise<void> | undefined;
-  private failed: KedgeError | undefined;
+  private writeError: KedgeError | undefined; // the last write failed; cleared by the next that succeeds
+  private writeErrorSince: number | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly timer: unknown;
   private readonly clock: () => number;
@@ -162,7 +168,7 @@ class EmbeddedStore implements Store {
       });
       return handle;
     };
-    if (this.closed || this.failed) return fail(this.failed ?? this.closedError());
+    if (this.closed) return fail(this.closedError());
     if (from < this.historyStart) {
       return fail(new KedgeError(
         'KEDGE_STORE_COMPACTED',
@@ -199,6 +205,7 @@ class EmbeddedStore implements Store {
     if (this.closed) return;
     this.closed = true; // new requests are refused; queued ones still finish
     this.timers.clearInterval(this.timer);
+    clearInterval(this.probeTimer);
     while (this.draining) await this.draining;
     for (const w of this.watchers) this.closeWatch(w);
     try {
@@ -208,10 +215,49 @@ class EmbeddedStore implements Store {
     }
   }
 
+  health(): StoreHealth {
+    if (this.writeError) return { writable: false, error: this.writeError.message, since: new Date(this.writeErrorSince!).toISOString() };
+    return { writable: true };
+  }
+
   // --- the write path -------------------------------------------------------
 
+  private writeFailed(err: unknown): KedgeError {
+    const e = new KedgeError(
+      'KEDGE_STORE_IO',
+      `writing the store log in ${this.dir} failed (${errorMessage(err)}); the change was not saved. Check free space and the disk: the store retries every second and takes writes again as soon as the disk does`,
+      { cause: err },
+    );
+    if (!this.writeError) {
+      this.writeErrorSince = this.clock();
+      this.logger.error({ err: errorMessage(err), dir: this.dir }, 'store write failed; refusing writes until the disk takes them again');
+    }
+    this.writeError = e;
+    if (!this.probeTimer && !this.closed) {
+      this.probeTimer = setInterval(() => this.probe(), PROBE_MS);
+      this.probeTimer.unref();
+    }
+    return e;
+  }
+
+  private writeSucceeded(): void {
+    if (!this.writeError) return;
+    this.logger.info({ dir: this.dir, failingForMs: this.clock() - this.writeErrorSince! }, 'store writes work again');
+    this.writeError = undefined;
+    this.writeErrorSince = undefined;
+    clearInterval(this.probeTimer);
+    this.probeTimer = undefined;
+  }
+
+  // While writes fail, one small durable write a second finds out when they work again.
+  private probe(): void {
+    this.enqueue((b) => {
+      b.wal.push(encodeRecord({ op: 'reserve', rev: this.reserved }));
+    }).catch(() => undefined);
+  }
+
+
   private enqueue(stage: (b: Batch) => unknown): Promise<unknown> {
-    if (this.failed) return Promise.reject(this.failed);
     if (this.closed) return Promise.reject(this.closedError());
     return new Promise((resolve, reject) => {
       this.queue.push({ stage, resolve, reject });
@@ -230,7 +276,7 @@ class EmbeddedStore implements Store {
   }
 
   private async drain(): Promise<void> {
-    while (this.queue.length > 0 && !this.failed) {
+    while (this.queue.length > 0) {
       const ops = this.queue;
       this.queue = [];
       const b = new Batch(this.revision);
@@ -247,13 +293,15 @@ class EmbeddedStore implements Store {
       try {
         if (b.wal.length > 0) await this.wal.append(b.wal.join(''));
       } catch (err) {
-        // Memory and disk may now disagree about this batch; stop rather than guess.
-        this.failed = new KedgeError('KEDGE_STORE_IO', `writing the store log in ${this.dir} failed (${errorMessage(err)}); the store stopped accepting requests: check free space and the disk, then restart`, { cause: err });
-        this.logger.error({ err, dir: this.dir }, 'store write failed; refusing further requests');
-        for (const op of [...ops, ...this.queue]) op.reject(this.failed);
-        this.queue = [];
-        return;
+        // Nothing of the batch is applied or acknowledged, and the journal
+        // overwrites what it half wrote on the next attempt: refuse this
+        // batch, keep serving reads, and take writes again once the disk does.
+        for (const u of b.undo.reverse()) u();
+        const failure = this.writeFailed(err);
+        for (const op of ops) op.reject(failure);
+        continue;
       }
+      if (b.wal.length > 0) this.writeSucceeded();
       if (b.revision > this.reserved) this.reserved = b.revision + RESERVE_STEP;
       this.apply(b);
       ops.forEach((op, i) => {
@@ -279,6 +327,11 @@ class EmbeddedStore implements Store {
     const l = this.leases.get(lease);
     if (!l) return;
     this.leases.delete(lease);
+    b.undo.push(() => {
+      // Back in the table; an expired one is swept again on the next tick.
+      l.ending = false;
+      this.leases.set(lease, l);
+    });
     const keys = new Set([...l.keys, ...b.changed.keys()]);
     const doomed = [...keys].filter((k) => this.lookup(b, k)?.lease === lease).sort();
     if (doomed.length === 0) return;
@@ -370,7 +423,6 @@ class EmbeddedStore implements Store {
   }
 
   private checkOpen(): void {
-    if (this.failed) throw this.failed;
     if (this.closed) throw this.closedError();
   }
 

@@ -23,7 +23,7 @@ import { LeaseKeepAliver } from './etcd-keepalive';
 import { int, isLeaseId, KeyCodec, leaseTtlSeconds, toKeyValue } from './etcd-keys';
 import { EtcdRpc, type EtcdSecurity } from './etcd-rpc';
 import { EtcdWatch } from './etcd-watch';
-import type { KeyValue, PutOptions, Store, Watch, WatchEvent } from './types';
+import type { KeyValue, PutOptions, Store, StoreHealth, Watch, WatchEvent } from './types';
 
 /** Options for openEtcdStore; only `logger` is required. */
 export interface EtcdStoreOptions {
@@ -59,6 +59,9 @@ function checkGuard(key: string, expectRevision: number | undefined): void {
 /** The key read by a transaction's failure branch, for the conflict message. */
 const failedRead = (res: IResponseOp[]): IKeyValue | undefined => res[0]?.response_range?.kvs[0];
 
+// Read while writes fail, to notice etcd is back: a quorum read needs what a write needs.
+const PROBE_KEY = '/kedge/health-probe';
+
 class EtcdStore implements Store {
   readonly kind = 'etcd' as const;
   private readonly kv: KVClient;
@@ -66,6 +69,8 @@ class EtcdStore implements Store {
   private readonly watches = new Set<EtcdWatch>();
   private readonly inflight = new Set<Promise<unknown>>();
   private closed = false;
+  private writeError: { message: string; since: number } | undefined;
+  private probing: NodeJS.Timeout | undefined;
 
   constructor(private readonly rpc: EtcdRpc, private readonly codec: KeyCodec, private readonly logger: Logger, private readonly pageSize: number) {
     this.kv = rpc.client.kv;
@@ -93,8 +98,12 @@ class EtcdStore implements Store {
     });
   }
 
+  health(): StoreHealth {
+    return this.writeError ? { writable: false, error: this.writeError.message, since: new Date(this.writeError.since).toISOString() } : { writable: true };
+  }
+
   put(key: string, value: string, opts: PutOptions = {}): Promise<{ revision: number }> {
-    return this.run(async () => {
+    return this.tracked(async () => {
       if (typeof key !== 'string' || key === '') throw invalid('store keys must be non-empty strings');
       if (typeof value !== 'string') throw invalid(`value for key "${key}" must be a string`);
       checkGuard(key, opts.expectRevision);
@@ -120,7 +129,7 @@ class EtcdStore implements Store {
   }
 
   delete(key: string, opts: { expectRevision?: number } = {}): Promise<boolean> {
-    return this.run(async () => {
+    return this.tracked(async () => {
       checkGuard(key, opts.expectRevision);
       const k = this.codec.encode(key);
       const spec = { what: `delete "${key}"`, mutation: true };
@@ -206,6 +215,7 @@ class EtcdStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.probing);
     for (const w of [...this.watches]) w.close();
     // Requests already sent finish (each is bounded by its deadline) before the connection goes.
     await Promise.allSettled([...this.inflight]);
@@ -227,6 +237,35 @@ class EtcdStore implements Store {
       if (!page.more || !last) return { kvs, revision };
       from = Buffer.concat([last.key, Buffer.from([0])]); // the next key after `last`
     }
+  }
+
+  /**
+   * Runs a write and records whether etcd took it, for health(): a write
+   * refused for being wrong (a guard, a lease) says nothing about etcd. While
+   * writes fail, a quorum read every second notices when etcd is back.
+   */
+  private tracked<T>(op: () => Promise<T>): Promise<T> {
+    return this.run(op).then(
+      (v) => {
+        this.writeWorks();
+        return v;
+      },
+      (err: unknown) => {
+        if (err instanceof KedgeError && !['KEDGE_STORE_CONFLICT', 'KEDGE_STORE_INVALID_REQUEST', 'KEDGE_STORE_LEASE_NOT_FOUND', 'KEDGE_STORE_CLOSED'].includes(err.code)) {
+          this.writeError ??= { message: err.message, since: Date.now() };
+          this.probing ??= setInterval(() => {
+            this.get(PROBE_KEY).then(() => this.writeWorks(), () => undefined);
+          }, 1000).unref();
+        }
+        throw err;
+      },
+    );
+  }
+
+  private writeWorks(): void {
+    this.writeError = undefined;
+    clearInterval(this.probing);
+    this.probing = undefined;
   }
 
   /** Runs one operation unless the store is closed, tracking it so close() can wait for it. */

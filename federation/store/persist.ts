@@ -300,22 +300,38 @@ export async function writeSnapshot(dir: string, storeId: string, revision: numb
   const list = [...kvs].map(({ key, value, createRevision, modRevision }) => ({ key, value, createRevision, modRevision }));
   const text = encodeRecord({ format: STORE_FORMAT, ...(kedgeVersion ? { kedge: kedgeVersion } : {}), store: storeId, revision, reserved, kvs: list });
   const tmp = join(dir, `${SNAPSHOT_FILE}.tmp`);
-  const fh = await fs.open(tmp, 'w', 0o600);
   try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    const fh = await fs.open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.rename(tmp, join(dir, SNAPSHOT_FILE));
+  } catch (err) {
+    await fs.rm(tmp, { force: true }).catch(() => undefined); // a full disk should not also keep a half snapshot
+    throw err;
   }
-  await fs.rename(tmp, join(dir, SNAPSHOT_FILE));
   await fsyncDir(dir);
 }
 
 /**
  * The write side: the log and COMMIT. A batch is durable and acknowledged
  * once `append` returns; `rewrite` starts a new log after a snapshot.
+ *
+ * A failed write changes nothing that counts: log lines are written at the
+ * acknowledged length (not appended), and COMMIT's sequence number advances
+ * only once a slot is on disk, so after ENOSPC or EIO the next attempt
+ * overwrites whatever half-written bytes were left and the store goes on
+ * when the disk does.
  */
 export class Journal {
+  private legacy = false;
+  // The committed log is empty and has no header yet: the next append writes it first.
+  private headerPending = false;
+  private fileSize: number;
+
   private constructor(
     private readonly dir: string,
     private readonly wal: fs.FileHandle,
@@ -325,12 +341,13 @@ export class Journal {
     private seq: number,
     private snapshotRevision: number,
     private bytes: number,
-  ) {}
-
-  private legacy = false;
+    fileSize: number,
+  ) {
+    this.fileSize = fileSize;
+  }
 
   /**
-   * Snapshots `kvs` at `revision` and starts an empty log: the state every
+   * Snapshots the loaded state and starts an empty log: the state every
    * open begins from, so a dropped tail or an earlier format is gone after it.
    */
   static async start(dir: string, state: LoadedState, kedgeVersion?: string): Promise<Journal> {
@@ -340,16 +357,16 @@ export class Journal {
     try {
       const existing = await commitFh.readFile();
       const seq = existing.length > 0 ? parseCommit(commitPath, existing).seq : 0;
-      wal = await fs.open(join(dir, WAL_FILE), 'a', 0o600);
+      wal = await fs.open(join(dir, WAL_FILE), fsConstants.O_RDWR | fsConstants.O_CREAT, 0o600);
       await fsyncDir(dir);
-      const j = new Journal(dir, wal, commitFh, state.storeId, kedgeVersion, seq, 0, 0);
+      const { size } = await wal.stat();
+      const j = new Journal(dir, wal, commitFh, state.storeId, kedgeVersion, seq, 0, existing.length === 0 ? state.legacyWalBytes ?? 0 : 0, size);
       if (existing.length === 0) {
         // First COMMIT of a new or v1 store: it names the store and accepts
         // the v1 files as they are, so a crash during the rewrite below
         // finds either them or the new snapshot, never an unknown state.
         j.legacy = true;
-        j.bytes = state.legacyWalBytes ?? 0;
-        await j.writeCommit();
+        await j.writeCommit(0, j.bytes);
       }
       await j.rewrite(state.revision, state.reserved, state.kvs.values());
       return j;
@@ -360,45 +377,65 @@ export class Journal {
     }
   }
 
-  /** Current log size in bytes, to decide when to compact. */
+  /** Acknowledged log size in bytes, to decide when to compact. */
   get size(): number {
     return this.bytes;
   }
 
-  /** Appends whole lines; once it returns they are on disk and recorded as acknowledged. */
+  /** Writes whole lines; once it returns they are on disk and recorded as acknowledged. */
   async append(text: string): Promise<void> {
-    await this.wal.appendFile(text);
+    const header = this.headerPending ? encodeRecord({ op: 'begin', rev: this.snapshotRevision, format: STORE_FORMAT, store: this.storeId }) : '';
+    const buf = Buffer.from(header + text, 'utf8');
+    await writeAll(this.wal, buf, this.bytes);
+    this.fileSize = Math.max(this.fileSize, this.bytes + buf.length);
     await this.wal.datasync();
-    this.bytes += Buffer.byteLength(text);
-    await this.writeCommit();
+    await this.writeCommit(this.snapshotRevision, this.bytes + buf.length);
+    this.bytes += buf.length;
+    this.headerPending = false;
+    await this.trimTail();
   }
 
   /** Writes a snapshot of `kvs` at `revision` and empties the log behind it. */
   async rewrite(revision: number, reserved: number, kvs: Iterable<DurableKv>): Promise<void> {
     await writeSnapshot(this.dir, this.storeId, revision, reserved, kvs, this.kedgeVersion);
-    // First record the snapshot with nothing of the log acknowledged (the old
-    // records are all in the snapshot), then replace the log.
+    // The snapshot holds every record of the log, so none of the log needs to
+    // stay acknowledged; its old lines become a tail the next append overwrites.
+    this.legacy = false;
+    await this.writeCommit(revision, 0);
     this.snapshotRevision = revision;
     this.bytes = 0;
-    this.legacy = false;
-    await this.writeCommit();
-    await this.wal.truncate(0);
-    await this.wal.appendFile(encodeRecord({ op: 'begin', rev: revision, format: STORE_FORMAT, store: this.storeId }));
-    await this.wal.datasync();
-    this.bytes = (await this.wal.stat()).size;
-    await this.writeCommit();
+    this.headerPending = true;
+    await this.trimTail();
   }
 
-  private async writeCommit(): Promise<void> {
-    this.seq++;
-    const rec: CommitRecord = { format: STORE_FORMAT, ...(this.kedgeVersion ? { kedge: this.kedgeVersion } : {}), store: this.storeId, seq: this.seq, snapshot: this.snapshotRevision, wal: this.bytes, ...(this.legacy ? { legacy: true } : {}) };
+  /** Rewrites the acknowledged state into COMMIT, to check the disk takes writes again. */
+  async probe(): Promise<void> {
+    await this.writeCommit(this.snapshotRevision, this.bytes);
+  }
+
+  // Cuts bytes past the acknowledged length; a failure only leaves a tail the next open drops.
+  private async trimTail(): Promise<void> {
+    if (this.fileSize <= this.bytes) return;
+    try {
+      await this.wal.truncate(this.bytes);
+      this.fileSize = this.bytes;
+    } catch {
+      // harmless: the tail is past what COMMIT acknowledges
+    }
+  }
+
+  private async writeCommit(snapshot: number, wal: number): Promise<void> {
+    const seq = this.seq + 1;
+    const rec: CommitRecord = { format: STORE_FORMAT, ...(this.kedgeVersion ? { kedge: this.kedgeVersion } : {}), store: this.storeId, seq, snapshot, wal, ...(this.legacy ? { legacy: true } : {}) };
     const line = encodeRecord(rec);
     if (line.length > SLOT) throw new Error(`commit record of ${line.length} bytes exceeds its ${SLOT}-byte slot`);
     const buf = Buffer.alloc(SLOT, ' ');
     buf.write(line.slice(0, -1), 0, 'utf8');
     buf[SLOT - 1] = 0x0a;
-    await this.commitFh.write(buf, 0, SLOT, (this.seq % 2) * SLOT);
+    // The slot not holding the newest record; a failed write is retried into the same one.
+    await writeAll(this.commitFh, buf, (seq % 2) * SLOT);
     await this.commitFh.datasync();
+    this.seq = seq;
   }
 
   async close(): Promise<void> {
@@ -407,5 +444,13 @@ export class Journal {
     } finally {
       await this.commitFh.close();
     }
+  }
+}
+
+async function writeAll(fh: fs.FileHandle, buf: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done);
+    done += bytesWritten;
   }
 }

@@ -26,6 +26,15 @@ export interface Watch { close(): void }
 /** Options for `put`: attach a lease, or guard on the key's current revision. */
 export interface PutOptions { lease?: string; /* 0 = only if the key does not exist; n = only if its modRevision is n */ expectRevision?: number }
 
+/** Whether the store takes writes now, for readiness. */
+export interface StoreHealth {
+  writable: boolean;
+  /** Why not, phrased for an operator. */
+  error?: string;
+  /** Since when writes fail (ISO time). */
+  since?: string;
+}
+
 /** The federation's key-value store: etcd v3 semantics, two implementations. */
 export interface Store {
   /** The key's current value, or undefined when absent. */
@@ -47,6 +56,8 @@ export interface Store {
   keepAlive(lease: string): Promise<boolean>;
   /** Ends a lease now and deletes its keys (emitting delete events); unknown leases are ignored. */
   revokeLease(lease: string): Promise<void>;
+  /** Whether writes work now; a store that lost its disk or quorum recovers on its own when it returns. */
+  health(): StoreHealth;
   /** Which implementation this is, for status output. */
   readonly kind: 'embedded' | 'etcd';
   /** Waits for pending writes, stops timers and watches, and releases the store. */
