@@ -91,6 +91,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
       : {}),
   });
   await proxy.start();
+  const metrics = await telemetry.listen(config.admin.metricsListen);
   const { host, address } = await facts.catch(async (err: unknown) => {
     await proxy.close();
     throw err;
@@ -112,6 +113,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
       network: config.workload.network,
       labels: { ...config.workload.labels },
       inboundPort: proxy.inboundAddress().port,
+      metricsPort: metrics?.port ?? 0,
     },
     services: config.services.map((s) => ({ name: s.name, namespace: config.workload.namespace, ports: s.ports.map((p) => ({ ...p })) })),
     host,
@@ -210,7 +212,6 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     dns: () => dns?.stats(),
     capture: () => (capture ? { inboundMode: config.proxy.inboundMode, outboundPolicy: config.proxy.outboundPolicy, dns: capture.dns } : undefined),
   });
-  const metrics = await telemetry.listen(config.admin.metricsListen);
   logger.info({ spiffeId: id.spiffeId, capture: !!capture, dns: dns ? formatHostPort(dns.udp) : undefined, inbound: formatHostPort(proxy.inboundAddress()), upstreams: proxy.upstreamAddresses().map(formatHostPort), admin: formatHostPort(admin.address), metrics: metrics ? formatHostPort(metrics) : null }, 'agent started');
 
   let stopping: Promise<void> | undefined;
@@ -255,6 +256,7 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
   let gwRevoked: ReadonlySet<string> = new Set();
   const gateway = new EastWestGateway({ listen: config.gateway.listen, snapshot: () => current, logger: logger.child({ component: 'gateway' }), records: telemetry.sink });
   await gateway.start();
+  const metrics = await telemetry.listen(config.admin.metricsListen);
   const { host, address } = await facts.catch(async (err: unknown) => {
     await gateway.close();
     throw err;
@@ -268,6 +270,7 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
         name: config.workload.name, namespace: config.workload.namespace, serviceAccount: config.workload.serviceAccount,
         address, locality: config.workload.locality, network: config.workload.network, labels: { ...config.workload.labels },
         inboundPort: port,
+        metricsPort: metrics?.port ?? 0,
         gateway: { address: config.gateway.address ?? address, port },
       },
       services: [],
@@ -296,7 +299,6 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
     ready: () => session.status().connects > 0,
   });
   telemetry.setSources({ identity: () => identity.current(), lastRenewal: () => lastRenewal, session: () => session.status(), services: () => session.currentServices().values() });
-  const metrics = await telemetry.listen(config.admin.metricsListen);
   logger.info({ mode: 'gateway', listen: formatHostPort(gateway.address()), network: config.workload.network, admin: formatHostPort(admin.address), metrics: metrics ? formatHostPort(metrics) : null }, 'agent started');
   let stopping: Promise<void> | undefined;
   return {

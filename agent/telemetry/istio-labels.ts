@@ -51,7 +51,7 @@ export function principalNamespace(principal: string): string {
 }
 
 /** What the peer-side labels of a record read. */
-export type PeerInput = Pick<RecordBase, 'reporter' | 'source' | 'destination' | 'service' | 'connectionSecurityPolicy'> & { responseFlags?: string };
+export type PeerInput = Pick<RecordBase, 'reporter' | 'source' | 'destination' | 'service' | 'connectionSecurityPolicy'> & { responseFlags?: string; errorCode?: string };
 
 /**
  * The 20 PEER_LABELS values of a record reported by `local`. The local
@@ -110,7 +110,7 @@ export function peerLabelValues(r: PeerInput, local: PeerWorkload): string[] {
     or(svc.hostname, UNKNOWN),
     or(peer.canonicalService, UNKNOWN),
     or(peer.canonicalRevision, LATEST),
-    or(svc.name || clientFallbackServiceName(svc, r.responseFlags ?? '-'), UNKNOWN),
+    or(svc.name || clientFallbackServiceName(svc, responseFlagsOf(r)), UNKNOWN),
     or(svc.namespace || peerNs, UNKNOWN),
     or(peer.cluster, UNKNOWN),
   ];
@@ -136,6 +136,41 @@ export const REQUEST_TAIL_LABELS = ['request_protocol', 'response_code', 'grpc_r
 /** The labels after PEER_LABELS on TCP metrics. */
 export const TCP_TAIL_LABELS = ['request_protocol', 'response_flags', 'connection_security_policy'] as const;
 
+/**
+ * Envoy's response flag for a record the engine finished with an error code
+ * but no flags: what Envoy would have written for the same failure (UF
+ * upstream connection failure, UH no healthy upstream, NR no route, DC
+ * downstream disconnect, UAEX refused by policy, UPE upstream protocol
+ * error). Codes with no Envoy counterpart stay `-`.
+ */
+export const FLAG_OF_CODE: Readonly<Record<string, string>> = Object.freeze({
+  KEDGE_UPSTREAM_CONNECT_FAILED: 'UF',
+  KEDGE_CONNECT_TIMEOUT: 'UF',
+  KEDGE_TARGET_CONNECT_FAILED: 'UF',
+  KEDGE_PASSTHROUGH_CONNECT_FAILED: 'UF',
+  KEDGE_UPSTREAM_TLS_FAILED: 'UF',
+  KEDGE_PEER_IDENTITY_MISMATCH: 'UF',
+  KEDGE_UPSTREAM_UNAVAILABLE: 'UH',
+  KEDGE_NO_ENDPOINTS: 'UH',
+  KEDGE_UNKNOWN_SERVICE: 'NR',
+  KEDGE_UNKNOWN_SERVICE_PORT: 'NR',
+  KEDGE_NO_LOCAL_TARGET: 'NR',
+  KEDGE_OUTBOUND_NOT_IN_REGISTRY: 'NR',
+  KEDGE_BAD_SNI: 'NR',
+  KEDGE_GATEWAY_NO_SNI: 'NR',
+  KEDGE_CLIENT_CLOSED: 'DC',
+  KEDGE_PEER_IDENTITY_REFUSED: 'UAEX',
+  KEDGE_PEER_CERT_REVOKED: 'UAEX',
+  KEDGE_INBOUND_PLAINTEXT_REFUSED: 'UAEX',
+});
+
+/** The record's flags, or the flag its error code implies when it has none. */
+export function responseFlagsOf(r: { responseFlags?: string; errorCode?: string }): string {
+  const f = r.responseFlags;
+  if (f !== undefined && f !== '' && f !== '-') return f;
+  return (r.errorCode !== undefined && FLAG_OF_CODE[r.errorCode]) || '-';
+}
+
 /** The REQUEST_TAIL_LABELS values of a request record. */
 export function requestTailValues(r: RequestRecord): string[] {
   return [
@@ -143,14 +178,14 @@ export function requestTailValues(r: RequestRecord): string[] {
     String(r.responseCode),
     // Istio writes '' (not unknown) for a plain HTTP request and for a gRPC call that got no status.
     r.protocol === 'grpc' && r.grpcStatus >= 0 ? String(r.grpcStatus) : '',
-    r.responseFlags || '-',
+    responseFlagsOf(r),
     securityPolicy(r),
   ];
 }
 
 /** The TCP_TAIL_LABELS values of a connection (at open: flags `-`). */
 export function tcpTailValues(r: PeerInput): string[] {
-  return ['tcp', r.responseFlags || '-', securityPolicy(r)];
+  return ['tcp', responseFlagsOf(r), securityPolicy(r)];
 }
 
 /** The REQUEST_LABELS values of a request record. */

@@ -12,7 +12,7 @@
 // counted, never silently lost.
 import type { ConnectionRecord, PeerWorkload, RecordSink, RequestRecord, TrafficRecord } from '../proxy/record';
 import { escapeLabelValue, familyHeader, formatValue, renderLabels } from './exposition';
-import { PEER_LABELS, type PeerInput, REQUEST_TAIL_LABELS, TCP_TAIL_LABELS, peerLabelValues, requestTailValues, tcpTailValues } from './istio-labels';
+import { PEER_LABELS, type PeerInput, REQUEST_TAIL_LABELS, TCP_TAIL_LABELS, peerLabelValues, requestTailValues, responseFlagsOf, tcpTailValues } from './istio-labels';
 
 /** Envoy's default histogram buckets, which Istio's proxies use for every istio_* histogram (ms and bytes). */
 export const ENVOY_DEFAULT_BUCKETS: readonly number[] = Object.freeze([0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000]);
@@ -159,7 +159,7 @@ export class IstioMetrics implements RecordSink {
       byLocal.set(localObj, byRest);
     }
     // The flags only matter for passthrough (the service name), mTLS only for the local principal.
-    const rest = r.service.hostname === '' ? `${r.reporter}|${r.connectionSecurityPolicy}|${r.responseFlags ?? ''}` : dest ? (r.connectionSecurityPolicy === 'mutual_tls' ? 'dm' : 'dn') : 's';
+    const rest = r.service.hostname === '' ? `${r.reporter}|${r.connectionSecurityPolicy}|${responseFlagsOf(r)}` : dest ? (r.connectionSecurityPolicy === 'mutual_tls' ? 'dm' : 'dn') : 's';
     const cached = byRest.get(rest);
     if (cached !== undefined && cached.alive) return cached;
     const values = peerLabelValues(r, this.opts.local);
@@ -217,7 +217,7 @@ export class IstioMetrics implements RecordSink {
   private finishRequest(r: RequestRecord): void {
     const part = this.peerPart(r);
     const grpc = r.protocol === 'grpc';
-    const flags = r.responseFlags || '-';
+    const flags = responseFlagsOf(r);
     const csp = r.reporter === 'source' ? 's' : r.connectionSecurityPolicy === 'mutual_tls' ? 'm' : 'n';
     // Short keys, per peer part and response code; a constant string in the common case.
     const sub = !grpc && flags === '-' ? csp : `${csp}|${r.protocol}|${grpc ? r.grpcStatus : ''}|${flags}`;

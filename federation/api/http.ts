@@ -128,6 +128,7 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       return { kind, namespace: ns, name, deleted: true };
     }],
     ['GET', /^\/api\/v1\/status$/, () => statusRows(deps)],
+    ['GET', /^\/api\/v1\/prometheus\/targets$/, () => prometheusTargets(deps.agents())],
     ['POST', /^\/api\/v1\/tokens$/, (_r, body) => createToken(deps, body)],
     ['GET', /^\/api\/v1\/backup$/, () => deps.backup()],
   ];
@@ -398,4 +399,28 @@ function grantWarnings(deps: HttpDeps, namespace: string, grant: { services: str
     if (!networks.has(grant.gateway)) out.push(`--gateway ${grant.gateway}: no endpoint or workload of the mesh is on network ${grant.gateway}; check the name (known: ${[...networks].filter(Boolean).sort().join(', ') || 'none'})`);
   }
   return out;
+}
+
+/**
+ * Prometheus HTTP service discovery (http_sd_configs): one target group per
+ * agent serving metrics, at its workload address and metrics port, with
+ * __meta_kedge_* labels for relabelling. Agents on every replica are listed
+ * (the registry is store-wide).
+ */
+export function prometheusTargets(agents: readonly AgentRecord[]): { targets: string[]; labels: Record<string, string> }[] {
+  return agents
+    .filter((a) => (a.workload.metricsPort ?? 0) > 0)
+    .map((a) => ({
+      targets: [a.workload.address.includes(':') ? `[${a.workload.address}]:${a.workload.metricsPort}` : `${a.workload.address}:${a.workload.metricsPort}`],
+      labels: {
+        __meta_kedge_workload: a.workload.name,
+        __meta_kedge_namespace: a.workload.namespace,
+        __meta_kedge_service_account: a.workload.serviceAccount,
+        __meta_kedge_network: a.workload.network,
+        __meta_kedge_cluster: a.cluster ?? '',
+        __meta_kedge_mode: a.gateway ? 'gateway' : 'sidecar',
+        __meta_kedge_replica: a.replica,
+      },
+    }))
+    .sort((x, y) => x.targets[0]!.localeCompare(y.targets[0]!));
 }

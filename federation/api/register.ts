@@ -91,6 +91,7 @@ export function recordFromRegister(msg: Register__Output, identity: string, repl
       network: wl.network,
       labels: { ...wl.labels },
       inboundPort: wl.inboundPort,
+      ...(wl.metricsPort >= 1 && wl.metricsPort <= 65535 ? { metricsPort: wl.metricsPort } : {}),
     },
     services,
     health: {},

@@ -35,6 +35,8 @@ export interface AgentRecord {
     network: string;
     labels: Record<string, string>;
     inboundPort: number;
+    /** The agent's Prometheus port at `address`; absent or 0 when it serves none. */
+    metricsPort?: number;
   };
   services: { name: string; ports: { name: string; port: number; targetPort: number; protocol: string }[] }[];
   /** Health per service name; absent means healthy (no probe configured). */

@@ -328,7 +328,7 @@ describe('computeDelta and PushSession', () => {
 
 describe('recordFromRegister', () => {
   const reg = {
-    workload: { name: 'vm-1', namespace: 'shop', serviceAccount: 'payments', address: '127.0.0.2', locality: { region: 'r', zone: 'z', subzone: '' }, network: 'n', labels: {}, inboundPort: 15006, gateway: null },
+    workload: { name: 'vm-1', namespace: 'shop', serviceAccount: 'payments', address: '127.0.0.2', locality: { region: 'r', zone: 'z', subzone: '' }, network: 'n', labels: {}, inboundPort: 15006, metricsPort: 0, gateway: null },
     services: [{ name: 'payments', namespace: 'shop', ports: [{ name: 'http', port: 9080, targetPort: 18080, protocol: 'http' }] }],
     host: null,
     subscriptions: [],

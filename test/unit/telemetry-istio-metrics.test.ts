@@ -188,3 +188,11 @@ test('label values with quotes, backslashes, newlines and bad UTF-16 are escaped
   // promtool exits 1 for lint findings (naming advice) too; a parse error says "error while linting" or similar.
   assert.doesNotMatch(String(r.stderr) + String(r.stdout), /parse|unexpected|invalid/i, String(r.stderr));
 });
+
+test('a record with an error code and no flags gets the flag Envoy writes for that failure', () => {
+  const t = labelsOf(TCP_LABELS, tcpLabelValues(connectionRecord({ errorCode: 'KEDGE_TARGET_CONNECT_FAILED' }), LOCAL_PP));
+  assert.equal(t.response_flags, 'UF');
+  const kept = labelsOf(REQUEST_LABELS, requestLabelValues(requestRecord({ errorCode: 'KEDGE_UPSTREAM_UNAVAILABLE', responseFlags: 'URX' }), LOCAL_PP));
+  assert.equal(kept.response_flags, 'URX', 'flags the engine set win');
+  assert.equal(labelsOf(TCP_LABELS, tcpLabelValues(connectionRecord({ errorCode: 'KEDGE_SOMETHING_NEW' }), LOCAL_PP)).response_flags, '-');
+});
