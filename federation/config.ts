@@ -25,6 +25,7 @@ export const FEDERATION_DEFAULTS = Object.freeze({
   pushDebounce: '100ms',
   store: 'embedded',
   vipCidr: '240.240.0.0/16',
+  vipRetention: '24h',
   kubernetesStaleAfter: '30s',
   maxTokenTtl: '720h',
   maxTokenUses: '1000000',
@@ -75,6 +76,8 @@ export interface FederationConfig {
   replica: string;
   store: StoreConfig;
   vipCidr: string;
+  /** How long a service with no endpoints and no subscribers keeps its VIP, and how long a freed VIP is held back from others. */
+  vipRetentionMs: number;
   clusters: readonly ClusterConfig[];
   serviceEntries: readonly ServiceEntry[];
   /** Caps on what one join token may ask for. */
@@ -109,6 +112,7 @@ export const FEDERATION_FLAGS = {
   'etcd-user': 'etcdUser',
   'etcd-password-file': 'etcdPasswordFile',
   'vip-cidr': 'vipCidr',
+  'vip-retention': 'vipRetention',
   'max-token-ttl': 'maxTokenTtl',
   'max-token-uses': 'maxTokenUses',
   'readiness-sources': 'readinessSources',
@@ -238,6 +242,7 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
     replica: at('replica').string(`${hostname}:${listenGrpc.port}`),
     store,
     vipCidr: at('vipCidr').parse((v) => (parseCidr4(v), v), FEDERATION_DEFAULTS.vipCidr),
+    vipRetentionMs: at('vipRetention').parse((v) => parseDuration(v, 'VIP retention'), FEDERATION_DEFAULTS.vipRetention),
     clusters,
     serviceEntries,
     readinessSources: parseReadinessSources(at('readinessSources'), [...clusters.map((c) => c.name), ...(serviceEntries.length > 0 ? [STATIC_SOURCE_NAME] : [])]),

@@ -145,7 +145,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       }, config.pushDebounceMs);
     };
     const registry = new AgentRegistry(store, { replica: config.replica, gracePeriodMs: config.gracePeriodMs, logger, onChange: scheduleRebuild });
-    const vips = new VipAllocator(store, parseCidr4(config.vipCidr), { logger, onChange: scheduleRebuild });
+    const vips = new VipAllocator(store, parseCidr4(config.vipCidr), { logger, onChange: scheduleRebuild, retentionMs: config.vipRetentionMs });
     const policies = new PolicyTable(store, { logger, onChange: scheduleRebuild });
     const routes = new RouteTable(store, { logger, onChange: scheduleRebuild });
     closers.push(() => {
@@ -184,6 +184,18 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     await revocations.start();
     revokedSet = new Set(revocations.table().keys());
     closers.push(() => revocations.close());
+    // VIPs of services with no endpoints and no subscribers (on any replica)
+    // are freed after the retention period.
+    const vipSweep = setInterval(() => {
+      void (async () => {
+        const subscribed = new Set<string>();
+        for (const st of (await registry.statuses()).values()) for (const k of st.subscriptions) subscribed.add(k);
+        for (const c of service?.connected.values() ?? []) for (const k of c.push.status().subscriptions) subscribed.add(k);
+        await vips.sweep((k) => (view.services.get(k)?.endpoints.length ?? 0) > 0 || subscribed.has(k));
+      })().catch((err) => logger.warn({ err: errorMessage(err) }, 'cannot sweep unused VIPs; retrying'));
+    }, Math.max(1_000, Math.min(10 * 60_000, Math.floor(config.vipRetentionMs / 6))));
+    vipSweep.unref();
+    closers.push(() => clearInterval(vipSweep));
     const exported = new Set(config.exportedNamespaces);
     const exportsAll = exported.has('*');
     const kubeClusters = new Map(sources.flatMap((src) => (isKubernetes(src) ? [[src.name, src] as const] : [])));

@@ -10,8 +10,21 @@ import { WatchedMap } from '../store/watched-map';
 
 /** Store prefix: service key -> VIP. */
 export const VIPS_PREFIX = '/kedge/vips/by-service/';
-/** Store prefix: VIP -> service key (the uniqueness guard). */
+/** Store prefix: VIP -> service key (the uniqueness guard), or `released <key> <ms>` while a freed VIP is held back. */
 export const VIP_INDEX_PREFIX = '/kedge/vips/by-address/';
+/** How long a VIP stays with a service that has no endpoints and no subscribers, and how long a freed one is held back from other services. */
+export const DEFAULT_VIP_RETENTION_MS = 24 * 60 * 60 * 1000;
+
+/** The index value of a freed VIP: which service had it, and since when it is free. */
+export function releasedMarker(key: string, atMs: number): string {
+  return `released ${key} ${atMs}`;
+}
+
+/** Parses a released marker; undefined for an index entry that names a live owner. */
+export function parseReleased(value: string): { key: string; atMs: number } | undefined {
+  const m = /^released (\S+) (\d+)$/.exec(value);
+  return m ? { key: m[1]!, atMs: Number(m[2]) } : undefined;
+}
 
 /** A parsed IPv4 CIDR. */
 export interface Cidr4 {
@@ -54,17 +67,82 @@ export function pickVip(cidr: Cidr4, key: string, used: ReadonlySet<string>): st
   return undefined;
 }
 
-/** Keeps the VIP table in memory (list + watch) and allocates missing ones. */
+/**
+ * Keeps the VIP table in memory (list + watch), allocates missing ones, and
+ * frees those of services that have had no endpoints and no subscribers for
+ * the retention period. A freed VIP is held back from every other service
+ * for another retention period (a client that cached it must not reach a
+ * different service), and given back if its own service returns.
+ */
 export class VipAllocator {
   private readonly mirror: WatchedMap;
   private readonly inFlight = new Set<string>();
+  /** Service key -> when this replica first saw it unused. */
+  private readonly idleSince = new Map<string, number>();
+  /** Freed VIPs held back: address -> { key that had it, when }. */
+  private readonly held = new Map<string, { key: string; atMs: number }>();
+  private readonly retentionMs: number;
+  private readonly clock: () => number;
 
-  constructor(private readonly store: Store, private readonly cidr: Cidr4, private readonly opts: { logger: Logger; onChange: () => void }) {
+  constructor(private readonly store: Store, private readonly cidr: Cidr4, private readonly opts: { logger: Logger; onChange: () => void; retentionMs?: number; clock?: () => number }) {
     this.mirror = new WatchedMap(store, VIPS_PREFIX, opts);
+    this.retentionMs = opts.retentionMs ?? DEFAULT_VIP_RETENTION_MS;
+    this.clock = opts.clock ?? Date.now;
   }
 
-  start(): Promise<void> {
-    return this.mirror.start();
+  async start(): Promise<void> {
+    await this.mirror.start();
+    const { kvs } = await this.store.list(VIP_INDEX_PREFIX);
+    for (const kv of kvs) {
+      const r = parseReleased(kv.value);
+      if (r) this.held.set(kv.key.slice(VIP_INDEX_PREFIX.length), r);
+    }
+  }
+
+  /**
+   * Frees the VIP of every service `inUse` says is unused (no endpoints, no
+   * subscribers) and has been for the retention period, and forgets freed
+   * VIPs whose hold-back period is over. Returns the keys freed.
+   */
+  async sweep(inUse: (key: string) => boolean): Promise<string[]> {
+    const now = this.clock();
+    const freed: string[] = [];
+    for (const [key, ip] of [...this.byService]) {
+      if (inUse(key)) {
+        this.idleSince.delete(key);
+        continue;
+      }
+      const since = this.idleSince.get(key);
+      if (since === undefined) {
+        this.idleSince.set(key, now);
+        continue;
+      }
+      if (now - since < this.retentionMs) continue;
+      const idx = await this.store.get(VIP_INDEX_PREFIX + ip);
+      const vip = await this.store.get(VIPS_PREFIX + key);
+      if (!vip || vip.value !== ip) continue;
+      try {
+        // Mark the address released first: it is never free for another service while the binding is being removed.
+        await this.store.put(VIP_INDEX_PREFIX + ip, releasedMarker(key, now), { expectRevision: idx?.modRevision ?? 0 });
+        await this.store.delete(VIPS_PREFIX + key, { expectRevision: vip.modRevision });
+      } catch (err) {
+        if (hasCode(err, 'KEDGE_STORE_CONFLICT')) continue;
+        throw err;
+      }
+      this.byService.delete(key);
+      this.idleSince.delete(key);
+      this.held.set(ip, { key, atMs: now });
+      freed.push(key);
+      this.opts.logger.info({ service: key, vip: ip, idleMs: now - since }, 'freed the VIP of a service with no endpoints and no subscribers');
+    }
+    for (const [ip, r] of [...this.held]) {
+      if (now - r.atMs < this.retentionMs) continue;
+      const idx = await this.store.get(VIP_INDEX_PREFIX + ip);
+      if (idx && parseReleased(idx.value)?.atMs === r.atMs) await this.store.delete(idx.key, { expectRevision: idx.modRevision }).catch(() => undefined);
+      this.held.delete(ip);
+    }
+    if (freed.length > 0) this.opts.onChange();
+    return freed;
   }
 
   /** The current table (service key -> VIP). */
@@ -100,6 +178,8 @@ export class VipAllocator {
         return;
       }
       const used = new Set(this.byService.values());
+      const now = this.clock();
+      for (const [heldIp, r] of this.held) if (r.key !== key && now - r.atMs < this.retentionMs) used.add(heldIp);
       const ip = pickVip(this.cidr, key, used);
       if (!ip) throw new KedgeError('KEDGE_VIP_EXHAUSTED', `the VIP range has no free address left for ${key}; configure a larger vipCidr`);
       let claimed = true;
@@ -109,14 +189,30 @@ export class VipAllocator {
       } catch (err) {
         if (!hasCode(err, 'KEDGE_STORE_CONFLICT')) throw err;
         const owner = await this.store.get(VIP_INDEX_PREFIX + ip);
-        // Another replica is allocating the same service (the walk starts at
-        // the same place everywhere) and claimed this address for it: the
-        // binding may be completed by either replica.
-        if (owner?.value !== key) {
-          if (owner) this.byService.set(owner.value, ip);
-          continue;
+        const released = owner ? parseReleased(owner.value) : undefined;
+        if (owner && released) {
+          // A freed address: its own service takes it back, others only after the hold-back period.
+          if (released.key !== key && now - released.atMs < this.retentionMs) {
+            this.held.set(ip, released);
+            continue;
+          }
+          try {
+            await this.store.put(owner.key, key, { expectRevision: owner.modRevision });
+            this.held.delete(ip);
+          } catch (e) {
+            if (!hasCode(e, 'KEDGE_STORE_CONFLICT')) throw e;
+            continue;
+          }
+        } else {
+          // Another replica is allocating the same service (the walk starts at
+          // the same place everywhere) and claimed this address for it: the
+          // binding may be completed by either replica.
+          if (owner?.value !== key) {
+            if (owner) this.byService.set(owner.value, ip);
+            continue;
+          }
+          claimed = false;
         }
-        claimed = false;
       }
       try {
         await this.store.put(VIPS_PREFIX + key, ip, { expectRevision: 0 });

@@ -100,3 +100,81 @@ describe('VipAllocator', () => {
     await store.close();
   });
 });
+
+describe('VipAllocator: freeing unused VIPs', () => {
+  const HOUR = 60 * 60 * 1000;
+  async function setup(cidr: string) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kedge-vips-free-'));
+    const store = await openEmbeddedStore(dir, { logger: silentLogger() });
+    let now = 1_000_000;
+    const mk = () => new VipAllocator(store, parseCidr4(cidr), { logger: silentLogger(), onChange: () => undefined, retentionMs: HOUR, clock: () => now });
+    const a = mk();
+    await a.start();
+    return { store, a, mk, advance: (ms: number) => (now += ms), close: () => store.close().then(() => fs.rmSync(dir, { recursive: true, force: true })) };
+  }
+  const alloc = async (a: VipAllocator, key: string) => {
+    a.ensure([key]);
+    return eventually(() => a.table().get(key), 5_000, `a VIP for ${key}`);
+  };
+
+  it('frees a VIP only after a full retention period unused, and holds it back from other services for another', async () => {
+    const t = await setup('240.240.0.0/30'); // 2 usable addresses
+    try {
+      const vipA = await alloc(t.a, 'a.default');
+      const vipB = await alloc(t.a, 'b.default');
+      const inUse = (k: string) => k === 'a.default';
+      assert.deepEqual(await t.a.sweep(inUse), [], 'first seen unused: nothing freed yet');
+      t.advance(HOUR - 1);
+      assert.deepEqual(await t.a.sweep(inUse), [], 'not a full retention period yet');
+      t.advance(1);
+      assert.deepEqual(await t.a.sweep(inUse), ['b.default']);
+      assert.equal(t.a.table().has('b.default'), false);
+      assert.match((await t.store.get(VIP_INDEX_PREFIX + vipB))!.value, /^released b\.default \d+$/);
+      // The freed address is held back from another service for a retention period, also by another replica.
+      const other = t.mk();
+      await other.start();
+      other.ensure(['c.default']);
+      await eventually(async () => (await t.store.get(VIPS_PREFIX + 'c.default')) === undefined, 2_000, 'no VIP for c');
+      // b comes back within the period and gets its own address again.
+      assert.equal(await alloc(other, 'b.default'), vipB);
+      assert.equal(t.a.table().get('a.default') ?? other.table().get('a.default'), vipA);
+      other.close();
+    } finally {
+      t.a.close();
+      await t.close();
+    }
+  });
+
+  it('a service in use again before the period ends keeps its VIP', async () => {
+    const t = await setup('240.240.0.0/29');
+    try {
+      const vip = await alloc(t.a, 'a.default');
+      await t.a.sweep(() => false);
+      t.advance(HOUR / 2);
+      await t.a.sweep(() => true);
+      t.advance(HOUR);
+      assert.deepEqual(await t.a.sweep(() => false), [], 'the idle clock started again');
+      assert.equal(t.a.table().get('a.default'), vip);
+    } finally {
+      t.a.close();
+      await t.close();
+    }
+  });
+
+  it('after the hold-back period a freed address goes to another service', async () => {
+    const t = await setup('240.240.0.0/30');
+    try {
+      await alloc(t.a, 'a.default');
+      const vipB = await alloc(t.a, 'b.default');
+      await t.a.sweep((k) => k === 'a.default');
+      t.advance(HOUR);
+      await t.a.sweep((k) => k === 'a.default');
+      t.advance(HOUR);
+      await t.a.sweep((k) => k === 'a.default');
+      assert.equal(await alloc(t.a, 'c.default'), vipB);
+    } finally {
+      t.a.close();
+      await t.close();
+    }
+  });
+});
