@@ -213,9 +213,24 @@ const EXACT = 0;
 const REGEX = 1;
 const PREFIX = 2;
 
+/**
+ * The literal text every match of a path regex starts with ('' when
+ * unknown), checked with startsWith before the regex runs: most path
+ * regexes start with a fixed prefix (/api/v1/users/[0-9]+), and a failed
+ * startsWith is far cheaper than a failed regex. Conservative: a pattern
+ * with an alternation, or a literal followed by a quantifier, yields less.
+ */
+export function literalPrefix(pattern: string): string {
+  if (pattern.includes('|')) return '';
+  const m = /^[A-Za-z0-9/_~%=&,;:@!-]*/.exec(pattern)![0];
+  const next = pattern.charAt(m.length);
+  // "ab?" or "ab*" or "ab{0,1}": the last literal is optional.
+  return next === '?' || next === '*' || next === '{' ? m.slice(0, -1) : m;
+}
+
 interface HttpCandidate extends Order {
   pathKind: number;
-  /** Exact: the path; PathPrefix: the prefix without its trailing slash ('' for "/"). */
+  /** Exact: the path; PathPrefix: the prefix without its trailing slash ('' for "/"); RegularExpression: its literal prefix. */
   path: string;
   pathRe: RegExp | undefined;
   method: string | undefined;
@@ -233,7 +248,7 @@ function httpTable(routes: readonly RouteObject[], target: (r: RouteObject, i: n
         const kind = m.path.type === 'Exact' ? EXACT : m.path.type === 'RegularExpression' ? REGEX : PREFIX;
         cands.push({
           pathKind: kind,
-          path: kind === PREFIX && m.path.value.endsWith('/') ? m.path.value.slice(0, -1) : m.path.value,
+          path: kind === PREFIX && m.path.value.endsWith('/') ? m.path.value.slice(0, -1) : kind === REGEX ? literalPrefix(m.path.value) : m.path.value,
           pathRe: kind === REGEX ? mustRegex(m.path.value) : undefined,
           method: m.method,
           headers: valueTests(m.headers),
@@ -264,7 +279,7 @@ function matchHttp(cands: readonly HttpCandidate[], req: RouteRequest): RouteTar
       // Element-wise: /abc matches /abc, /abc/ and /abc/def, not /abcd.
       const p = c.path;
       if (p !== '' && !(path.startsWith(p) && (path.length === p.length || path.charCodeAt(p.length) === 47))) continue;
-    } else if (!c.pathRe!.test(path)) continue;
+    } else if (!path.startsWith(c.path) || !c.pathRe!.test(path)) continue;
     if (c.method !== undefined && req.method !== c.method) continue;
     for (const h of c.headers) if (!testValue(h, req.headers.get(h.name))) continue outer;
     for (const q of c.query) if (!testValue(q, queryValue(req.query, q.name))) continue outer;

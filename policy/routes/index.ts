@@ -5,5 +5,5 @@
 export * from './types';
 export * from './model';
 export { validateRouteDocument, parseRouteDocument, isRouteDocument, documentLabel, type RouteValidation, type RouteValidateOptions } from './documents';
-export { compileServiceRoutes, queryValue, type RouteService } from './compile';
+export { compileServiceRoutes, literalPrefix, queryValue, type RouteService } from './compile';
 export { pickBackend, modifyPath, redirectLocation, type RedirectRequest } from './apply';

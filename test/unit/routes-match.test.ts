@@ -4,7 +4,7 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import {
-  compileServiceRoutes, modifyPath, pickBackend, queryValue, redirectLocation, validateRouteDocument,
+  compileServiceRoutes, literalPrefix, modifyPath, pickBackend, queryValue, redirectLocation, validateRouteDocument,
   type FaultObject, type RouteObject, type RouteRequest, type ServiceRoutes,
 } from '../../policy/routes';
 
@@ -329,6 +329,20 @@ describe('targets', () => {
     assert.deepEqual(redirect({ hostname: 'example.org', statusCode: 301 }), { status: 301, location: 'http://example.org/a?q=1' });
     assert.deepEqual(redirect({ port: 8443, scheme: 'https' }), { status: 302, location: 'https://echo.mesh:8443/a?q=1' });
     assert.deepEqual(redirect({ path: { type: 'ReplaceFullPath', replaceFullPath: '/b' } }), { status: 302, location: 'http://echo.mesh/b?q=1' });
+  });
+
+  it('literalPrefix: the fixed start of a path regex, conservatively', () => {
+    const table: [string, string][] = [
+      ['/users/[0-9]+', '/users/'],
+      ['/api/v1/.*', '/api/v1/'],
+      ['/a(b|c)', ''],
+      ['/ab?c', '/a'],
+      ['/ab*', '/a'],
+      ['/ab{2}', '/a'],
+      ['[/]x', ''],
+      ['/x\\.json', '/x'],
+    ];
+    for (const [pattern, want] of table) assert.equal(literalPrefix(pattern), want, pattern);
   });
 
   it('queryValue takes the first value, percent-decoded, and only whole names', () => {
