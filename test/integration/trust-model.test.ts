@@ -232,6 +232,36 @@ describe('trust model: what an ordinary token holder cannot do', () => {
     await victimIntact();
   });
 
+  it('a revoked client\'s open mesh connections are closed by the server\'s proxy within 2 s, and new ones refused', async () => {
+    const spy = await startAgentProc(fed, { name: 'spy', namespace: 'default', serviceAccount: 'spy', address: '127.0.77.40', upstreams: [{ service: 'reviews.default', port: 9080 }] });
+    try {
+      await eventually(async () => (await httpGet(spy.upstreams[0]!).catch(() => undefined)) === 'vm-1', 15_000, 'spy reaches the victim');
+      // A long-lived stream through the spy's proxy to the victim's.
+      const [host, port] = spy.upstreams[0]!.split(':');
+      const http = await import('node:http');
+      let chunks = 0;
+      const closed = new Promise<void>((resolve, reject) => {
+        const req = http.get({ host, port: Number(port), path: '/stream' }, (res) => {
+          res.on('data', () => (chunks += 1));
+          res.on('end', resolve);
+          res.on('error', () => resolve());
+          res.on('close', resolve);
+        });
+        req.on('error', () => resolve());
+        setTimeout(() => reject(new Error('the stream was never closed')), 30_000).unref();
+      });
+      await eventually(() => chunks >= 3, 10_000, 'the stream flowing');
+      const del = await runKedge(['delete', 'workload', 'default/spy', ...admin]);
+      assert.equal(del.code, 0, del.stderr);
+      await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error('the revoked client\'s stream was still open 2 s after kedge delete workload')), 2_000))]);
+      // A new connection from the revoked certificate is refused by the victim's proxy.
+      await assert.rejects(httpGet(spy.upstreams[0]!, '/', 3_000));
+      await victimIntact();
+    } finally {
+      await spy.proc.stop('SIGKILL');
+    }
+  });
+
   it('never issues an identity in kedge-system', async () => {
     const r = await runKedge(['token', 'create', '--namespace', 'kedge-system', '--service-account', 'kedge-federation', ...admin]);
     assert.notEqual(r.code, 0);
