@@ -96,6 +96,8 @@ export class Doc {
 
   /** Runs `parse` and re-throws its KedgeError with this field's file and path. */
   parse<T>(parse: (v: string) => T, def?: string): T {
+    // Durations are parsed here too, and a bare YAML number has no unit.
+    if (typeof this.value === 'number') this.fail(`must be a string, not the bare number ${this.value}; a duration needs its unit, such as ${this.value}s or ${this.value}ms`);
     const s = this.string(def);
     try {
       return parse(s);

@@ -71,6 +71,8 @@ describe('agent config', () => {
     ['not YAML', 'federation: [', /not valid YAML/],
     ['not a mapping', '- a\n- b\n', /must be a mapping/],
     ['bad name', GOOD.replace('name: vm-1', 'name: VM_1'), /workload\.name: "VM_1" is not a valid name/],
+    // It once meant milliseconds.
+    ['a duration without a unit', GOOD.replace('proxy: { inboundListen: 127.0.0.2:15006 }', 'proxy: { inboundListen: 127.0.0.2:15006, connectTimeout: 1 }'), /proxy\.connectTimeout: must be a string, not the bare number 1; a duration needs its unit, such as 1s or 1ms/],
   ];
   for (const [name, text, pattern] of cases) it(`rejects: ${name}`, () => badConfig(text, pattern));
 });
