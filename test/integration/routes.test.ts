@@ -32,6 +32,16 @@ spec:
     timeouts: { request: 2s }
     retry: { codes: [503], attempts: 3 }
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: reviews-rpc }
+spec:
+  parentRefs: [{ group: "", kind: Service, name: reviews, sectionName: grpc }]
+  rules:
+  - matches: [{ method: { service: reviews.Reviews, method: Get } }]
+    backendRefs: [{ name: reviews-v1, port: 9090 }]
+    retry: { codes: [UNAVAILABLE], attempts: 2 }
+---
 apiVersion: kedge.io/v1alpha1
 kind: FaultInjection
 metadata: { name: flaky }
@@ -63,7 +73,7 @@ describe('routes', () => {
 
   before(async () => {
     fed = await startFederationProc();
-    const port = (name: string) => ({ name, ports: [{ name: 'http', port: 9080, targetPort: 18080, protocol: 'http' }] });
+    const port = (name: string) => ({ name, ports: [{ name: 'http', port: 9080, targetPort: 18080, protocol: 'http' }, { name: 'grpc', port: 9090, targetPort: 18090, protocol: 'grpc' }] });
     agents.push(await startAgentProc(fed, { name: 'reviews', namespace: 'default', serviceAccount: 'reviews', address: '127.0.71.1', services: [port('reviews'), port('reviews-v1'), port('reviews-v2')] }));
     client = await startAgentProc(fed, { name: 'client', namespace: 'default', serviceAccount: 'client', address: '127.0.71.9', upstreams: [{ service: 'reviews.default', port: 9080 }] });
     agents.push(client);
@@ -81,6 +91,7 @@ describe('routes', () => {
     assert.match(r.stdout, /^trafficpolicy\/reviews\.default \(reviews\.default\) applied$/m);
     assert.match(r.stdout, /^httproute\/reviews-canary \(default\) applied$/m);
     assert.match(r.stdout, /^faultinjection\/flaky \(default\) applied$/m);
+    assert.match(r.stdout, /^grpcroute\/reviews-rpc \(default\) applied$/m);
     assert.match(r.stderr, /HTTPRoute default\/broken: spec\.rules\[0\]\.backendRefs\[0\]: names the backend reviews-v9\.default, which no source of the federation knows/);
     assert.doesNotMatch(r.stdout, /broken/);
   });
@@ -89,7 +100,8 @@ describe('routes', () => {
     const r = await runKedge(['get', 'routes', '-o', 'json', ...admin()]);
     assert.equal(r.code, 0, r.stderr);
     const rows = JSON.parse(r.stdout) as { kind: string; name: string; parents: string[]; backends: string[]; source: string; warnings: string[] }[];
-    assert.deepEqual(rows.map((x) => [x.kind, x.name, x.source]), [['FaultInjection', 'flaky', 'kedge apply'], ['HTTPRoute', 'reviews-canary', 'kedge apply']]);
+    assert.deepEqual(rows.map((x) => [x.kind, x.name, x.source]), [['FaultInjection', 'flaky', 'kedge apply'], ['GRPCRoute', 'reviews-rpc', 'kedge apply'], ['HTTPRoute', 'reviews-canary', 'kedge apply']]);
+    assert.deepEqual(rows.find((x) => x.kind === 'GRPCRoute')!.parents, ['reviews.default:grpc']);
     const route = rows.find((x) => x.kind === 'HTTPRoute')!;
     assert.deepEqual(route.parents, ['reviews.default:9080']);
     assert.deepEqual(route.backends, ['reviews-v2.default:9080', 'reviews-v1.default:9080=90', 'reviews-v2.default:9080=10']);
@@ -103,7 +115,7 @@ describe('routes', () => {
       const cfg = await clientConfig();
       const reviews = cfg.services.find((s) => s.key === 'reviews.default');
       const kinds = (reviews?.routes ?? []).map((d) => `${d.kind}/${d.metadata.namespace}/${d.metadata.name}`);
-      return kinds.join(',') === 'HTTPRoute/default/reviews-canary,FaultInjection/default/flaky' && cfg.services.some((s) => s.key === 'reviews-v1.default') && cfg.services.some((s) => s.key === 'reviews-v2.default');
+      return kinds.join(',') === 'GRPCRoute/default/reviews-rpc,HTTPRoute/default/reviews-canary,FaultInjection/default/flaky' && cfg.services.some((s) => s.key === 'reviews-v1.default') && cfg.services.some((s) => s.key === 'reviews-v2.default');
     }, 10_000, 'routes and backends at the client');
   });
 
@@ -117,12 +129,12 @@ describe('routes', () => {
     const r = await runKedge(['delete', 'httproute', 'reviews-canary', ...admin()]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'httproute/reviews-canary (default) deleted\n');
-    // The service loses its routes; the backends it no longer references leave the agent.
+    // reviews-v2 was only a backend of the deleted route: it leaves the agent; reviews-v1 stays (the GRPCRoute uses it).
     await eventually(async () => {
       const cfg = await clientConfig();
       const reviews = cfg.services.find((s) => s.key === 'reviews.default');
-      return reviews !== undefined && reviews.routes === undefined && !cfg.services.some((s) => s.key === 'reviews-v1.default');
-    }, 10_000, 'routes gone at the client');
+      return (reviews?.routes ?? []).map((d) => d.metadata.name).join() === 'reviews-rpc' && !cfg.services.some((s) => s.key === 'reviews-v2.default') && cfg.services.some((s) => s.key === 'reviews-v1.default');
+    }, 10_000, 'the HTTPRoute gone at the client');
   });
 
   it('kedge delete -f removes every document of a file that is still applied', async () => {
@@ -131,10 +143,15 @@ describe('routes', () => {
     assert.equal(r.code, 1);
     assert.match(r.stdout, /^faultinjection\/flaky \(default\) deleted$/m);
     assert.match(r.stdout, /^trafficpolicy\/reviews\.default \(reviews\.default\) deleted$/m);
+    assert.match(r.stdout, /^grpcroute\/reviews-rpc \(default\) deleted$/m);
     assert.match(r.stderr, /no HTTPRoute default\/reviews-canary was applied/);
     assert.match(r.stderr, /no HTTPRoute default\/broken was applied/);
     const rows = JSON.parse((await runKedge(['get', 'routes', '-o', 'json', ...admin()])).stdout) as unknown[];
     assert.deepEqual(rows, []);
-    await eventually(async () => (await clientConfig()).services.find((s) => s.key === 'reviews.default')?.trafficPolicy === undefined, 10_000, 'policy gone at the client');
+    await eventually(async () => {
+      const cfg = await clientConfig();
+      const reviews = cfg.services.find((s) => s.key === 'reviews.default');
+      return reviews !== undefined && reviews.trafficPolicy === undefined && reviews.routes === undefined && !cfg.services.some((s) => s.key === 'reviews-v1.default');
+    }, 10_000, 'policy, routes and backends gone at the client');
   });
 });
