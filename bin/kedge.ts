@@ -51,7 +51,7 @@ const COMMANDS: Record<string, () => Command> = {
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  const command = name === undefined || name === '--help' || name === '-h' ? COMMANDS.help : COMMANDS[name];
+  const command = name === undefined || name === '--help' || name === '-h' ? COMMANDS.help : name === '--version' ? COMMANDS.version : COMMANDS[name];
   if (!command) {
     process.stderr.write(`kedge: unknown command "${name}"\n\n${HELP}`);
     return 2;
