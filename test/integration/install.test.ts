@@ -33,7 +33,7 @@ describe('install.sh', () => {
     assert.equal(fs.statSync(path.join(etc, 'token')).mode & 0o777, 0o600);
     assert.equal(fs.readFileSync(path.join(etc, 'token'), 'utf8').trim(), token);
     const unit = fs.readFileSync(path.join(root, 'etc', 'systemd', 'system', 'kedge-agent.service'), 'utf8');
-    assert.match(unit, /ExecStart=\/usr\/bin\/node \/opt\/kedge\/dist\/bin\/kedge\.js agent --config \/etc\/kedge\/agent\.yaml/);
+    assert.match(unit, /ExecStart=\/usr\/bin\/kedge agent --config \/etc\/kedge\/agent\.yaml/);
     assert.match(unit, /User=kedge\n/);
 
     // Point the installed config's absolute paths into the staging root, then run the installed copy.

@@ -111,6 +111,14 @@ describe('npm run package', () => {
     assert.equal(stdout.trim(), `kedge ${VERSION}`);
     const { stdout: runtime } = await run(path.join(root, 'opt', 'kedge', 'runtime', 'bin', 'node'), ['-p', 'process.version + " " + process.execPath']);
     assert.equal(runtime.trim(), `v20.20.2 ${path.join(root, 'opt', 'kedge', 'runtime', 'bin', 'node')}`);
+    // systemd's own check of the installed units, against this root (its
+    // /usr/bin/kedge); the root borrows the host's targets the units name.
+    for (const f of fs.readdirSync('/lib/systemd/system').filter((n) => n.endsWith('.target'))) {
+      fs.copyFileSync(path.join('/lib/systemd/system', f), path.join(root, 'lib', 'systemd', 'system', f));
+    }
+    for (const unit of ['kedge-agent.service', 'kedge-federation.service']) {
+      await run('systemd-analyze', ['verify', '--man=no', `--root=${root}`, unit]);
+    }
     const { stdout: list } = await run('dpkg-query', [`--root=${root}`, '-W', '-f', '${Package} ${Version} ${db:Status-Status}', 'kedge']);
     assert.equal(list, `kedge ${VERSION} installed`);
 
