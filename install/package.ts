@@ -90,9 +90,9 @@ export interface BuildResult {
   version: string;
 }
 
-// Compiled folders the program runs from (dist/test is left out, and so are
-// source maps).
-const DIST_PARTS = ['bin', 'cli', 'agent', 'federation', 'proto', 'install'];
+// Compiled folders the program runs from: all of dist/ but its tests and
+// packages, without source maps.
+const DIST_SKIP = new Set(['test', 'package']);
 
 /** Builds both packages; throws a KedgeError naming the step that failed. */
 export function buildPackages(opts: BuildOptions): BuildResult {
@@ -111,9 +111,8 @@ export function buildPackages(opts: BuildOptions): BuildResult {
     fs.mkdirSync(opt, { recursive: true });
 
     log('copying the compiled program');
-    for (const part of DIST_PARTS) {
-      const from = path.join(repo, 'dist', part);
-      if (fs.existsSync(from)) fs.cpSync(from, path.join(opt, 'dist', part), { recursive: true, filter: (f) => !f.endsWith('.map') });
+    for (const part of fs.readdirSync(path.join(repo, 'dist')).filter((p) => !DIST_SKIP.has(p))) {
+      fs.cpSync(path.join(repo, 'dist', part), path.join(opt, 'dist', part), { recursive: true, filter: (f) => !f.endsWith('.map') });
     }
     fs.cpSync(path.join(repo, 'proto', 'kedge'), path.join(opt, 'proto', 'kedge'), { recursive: true, filter: (f) => fs.statSync(f).isDirectory() || f.endsWith('.proto') });
     fs.copyFileSync(path.join(repo, 'package.json'), path.join(opt, 'package.json'));
