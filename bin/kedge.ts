@@ -7,7 +7,7 @@ commands:
   kedge federation [--config FILE] [--data-dir DIR] [--listen-grpc H:P] [--listen-http H:P] ...
   kedge agent --config FILE
   kedge token create --namespace NS --service-account SA [--service NAME]... [--workload NAME|GLOB]
-                     [--labels k=v,...] [--gateway NETWORK] [--ttl 1h] [--uses 1]
+                     [--labels k=v,...] [--gateway NETWORK] [--ttl 1h] [--uses 1] [--join ...]
   kedge get services|workloads|endpoints|clusters|tokens [NAME] [-o table|json]
   kedge delete workload NAMESPACE/NAME     # revokes its certificates
   kedge delete token ID
@@ -16,6 +16,8 @@ commands:
   kedge delete -f FILE | kedge delete KIND [NAMESPACE/]NAME
   kedge get policies|routes [-o table|json]
   kedge capture install|remove|show [--dry-run] [--config FILE]
+  kedge join JOIN_STRING [--root DIR] [--no-capture]   (join.sh runs it; see kedge token create --join)
+  kedge vm leave [--root DIR]
   kedge demo [--base-dir DIR]
   kedge version
 
@@ -38,6 +40,8 @@ const COMMANDS: Record<string, () => Command> = {
   status: () => print(require('../cli/status').runStatus),
   apply: () => print(require('../cli/apply').runApply),
   capture: () => require('../cli/capture').runCapture,
+  join: () => print((argv) => require('../cli/join').runJoin(argv, require('../../package.json').version)),
+  vm: () => print(require('../cli/join').runVm),
   demo: () => require('../cli/demo').runDemo,
   version: () => async () => {
     process.stdout.write(`kedge ${require('../../package.json').version}\n`);

@@ -6,9 +6,10 @@ import { parseDuration } from '../proto/model/duration';
 import { isValidName } from '../proto/model/spiffe';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
+import { joinCommand } from './join';
 
 const USAGE =
-  'kedge token create --namespace NS --service-account SA [--service NAME]... [--workload NAME|GLOB] [--labels k=v,...] [--gateway NETWORK] [--ttl 1h] [--uses 1] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+  'kedge token create --namespace NS --service-account SA [--service NAME]... [--workload NAME|GLOB] [--labels k=v,...] [--gateway NETWORK] [--ttl 1h] [--uses 1] [--join [--advertise HOST[:PORT]] [--locality R/Z] [--network NET] [--serve NAME:PORT[:TARGET[:PROTO]]]...] [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** Parses `k=v,k2=v2` (a value of * allows any value). */
 export function parseLabelGrant(s: string): Record<string, string> {
@@ -35,6 +36,12 @@ export async function runToken(argv: string[]): Promise<string> {
       gateway: { type: 'string' },
       ttl: { type: 'string', default: '1h' },
       uses: { type: 'string', default: '1' },
+      // --join: print the command a bare host runs instead of the bare token.
+      join: { type: 'boolean', default: false },
+      advertise: { type: 'string' },
+      locality: { type: 'string' },
+      network: { type: 'string' },
+      serve: { type: 'string', multiple: true },
     },
     USAGE,
   );
@@ -50,16 +57,43 @@ export async function runToken(argv: string[]): Promise<string> {
   if (!Number.isInteger(uses) || uses < 1 || uses > 1_000_000) throw new KedgeError('KEDGE_USAGE', `--uses ${values.uses}: give a whole number from 1 to 1000000`);
   const services = (values.service ?? []).flatMap((s) => s.split(',').map((x) => x.trim()).filter(Boolean));
   const target = resolveAdminTarget(values);
-  const res = await apiRequest<{ token: string; warnings?: string[] }>(target, 'POST', '/api/v1/tokens', {
+  if (!values.join && (values.advertise || values.locality || values.network || values.serve)) {
+    throw new KedgeError('KEDGE_USAGE', `--advertise, --locality, --network and --serve go into a join command: add --join\n\nusage: ${USAGE}`);
+  }
+  for (const s of values.serve ?? []) {
+    if (!/^[a-z0-9-]+:\d{1,5}(:\d{1,5}(:[a-z0-9]+)?)?$/.test(s)) throw new KedgeError('KEDGE_USAGE', `--serve ${s}: use NAME:PORT[:TARGET_PORT[:PROTOCOL]], e.g. payments:9080:18080:http`);
+  }
+  // A service the joined host serves is one its token must grant.
+  for (const s of values.serve ?? []) if (!services.includes(s.split(':')[0]!)) services.push(s.split(':')[0]!);
+  const labels = values.labels ? parseLabelGrant(values.labels) : undefined;
+  const res = await apiRequest<{ token: string; warnings?: string[]; expiresAt?: string | number }>(target, 'POST', '/api/v1/tokens', {
     namespace: ns,
     serviceAccount: sa,
     ttl: values.ttl,
     uses,
     services,
     ...(values.workload ? { workload: values.workload } : {}),
-    ...(values.labels ? { labels: parseLabelGrant(values.labels) } : {}),
+    ...(labels ? { labels } : {}),
     ...(values.gateway ? { gateway: values.gateway } : {}),
   });
   for (const w of res.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
-  return `${res.token}\n`;
+  if (!values.join) return `${res.token}\n`;
+  const { command } = await joinCommand(
+    {
+      token: res.token,
+      expiresAt: res.expiresAt === undefined ? undefined : new Date(res.expiresAt).toISOString(),
+      federationUrl: target.baseUrl,
+      advertise: values.advertise,
+      namespace: ns,
+      serviceAccount: sa,
+      // An exact workload name and concrete labels configure the host; globs only grant.
+      workload: values.workload && !/[*?[]/.test(values.workload) ? values.workload : undefined,
+      labels: labels ? Object.fromEntries(Object.entries(labels).filter(([, v]) => !/[*?[]/.test(v))) : undefined,
+      locality: values.locality,
+      network: values.network,
+      services: values.serve,
+    },
+    () => apiRequest(target, 'GET', '/join/info'),
+  );
+  return `${command}\n`;
 }

@@ -31,6 +31,7 @@ export const FEDERATION_DEFAULTS = Object.freeze({
   maxTokenUses: '1000000',
   exportedNamespaces: ['*'] as readonly string[],
   readinessSources: 'all',
+  packageDir: '/var/lib/kedge/packages',
 });
 
 /** How the federation reaches a secured etcd: files, read when the store is opened. */
@@ -91,6 +92,8 @@ export interface FederationConfig {
   registrationLimits: RegistrationLimits;
   /** Sources that must have synced once before /readyz answers 200. */
   readinessSources: 'all' | 'none' | readonly string[];
+  /** Where the packages joining hosts download are (served at /join/packages/). */
+  packageDir: string;
 }
 
 /** The flag names `kedge federation` accepts, mapped to YAML keys. */
@@ -116,6 +119,7 @@ export const FEDERATION_FLAGS = {
   'max-token-ttl': 'maxTokenTtl',
   'max-token-uses': 'maxTokenUses',
   'readiness-sources': 'readinessSources',
+  'package-dir': 'packageDir',
 } as const;
 
 const YAML_KEYS = [...Object.values(FEDERATION_FLAGS), 'clusters', 'serviceEntries', 'exportedNamespaces', 'registrationLimits'] as readonly string[];
@@ -252,6 +256,7 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
     },
     exportedNamespaces: parseExported(new Doc(source, merged).at('exportedNamespaces')),
     registrationLimits: parseLimits(new Doc(source, merged).at('registrationLimits')),
+    packageDir: relKey('packageDir', at('packageDir').string(FEDERATION_DEFAULTS.packageDir)) as string,
   });
 }
 

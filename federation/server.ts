@@ -2,7 +2,7 @@
 // view, push, and the gRPC and HTTP listeners.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as http from 'node:http';
+import type * as net from 'node:net';
 import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { kedgeProto } from '../proto/loader';
@@ -31,6 +31,7 @@ import { buildMeshView } from './mesh/merge';
 import type { MeshView } from './mesh/types';
 import { FederationService } from './api/grpc';
 import { createHttpApi } from './api/http';
+import { ServingContexts, serveHttpAndHttps } from './api/https';
 import { MemoryCertificateProvider } from './api/cert-provider';
 import { ADMIN_TOKEN_KEY, loadCaMaterial, loadOrCreateAdminToken } from './bootstrap';
 import { refuseLostStore } from './store/data-dir-guard';
@@ -292,10 +293,24 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       rebuild: scheduleRebuild,
       metrics: () => metrics.render(),
       logger,
+      join: {
+        version: KEDGE_VERSION,
+        grpcPort: () => grpcPort,
+        rootPem: () => roots.join(''),
+        packageDir: config.packageDir,
+        // dist/federation/server.js -> install/join.sh, in a checkout and in the package.
+        scriptFile: path.resolve(__dirname, '..', '..', 'install', 'join.sh'),
+      },
     });
-    const httpPort = await listen(api, config.listenHttp);
+    // HTTPS (mesh-CA certificates naming the address dialled) and plain HTTP on one port.
+    const contexts = new ServingContexts(({ ipAddresses, dnsNames }) => {
+      const s = ca.issueServing(federationSpiffeId(config.trustDomain), { ttlMs: config.workloadCertTtlMs, ipAddresses, dnsNames: ['localhost', ...dnsNames] });
+      return { chainPem: s.chainPem.join(''), keyPem: s.keyPem, notAfter: s.notAfter };
+    });
+    const front = serveHttpAndHttps(api, contexts, { plaintext: true, logger });
+    const httpPort = await listen(front, config.listenHttp);
     closers.push(() => new Promise<void>((resolve) => {
-      api.close(() => resolve());
+      front.close(() => resolve());
       api.closeAllConnections();
     }));
     started = true;
@@ -342,7 +357,7 @@ function listenError(what: string, addr: HostPort, err: unknown): KedgeError {
   return new KedgeError('KEDGE_LISTEN_FAILED', `cannot listen for ${what} on ${formatHostPort(addr)}: ${errorMessage(err)}; is another process using it?`, { cause: err });
 }
 
-function listen(server: http.Server, addr: HostPort): Promise<number> {
+function listen(server: net.Server, addr: HostPort): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', (err) => reject(listenError('HTTP', addr, err)));
     server.listen(addr.port, addr.host, () => resolve((server.address() as { port: number }).port));

@@ -116,6 +116,9 @@ export function buildPackages(opts: BuildOptions): BuildResult {
     }
     fs.cpSync(path.join(repo, 'proto', 'kedge'), path.join(opt, 'proto', 'kedge'), { recursive: true, filter: (f) => fs.statSync(f).isDirectory() || f.endsWith('.proto') });
     fs.copyFileSync(path.join(repo, 'package.json'), path.join(opt, 'package.json'));
+    // The federation serves join.sh to joining hosts from here.
+    fs.mkdirSync(path.join(opt, 'install'), { recursive: true });
+    fs.copyFileSync(path.join(repo, 'install', 'join.sh'), path.join(opt, 'install', 'join.sh'));
     fs.copyFileSync(path.join(repo, 'package-lock.json'), path.join(opt, 'package-lock.json'));
 
     log('installing production dependencies');

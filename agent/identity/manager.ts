@@ -155,7 +155,22 @@ export class IdentityManager extends EventEmitter {
     if (id.spiffeId !== res.spiffeId) throw new KedgeError('KEDGE_BAD_CERT', `federation said ${res.spiffeId} but the certificate names ${id.spiffeId}`);
     saveIdentity(this.opts.dataDir, id);
     this.receivedAt.set(id, sentAt);
+    if (credential && 'joinToken' in credential && this.opts.tokenFile) this.removeUsedToken(this.opts.tokenFile);
     return id;
+  }
+
+  // A join token is single-use by default and worthless once the identity
+  // is saved: it goes, so it cannot leak from the host later. A token file
+  // the agent may not delete (a read-only /etc) stays, with a warning.
+  private removeUsedToken(file: string): void {
+    try {
+      fs.rmSync(file);
+      this.opts.logger.info({ tokenFile: file }, 'identity issued; join token removed');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        this.opts.logger.warn({ tokenFile: file, err: errorMessage(err) }, 'identity issued, but the join token file cannot be removed; delete it by hand');
+      }
+    }
   }
 }
 

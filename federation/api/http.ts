@@ -8,6 +8,7 @@ import { parseDuration } from '../../proto/model/duration';
 import type { TokenService } from '../tokens/tokens';
 import type { Bindings } from '../grants/bindings';
 import { globMatch } from '../grants/grant';
+import { handleJoinRoute, type JoinDeps } from './join';
 import type { AgentRecord, AgentStatus, MeshView } from '../mesh/types';
 import { formatLocality } from '../../proto/model/locality';
 import { parseServiceKey, serviceKey } from '../../proto/model/service';
@@ -52,6 +53,8 @@ export interface HttpDeps {
   /** The /metrics page (Prometheus text format); served without the admin token. */
   metrics?: () => Promise<string>;
   logger: Logger;
+  /** The unauthenticated routes joining hosts download from (join.sh, root, packages). */
+  join?: JoinDeps;
 }
 
 type Handler = (req: http.IncomingMessage, body: unknown, params: string[]) => Promise<unknown> | unknown;
@@ -140,6 +143,14 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       res.end(text);
     };
     const url = new URL(req.url ?? '/', 'http://x');
+    if (deps.join) {
+      try {
+        if (handleJoinRoute(req, res, url.pathname, deps.join)) return;
+      } catch (err) {
+        deps.logger.error({ err: errorMessage(err), path: url.pathname }, 'join route failed');
+        return send(500, { code: 'KEDGE_INTERNAL', message: errorMessage(err) });
+      }
+    }
     if (url.pathname === '/healthz') return send(200, { status: 'ok' });
     if (url.pathname === '/readyz') {
       const r = deps.ready();

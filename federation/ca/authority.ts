@@ -103,16 +103,19 @@ export class CertificateAuthority {
   }
 
   /** Issues the federation's own serving certificate (workload profile) with a freshly made RSA 2048 key. */
-  issueServing(spiffeId: string, opts: { ttlMs?: number } = {}): IssuedKeyPair {
+  issueServing(spiffeId: string, opts: { ttlMs?: number; dnsNames?: readonly string[]; ipAddresses?: readonly string[] } = {}): IssuedKeyPair {
     checkIdentity(spiffeId);
     const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
     const spkiDer = publicKey.export({ type: 'spki', format: 'der' });
     const subjectPublicKey = spkiPublicKeyBits(spkiDer);
-    const signed = this.issue(spiffeId, spkiDer, subjectPublicKey, opts.ttlMs);
+    // DNS and IP names besides the SPIFFE ID: for the HTTPS API, which curl
+    // and browsers check by host name, not by SPIFFE ID.
+    const extra = [...(opts.dnsNames ?? []).map((value) => ({ type: 2, value })), ...(opts.ipAddresses ?? []).map((ip) => ({ type: 7, ip }))];
+    const signed = this.issue(spiffeId, spkiDer, subjectPublicKey, opts.ttlMs, extra);
     return { keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), chainPem: signed.chainPem, notAfter: signed.notAfter };
   }
 
-  private issue(spiffeId: string, spkiDer: Buffer, subjectPublicKey: Buffer, ttlMs = this.workloadTtlMs): SignedCertificate {
+  private issue(spiffeId: string, spkiDer: Buffer, subjectPublicKey: Buffer, ttlMs = this.workloadTtlMs, extraAltNames: object[] = []): SignedCertificate {
     checkTtl(ttlMs);
     const now = this.clock();
     if (now >= this.caNotAfterMs) {
@@ -125,7 +128,7 @@ export class CertificateAuthority {
     const extensions: object[] = [
       ...WORKLOAD_EXTENSIONS,
       { name: 'subjectKeyIdentifier', value: encodeTlv(TAG.OCTET_STRING, ski).toString('binary') },
-      { name: 'subjectAltName', critical: true, altNames: [{ type: 6, value: spiffeId }] },
+      { name: 'subjectAltName', critical: true, altNames: [{ type: 6, value: spiffeId }, ...extraAltNames] },
     ];
     if (this.authorityKeyId !== undefined) extensions.push({ name: 'authorityKeyIdentifier', keyIdentifier: this.authorityKeyId });
     const der = issueCertificate(

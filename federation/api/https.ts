@@ -1,0 +1,93 @@
+// HTTPS on the federation's HTTP port. Each connection's first byte says
+// what it speaks: 0x16 (a TLS handshake record) is served over TLS with a
+// certificate from the mesh CA, anything else as plain HTTP. One port keeps
+// one address in join strings and configs.
+//
+// The certificate names the address the client connected to (an IP SAN per
+// local address, issued on first use and cached) plus the SNI host name the
+// client sent, so curl --cacert and the CLI verify it by the very address
+// they dialled, whichever interface of the host that was.
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import type * as http from 'node:http';
+import type { Logger } from '../../proto/model/log';
+import { errorMessage } from '../../proto/model/errors';
+
+/** Issues a serving certificate (chain PEM and key PEM) for the given names. */
+export type ServingIssuer = (names: { ipAddresses: string[]; dnsNames: string[] }) => { chainPem: string; keyPem: string; notAfter: Date };
+
+const TLS_HANDSHAKE = 0x16;
+
+/** Normalises an IPv4-mapped IPv6 address (::ffff:1.2.3.4) to plain IPv4. */
+export function plainAddress(a: string): string {
+  return a.startsWith('::ffff:') && net.isIPv4(a.slice(7)) ? a.slice(7) : a;
+}
+
+/** Secure contexts per (local address, SNI name), renewed at half their lifetime. */
+export class ServingContexts {
+  private readonly cache = new Map<string, { ctx: tls.SecureContext; renewAt: number }>();
+
+  constructor(private readonly issue: ServingIssuer, private readonly clock: () => number = Date.now) {}
+
+  /** The context for a connection to `localAddress`, naming `servername` when it is a DNS name. */
+  get(localAddress: string, servername: string | undefined): tls.SecureContext {
+    const ip = plainAddress(localAddress);
+    const dns = servername && !net.isIP(servername) ? servername.toLowerCase() : undefined;
+    const key = `${ip}|${dns ?? ''}`;
+    const now = this.clock();
+    const hit = this.cache.get(key);
+    if (hit && hit.renewAt > now) return hit.ctx;
+    const issued = this.issue({ ipAddresses: [ip], dnsNames: dns ? [dns] : [] });
+    const ctx = tls.createSecureContext({ cert: issued.chainPem, key: issued.keyPem, minVersion: 'TLSv1.2' });
+    // A bounded cache: an SNI name is client input.
+    if (this.cache.size > 1024) this.cache.clear();
+    this.cache.set(key, { ctx, renewAt: now + (issued.notAfter.getTime() - now) / 2 });
+    return ctx;
+  }
+}
+
+/**
+ * Accepts connections on `server`'s behalf: TLS ones are unwrapped with a
+ * context from `contexts`, then both kinds go to the HTTP server. With
+ * `plaintext: false` a plain HTTP request is answered with a 400 that says
+ * to use https://.
+ */
+export function serveHttpAndHttps(server: http.Server, contexts: ServingContexts, opts: { plaintext: boolean; logger: Logger }): net.Server {
+  const front = net.createServer({ pauseOnConnect: true }, (socket) => {
+    socket.once('error', () => socket.destroy());
+    socket.once('readable', () => {
+      const first: Buffer | null = socket.read(1);
+      if (!first) {
+        socket.destroy();
+        return;
+      }
+      socket.unshift(first);
+      if (first[0] === TLS_HANDSHAKE) {
+        const secure = new tls.TLSSocket(socket, {
+          isServer: true,
+          secureContext: contexts.get(socket.localAddress ?? '127.0.0.1', undefined),
+          SNICallback: (name, cb) => {
+            try {
+              cb(null, contexts.get(socket.localAddress ?? '127.0.0.1', name));
+            } catch (err) {
+              cb(err as Error);
+            }
+          },
+        });
+        secure.once('error', (err) => {
+          opts.logger.debug({ err: errorMessage(err), peer: socket.remoteAddress }, 'HTTPS handshake failed');
+          secure.destroy();
+        });
+        server.emit('connection', secure);
+      } else if (opts.plaintext) {
+        server.emit('connection', socket);
+      } else {
+        socket.end('HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nthis Kedge federation serves HTTPS only: use https://\n');
+      }
+    });
+    socket.resume();
+  });
+  // Keep the HTTP server's own close() and closeAllConnections() meaningful.
+  server.once('close', () => front.close());
+  return front;
+}
