@@ -43,8 +43,19 @@ const COMMANDS: Record<string, () => Command> = {
   join: () => print((argv) => require('../cli/join').runJoin(argv, require('../../package.json').version)),
   vm: () => print(require('../cli/join').runVm),
   demo: () => require('../cli/demo').runDemo,
-  version: () => async () => {
-    process.stdout.write(`kedge ${require('../../package.json').version}\n`);
+  version: () => async (argv) => {
+    // `kedge version`: this CLI, and the federation's when one is named (or the default answers).
+    const mine = (require('../../package.json') as { version: string }).version;
+    const { values } = require('../cli/args').parseFlags(argv, { federation: { type: 'string' } }, 'kedge version [--federation http://HOST:PORT]') as { values: { federation?: string } };
+    process.stdout.write(`kedge ${mine}\n`);
+    if (argv.length === 0 && name === '--version') return 0;
+    const url = (values.federation ?? process.env.KEDGE_FEDERATION ?? 'http://127.0.0.1:15014').replace(/\/+$/, '');
+    try {
+      process.stdout.write(`federation ${await require('../cli/admin-client').federationVersion(url)} (${url})\n`);
+    } catch (err) {
+      if (values.federation) throw err;
+      process.stdout.write(`federation: not reachable at ${url} (${errorMessage(err)})\n`);
+    }
     return 0;
   },
   help: () => async () => {
@@ -53,11 +64,28 @@ const COMMANDS: Record<string, () => Command> = {
   },
 };
 
+let name: string | undefined;
+
+/** Edit distance, for "did you mean". */
+export function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
 async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  const [first, ...rest] = argv;
+  name = first;
   const command = name === undefined || name === '--help' || name === '-h' ? COMMANDS.help : name === '--version' ? COMMANDS.version : COMMANDS[name];
   if (!command) {
-    process.stderr.write(`kedge: unknown command "${name}"\n\n${HELP}`);
+    const near = Object.keys(COMMANDS).map((c) => [c, editDistance(name!, c)] as const).sort((x, y) => x[1] - y[1])[0];
+    const hint = near && near[1] <= Math.max(1, Math.floor(name!.length / 3)) ? `did you mean "${near[0]}"? ` : '';
+    process.stderr.write(`kedge: unknown command "${name}"; ${hint}run "kedge help" for the list\n`);
     return 2;
   }
   return command()(rest);

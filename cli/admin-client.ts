@@ -42,6 +42,21 @@ export function resolveAdminTarget(flags: { federation?: string | undefined; 'ad
   throw new KedgeError('KEDGE_USAGE', `no admin token found (looked in ${candidates.map((f) => path.resolve(f)).join(', ')}); pass --admin-token-file DATA_DIR/admin-token`);
 }
 
+/** The federation's version, from the header every answer carries (GET /healthz, no token needed). */
+export async function federationVersion(baseUrl: string): Promise<string> {
+  let res: Response;
+  try {
+    res = await fetch(`${baseUrl}/healthz`, { signal: AbortSignal.timeout(5_000) });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? errorMessage(err);
+    throw new KedgeError('KEDGE_FEDERATION_UNREACHABLE', `cannot reach the federation at ${baseUrl} (${cause}); is it running, and is --federation right?`, { cause: err });
+  }
+  await res.text();
+  const v = res.headers.get('x-kedge-federation');
+  if (!v) throw new KedgeError('KEDGE_NOT_A_FEDERATION', `${baseUrl} is not a Kedge federation (no x-kedge-federation header): point --federation at the federation's HTTP port (15014)`);
+  return v;
+}
+
 /** Calls the API; non-2xx answers become KedgeErrors carrying the server's code. */
 export async function apiRequest<T>(target: AdminTarget, method: 'GET' | 'POST' | 'DELETE', route: string, body?: unknown): Promise<T> {
   let res: Response;
@@ -57,6 +72,11 @@ export async function apiRequest<T>(target: AdminTarget, method: 'GET' | 'POST' 
     throw new KedgeError('KEDGE_FEDERATION_UNREACHABLE', `cannot reach the federation at ${target.baseUrl} (${cause}); is it running, and is --federation right?`, { cause: err });
   }
   const text = await res.text();
+  // Every answer of a Kedge federation carries this header; anything else on
+  // the port (an agent's admin port, another server) is named as such.
+  if (!res.headers.get('x-kedge-federation')) {
+    throw new KedgeError('KEDGE_NOT_A_FEDERATION', `${target.baseUrl} answered ${res.status} but is not a Kedge federation (no x-kedge-federation header): point --federation at the federation's HTTP port (15014)`);
+  }
   let parsed: unknown;
   try {
     parsed = text ? JSON.parse(text) : undefined;

@@ -35,8 +35,15 @@ const AGENTS: DemoAgent[] = [
 export async function runDemo(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, { 'base-dir': { type: 'string', default: '.demo' }, 'grpc-port': { type: 'string', default: '15012' }, 'http-port': { type: 'string', default: '15014' } }, USAGE);
   const base = path.resolve(values['base-dir']);
+  // A second demo must not wipe the directory of one that is running.
+  const pidFile = path.join(base, 'demo.pid');
+  const running = runningDemo(pidFile);
+  if (running !== undefined) {
+    throw new KedgeError('KEDGE_DEMO_RUNNING', `a demo is already running from ${base} (pid ${running}); stop it with Ctrl-C, or pass --base-dir DIR --grpc-port P --http-port P for a second one`);
+  }
   fs.rmSync(base, { recursive: true, force: true });
   fs.mkdirSync(base, { recursive: true });
+  fs.writeFileSync(pidFile, `${process.pid}\n`);
   const kedge = path.resolve(__dirname, '..', 'bin', 'kedge.js');
   const children: ChildProcess[] = [];
   const servers: http.Server[] = [];
@@ -107,7 +114,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   process.stdout.write(`
 Kedge demo mesh is up: a federation and three agents on loopback (logs in ${base}).
 
-  curl http://127.0.0.1:19080/        # productpage's upstream: mTLS to reviews v1 and v2, round robin
+  curl http://127.0.0.1:19080/        # productpage's upstream: mTLS to reviews v1 and v2, least request
   ${cli} get endpoints ${admin}
   ${cli} get workloads ${admin}
   curl http://127.0.0.13:15000/config  # what productpage's agent holds
@@ -120,6 +127,24 @@ Press Ctrl-C to stop.
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
   });
+}
+
+/** The pid of a live demo that wrote `pidFile`, if any. */
+export function runningDemo(pidFile: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (err) {
+    // EPERM: alive, but another user's.
+    return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
+  }
 }
 
 /** A path relative to the working directory when it lies below it, else absolute. */

@@ -293,6 +293,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       rebuild: scheduleRebuild,
       metrics: () => metrics.render(),
       logger,
+      version: KEDGE_VERSION,
       join: {
         version: KEDGE_VERSION,
         grpcPort: () => grpcPort,

@@ -55,6 +55,8 @@ export interface HttpDeps {
   logger: Logger;
   /** The unauthenticated routes joining hosts download from (join.sh, root, packages). */
   join?: JoinDeps;
+  /** Sent as x-kedge-federation on every answer: how the CLI tells a federation from anything else on a port. */
+  version?: string;
 }
 
 type Handler = (req: http.IncomingMessage, body: unknown, params: string[]) => Promise<unknown> | unknown;
@@ -142,6 +144,7 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
       res.end(text);
     };
+    res.setHeader('x-kedge-federation', deps.version ?? 'unknown');
     const url = new URL(req.url ?? '/', 'http://x');
     if (deps.join) {
       try {
