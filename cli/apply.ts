@@ -98,8 +98,14 @@ export async function runApply(argv: string[]): Promise<string> {
     // A bad TrafficPolicy in the file keeps every policy of it back (policies are all or nothing).
     if (file.errors.some((e) => !/: (HTTPRoute|GRPCRoute|FaultInjection) /.test(e))) errors.push(`${values.filename}: no TrafficPolicy applied: policies are applied all or nothing`);
     else {
-      const rows = await apiRequest<{ name: string; service: string }[]>(target, 'POST', '/api/v1/policies', file.policies);
-      out += rows.map((r) => `trafficpolicy/${r.name} (${r.service}) applied\n`).join('');
+      try {
+        const rows = await apiRequest<{ name: string; service: string }[]>(target, 'POST', '/api/v1/policies', file.policies);
+        out += rows.map((r) => `trafficpolicy/${r.name} (${r.service}) applied\n`).join('');
+      } catch (err) {
+        // The federation refused the policies (all or nothing); the routes of the file are still applied.
+        if (!(err instanceof KedgeError) || err.code === 'KEDGE_FEDERATION_UNREACHABLE') throw err;
+        errors.push(...err.message.split('\n').map((e) => `${values.filename}: ${e}`));
+      }
     }
   }
   for (const batch of routeBatches(file.routes)) {
