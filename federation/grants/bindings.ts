@@ -39,8 +39,10 @@ export interface BindingRecord {
   podName?: string;
   /** How it was issued: `token <id>` or `kubernetes <cluster>`. */
   via: string;
-  /** The workload name it registered first; the only one it may use. */
+  /** Without a --workload pattern: the workload name it registered first, the only one it may use. */
   name?: string;
+  /** Every workload name it owns (one, unless its grant names a pattern such as vm-*). */
+  names?: string[];
   /** Unexpired certificates, newest first. */
   certs: BoundCert[];
   revoked?: { at: string; reason: string };
@@ -150,7 +152,13 @@ export class Bindings {
         if (!hasCode(err, 'KEDGE_STORE_CONFLICT')) throw err;
       }
     }
-    if (binding.name !== name) await this.update(binding.id, (b) => (b.name === name ? undefined : { ...b, name }));
+    // Without a --workload pattern the first name is the only one the certificate may ever use.
+    const pinned = !binding.grant?.workload;
+    await this.update(binding.id, (b) => {
+      const names = b.names ?? (b.name ? [b.name] : []);
+      if (names.includes(name) && (!pinned || b.name === name)) return undefined;
+      return { ...b, ...(pinned ? { name } : {}), names: names.includes(name) ? names : [...names, name] };
+    });
   }
 
   /** The binding owning a workload name, if any. */
@@ -175,8 +183,8 @@ export class Bindings {
       await this.store.put(REVOKED_PREFIX + c.serial, JSON.stringify(r));
       out.push(r);
     }
-    if (b.name) {
-      const key = `${WORKLOAD_NAMES_PREFIX}${b.namespace}/${b.name}`;
+    for (const n of new Set([...(b.names ?? []), ...(b.name ? [b.name] : [])])) {
+      const key = `${WORKLOAD_NAMES_PREFIX}${b.namespace}/${n}`;
       const kv = await this.store.get(key);
       if (kv && parse<{ binding: string }>(kv).binding === id) await this.store.delete(key, { expectRevision: kv.modRevision }).catch(() => undefined);
     }

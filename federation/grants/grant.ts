@@ -12,7 +12,11 @@ import { FEDERATION_NAMESPACE, isValidName } from '../../proto/model/spiffe';
 export interface Grant {
   /** Service names (in the identity's namespace) it may serve; each may be a glob (`*` matches any run of characters). Empty: none. */
   services: string[];
-  /** Workload name or glob (`vm-*`); '' means the first name the workload registers with, which is then bound to it. */
+  /**
+   * Workload name or glob (`vm-*`): the certificate may register any name it
+   * matches that no other certificate owns. '' means the first name the
+   * workload registers with, which is then the only one it may use.
+   */
   workload: string;
   /** Labels it may set: key -> value, or key -> '*' for any value. Others are refused. */
   labels: Record<string, string>;

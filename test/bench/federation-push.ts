@@ -193,7 +193,9 @@ async function signSharedCertificate(fed: FederationProc): Promise<AgentCredenti
   const res = await fetch(`http://${fed.http}/api/v1/tokens`, {
     method: 'POST',
     headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ namespace: BENCH_NAMESPACE, serviceAccount: BENCH_SERVICE_ACCOUNT, ttl: '10m', uses: 1 }),
+    // One certificate stands for every simulated agent: it is granted every
+    // name and service of the layout (names are still owned one by one).
+    body: JSON.stringify({ namespace: BENCH_NAMESPACE, serviceAccount: BENCH_SERVICE_ACCOUNT, ttl: '10m', uses: 1, workload: '*', services: ['*'], labels: { app: '*' } }),
     signal: AbortSignal.timeout(10_000),
   });
   if (!res.ok) throw new Error(`token create: HTTP ${res.status} ${await res.text()}`);

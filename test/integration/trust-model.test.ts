@@ -132,6 +132,23 @@ describe('trust model: what an ordinary token holder cannot do', () => {
     assert.ok(victim.proc.logs.every((l) => l.msg !== 'lost the federation; reconnecting'), 'the victim\'s stream was never disturbed');
   });
 
+  it('a certificate without --workload is pinned to its first name; one with --workload vm-* may use names it matches', async () => {
+    const pinned = await join(await createToken(fed, 'default', 'pinned'));
+    const first = await attempt(pinned, register({ name: 'pinned-1', serviceAccount: 'pinned', address: '127.0.77.50' }));
+    assert.equal(first.registered, true, first.details);
+    first.stream.close();
+    const second = await attempt(pinned, register({ name: 'pinned-2', serviceAccount: 'pinned', address: '127.0.77.50' }));
+    assert.equal(second.registered, false);
+    assert.match(second.details, /bound to workload "pinned-1" and cannot register as "pinned-2"/);
+    const group = await join(await createToken(fed, 'default', 'group', ['--workload', 'vm-*']));
+    for (const [name, ok] of [['vm-a', true], ['vm-b', true], ['db-1', false]] as const) {
+      const r = await attempt(group, register({ name, serviceAccount: 'group', address: `127.0.77.${name === 'vm-a' ? 51 : 52}` }));
+      assert.equal(r.registered, ok, `${name}: ${r.details}`);
+      if (!ok) assert.match(r.details, /workload name "db-1" is not granted \(the token allows vm-\*\)/);
+      r.stream.close();
+    }
+  });
+
   it('cannot serve a service it was not granted; the refusal names --service', async () => {
     const id = await join(await createToken(fed, 'default', 'attacker', ['--labels', 'app=*']));
     const r = await attempt(id, register({ name: 'attacker-2', services: [{ name: 'reviews', namespace: 'default', ports: [{ name: 'http', port: 9080, targetPort: 1234, protocol: 'tcp' }] }] }));
