@@ -18,7 +18,9 @@ import type { EndpointView, ServiceView } from './types';
 import type { PeerWorkload, RecordSink } from './record';
 import type { Http1Pools } from './http1/pools';
 import { serveHttp1Outbound } from './http1/outbound';
-import type { Http1Session } from './http1/session';
+import type { Drainable } from './http1/session';
+import type { H2Sessions } from './http2/sessions';
+import { serveHttp2Outbound } from './http2/serve';
 import type { Breakers } from './breaker';
 
 /** What forwarding over the mesh needs; getters, so it always sees the current identity. */
@@ -38,8 +40,10 @@ export interface MeshDeps extends AttemptDeps {
   self: () => PeerWorkload;
   /** The HTTP/1.1 connection pools to endpoints. */
   pools: Http1Pools;
-  /** Open HTTP/1.1 sessions, so a closing proxy can drain them. */
-  sessions: Set<Http1Session>;
+  /** Open HTTP/1.1 and HTTP/2 sessions, so a closing proxy can drain them. */
+  sessions: Set<Drainable>;
+  /** HTTP/2 sessions to endpoints. */
+  h2: H2Sessions;
   /** Circuit breakers and retry budgets per destination service. */
   breakers: Breakers;
   /** A service of the current snapshot by name.namespace (route backends). */
@@ -94,6 +98,7 @@ export async function forwardToService(client: net.Socket, route: MeshRoute, tra
 
 function forwardStack(client: net.Socket, route: MeshRoute, stack: Stack, trace: ConnectionTrace, deps: MeshDeps, prefix: Buffer | undefined): Promise<void> {
   if (stack === 'http1') return Promise.resolve(serveHttp1Outbound(client, route, trace, deps, prefix));
+  if (stack === 'http2') return Promise.resolve(serveHttp2Outbound(client, route, trace, deps, prefix));
   const { service, port } = route;
   const fields = { service: service.key, port, ...route.log };
   const entry = deps.balancers.entry(service);

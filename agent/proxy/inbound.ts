@@ -16,7 +16,9 @@ import { type IdentityContexts, acceptPeerIdentity } from './tls';
 import type { LocalTarget } from './types';
 import { type Http1InboundDeps, appPool, serveHttp1Inbound } from './http1/inbound';
 import type { ConnectionPool } from './http1/pool';
-import type { Http1Session } from './http1/session';
+import type { Drainable } from './http1/session';
+import { H2Sessions } from './http2/sessions';
+import { type Http2InboundDeps, serveHttp2Inbound } from './http2/serve';
 
 // A client that connects and never finishes the handshake holds a socket;
 // Node's default (120 s) is far longer than any mesh handshake needs.
@@ -43,8 +45,8 @@ export interface InboundDeps {
   trustDomains: () => ReadonlySet<string>;
   /** Connect limit to the local app for HTTP requests. */
   connectTimeoutMs: number;
-  /** Open HTTP/1.1 sessions, so a closing proxy can drain them. */
-  sessions: Set<Http1Session>;
+  /** Open HTTP/1.1 and HTTP/2 sessions, so a closing proxy can drain them. */
+  sessions: Set<Drainable>;
 }
 
 /** The inbound mTLS listener; see the file comment. */
@@ -59,6 +61,9 @@ export class InboundListener {
   /** Keep-alive pools to the local apps, by host:port, for HTTP/1.1 mesh connections. */
   private readonly appPools = new Map<string, ConnectionPool>();
   private readonly http1: Http1InboundDeps;
+  private readonly http2: Http2InboundDeps;
+  /** h2c sessions to the local apps. */
+  private readonly appSessions = new H2Sessions();
 
   constructor(
     contexts: IdentityContexts,
@@ -79,6 +84,7 @@ export class InboundListener {
         return p;
       },
     };
+    this.http2 = { logger: deps.logger, sink: deps.sink, connectTimeoutMs: deps.connectTimeoutMs, track: (s) => this.track(s), apps: this.appSessions, sessions: deps.sessions };
     this.server = tls.createServer({
       ...contexts.serverOptions,
       // The client chain is verified against the trust bundle only; Node
@@ -93,7 +99,7 @@ export class InboundListener {
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
       // What a mesh connection carries: pooled HTTP/1.1 when the client
       // proxy asks for it; no ALPN means opaque bytes for the app.
-      ALPNProtocols: ['http/1.1'],
+      ALPNProtocols: ['h2', 'http/1.1'],
     });
     this.server.on('connection', (raw: net.Socket) => this.track(raw));
     this.server.on('secureConnection', (socket: tls.TLSSocket) => this.onSecureConnection(socket));
@@ -119,6 +125,7 @@ export class InboundListener {
   closePools(): void {
     for (const p of this.appPools.values()) p.close();
     this.appPools.clear();
+    this.appSessions.close();
   }
 
   /**
@@ -201,6 +208,7 @@ export class InboundListener {
     // Set after the handshake: TLS sockets ignore noDelay given at creation.
     socket.setNoDelay(true);
     if (socket.alpnProtocol === 'http/1.1') return serveHttp1Inbound(socket, target, peer, this.deps.self(), trace, this.http1, resumed);
+    if (socket.alpnProtocol === 'h2') return serveHttp2Inbound(socket, target, peer, this.deps.self(), trace, this.http2);
 
     const targetAddr = `${target.host}:${target.targetPort}`;
     const app = net.connect({ host: target.host, port: target.targetPort, allowHalfOpen: true });

@@ -37,7 +37,7 @@ export function stackFor(protocol: string | undefined): StackChoice {
 }
 
 /** The stacks the engine has; the others fall back to opaque. */
-export const IMPLEMENTED: ReadonlySet<Stack> = new Set<Stack>(['opaque', 'tls', 'http1']);
+export const IMPLEMENTED: ReadonlySet<Stack> = new Set<Stack>(['opaque', 'tls', 'http1', 'http2']);
 
 /** How long detection waits for a client's first bytes before taking it for opaque (a server-speaks-first protocol). */
 export const DETECT_TIMEOUT_MS = 200;

@@ -20,7 +20,8 @@ import { NULL_SINK, type PeerWorkload, type RecordSink, fanOut } from './record'
 import { type DirectionStats, type ProxyStats, inboundStats, outboundStats } from './stats';
 import { Http1Pools } from './http1/pools';
 import { Breakers } from './breaker';
-import type { Http1Session } from './http1/session';
+import type { Drainable } from './http1/session';
+import { H2Sessions } from './http2/sessions';
 import { SessionCache, buildIdentityContexts, trustDomainOf } from './tls';
 import type { LocalTarget, ProxySnapshot, TlsIdentity, UpstreamSpec } from './types';
 import { type ClientTls, MAX_ATTEMPTS, UpstreamListener } from './upstream';
@@ -138,7 +139,8 @@ export class Proxy {
   private readonly outboundStats: DirectionStats = outboundStats();
   private self: PeerWorkload;
   private readonly pools = new Http1Pools();
-  private readonly sessions = new Set<Http1Session>();
+  private readonly sessions = new Set<Drainable>();
+  private readonly h2 = new H2Sessions();
   private readonly breakers = new Breakers();
   private trustDomains: ReadonlySet<string>;
   private readonly logger: Logger;
@@ -171,6 +173,7 @@ export class Proxy {
       pools: this.pools,
       sessions: this.sessions,
       breakers: this.breakers,
+      h2: this.h2,
       service: (key: string) => this.current.services.get(key),
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       balancers: this.balancers,
@@ -256,6 +259,7 @@ export class Proxy {
     const live = new Set<string>();
     for (const e of this.balancers.endpointKeys()) live.add(e);
     this.pools.prune((ep) => live.has(ep));
+    this.h2.prune((ep) => live.has(ep));
     this.breakers.prune((key) => s.services.has(key));
     this.current = s;
     this.destinations = index;
@@ -320,6 +324,7 @@ export class Proxy {
     // Idle keep-alive connections would hold the drain for nothing: pools
     // close theirs, sessions close when idle or after their exchange.
     this.pools.close();
+    this.h2.close();
     this.inbound.closePools();
     for (const s of this.sessions) s.drain();
     const sets = [this.inbound.sockets, ...(this.front ? [this.front.sockets] : []), ...this.upstreams.map((u) => u.sockets), ...(this.outbound ? [this.outbound.sockets] : [])];

@@ -11,7 +11,7 @@ import { buildSni } from '../../../proto/model/sni';
 import type { LocalTarget } from '../types';
 import { headerValue } from './parse';
 import { ConnectionPool } from './pool';
-import { type Http1Side, Http1Session, type LocalAnswer, type Upstream } from './session';
+import { type Drainable, type Http1Side, Http1Session, type LocalAnswer, type Upstream } from './session';
 
 /**
  * Idle connections to the app are closed after 4 s: Node's http server
@@ -28,7 +28,7 @@ export interface Http1InboundDeps {
   connectTimeoutMs: number;
   track: (s: net.Socket) => void;
   /** Open sessions, so a closing proxy can drain them. */
-  sessions: Set<Http1Session>;
+  sessions: Set<Drainable>;
   /** The pool to the app at `host:port`, created on first use. */
   appPool: (target: LocalTarget) => ConnectionPool;
 }

@@ -79,14 +79,17 @@ function applyModifier(edit: { remove: Set<string>; add: Array<[string, string]>
 
 /** Serves one application connection to `route` with the HTTP/1.1 stack. */
 export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: ConnectionTrace, deps: Http1OutboundDeps, prefix?: Buffer): void {
-  const { service, port } = route;
-  const fields = { service: service.key, port, ...route.log };
+  const { port } = route;
+  const fields = { service: route.service.key, port, ...route.log };
   const scheme = 'http';
 
   const side: Http1Side = {
     logger: deps.logger,
     retriesProxyErrors: true,
     plan(req: RequestHead): RequestPlan {
+      // The view now, not the one the connection was accepted with: a
+      // keep-alive connection must follow route and endpoint changes.
+      const service = deps.service(route.service.key) ?? route.service;
       const { path, query } = splitTarget(req.target);
       const authority = headerValue(req.headers, 'host') ?? '';
       const given = headerValue(req.headers, 'x-request-id');

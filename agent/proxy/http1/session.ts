@@ -19,6 +19,11 @@ import { type HeadEdit, REASONS, localResponse, rewriteHead } from './head';
 import { type HeadLimits, type RequestHead, type ResponseHead, DEFAULT_HEAD_LIMITS, headerValue, parseRequestHead, parseResponseHead } from './parse';
 import type { Lease } from './pool';
 
+/** A session a closing proxy asks to stop taking requests. */
+export interface Drainable {
+  drain(): void;
+}
+
 /** Linkerd's default: a request body up to this size is kept so the request can be sent again. */
 export const DEFAULT_REPLAY_BYTES = 64 * 1024;
 /** Bytes of pipelined input held before the downstream is paused. */

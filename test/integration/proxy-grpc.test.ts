@@ -1,0 +1,331 @@
+// HTTP/2 and gRPC through the mesh with unmodified clients and servers:
+// grpc-js client -> client proxy (upstream listener on a `grpc` port, h2c)
+// -> one multiplexed mTLS session per endpoint (ALPN h2) -> server proxies
+// -> grpc-js servers (h2c); h2load and curl with prior knowledge against an
+// `http2` port. Streams are balanced one by one; trailers, status codes,
+// metadata, deadlines and cancellation pass end to end.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http2 from 'node:http2';
+import type * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { compileServiceRoutes, validateRouteDocument, type RouteObject } from '../../policy/routes';
+import { TRAFFIC_POLICY_DEFAULTS } from '../../policy/traffic-policy';
+import { Proxy } from '../../agent/proxy/proxy';
+import type { RequestRecord, TrafficRecord } from '../../agent/proxy/record';
+import type { EndpointView, ServiceView } from '../../agent/proxy/types';
+import { logCapture } from '../support/logs';
+import { makeCa, makeLeaf, toTlsIdentity } from '../support/pki';
+import { eventually } from '../support/procs';
+
+const TD = 'spiffe://kedge.test';
+const HOST = 'echo.shop.svc.cluster.local';
+const GRPC_PORT = 9090;
+const H2_PORT = 8080;
+const T = { timeout: 60_000 };
+const BIG = 8 * 1024 * 1024;
+
+const PROTO = `
+syntax = "proto3";
+package kedge.test;
+message Msg { string text = 1; bytes data = 2; int32 code = 3; int32 count = 4; int32 delay_ms = 5; }
+service Echo {
+  rpc Unary(Msg) returns (Msg);
+  rpc Stream(Msg) returns (stream Msg);
+  rpc Bidi(stream Msg) returns (stream Msg);
+}
+`;
+
+interface Msg {
+  text?: string;
+  data?: Buffer;
+  code?: number;
+  count?: number;
+  delayMs?: number;
+}
+
+type EchoClient = grpc.Client & {
+  Unary(m: Msg, md: grpc.Metadata, o: grpc.CallOptions, cb: (err: grpc.ServiceError | null, r?: Msg) => void): grpc.ClientUnaryCall;
+  Stream(m: Msg, md?: grpc.Metadata): grpc.ClientReadableStream<Msg>;
+  Bidi(): grpc.ClientDuplexStream<Msg, Msg>;
+};
+
+function loadEcho(): grpc.GrpcObject {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kedge-grpc-')), 'echo.proto');
+  fs.writeFileSync(file, PROTO);
+  return grpc.loadPackageDefinition(protoLoader.loadSync(file, { keepCase: false, longs: Number, defaults: true }));
+}
+
+interface EchoServer {
+  server: grpc.Server;
+  port: number;
+  calls: number;
+  cancelled: number;
+}
+
+async function echoServer(name: string, pkg: grpc.GrpcObject): Promise<EchoServer> {
+  const e: EchoServer = { server: new grpc.Server({ 'grpc.max_receive_message_length': BIG, 'grpc.max_send_message_length': BIG }), port: 0, calls: 0, cancelled: 0 };
+  const svc = ((pkg.kedge as grpc.GrpcObject).test as grpc.GrpcObject).Echo as grpc.ServiceClientConstructor;
+  e.server.addService(svc.service, {
+    Unary: (call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) => {
+      e.calls++;
+      call.on('cancelled', () => e.cancelled++);
+      const m = call.request;
+      const reply = (): void => {
+        const trailer = new grpc.Metadata();
+        trailer.set('x-trailer', `t-${name}`);
+        trailer.set('x-bin-bin', Buffer.from([0, 1, 2, 255]));
+        if (m.code) return cb({ code: m.code, details: `failing with ${m.code}`, metadata: trailer } as grpc.ServiceError);
+        const md = new grpc.Metadata();
+        md.set('x-server', name);
+        const seen = call.metadata.get('x-bin-bin')[0];
+        if (seen !== undefined) md.set('x-echo-bin', seen as Buffer);
+        call.sendMetadata(md);
+        cb(null, { text: `${name}:${m.text}`, data: m.data }, trailer);
+      };
+      if (m.delayMs) setTimeout(reply, m.delayMs);
+      else reply();
+    },
+    Stream: (call: grpc.ServerWritableStream<Msg, Msg>) => {
+      e.calls++;
+      for (let i = 0; i < (call.request.count ?? 0); i++) call.write({ text: `${name}:${i}` });
+      call.end();
+    },
+    Bidi: (call: grpc.ServerDuplexStream<Msg, Msg>) => {
+      e.calls++;
+      call.on('data', (m: Msg) => call.write({ text: m.text }));
+      call.on('end', () => call.end());
+      call.on('cancelled', () => e.cancelled++);
+    },
+  });
+  e.port = await new Promise<number>((resolve, reject) => e.server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return e;
+}
+
+/** An h2c app for the `http2` port: answers every request with its name. */
+async function h2App(name: string): Promise<{ server: http2.Http2Server; port: number }> {
+  const server = http2.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.end(`${name} ${req.url}\n`));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+describe('HTTP/2 and gRPC through the mesh', () => {
+  const ca = makeCa('grpc-mesh');
+  const pkg = loadEcho();
+  const Echo = ((pkg.kedge as grpc.GrpcObject).test as grpc.GrpcObject).Echo as unknown as new (addr: string, creds: grpc.ChannelCredentials, opts?: grpc.ChannelOptions) => EchoClient;
+  const servers: EchoServer[] = [];
+  const h2apps: Awaited<ReturnType<typeof h2App>>[] = [];
+  const proxies: Proxy[] = [];
+  const views: EndpointView[] = [];
+  const records: TrafficRecord[] = [];
+  let client: Proxy;
+  let grpcPort: number;
+  let h2Port: number;
+  let echo: EchoClient;
+  const service = (extra: Partial<ServiceView> = {}): ServiceView => ({
+    key: 'echo.shop',
+    hostname: HOST,
+    vip: '',
+    ports: [
+      { name: 'grpc', port: GRPC_PORT, protocol: 'grpc' },
+      { name: 'h2', port: H2_PORT, protocol: 'http2' },
+    ],
+    endpoints: views,
+    version: String(Math.random()),
+    policy: { ...TRAFFIC_POLICY_DEFAULTS, loadBalancer: 'round-robin' },
+    ...extra,
+  });
+  const set = (s: ServiceView): void => client.setSnapshot({ version: String(Math.random()), services: new Map([[s.key, s]]) });
+  const unary = (m: Msg, opts: grpc.CallOptions = {}, md = new grpc.Metadata()): Promise<{ err: grpc.ServiceError | null; res?: Msg; md?: grpc.Metadata; trailers?: grpc.Metadata }> =>
+    new Promise((resolve) => {
+      let headers: grpc.Metadata | undefined;
+      let trailers: grpc.Metadata | undefined;
+      const call = echo.Unary(m, md, opts, (err, res) => setImmediate(() => resolve({ err, ...(res ? { res } : {}), ...(headers ? { md: headers } : {}), ...(trailers ? { trailers } : {}) })));
+      call.on('metadata', (h: grpc.Metadata) => (headers = h));
+      call.on('status', (s: grpc.StatusObject) => (trailers = s.metadata));
+    });
+
+  before(async () => {
+    for (const name of ['a', 'b']) {
+      const s = await echoServer(name, pkg);
+      const h = await h2App(name);
+      servers.push(s);
+      h2apps.push(h);
+      const leaf = makeLeaf(ca, `${TD}/ns/shop/sa/echo-${name}`);
+      const p = new Proxy({
+        inboundListen: { host: '127.0.0.1', port: 0 },
+        targets: [
+          { hostname: HOST, servicePort: GRPC_PORT, host: '127.0.0.1', targetPort: s.port },
+          { hostname: HOST, servicePort: H2_PORT, host: '127.0.0.1', targetPort: h.port },
+        ],
+        upstreams: [],
+        identity: toTlsIdentity(leaf),
+        logger: logCapture().logger,
+        records: { open: () => undefined, finish: (r) => records.push(r) },
+      });
+      await p.start();
+      proxies.push(p);
+      const at = p.inboundAddress();
+      views.push({ address: at.host, mtlsPort: at.port, identity: leaf.spiffeId, workload: `echo-${name}`, healthy: true, ports: [] });
+    }
+    client = new Proxy({
+      inboundListen: { host: '127.0.0.1', port: 0 },
+      targets: [],
+      upstreams: [
+        { service: 'echo.shop', port: GRPC_PORT, listen: { host: '127.0.0.1', port: 0 } },
+        { service: 'echo.shop', port: H2_PORT, listen: { host: '127.0.0.1', port: 0 } },
+      ],
+      identity: toTlsIdentity(makeLeaf(ca, `${TD}/ns/shop/sa/frontend`)),
+      logger: logCapture().logger,
+      records: { open: () => undefined, finish: (r) => records.push(r) },
+    });
+    await client.start();
+    [grpcPort, h2Port] = client.upstreamAddresses().map((a) => a.port) as [number, number];
+    set(service());
+    echo = new Echo(`127.0.0.1:${grpcPort}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': BIG, 'grpc.max_send_message_length': BIG });
+  });
+
+  after(async () => {
+    echo.close();
+    await client.close(300);
+    for (const p of proxies) await p.close(300);
+    for (const s of servers) s.server.forceShutdown();
+    for (const h of h2apps) await new Promise<void>((r) => h.server.close(() => r()));
+  });
+
+  it('unary calls on one channel are balanced per call, with metadata and trailers (text and -bin) end to end', T, async () => {
+    const md = new grpc.Metadata();
+    md.set('x-bin-bin', Buffer.from([9, 8, 7]));
+    const by: Record<string, number> = {};
+    for (let i = 0; i < 20; i++) {
+      const r = await unary({ text: `hi ${i}` }, {}, md);
+      assert.equal(r.err, null);
+      const who = String(r.md!.get('x-server')[0]);
+      by[who] = (by[who] ?? 0) + 1;
+      assert.equal(r.res!.text, `${who}:hi ${i}`);
+      assert.deepEqual(r.md!.get('x-echo-bin')[0], Buffer.from([9, 8, 7]));
+      assert.equal(r.trailers!.get('x-trailer')[0], `t-${who}`);
+      assert.deepEqual(r.trailers!.get('x-bin-bin')[0], Buffer.from([0, 1, 2, 255]));
+    }
+    assert.deepEqual(by, { a: 10, b: 10 });
+    const rec = records.filter((x): x is RequestRecord => x.kind === 'request' && x.reporter === 'source' && x.protocol === 'grpc');
+    assert.ok(rec.length >= 20 && rec.every((x) => x.grpcStatus === 0 && x.httpVersion === 'HTTP/2' && x.path === '/kedge.test.Echo/Unary' && x.requestMessages === 1 && x.responseMessages === 1));
+  });
+
+  it('passes all 16 status codes unchanged', T, async () => {
+    for (let code = 1; code <= 16; code++) {
+      const r = await unary({ code });
+      assert.equal(r.err?.code, code, `code ${code}: ${r.err?.message}`);
+      assert.equal(r.err?.details, `failing with ${code}`);
+    }
+    assert.equal((await unary({ text: 'ok' })).err, null);
+  });
+
+  it('100 concurrent calls on one channel, and a large message', T, async () => {
+    const rs = await Promise.all(Array.from({ length: 100 }, (_, i) => unary({ text: `c${i}` })));
+    assert.ok(rs.every((r) => r.err === null));
+    const data = Buffer.alloc(6 * 1024 * 1024);
+    for (let i = 0; i < data.length; i++) data[i] = i & 0xff;
+    const big = await unary({ data });
+    assert.equal(big.err, null);
+    assert.ok(Buffer.compare(Buffer.from(big.res!.data!), data) === 0, 'the 6 MiB message came back intact');
+  });
+
+  it('server streaming and a 10,000-message bidi stream', T, async () => {
+    const got: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const s = echo.Stream({ count: 500 });
+      s.on('data', (m: Msg) => got.push(m.text ?? ''));
+      s.on('end', resolve);
+      s.on('error', reject);
+    });
+    assert.equal(got.length, 500);
+    const bidi = echo.Bidi();
+    let n = 0;
+    const done = new Promise<void>((resolve, reject) => {
+      bidi.on('data', () => n++);
+      bidi.on('end', resolve);
+      bidi.on('error', reject);
+    });
+    for (let i = 0; i < 10_000; i++) if (!bidi.write({ text: `m${i}` })) await new Promise((r) => bidi.once('drain', r));
+    bidi.end();
+    await done;
+    assert.equal(n, 10_000);
+  });
+
+  it('a deadline that expires gives DEADLINE_EXCEEDED and the server sees the cancellation', T, async () => {
+    const before = servers[0]!.cancelled + servers[1]!.cancelled;
+    const r = await unary({ text: 'slow', delayMs: 3_000 }, { deadline: Date.now() + 300 });
+    assert.equal(r.err?.code, grpc.status.DEADLINE_EXCEEDED);
+    await eventually(() => servers[0]!.cancelled + servers[1]!.cancelled > before, 5_000, 'the server to see the cancellation');
+  });
+
+  it('a client cancellation reaches the server', T, async () => {
+    const before = servers[0]!.cancelled + servers[1]!.cancelled;
+    const bidi = echo.Bidi();
+    bidi.on('error', () => undefined);
+    await new Promise<void>((r) => {
+      bidi.once('data', () => r());
+      bidi.write({ text: 'first' });
+    });
+    bidi.cancel();
+    await eventually(() => servers[0]!.cancelled + servers[1]!.cancelled > before, 5_000, 'the server to see the cancellation');
+  });
+
+  it('a route timeout gives DEADLINE_EXCEEDED, and UNAVAILABLE is retried by the route', T, async () => {
+    const doc = {
+      apiVersion: 'gateway.networking.k8s.io/v1',
+      kind: 'GRPCRoute',
+      metadata: { name: 'echo', namespace: 'shop' },
+      spec: { parentRefs: [{ group: '', kind: 'Service', name: 'echo', port: GRPC_PORT }], rules: [{ backendRefs: [{ name: 'echo', port: GRPC_PORT }] }] },
+    };
+    const v = validateRouteDocument(doc);
+    assert.ok(v.ok, v.ok ? '' : v.errors.join('\n'));
+    const compiled = compileServiceRoutes({ key: 'echo.shop', namespace: 'shop', ports: [{ name: 'grpc', port: GRPC_PORT }] }, [v.value as RouteObject], new Map(), 'shop')!;
+    // The compiled target's timeouts and retry, as a route with them would compile.
+    const target = compiled.targets[0]!;
+    const withPolicy = {
+      ...compiled,
+      forPort: (p: number) => {
+        const table = compiled.forPort(p);
+        return table && { kind: table.kind, match: () => ({ ...target, timeouts: { requestMs: 250, backendRequestMs: undefined }, retry: { httpCodes: new Set<number>(), grpcCodes: new Set([14]), attempts: 3, backoffMs: 0 } }) };
+      },
+    };
+    set(service({ routes: withPolicy }));
+    try {
+      const started = Date.now();
+      const slow = await unary({ text: 'slow', delayMs: 3_000 });
+      assert.equal(slow.err?.code, grpc.status.DEADLINE_EXCEEDED);
+      assert.ok(Date.now() - started < 3_000, 'the proxy answered before the app would have');
+      const before = servers[0]!.calls + servers[1]!.calls;
+      const unavailable = await unary({ code: grpc.status.UNAVAILABLE });
+      assert.equal(unavailable.err?.code, grpc.status.UNAVAILABLE);
+      assert.equal(servers[0]!.calls + servers[1]!.calls - before, 4, 'the first attempt and three retries');
+    } finally {
+      set(service());
+    }
+  });
+
+  it('h2load and curl with prior knowledge: no errors, and one session per endpoint between proxies', T, async () => {
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile('h2load', ['-n', '2000', '-c', '50', '-m', '4', `http://127.0.0.1:${h2Port}/load`], { timeout: 30_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout))),
+    );
+    assert.match(out, /requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored/);
+    // Fifty client connections, but between the proxies one HTTP/2 session
+    // per endpoint and service port (the SNI names the port): 2 x 2 here.
+    const meshConnections = proxies.reduce((n, p) => n + p.stats().inbound.http.active, 0);
+    assert.ok(meshConnections <= 4, `${meshConnections} mesh connections`);
+    const body = await new Promise<string>((resolve, reject) =>
+      execFile('curl', ['-sS', '--http2-prior-knowledge', '--max-time', '5', `http://127.0.0.1:${h2Port}/curl`], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+    );
+    assert.match(body, /^[ab] \/curl\n$/);
+  });
+});
