@@ -12,6 +12,7 @@ import { isValidName, isValidTrustDomain } from '../proto/model/spiffe';
 import { Doc, deepFreeze } from '../proto/model/validate';
 import { parseDuration } from '../proto/model/duration';
 import { parseHealthCheck, type HealthCheckConfig } from './health';
+import { ACCESS_LOG_DEFAULTS, type AccessLogConfig } from './telemetry/access-log';
 import { GATEWAY_PORT } from '../proto/model/ports';
 
 /** Defaults for every optional agent setting, in one place. */
@@ -103,7 +104,11 @@ export interface AgentConfig {
 export interface TelemetryConfig {
   /** istio_* metrics from every request and connection (default true). */
   metrics: boolean;
+  /** One JSON line per request and connection. */
+  accessLog: AccessLogConfig;
 }
+
+const ACCESS_LOG_LEVELS = ['off', 'trace', 'debug', 'info', 'warn', 'error'] as const;
 
 const TOP = ['federation', 'workload', 'services', 'upstreams', 'proxy', 'admin', 'dataDir', 'capture', 'gateway', 'telemetry'] as const;
 
@@ -196,7 +201,14 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
   const outboundPolicy = proxy.at('outboundPolicy').string(AGENT_DEFAULTS.outboundPolicy);
   if (outboundPolicy !== 'allow-any' && outboundPolicy !== 'registry-only') proxy.at('outboundPolicy').fail('must be allow-any or registry-only');
   const admin = doc.at('admin').optionalObject(['listen', 'metricsListen']) ?? doc.at('admin');
-  const tel = doc.at('telemetry').optionalObject(['metrics']) ?? doc.at('telemetry');
+  const tel = doc.at('telemetry').optionalObject(['metrics', 'accessLog']) ?? doc.at('telemetry');
+  const al = tel.at('accessLog').optionalObject(['level', 'filter', 'sample']) ?? tel.at('accessLog');
+  const alLevel = al.at('level').string(ACCESS_LOG_DEFAULTS.level);
+  if (!(ACCESS_LOG_LEVELS as readonly string[]).includes(alLevel)) al.at('level').fail(`must be one of ${ACCESS_LOG_LEVELS.join(', ')}`);
+  const alFilter = al.at('filter').string(ACCESS_LOG_DEFAULTS.filter);
+  if (alFilter !== 'all' && alFilter !== 'errors') al.at('filter').fail('must be all or errors (errors: only failed requests and connections)');
+  const alSample = al.at('sample').isMissing() ? ACCESS_LOG_DEFAULTS.sample : al.at('sample').value;
+  if (typeof alSample !== 'number' || !(alSample >= 0 && alSample <= 1)) al.at('sample').fail('must be a number from 0 to 1: the share of successful requests logged (errors are always logged)');
   const tokenFile = fed.at('tokenFile').optionalString();
 
   return deepFreeze({
@@ -231,7 +243,10 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
       listen: admin.at('listen').parse((s) => parseHostPort(s, 'listen'), AGENT_DEFAULTS.adminListen),
       metricsListen: admin.at('metricsListen').parse((s) => parseHostPort(s, 'metricsListen'), AGENT_DEFAULTS.metricsListen),
     },
-    telemetry: { metrics: tel.at('metrics').bool(true) },
+    telemetry: {
+      metrics: tel.at('metrics').bool(true),
+      accessLog: { level: alLevel as AccessLogConfig['level'], filter: alFilter as AccessLogConfig['filter'], sample: alSample as number },
+    },
     dataDir: rel(doc.at('dataDir').string(AGENT_DEFAULTS.dataDir)),
     captureDoc: doc.at('capture'),
     gateway: {

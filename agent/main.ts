@@ -24,6 +24,7 @@ import { EastWestGateway } from './gateway/gateway';
 import type { ProxySnapshot } from './proxy/types';
 import { AgentTelemetry } from './telemetry/telemetry';
 import { workloadMetadata } from './telemetry/workload';
+import { accessLogSink } from './telemetry/access-log';
 
 /** The agent's version, reported at registration. */
 export const AGENT_VERSION = '0.1.0';
@@ -319,7 +320,8 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
 /** The agent's telemetry: its own workload's metadata for the local side of every record. */
 function agentTelemetry(config: AgentConfig, spiffeId: string, mode: 'sidecar' | 'gateway', logger: Logger): AgentTelemetry {
   const local = workloadMetadata({ name: config.workload.name, namespace: config.workload.namespace, labels: config.workload.labels, cluster: config.federation.cluster, principal: spiffeId });
-  return new AgentTelemetry({ local, version: AGENT_VERSION, mode, istioMetrics: config.telemetry.metrics, logger });
+  const access = accessLogSink(logger, config.telemetry.accessLog);
+  return new AgentTelemetry({ local, version: AGENT_VERSION, mode, istioMetrics: config.telemetry.metrics, sinks: [access], accessLog: () => access.stats(), logger });
 }
 
 /**

@@ -25,6 +25,8 @@ export interface TelemetryOptions {
   istioMetrics: boolean;
   /** Further sinks (access log, tracing, stats summary), after the metrics. */
   sinks?: readonly RecordSink[];
+  /** The access log's counts, for kedge_access_log_lines_total. */
+  accessLog?: () => { written: number; filtered: number };
   logger: Logger;
 }
 
@@ -51,7 +53,7 @@ export class AgentTelemetry {
 
   /** Connects the kedge_* metrics to the agent's parts (called once they exist). */
   setSources(src: AgentMetricsSources): void {
-    this.sources = { ...src, telemetry: () => this.istio?.stats() ?? { requestSeries: 0, tcpSeries: 0, overflow: 0, expired: 0 } };
+    this.sources = { ...src, telemetry: () => this.istio?.stats() ?? { requestSeries: 0, tcpSeries: 0, overflow: 0, expired: 0 }, ...(this.opts.accessLog ? { accessLog: this.opts.accessLog } : {}) };
     this.registry = undefined;
   }
 
