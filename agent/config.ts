@@ -13,6 +13,7 @@ import { Doc, deepFreeze } from '../proto/model/validate';
 import { parseDuration } from '../proto/model/duration';
 import { parseHealthCheck, type HealthCheckConfig } from './health';
 import { ACCESS_LOG_DEFAULTS, type AccessLogConfig } from './telemetry/access-log';
+import { TRACING_DEFAULTS, type TracingConfig } from './telemetry/tracing';
 import { GATEWAY_PORT } from '../proto/model/ports';
 
 /** Defaults for every optional agent setting, in one place. */
@@ -106,6 +107,8 @@ export interface TelemetryConfig {
   metrics: boolean;
   /** One JSON line per request and connection. */
   accessLog: AccessLogConfig;
+  /** A span per hop over OTLP/HTTP. */
+  tracing: TracingConfig;
 }
 
 const ACCESS_LOG_LEVELS = ['off', 'trace', 'debug', 'info', 'warn', 'error'] as const;
@@ -201,7 +204,12 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
   const outboundPolicy = proxy.at('outboundPolicy').string(AGENT_DEFAULTS.outboundPolicy);
   if (outboundPolicy !== 'allow-any' && outboundPolicy !== 'registry-only') proxy.at('outboundPolicy').fail('must be allow-any or registry-only');
   const admin = doc.at('admin').optionalObject(['listen', 'metricsListen']) ?? doc.at('admin');
-  const tel = doc.at('telemetry').optionalObject(['metrics', 'accessLog']) ?? doc.at('telemetry');
+  const tel = doc.at('telemetry').optionalObject(['metrics', 'accessLog', 'tracing']) ?? doc.at('telemetry');
+  const tr = tel.at('tracing').optionalObject(['otlpEndpoint', 'sample']) ?? tel.at('tracing');
+  const otlpEndpoint = tr.at('otlpEndpoint').string(TRACING_DEFAULTS.otlpEndpoint);
+  if (otlpEndpoint !== '' && !/^https?:\/\/[^/\s]+/.test(otlpEndpoint)) tr.at('otlpEndpoint').fail(`"${otlpEndpoint}" is not an http(s) URL; write the collector's OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces`);
+  const trSample = tr.at('sample').isMissing() ? TRACING_DEFAULTS.sample : tr.at('sample').value;
+  if (typeof trSample !== 'number' || !(trSample >= 0 && trSample <= 1)) tr.at('sample').fail('must be a number from 0 to 1: the share of new traces sampled');
   const al = tel.at('accessLog').optionalObject(['level', 'filter', 'sample']) ?? tel.at('accessLog');
   const alLevel = al.at('level').string(ACCESS_LOG_DEFAULTS.level);
   if (!(ACCESS_LOG_LEVELS as readonly string[]).includes(alLevel)) al.at('level').fail(`must be one of ${ACCESS_LOG_LEVELS.join(', ')}`);
@@ -246,6 +254,7 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
     telemetry: {
       metrics: tel.at('metrics').bool(true),
       accessLog: { level: alLevel as AccessLogConfig['level'], filter: alFilter as AccessLogConfig['filter'], sample: alSample as number },
+      tracing: { otlpEndpoint, sample: trSample as number },
     },
     dataDir: rel(doc.at('dataDir').string(AGENT_DEFAULTS.dataDir)),
     captureDoc: doc.at('capture'),

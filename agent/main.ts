@@ -25,6 +25,7 @@ import type { ProxySnapshot } from './proxy/types';
 import { AgentTelemetry } from './telemetry/telemetry';
 import { workloadMetadata } from './telemetry/workload';
 import { accessLogSink } from './telemetry/access-log';
+import { SpanSink } from './telemetry/tracing';
 
 /** The agent's version, reported at registration. */
 export const AGENT_VERSION = '0.1.0';
@@ -321,7 +322,8 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
 function agentTelemetry(config: AgentConfig, spiffeId: string, mode: 'sidecar' | 'gateway', logger: Logger): AgentTelemetry {
   const local = workloadMetadata({ name: config.workload.name, namespace: config.workload.namespace, labels: config.workload.labels, cluster: config.federation.cluster, principal: spiffeId });
   const access = accessLogSink(logger, config.telemetry.accessLog);
-  return new AgentTelemetry({ local, version: AGENT_VERSION, mode, istioMetrics: config.telemetry.metrics, sinks: [access], accessLog: () => access.stats(), logger });
+  const spans = config.telemetry.tracing.otlpEndpoint ? new SpanSink(local, { endpoint: config.telemetry.tracing.otlpEndpoint }) : undefined;
+  return new AgentTelemetry({ local, version: AGENT_VERSION, mode, istioMetrics: config.telemetry.metrics, sinks: [access], accessLog: () => access.stats(), spans, logger });
 }
 
 /**

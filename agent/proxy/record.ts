@@ -100,6 +100,12 @@ export interface RequestRecord extends RecordBase {
   requestId: string;
   /** W3C trace id when the request carried or was given one, else ''. */
   traceId: string;
+  /** This hop's span id (agent/telemetry/trace-context.ts hopContext); absent when the engine kept no span. */
+  spanId?: string;
+  /** The caller's span id, '' for a trace this hop started. */
+  parentSpanId?: string;
+  /** The trace is sampled: the span is exported when OTLP is configured. */
+  traceSampled?: boolean;
 }
 
 /** One TCP connection (opaque, TLS passthrough, or the connection an HTTP stream rode on). */

@@ -12,6 +12,7 @@ import { type AgentMetricsSources, createAgentRegistry } from './agent-metrics';
 import { fanout } from './fanout';
 import { IstioMetrics } from './istio-metrics';
 import { type MetricsServer, startMetricsServer } from './server';
+import type { SpanSink } from './tracing';
 
 /** How often idle series are looked for. */
 const SWEEP_INTERVAL_MS = 60_000;
@@ -27,6 +28,8 @@ export interface TelemetryOptions {
   sinks?: readonly RecordSink[];
   /** The access log's counts, for kedge_access_log_lines_total. */
   accessLog?: () => { written: number; filtered: number };
+  /** The span exporter, when OTLP is configured. */
+  spans?: SpanSink | undefined;
   logger: Logger;
 }
 
@@ -47,13 +50,13 @@ export class AgentTelemetry {
 
   constructor(private readonly opts: TelemetryOptions) {
     this.istio = opts.istioMetrics ? new IstioMetrics({ local: opts.local, version: opts.version }) : undefined;
-    const sinks = [...(this.istio ? [this.istio] : []), ...(opts.sinks ?? [])];
+    const sinks = [...(this.istio ? [this.istio] : []), ...(opts.sinks ?? []), ...(opts.spans ? [opts.spans] : [])];
     this.sink = sinks.length === 0 ? NULL_SINK : sinks.length === 1 ? sinks[0]! : fanout(sinks);
   }
 
   /** Connects the kedge_* metrics to the agent's parts (called once they exist). */
   setSources(src: AgentMetricsSources): void {
-    this.sources = { ...src, telemetry: () => this.istio?.stats() ?? { requestSeries: 0, tcpSeries: 0, overflow: 0, expired: 0 }, ...(this.opts.accessLog ? { accessLog: this.opts.accessLog } : {}) };
+    this.sources = { ...src, telemetry: () => this.istio?.stats() ?? { requestSeries: 0, tcpSeries: 0, overflow: 0, expired: 0 }, ...(this.opts.accessLog ? { accessLog: this.opts.accessLog } : {}), droppedSpans: () => this.opts.spans?.stats().dropped ?? 0 };
     this.registry = undefined;
   }
 
@@ -78,6 +81,6 @@ export class AgentTelemetry {
 
   async close(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    await this.server?.close();
+    await Promise.all([this.server?.close(), this.opts.spans?.close()]);
   }
 }

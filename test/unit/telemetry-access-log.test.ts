@@ -68,15 +68,17 @@ workload: { name: vm-1, namespace: shop, serviceAccount: payments }
 
 test('telemetry config: defaults, and bad values named with what to write', () => {
   const c = parseAgentConfig(BASE, '/etc/kedge/agent.yaml');
-  assert.deepEqual(c.telemetry, { metrics: true, accessLog: { level: 'info', filter: 'all', sample: 1 } });
+  assert.deepEqual(c.telemetry, { metrics: true, accessLog: { level: 'info', filter: 'all', sample: 1 }, tracing: { otlpEndpoint: '', sample: 0.01 } });
   assert.deepEqual(c.admin.metricsListen, { host: '0.0.0.0', port: 15020 });
-  const t = parseAgentConfig(`${BASE}telemetry: { metrics: false, accessLog: { level: warn, filter: errors, sample: 0.25 } }\nadmin: { metricsListen: 127.0.0.1:0 }\n`, '/a.yaml');
-  assert.deepEqual(t.telemetry, { metrics: false, accessLog: { level: 'warn', filter: 'errors', sample: 0.25 } });
+  const t = parseAgentConfig(`${BASE}telemetry: { metrics: false, accessLog: { level: warn, filter: errors, sample: 0.25 }, tracing: { otlpEndpoint: 'http://otel:4318/v1/traces', sample: 1 } }\nadmin: { metricsListen: 127.0.0.1:0 }\n`, '/a.yaml');
+  assert.deepEqual(t.telemetry, { metrics: false, accessLog: { level: 'warn', filter: 'errors', sample: 0.25 }, tracing: { otlpEndpoint: 'http://otel:4318/v1/traces', sample: 1 } });
   for (const [bad, re] of [
     ['telemetry: { accessLog: { sample: 2 } }', /telemetry\.accessLog\.sample.*0 to 1/],
     ['telemetry: { accessLog: { filter: some } }', /telemetry\.accessLog\.filter.*all or errors/],
     ['telemetry: { accessLog: { level: loud } }', /telemetry\.accessLog\.level.*off, trace/],
     ['telemetry: { traces: true }', /telemetry/],
+    ['telemetry: { tracing: { otlpEndpoint: otel:4318 } }', /telemetry\.tracing\.otlpEndpoint.*http:\/\/otel-collector:4318\/v1\/traces/],
+    ['telemetry: { tracing: { sample: -1 } }', /telemetry\.tracing\.sample/],
   ] as const) {
     assert.throws(() => parseAgentConfig(`${BASE}${bad}\n`, '/a.yaml'), (err: unknown) => err instanceof KedgeError && re.test(err.message), bad);
   }
