@@ -156,7 +156,7 @@ export class FederationService {
       throw new KedgeError('KEDGE_BAD_CSR', `CSR is ${req.csrPem.length} bytes; the limit is ${MAX_CSR_BYTES}`);
     }
     // Validate the CSR before consuming a token use, so a broken CSR costs nothing.
-    inspectCsr(req.csrPem);
+    const csrInfo = inspectCsr(req.csrPem);
     let spiffeId: string;
     let cluster: string | undefined;
     let via: string;
@@ -168,8 +168,14 @@ export class FederationService {
       }
     };
     if (req.joinToken) {
-      const tb = await deps.tokens.redeem(req.joinToken);
-      reserved(tb.namespace);
+      const tb = await deps.tokens.redeem(req.joinToken, (b) => {
+        reserved(b.namespace);
+        const id = formatSpiffeId({ trustDomain: deps.trustDomain, namespace: b.namespace, serviceAccount: b.serviceAccount });
+        const asked = csrInfo.requestedUris;
+        if (asked.length > 1 || (asked.length === 1 && asked[0] !== id)) {
+          throw new KedgeError('KEDGE_CSR_IDENTITY_MISMATCH', `the CSR requests ${asked.map((u) => JSON.stringify(u)).join(', ')} but the join token is for "${id}"; request that identity (or none) in the CSR, or use a token for the identity you need (the token was not used)`);
+        }
+      });
       spiffeId = formatSpiffeId({ trustDomain: deps.trustDomain, namespace: tb.namespace, serviceAccount: tb.serviceAccount });
       via = `token ${req.joinToken.split('.')[1] ?? ''}`;
       binding = await deps.bindings.create({ identity: spiffeId, namespace: tb.namespace, serviceAccount: tb.serviceAccount, grant: tb.grant ?? EMPTY_GRANT, via });

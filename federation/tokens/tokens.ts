@@ -116,9 +116,10 @@ export class TokenService {
    * on the record's modRevision and retried on conflict, so N concurrent
    * redemptions of a one-use token succeed exactly once. The loop ends: every
    * conflict means another redemption (or a delete) got through, which uses
-   * the token up in at most `uses` rounds.
+   * the token up in at most `uses` rounds. `check` sees the binding before
+   * a use is taken and may refuse by throwing.
    */
-  async redeem(token: string): Promise<TokenBinding> {
+  async redeem(token: string, check?: (binding: TokenBinding) => void): Promise<TokenBinding> {
     const m = typeof token === 'string' ? TOKEN_RE.exec(token.trim()) : null;
     if (!m) throw new KedgeError('KEDGE_TOKEN_MALFORMED', `join token is malformed (expected kedge1.<id>.<secret>); check it was copied whole, or ${CREATE_HINT}`);
     const [, id, secret] = m as unknown as [string, string, string];
@@ -137,6 +138,8 @@ export class TokenService {
       if (rec.used >= rec.uses) {
         throw new KedgeError('KEDGE_TOKEN_USED', `join token ${id} has been used ${rec.used} of ${rec.uses} time(s) and cannot be used again; ${CREATE_HINT}`);
       }
+      // What the caller asks must fit the token before a use is taken (a CSR for another identity costs nothing).
+      check?.({ namespace: rec.namespace, serviceAccount: rec.serviceAccount, grant: rec.grant ?? EMPTY_GRANT });
       try {
         await this.store.put(kv.key, JSON.stringify({ ...rec, used: rec.used + 1 }), { expectRevision: kv.modRevision });
       } catch (err) {

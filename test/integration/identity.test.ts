@@ -54,6 +54,9 @@ describe('joining and signing', () => {
     const { csrPem } = await generateKeyAndCsr({ spiffeId: 'spiffe://cluster.local/ns/kube-system/sa/admin' });
     const err = await expectCode(signOnce(client(), csrPem, token), 'KEDGE_CSR_IDENTITY_MISMATCH');
     assert.match(err.message, /kube-system\/sa\/admin/);
+    // The refused CSR did not consume the token.
+    const ok = await generateKeyAndCsr();
+    assert.equal((await signOnce(client(), ok.csrPem, token)).spiffeId, 'spiffe://cluster.local/ns/shop/sa/payments');
   });
 
   it('refuses a CSR with a bad signature without consuming the token', async () => {
