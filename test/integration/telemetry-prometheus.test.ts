@@ -5,6 +5,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import YAML from 'yaml';
@@ -13,6 +14,43 @@ import { type AgentHandle, type FederationHandle, httpGet, startAgentProc, start
 import { type PrometheusHandle, startPrometheus } from '../support/prometheus';
 
 const RATINGS = 'ratings.default.svc.cluster.local';
+const REVIEWS = 'reviews.default.svc.cluster.local';
+/** Every request to the reviews app waits this long; every fifth is a 503. */
+const DELAY_MS = 100;
+const ERROR_EVERY = 5;
+
+/** The reviews app: a fixed delay, a 503 for every ERROR_EVERY-th request. */
+async function startReviewsApp(): Promise<{ port: number; close(): Promise<void> }> {
+  let n = 0;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    const status = ++n % ERROR_EVERY === 0 ? 503 : 200;
+    setTimeout(() => res.writeHead(status, { 'content-type': 'text/plain' }).end(status === 200 ? 'reviews' : 'unavailable'), DELAY_MS);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as net.AddressInfo).port, close: () => new Promise((resolve) => { server.close(() => resolve()); server.closeAllConnections(); }) };
+}
+
+/** `concurrency` keep-alive clients sending GETs to `hostPort` for `ms`; each response's end time and status. */
+async function load(hostPort: string, concurrency: number, ms: number): Promise<{ at: number; status: number }[]> {
+  const [host, port] = [hostPort.slice(0, hostPort.lastIndexOf(':')), Number(hostPort.slice(hostPort.lastIndexOf(':') + 1))];
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const done: { at: number; status: number }[] = [];
+  const until = Date.now() + ms;
+  const one = () => new Promise<void>((resolve, reject) => {
+    http.get({ host, port, path: '/reviews/1', agent }, (res) => {
+      res.resume().on('end', () => {
+        done.push({ at: Date.now(), status: res.statusCode ?? 0 });
+        resolve();
+      });
+    }).on('error', reject);
+  });
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (Date.now() < until) await one();
+  }));
+  agent.destroy();
+  return done;
+}
 const BROKEN = 'broken.default.svc.cluster.local';
 
 /** The shipped scrape config, pointed at this test's federation and scraping every second. */
@@ -42,6 +80,8 @@ describe('Prometheus scraping a Kedge mesh', () => {
     fed = await startFederationProc();
     const app = await startHttpApp('ratings');
     closers.push(() => app.close());
+    const reviews = await startReviewsApp();
+    closers.push(() => reviews.close());
     // A port with nothing behind it: the server proxy cannot reach its app.
     const dead = net.createServer();
     await new Promise<void>((resolve) => dead.listen(0, '127.0.0.1', resolve));
@@ -49,13 +89,13 @@ describe('Prometheus scraping a Kedge mesh', () => {
     await new Promise<void>((resolve) => dead.close(() => resolve()));
     agents.push(await startAgentProc(fed, {
       name: 'ratings-v1', namespace: 'default', serviceAccount: 'ratings', address: '127.0.15.1',
-      services: [{ name: 'ratings', ports: [{ name: 'tcp', port: 9080, targetPort: app.port }] }, { name: 'broken', ports: [{ name: 'tcp', port: 9090, targetPort: deadPort }] }],
+      services: [{ name: 'ratings', ports: [{ name: 'tcp', port: 9080, targetPort: app.port }] }, { name: 'broken', ports: [{ name: 'tcp', port: 9090, targetPort: deadPort }] }, { name: 'reviews', ports: [{ name: 'http', port: 9081, targetPort: reviews.port, protocol: 'http' }] }],
       // Prometheus reaches an agent at its workload address.
       extra: { admin: { listen: '127.0.0.1:0', metricsListen: '127.0.15.1:0' } },
     }));
     agents.push(await startAgentProc(fed, {
       name: 'productpage-v1', namespace: 'default', serviceAccount: 'productpage', address: '127.0.15.2',
-      upstreams: [{ service: 'ratings.default', port: 9080, listen: '127.0.15.2:0' }, { service: 'broken.default', port: 9090, listen: '127.0.15.3:0' }],
+      upstreams: [{ service: 'ratings.default', port: 9080, listen: '127.0.15.2:0' }, { service: 'broken.default', port: 9090, listen: '127.0.15.3:0' }, { service: 'reviews.default', port: 9081, listen: '127.0.15.4:0' }],
       extra: { admin: { listen: '127.0.0.1:0', metricsListen: '127.0.15.2:0' } },
     }));
     prom = await startPrometheus(scrapeConfig(fed));
@@ -116,5 +156,48 @@ describe('Prometheus scraping a Kedge mesh', () => {
     const byDest = await prom!.query(`sum(istio_tcp_connections_opened_total{reporter="source",source_workload="productpage-v1"}) by (destination_workload, destination_app, destination_cluster, destination_service_name)`);
     const ratings = byDest.find((x) => x.metric.destination_service_name === 'ratings');
     assert.deepEqual(ratings?.metric, { destination_workload: 'ratings-v1', destination_app: 'ratings-v1', destination_cluster: 'vms', destination_service_name: 'ratings' });
+  });
+
+  it("Istio's service dashboard: request rate within 10% of what was sent, success rate as injected, p99 consistent with the delay", async () => {
+    const client = agents[1]!;
+    const windowS = 8;
+    // Warm-up first: a series' first sample is its start.
+    await load(client.upstreams[2]!, 2, 1_500);
+    await eventually(async () => (await prom!.query(`sum(istio_requests_total{reporter="destination",destination_service="${REVIEWS}"})`)).length > 0, 20_000, 'reviews series scraped');
+    const done = await load(client.upstreams[2]!, 8, (windowS + 2) * 1000);
+    const end = Date.now();
+    // Until every target's next scrape has the last of them.
+    await eventually(async () => {
+      const total = (await prom!.query(`sum(istio_requests_total{reporter="source",destination_service="${REVIEWS}"})`))[0]?.value ?? 0;
+      const server = (await prom!.query(`sum(istio_requests_total{reporter="destination",destination_service="${REVIEWS}"})`))[0]?.value ?? 0;
+      return total >= done.length && server >= done.length;
+    }, 20_000, 'all requests scraped');
+    const at = (end / 1000).toFixed(3);
+    const q = async (expr: string) => {
+      const r = await prom!.queryAt(expr, at);
+      assert.equal(r.length, 1, `${expr}: ${JSON.stringify(r)}`);
+      return r[0]!.value;
+    };
+    const inWindow = done.filter((d) => d.at > end - windowS * 1000);
+    const sentRate = inWindow.length / windowS;
+    // The panels' PromQL, $service and $qrep filled in and $__rate_interval the window (rate for irate: a window, not the last two samples).
+    const rate = await q(`round(sum(rate(istio_requests_total{reporter=~"destination",destination_service="${REVIEWS}"}[${windowS}s])), 0.001)`);
+    console.log(`# sent ${sentRate.toFixed(1)} rps in the last ${windowS} s; Prometheus says ${rate}`);
+    assert.ok(Math.abs(rate - sentRate) <= 0.1 * sentRate, `rate ${rate} vs sent ${sentRate}`);
+    const clientRate = await q(`round(sum(rate(istio_requests_total{reporter=~"source",destination_service="${REVIEWS}"}[${windowS}s])), 0.001)`);
+    assert.ok(Math.abs(clientRate - sentRate) <= 0.1 * sentRate, `client rate ${clientRate} vs sent ${sentRate}`);
+    const success = await q(`sum(rate(istio_requests_total{reporter=~"destination",destination_service="${REVIEWS}",response_code!~"5.*"}[${windowS}s])) / (sum(rate(istio_requests_total{reporter=~"destination",destination_service="${REVIEWS}"}[${windowS}s])) or on () vector(1))`);
+    const sentSuccess = inWindow.filter((d) => d.status < 500).length / inWindow.length;
+    console.log(`# success: sent ${sentSuccess.toFixed(3)}, Prometheus ${success.toFixed(3)}`);
+    assert.ok(Math.abs(success - (1 - 1 / ERROR_EVERY)) <= 0.03, `success ${success}`);
+    const p99 = await q(`(histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter=~"destination",destination_service="${REVIEWS}"}[${windowS}s])) by (le)) / 1000) or histogram_quantile(0.99, sum(rate(istio_request_duration_seconds_bucket{reporter=~"destination",destination_service="${REVIEWS}"}[${windowS}s])) by (le))`);
+    console.log(`# p99 ${p99} s with a ${DELAY_MS} ms delay`);
+    // Every request took at least DELAY_MS: the p99 lies in a bucket above it (100-250 ms, or 250-500 on a loaded machine).
+    assert.ok(p99 >= DELAY_MS / 1000 && p99 <= 0.5, `p99 ${p99}`);
+    const p50 = await q(`histogram_quantile(0.50, sum(rate(istio_request_duration_milliseconds_bucket{reporter="destination",destination_service="${REVIEWS}"}[${windowS}s])) by (le)) / 1000`);
+    assert.ok(p50 >= DELAY_MS / 1000, `p50 ${p50}`);
+    // The 503s carry their code on both reporters.
+    const codes = await prom!.queryAt(`sum(increase(istio_requests_total{destination_service="${REVIEWS}",request_protocol="http"}[${windowS}s])) by (reporter, response_code)`, at);
+    assert.deepEqual(codes.map((c) => `${c.metric.reporter}/${c.metric.response_code}`).sort(), ['destination/200', 'destination/503', 'source/200', 'source/503']);
   });
 });

@@ -14,6 +14,8 @@ export interface PrometheusHandle {
   url: string;
   /** An instant query: the result vector. */
   query(expr: string): Promise<{ metric: Record<string, string>; value: number }[]>;
+  /** An instant query evaluated at `time` (Unix seconds). */
+  queryAt(expr: string, time: string): Promise<{ metric: Record<string, string>; value: number }[]>;
   stop(): Promise<void>;
 }
 
@@ -55,13 +57,15 @@ export async function startPrometheus(config: unknown): Promise<PrometheusHandle
     if (child.exitCode !== null) throw new Error(`prometheus exited ${child.exitCode}: ${log.join('').slice(-2000)}`);
     return getJson(`${url}/api/v1/status/buildinfo`).then(() => true, () => false);
   }, 30_000, 'prometheus answering');
+  const queryAt = async (expr: string, time: string) => {
+    const r = (await getJson(`${url}/api/v1/query?query=${encodeURIComponent(expr)}${time ? `&time=${time}` : ''}`)) as { status: string; error?: string; data?: { result: { metric: Record<string, string>; value: [number, string] }[] } };
+    if (r.status !== 'success') throw new Error(`query ${expr}: ${r.error}`);
+    return r.data!.result.map((x) => ({ metric: x.metric, value: Number(x.value[1]) }));
+  };
   return {
     url,
-    async query(expr) {
-      const r = (await getJson(`${url}/api/v1/query?query=${encodeURIComponent(expr)}`)) as { status: string; error?: string; data?: { result: { metric: Record<string, string>; value: [number, string] }[] } };
-      if (r.status !== 'success') throw new Error(`query ${expr}: ${r.error}`);
-      return r.data!.result.map((x) => ({ metric: x.metric, value: Number(x.value[1]) }));
-    },
+    query: (expr) => queryAt(expr, ''),
+    queryAt,
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;

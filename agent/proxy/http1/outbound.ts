@@ -14,7 +14,8 @@ import { TRAFFIC_POLICY_DEFAULTS } from '../../../policy/traffic-policy';
 import { connectAttempts, logOutlier } from '../attempts';
 import { refusalMessage } from '../breaker';
 import type { ServiceEntry } from '../balancers';
-import { type ConnectionTrace, destinationService, peerFromSpiffe } from '../connection-record';
+import { type ConnectionTrace, destinationService } from '../connection-record';
+import { endpointPeer } from '../../telemetry/peer-metadata';
 import { dialEndpoint, dialPlaintext } from '../dial';
 import type { MeshDeps, MeshRoute } from '../engine';
 import { UNKNOWN_PEER } from '../record';
@@ -223,7 +224,7 @@ export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: 
       if (r instanceof KedgeError) return answerFor(r);
       const { pick, conn: lease } = r;
       const ep = pick.endpoint;
-      plan.trace.destination = peerFromSpiffe(ep.view.identity, ep.view.workload);
+      plan.trace.destination = endpointPeer(ep.view);
       endpointOf.set(plan.trace, ep);
       const pool = deps.pools.get(ep.key, ep.view.plaintext ? '' : sni, () => connect(ep), policy.poolIdleTimeoutMs, policy.circuitBreaker.maxRequestsPerConnection);
       return {
@@ -249,7 +250,7 @@ export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: 
         (ep): Promise<net.Socket> => (ep.view.plaintext ? dialPlaintext(ep.view, ep.port, timeoutMs, deps.track) : dialEndpoint(ep.view, sni, deps.clientTls(), timeoutMs, deps.track, ['http/1.1'])),
       );
       if (r instanceof KedgeError) return answerFor(r);
-      plan.trace.destination = peerFromSpiffe(r.pick.endpoint.view.identity, r.pick.endpoint.view.workload);
+      plan.trace.destination = endpointPeer(r.pick.endpoint.view);
       endpointOf.set(plan.trace, r.pick.endpoint);
       return { socket: r.conn, host: r.pick.endpoint.key, done: () => void r.pick.onEnd() };
     },

@@ -15,7 +15,8 @@ import { TRAFFIC_POLICY_DEFAULTS } from '../../../policy/traffic-policy';
 import { connectAttempts, logOutlier } from '../attempts';
 import type { MeshEndpoint } from '../balancers';
 import { refusalMessage } from '../breaker';
-import { type ConnectionTrace, destinationService, peerFromSpiffe } from '../connection-record';
+import { type ConnectionTrace, destinationService } from '../connection-record';
+import { endpointPeer } from '../../telemetry/peer-metadata';
 import { dialEndpoint, dialPlaintext } from '../dial';
 import type { MeshDeps, MeshRoute } from '../engine';
 import { dialApp } from '../http1/inbound';
@@ -186,7 +187,7 @@ export function serveHttp2Outbound(client: net.Socket, route: MeshRoute, trace: 
       }
       const pick = r.pick;
       ep = pick.endpoint;
-      t.destination = peerFromSpiffe(ep.view.identity, ep.view.workload);
+      t.destination = endpointPeer(ep.view);
       const picked = ep;
       return { session: r.conn, host: ep.key, done: (outcome) => logOutlier(deps.logger, pick.onEnd(outcome), picked, fields, outcome ?? '') };
     };
