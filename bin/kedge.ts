@@ -46,12 +46,16 @@ const COMMANDS: Record<string, () => Command> = {
   version: () => async (argv) => {
     // `kedge version`: this CLI, and the federation's when one is named (or the default answers).
     const mine = (require('../../package.json') as { version: string }).version;
-    const { values } = require('../cli/args').parseFlags(argv, { federation: { type: 'string' } }, 'kedge version [--federation http://HOST:PORT]') as { values: { federation?: string } };
     process.stdout.write(`kedge ${mine}\n`);
-    if (argv.length === 0 && name === '--version') return 0;
-    const url = (values.federation ?? process.env.KEDGE_FEDERATION ?? 'http://127.0.0.1:15014').replace(/\/+$/, '');
+    if (name === '--version') return 0;
+    const admin = require('../cli/admin-client') as typeof import('../cli/admin-client');
+    const { values } = (require('../cli/args') as typeof import('../cli/args')).parseFlags(argv, admin.ADMIN_FLAGS, 'kedge version [--federation https://HOST:PORT] [--root-cert FILE] [--admin-token-file FILE]');
+    let url = values.federation ?? process.env.KEDGE_FEDERATION ?? admin.DEFAULT_FEDERATION_URL;
     try {
-      process.stdout.write(`federation ${await require('../cli/admin-client').federationVersion(url)} (${url})\n`);
+      url = admin.resolveBaseUrl(values);
+      const tokenFile = values['admin-token-file'] ?? admin.defaultTokenFiles().find((f) => require('node:fs').existsSync(f));
+      const v = await admin.federationVersion({ baseUrl: url, ca: admin.resolveRootCert(values, tokenFile), rootSha256: values['root-sha256'] });
+      process.stdout.write(`federation ${v} (${url})\n`);
     } catch (err) {
       if (values.federation) throw err;
       process.stdout.write(`federation: not reachable at ${url} (${errorMessage(err)})\n`);

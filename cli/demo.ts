@@ -66,11 +66,11 @@ export async function runDemo(argv: string[]): Promise<number> {
 
   try {
     const fedDir = path.join(base, 'federation');
-    const httpUrl = `http://127.0.0.1:${values['http-port']}`;
+    const httpUrl = `https://127.0.0.1:${values['http-port']}`;
     start('federation', ['federation', '--data-dir', fedDir, '--listen-grpc', `127.0.0.1:${values['grpc-port']}`, '--listen-http', `127.0.0.1:${values['http-port']}`]);
     const adminToken = await waitFor(() => fs.readFileSync(path.join(fedDir, 'admin-token'), 'utf8').trim(), 'the federation to start (see .demo/federation.log)');
-    const target = { baseUrl: httpUrl, token: adminToken };
-    await waitFor(async () => (await fetch(`${httpUrl}/readyz`, { signal: AbortSignal.timeout(2_000) })).ok || undefined, 'the federation to be ready');
+    const target = { baseUrl: httpUrl, token: adminToken, ca: fs.readFileSync(path.join(fedDir, 'root-cert.pem'), 'utf8') };
+    await waitFor(async () => (await apiRequest<{ status: string }>(target, 'GET', '/readyz').catch(() => undefined))?.status === 'ready' || undefined, 'the federation to be ready');
 
     for (const a of AGENTS) {
       if (a.app) servers.push(await demoApp(a.name, a.app.appPort, a.app.version));
@@ -110,7 +110,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   }
 
   const cli = `node ${shortPath(path.resolve(__dirname, '..', '..', 'bin', 'kedge'))}`;
-  const admin = `--federation http://127.0.0.1:${values['http-port']} --admin-token-file ${shortPath(path.join(base, 'federation', 'admin-token'))}`;
+  const admin = `--federation https://127.0.0.1:${values['http-port']} --admin-token-file ${shortPath(path.join(base, 'federation', 'admin-token'))}`;
   process.stdout.write(`
 Kedge demo mesh is up: a federation and three agents on loopback (logs in ${base}).
 

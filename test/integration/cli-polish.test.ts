@@ -2,6 +2,7 @@
 // something else, `kedge version`, and a second `kedge demo`.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -46,11 +47,49 @@ describe('CLI for a new user', () => {
   });
 
   it('prints the client version, and the federation version when it is reachable', async () => {
-    fed = await startFederationProc();
+    fed ??= await startFederationProc();
     const r = await runKedge(['version', '--federation', fed.httpUrl]);
     assert.equal(r.code, 0);
     assert.equal(r.stdout, `kedge ${VERSION}\nfederation ${VERSION} (${fed.httpUrl})\n`);
     assert.equal((await runKedge(['--version'])).stdout, `kedge ${VERSION}\n`);
+  });
+
+  it('talks HTTPS, verified by the root beside the admin token, a given root or a pin; plain HTTP only when asked for', async () => {
+    fed ??= await startFederationProc();
+    const ok = await runKedge(['get', 'services', '-o', 'json', '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.deepEqual(JSON.parse(ok.stdout), []);
+
+    const plain = await runKedge(['get', 'services', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile], { env: { KEDGE_INSECURE_HTTP: '' } });
+    assert.equal(plain.code, 2);
+    assert.match(plain.stderr, /is plain HTTP, which sends the admin token in clear: use https:\/\/.*or add --insecure-http/);
+    const allowed = await runKedge(['get', 'services', '--insecure-http', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile], { env: { KEDGE_INSECURE_HTTP: '' } });
+    assert.equal(allowed.code, 0, allowed.stderr);
+
+    // A token file away from its root-cert.pem: a pin or --root-cert is needed.
+    const lone = path.join(tempDir('lone-token'), 'admin-token');
+    fs.copyFileSync(fed.adminTokenFile, lone);
+    const noRoot = await runKedge(['get', 'services', '--federation', fed.httpsUrl, '--admin-token-file', lone], { env: { KEDGE_ROOT_CERT: '' } });
+    assert.equal(noRoot.code, 2);
+    assert.match(noRoot.stderr, /no root certificate to check https:\/\/.* against: pass --root-cert/);
+    const pin = createHash('sha256').update(fs.readFileSync(fed.rootCertFile)).digest('hex');
+    const pinned = await runKedge(['get', 'services', '--federation', fed.httpsUrl, '--admin-token-file', lone, '--root-sha256', pin]);
+    assert.equal(pinned.code, 0, pinned.stderr);
+    const wrongPin = await runKedge(['get', 'services', '--federation', fed.httpsUrl, '--admin-token-file', lone, '--root-sha256', 'a'.repeat(64)]);
+    assert.equal(wrongPin.code, 1);
+    assert.match(wrongPin.stderr, /does not have the pinned root .*nothing was sent \[KEDGE_ROOT_MISMATCH\]/);
+
+    // Another mesh's root: the federation's certificate does not chain to it.
+    const other = await startFederationProc();
+    try {
+      const r = await runKedge(['get', 'services', '--federation', fed.httpsUrl, '--admin-token-file', lone, '--root-cert', other.rootCertFile]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /presented a certificate that does not chain to the given root .*\[KEDGE_FEDERATION_UNTRUSTED\]/);
+    } finally {
+      await other.proc.stop('SIGKILL');
+    }
+    const v = await runKedge(['version', '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
+    assert.equal(v.stdout, `kedge ${VERSION}\nfederation ${VERSION} (${fed.httpsUrl})\n`);
   });
 
   it('refuses a second demo on the directory of a running one, leaving it as it was', async () => {

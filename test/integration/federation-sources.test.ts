@@ -59,7 +59,7 @@ describe('federation across Kubernetes, Consul, static entries and VMs', () => {
     fs.writeFileSync(path.join(dir, 'federation.yaml'), YAML.stringify(config));
     fedProc = startKedge('federation', ['federation', '--config', path.join(dir, 'federation.yaml')]);
     const ready = await fedProc.waitForMsg('federation ready', 20_000);
-    fed = { proc: fedProc, dataDir: config.dataDir, grpc: String(ready.grpc), httpUrl: `http://${String(ready.http)}`, adminTokenFile: path.join(config.dataDir, 'admin-token'), rootCertFile: path.join(config.dataDir, 'root-cert.pem'), args: [] };
+    fed = { proc: fedProc, dataDir: config.dataDir, grpc: String(ready.grpc), httpUrl: `http://${String(ready.http)}`, httpsUrl: `https://${String(ready.http)}`, adminTokenFile: path.join(config.dataDir, 'admin-token'), rootCertFile: path.join(config.dataDir, 'root-cert.pem'), args: [] };
   });
   after(async () => {
     await Promise.all(agents.map((a) => a.proc.stop('SIGKILL')));

@@ -54,7 +54,7 @@ describe('routes from Kubernetes clusters', () => {
     fs.writeFileSync(path.join(dir, 'federation.yaml'), YAML.stringify(config));
     fedProc = startKedge('federation', ['federation', '--config', path.join(dir, 'federation.yaml')]);
     const ready = await fedProc.waitForMsg('federation ready', 20_000);
-    fed = { proc: fedProc, dataDir: config.dataDir, grpc: String(ready.grpc), httpUrl: `http://${String(ready.http)}`, adminTokenFile: path.join(config.dataDir, 'admin-token'), rootCertFile: path.join(config.dataDir, 'root-cert.pem'), args: [] };
+    fed = { proc: fedProc, dataDir: config.dataDir, grpc: String(ready.grpc), httpUrl: `http://${String(ready.http)}`, httpsUrl: `https://${String(ready.http)}`, adminTokenFile: path.join(config.dataDir, 'admin-token'), rootCertFile: path.join(config.dataDir, 'root-cert.pem'), args: [] };
     client = await startAgentProc(fed, { name: 'client', namespace: 'default', serviceAccount: 'client', address: '127.0.72.9', network: 'net-east', upstreams: [{ service: 'reviews.default', port: 9080 }] });
   });
   after(async () => {

@@ -64,7 +64,7 @@ describe('walking skeleton: federation, agents, mTLS data path', () => {
   });
 
   it('kedge get lists services, endpoints and workloads as tables and JSON', async () => {
-    const common = ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
+    const common = ['--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile];
     const eps = await runKedge(['get', 'endpoints', 'reviews.default', ...common]);
     assert.equal(eps.code, 0, eps.stderr);
     assert.match(eps.stdout, /^SERVICE\s+ENDPOINT\s+HEALTH/);

@@ -12,7 +12,7 @@ describe('traffic policies', () => {
   let fed: FederationHandle;
   const agents: AgentHandle[] = [];
   const apps: { close(): Promise<void> }[] = [];
-  const admin = () => ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
+  const admin = () => ['--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile];
   before(async () => {
     fed = await startFederationProc();
     for (const [name, addr, locality] of [['r-a', '127.0.70.1', 'us-east/zone-a'], ['r-b', '127.0.70.2', 'us-east/zone-b'], ['r-w', '127.0.70.3', 'us-west/zone-c']] as const) {

@@ -51,7 +51,7 @@ describe('join a bare VM with one command', () => {
     const fedDir = tempDir('join-fed');
     const fedProc = lab.spawn(fed, process.execPath, [KEDGE_JS, 'federation', '--data-dir', fedDir, '--listen-grpc', '0.0.0.0:15012', '--listen-http', '0.0.0.0:15014', '--package-dir', packageDir]);
     await logged(fedProc, /federation ready/, 20_000);
-    const admin = ['--federation', 'http://127.0.0.1:15014', '--admin-token-file', path.join(fedDir, 'admin-token')];
+    const admin = ['--federation', 'https://127.0.0.1:15014', '--admin-token-file', path.join(fedDir, 'admin-token')];
 
     // The app on the VM, behind the agent's inbound port.
     const app = lab.node(vm, `require('http').createServer((q, s) => s.end('payments on the vm')).listen(18080, '127.0.0.1', () => console.log('app ready'))`);
@@ -120,7 +120,7 @@ describe('join a bare VM with one command', () => {
     const fedDir = tempDir('join-fed2');
     const fedProc = lab.spawn(fed, process.execPath, [KEDGE_JS, 'federation', '--data-dir', fedDir, '--listen-grpc', '0.0.0.0:15012', '--listen-http', '0.0.0.0:15014', '--package-dir', packageDir]);
     await logged(fedProc, /federation ready/, 20_000);
-    const made = await lab.run(fed, process.execPath, [KEDGE_JS, 'token', 'create', '-n', 'shop', '--service-account', 'payments', '--join', '--advertise', fed.ip(), '--federation', 'http://127.0.0.1:15014', '--admin-token-file', path.join(fedDir, 'admin-token')]);
+    const made = await lab.run(fed, process.execPath, [KEDGE_JS, 'token', 'create', '-n', 'shop', '--service-account', 'payments', '--join', '--advertise', fed.ip(), '--federation', 'https://127.0.0.1:15014', '--admin-token-file', path.join(fedDir, 'admin-token')]);
     const pin = /--root-sha256 ([0-9a-f]{64})/.exec(made.stdout)![1]!;
     // The same command with another pin: the one-liner stops at sha256sum,
     // and join.sh run by hand with it refuses before installing anything.

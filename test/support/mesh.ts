@@ -11,7 +11,10 @@ export interface FederationHandle {
   proc: KedgeProcess;
   dataDir: string;
   grpc: string;
+  /** Plain HTTP on loopback (the CLI needs --insecure-http or $KEDGE_INSECURE_HTTP=1 for it). */
   httpUrl: string;
+  /** The same port over HTTPS; the CLI verifies it with the root-cert.pem beside adminTokenFile. */
+  httpsUrl: string;
   adminTokenFile: string;
   rootCertFile: string;
   args: string[];
@@ -34,6 +37,7 @@ export async function startFederationProc(opts: { dataDir?: string; args?: strin
     dataDir,
     grpc: String(ready.grpc),
     httpUrl: `http://${String(ready.http)}`,
+    httpsUrl: `https://${String(ready.http)}`,
     adminTokenFile: path.join(dataDir, 'admin-token'),
     rootCertFile: path.join(dataDir, 'root-cert.pem'),
     args,
@@ -59,7 +63,7 @@ export async function restartFederationProc(fed: FederationHandle): Promise<Fede
 
 /** Creates a join token through the real CLI. */
 export async function createToken(fed: FederationHandle, namespace: string, serviceAccount: string, extra: string[] = []): Promise<string> {
-  const r = await runKedge(['token', 'create', '--namespace', namespace, '--service-account', serviceAccount, '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile, ...extra]);
+  const r = await runKedge(['token', 'create', '--namespace', namespace, '--service-account', serviceAccount, '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile, ...extra]);
   if (r.code !== 0) throw new Error(`token create failed (${r.code}): ${r.stderr}`);
   return r.stdout.trim();
 }
