@@ -12,6 +12,7 @@ import YAML from 'yaml';
 import { eventually } from '../support/procs';
 import { type AgentHandle, type FederationHandle, httpGet, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
 import { type PrometheusHandle, startPrometheus } from '../support/prometheus';
+import { ENVOY_DEFAULT_BUCKETS } from '../../agent/telemetry/istio-metrics';
 
 const RATINGS = 'ratings.default.svc.cluster.local';
 const REVIEWS = 'reviews.default.svc.cluster.local';
@@ -32,15 +33,16 @@ async function startReviewsApp(): Promise<{ port: number; close(): Promise<void>
 }
 
 /** `concurrency` keep-alive clients sending GETs to `hostPort` for `ms`; each response's end time and status. */
-async function load(hostPort: string, concurrency: number, ms: number): Promise<{ at: number; status: number }[]> {
+async function load(hostPort: string, concurrency: number, ms: number): Promise<{ at: number; status: number; ms: number }[]> {
   const [host, port] = [hostPort.slice(0, hostPort.lastIndexOf(':')), Number(hostPort.slice(hostPort.lastIndexOf(':') + 1))];
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-  const done: { at: number; status: number }[] = [];
+  const done: { at: number; status: number; ms: number }[] = [];
   const until = Date.now() + ms;
   const one = () => new Promise<void>((resolve, reject) => {
+    const t0 = performance.now();
     http.get({ host, port, path: '/reviews/1', agent }, (res) => {
       res.resume().on('end', () => {
-        done.push({ at: Date.now(), status: res.statusCode ?? 0 });
+        done.push({ at: Date.now(), status: res.statusCode ?? 0, ms: performance.now() - t0 });
         resolve();
       });
     }).on('error', reject);
@@ -191,13 +193,35 @@ describe('Prometheus scraping a Kedge mesh', () => {
     console.log(`# success: sent ${sentSuccess.toFixed(3)}, Prometheus ${success.toFixed(3)}`);
     assert.ok(Math.abs(success - (1 - 1 / ERROR_EVERY)) <= 0.03, `success ${success}`);
     const p99 = await q(`(histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter=~"destination",destination_service="${REVIEWS}"}[${windowS}s])) by (le)) / 1000) or histogram_quantile(0.99, sum(rate(istio_request_duration_seconds_bucket{reporter=~"destination",destination_service="${REVIEWS}"}[${windowS}s])) by (le))`);
-    console.log(`# p99 ${p99} s with a ${DELAY_MS} ms delay`);
-    // Every request took at least DELAY_MS: the p99 lies in a bucket above it (100-250 ms, or 250-500 on a loaded machine).
-    assert.ok(p99 >= DELAY_MS / 1000 && p99 <= 0.5, `p99 ${p99}`);
+    // The client's own p99 bounds the server proxy's from above (its requests include the hops);
+    // histogram_quantile interpolates inside Envoy's buckets, so the bound is the bucket holding it.
+    const sorted = inWindow.map((d) => d.ms).sort((a, b) => a - b);
+    const clientP99 = sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)]!;
+    const bucketTop = ENVOY_DEFAULT_BUCKETS.find((b) => b >= clientP99) ?? Infinity;
+    console.log(`# p99 ${(p99 * 1000).toFixed(1)} ms (server proxy, from Prometheus); client p99 ${clientP99.toFixed(1)} ms; app delay ${DELAY_MS} ms`);
+    // Every request took at least DELAY_MS at the app.
+    assert.ok(p99 >= DELAY_MS / 1000 && p99 * 1000 <= bucketTop, `p99 ${p99 * 1000} ms, client p99 ${clientP99} ms`);
     const p50 = await q(`histogram_quantile(0.50, sum(rate(istio_request_duration_milliseconds_bucket{reporter="destination",destination_service="${REVIEWS}"}[${windowS}s])) by (le)) / 1000`);
     assert.ok(p50 >= DELAY_MS / 1000, `p50 ${p50}`);
     // The 503s carry their code on both reporters.
     const codes = await prom!.queryAt(`sum(increase(istio_requests_total{destination_service="${REVIEWS}",request_protocol="http"}[${windowS}s])) by (reporter, response_code)`, at);
     assert.deepEqual(codes.map((c) => `${c.metric.reporter}/${c.metric.response_code}`).sort(), ['destination/200', 'destination/503', 'source/200', 'source/503']);
+  });
+
+  it('every panel of the Kedge federation dashboard is valid PromQL, and the control-plane panels have data', async () => {
+    const file = path.resolve(__dirname, '..', '..', '..', 'deploy', 'grafana', 'kedge-federation.json');
+    const dash = JSON.parse(fs.readFileSync(file, 'utf8')) as { panels: { title: string; targets: { expr: string }[] }[] };
+    const empty: string[] = [];
+    for (const p of dash.panels) {
+      for (const t of p.targets) {
+        // Grafana's $__rate_interval, as it would fill it in for a 1 s scrape interval.
+        const r = await prom!.query(t.expr.replaceAll('$__rate_interval', '1m'));
+        if (r.length === 0) empty.push(p.title);
+      }
+    }
+    // No store errors, NACKs-only or stale sources in this mesh: those panels may be empty; these must not be.
+    for (const title of ['Connected agents', 'Push latency (change to ACK)', 'Certificates issued and refused', 'Federation memory', 'Agent certificates expiring soonest', 'Store operation latency (p99)']) {
+      assert.ok(!empty.includes(title), `${title} has no data (empty: ${empty.join(', ')})`);
+    }
   });
 });
