@@ -94,7 +94,10 @@ export class TokenService {
     if (uses > this.limits.maxUses) throw invalidRequest(`token uses ${uses} is over this federation's limit of ${this.limits.maxUses}; ask for fewer, or start the federation with a higher --max-token-uses`);
     if (!Number.isFinite(opts.ttlMs) || opts.ttlMs <= 0) throw invalidRequest(`token TTL must be positive, got ${opts.ttlMs} ms`);
     if (opts.ttlMs > this.limits.maxTtlMs) throw invalidRequest(`token TTL of ${describeMs(opts.ttlMs)} is over this federation's limit of ${describeMs(this.limits.maxTtlMs)}; ask for a shorter --ttl, or start the federation with a higher --max-token-ttl`);
-    const id = randomBytes(16).toString('base64url');
+    // An id starting with '-' would read as a flag in `kedge delete token ID`; draw again (a 1-in-64 case).
+    let id: string;
+    do id = randomBytes(16).toString('base64url');
+    while (id.startsWith('-'));
     const secret = randomBytes(32).toString('base64url');
     const now = this.clock();
     const rec: TokenRecord = {

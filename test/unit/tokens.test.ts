@@ -162,3 +162,21 @@ describe('join tokens', () => {
     for (const info of await svc.list()) assert.deepEqual(Object.keys(info).sort(), ['createdAt', 'expiresAt', 'grant', 'id', 'namespace', 'serviceAccount', 'uses', 'usesLeft']);
   });
 });
+
+describe('token ids', () => {
+  it('never start with "-", so kedge delete token ID never reads one as a flag', async () => {
+    const dir = await fs.mkdtemp(join(tmpdir(), 'kedge-token-ids-'));
+    const store = await openEmbeddedStore(dir, { logger: silentLogger() });
+    try {
+      const svc = new TokenService(store);
+      // 1 in 64 random ids would start with '-'; 256 draws all but guarantee some would.
+      for (let i = 0; i < 256; i++) {
+        const { info } = await svc.create({ namespace: 'shop', serviceAccount: 'web' }, { ttlMs: HOUR });
+        assert.ok(!info.id.startsWith('-'), info.id);
+      }
+    } finally {
+      await store.close();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
