@@ -1,6 +1,8 @@
 // `kedge token create --namespace NS --service-account SA [grants] [--ttl 1h] [--uses 1]`.
 // A token grants an identity and what the workload holding it may register:
 // --service (repeatable), --workload (name or glob), --labels, --gateway.
+// `kedge token create --viewer [--ttl 24h]` makes a read-only token for the
+// dashboard and the API instead.
 import { KedgeError } from '../proto/model/errors';
 import { parseDuration } from '../proto/model/duration';
 import { isValidName } from '../proto/model/spiffe';
@@ -9,7 +11,7 @@ import { parseFlags } from './args';
 import { joinCommand } from './join';
 
 const USAGE =
-  'kedge token create --namespace NS --service-account SA [--service NAME]... [--workload NAME|GLOB] [--labels k=v,...] [--gateway NETWORK] [--ttl 1h] [--uses 1] [--join [--advertise HOST[:PORT]] [--locality R/Z] [--network NET] [--serve NAME:PORT[:TARGET[:PROTO]]]...] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+  'kedge token create --namespace NS --service-account SA [--service NAME]... [--workload NAME|GLOB] [--labels k=v,...] [--gateway NETWORK] [--ttl 1h] [--uses 1] [--join [--advertise HOST[:PORT]] [--locality R/Z] [--network NET] [--serve NAME:PORT[:TARGET[:PROTO]]]...] [--federation http://HOST:PORT] [--admin-token-file FILE]\n       kedge token create --viewer [--ttl 24h] [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** Parses `k=v,k2=v2` (a value of * allows any value). */
 export function parseLabelGrant(s: string): Record<string, string> {
@@ -34,7 +36,7 @@ export async function runToken(argv: string[]): Promise<string> {
       workload: { type: 'string' },
       labels: { type: 'string' },
       gateway: { type: 'string' },
-      ttl: { type: 'string', default: '1h' },
+      ttl: { type: 'string' },
       uses: { type: 'string', default: '1' },
       // --join: print the command a bare host runs instead of the bare token.
       join: { type: 'boolean', default: false },
@@ -42,10 +44,21 @@ export async function runToken(argv: string[]): Promise<string> {
       locality: { type: 'string' },
       network: { type: 'string' },
       serve: { type: 'string', multiple: true },
+      viewer: { type: 'boolean' },
     },
     USAGE,
   );
   if (positionals.length !== 1 || positionals[0] !== 'create') throw new KedgeError('KEDGE_USAGE', `usage: ${USAGE}`);
+  if (values.viewer) {
+    const grantFlags = (['namespace', 'service-account', 'service', 'workload', 'labels', 'gateway'] as const).filter((f) => values[f] !== undefined);
+    if (grantFlags.length > 0) throw new KedgeError('KEDGE_USAGE', `--viewer makes a read-only dashboard/API token, which grants no identity: drop --${grantFlags.join(', --')}`);
+    const ttl = values.ttl ?? '24h';
+    parseDuration(ttl, '--ttl');
+    const res = await apiRequest<{ token: string; expiresAt: string }>(resolveAdminTarget(values), 'POST', '/api/v1/viewer-tokens', { ttl });
+    process.stderr.write(`viewer token (read-only) expires ${res.expiresAt}\n`);
+    return `${res.token}\n`;
+  }
+  values.ttl ??= '1h';
   const ns = values.namespace;
   const sa = values['service-account'];
   if (!ns || !sa) throw new KedgeError('KEDGE_USAGE', `--namespace and --service-account are required\n\nusage: ${USAGE}`);

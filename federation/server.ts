@@ -32,6 +32,7 @@ import type { MeshView } from './mesh/types';
 import { FederationService } from './api/grpc';
 import { createHttpApi } from './api/http';
 import { ServingContexts, serveHttpAndHttps } from './api/https';
+import { ViewerTokens } from './api/viewer-tokens';
 import { MemoryCertificateProvider } from './api/cert-provider';
 import { ADMIN_TOKEN_KEY, loadCaMaterial, loadOrCreateAdminToken } from './bootstrap';
 import { refuseLostStore } from './store/data-dir-guard';
@@ -272,7 +273,11 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     caTimer.unref();
     closers.push(() => clearInterval(caTimer));
     const ready = () => readiness({ started, store: store.health(), ca: caHealth, sources: sources.map((src) => src.status()), needed: config.readinessSources });
+    const viewers = new ViewerTokens(store, { logger });
+    await viewers.start();
+    closers.push(() => viewers.close());
     const api = createHttpApi({
+      viewers,
       adminToken,
       tokens,
       bindings,
@@ -312,6 +317,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     const httpPort = await listen(front, config.listenHttp);
     closers.push(() => new Promise<void>((resolve) => {
       front.close(() => resolve());
+      api.close(); // closes the dashboard feed's WebSockets
       api.closeAllConnections();
     }));
     started = true;

@@ -1,5 +1,7 @@
-// The federation's HTTP JSON API for the CLI, authenticated with the admin
-// token (bearer), plus unauthenticated /healthz, /readyz and /metrics.
+// The federation's HTTP JSON API for the CLI and the dashboard,
+// authenticated with the admin token (bearer) or, for reads only, a viewer
+// token; the dashboard's assets under /ui/ and its WebSocket feed; and
+// unauthenticated /healthz, /readyz and /metrics.
 import * as http from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
@@ -21,6 +23,11 @@ import { ROUTE_KINDS, type RouteKind } from '../../policy/routes/model';
 import { buildPicker } from '../../agent/proxy/balancer/picker';
 import { gatewaysOfAgents, substituteGateways } from '../mesh/gateways';
 import { validateTrafficPolicy, type TrafficPolicy } from '../../policy/traffic-policy';
+import { ViewerTokens } from './viewer-tokens';
+import { attachFeed } from './feed';
+import { dashboardState } from './dashboard-state';
+import { DEFAULT_UI_DIR, uiHandler } from './ui-static';
+import type { Role } from '../ui/model/state';
 
 /** Largest request body the API reads. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -52,12 +59,20 @@ export interface HttpDeps {
   rebuild: () => void;
   /** The /metrics page (Prometheus text format); served without the admin token. */
   metrics?: () => Promise<string>;
+  /** Read-only tokens (kedge token create --viewer). */
+  viewers: ViewerTokens;
+  /** Where the built dashboard is (default: dist/federation/ui/public). */
+  uiDir?: string;
   logger: Logger;
   /** The unauthenticated routes joining hosts download from (join.sh, root, packages). */
   join?: JoinDeps;
   /** Sent as x-kedge-federation on every answer: how the CLI tells a federation from anything else on a port. */
   version?: string;
 }
+
+// GETs a viewer token may not make: the backup holds the CA key and every
+// store record; the token list is the admin's business.
+const ADMIN_ONLY_READS = [/^\/api\/v1\/backup$/, /^\/api\/v1\/tokens$/];
 
 type Handler = (req: http.IncomingMessage, body: unknown, params: string[]) => Promise<unknown> | unknown;
 
@@ -71,6 +86,14 @@ class HttpError extends Error {
 export function createHttpApi(deps: HttpDeps): http.Server {
   const tokenDigest = createHash('sha256').update(deps.adminToken).digest();
   const routes: [string, RegExp, Handler][] = [
+    ['GET', /^\/api\/v1\/whoami$/, (req) => ({ role: roleOf(req), replica: deps.replica, trustDomain: deps.trustDomain })],
+    ['POST', /^\/api\/v1\/viewer-tokens$/, async (_r, body) => {
+      const b = (body ?? {}) as Record<string, unknown>;
+      if (b.ttl !== undefined && typeof b.ttl !== 'string') throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'ttl must be a duration string such as 24h');
+      const created = await deps.viewers.create(parseDuration((b.ttl as string | undefined) ?? '24h', 'viewer token ttl'));
+      deps.logger.info({ viewerTokenId: created.id, expiresAt: created.expiresAt }, 'viewer token created');
+      return created;
+    }],
     ['GET', /^\/api\/v1\/services$/, () => [...deps.view().services.values()].map(serviceSummary)],
     ['GET', /^\/api\/v1\/services\/([^/]+)$/, (_r, _b, [key]) => serviceSummary(findService(deps.view(), key!))],
     ['GET', /^\/api\/v1\/endpoints$/, () => [...deps.view().services.values()].flatMap(endpointRows)],
@@ -138,7 +161,22 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     ['GET', /^\/api\/v1\/backup$/, () => deps.backup()],
   ];
 
-  return http.createServer((req, res) => {
+  const authenticate = (token: string): { role: Role } | { status: number; code: string; message: string } => {
+    if (token === '') return { status: 401, code: 'KEDGE_UNAUTHORIZED', message: 'no token: send the admin token (DATA_DIR/admin-token, --admin-token-file) or a viewer token (kedge token create --viewer) as Authorization: Bearer TOKEN' };
+    if (ViewerTokens.looksLike(token)) {
+      const check = deps.viewers.check(token);
+      if (check === 'valid') return { role: 'viewer' };
+      if (check === 'expired') return { status: 401, code: 'KEDGE_TOKEN_EXPIRED', message: 'this viewer token has expired; make a new one with kedge token create --viewer' };
+      return { status: 401, code: 'KEDGE_UNAUTHORIZED', message: 'viewer token not recognised: it was never issued by this mesh or was mistyped; make one with kedge token create --viewer' };
+    }
+    if (timingSafeEqual(createHash('sha256').update(token).digest(), tokenDigest)) return { role: 'admin' };
+    return { status: 401, code: 'KEDGE_UNAUTHORIZED', message: 'missing or wrong admin token: pass --admin-token-file DATA_DIR/admin-token' };
+  };
+  const roles = new WeakMap<http.IncomingMessage, Role>();
+  const roleOf = (req: http.IncomingMessage): Role => roles.get(req) ?? 'viewer';
+  const serveUi = uiHandler(deps.uiDir ?? DEFAULT_UI_DIR);
+
+  const server = http.createServer((req, res) => {
     const send = (status: number, payload: unknown) => {
       const text = JSON.stringify(payload, null, 2);
       res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
@@ -169,11 +207,19 @@ export function createHttpApi(deps: HttpDeps): http.Server {
         .catch((err) => send(500, { code: 'KEDGE_INTERNAL', message: `cannot render metrics: ${errorMessage(err)}` }));
       return;
     }
+    if (url.pathname === '/ui' || url.pathname.startsWith('/ui/')) return serveUi(req, res, url.pathname);
+    if (url.pathname === '/' && req.method === 'GET') {
+      res.writeHead(302, { location: '/ui/' }).end();
+      return;
+    }
     const route = routes.find(([m, re]) => m === req.method && re.test(url.pathname));
     if (!route) return send(404, { code: 'KEDGE_NOT_FOUND', message: `no API route ${req.method} ${url.pathname}` });
-    if (!authorized(req.headers.authorization, tokenDigest)) {
-      return send(401, { code: 'KEDGE_UNAUTHORIZED', message: 'missing or wrong admin token: pass --admin-token-file DATA_DIR/admin-token' });
+    const auth = authenticate(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1]?.trim() ?? '');
+    if (!('role' in auth)) return send(auth.status, { code: auth.code, message: auth.message });
+    if (auth.role === 'viewer' && (req.method !== 'GET' || ADMIN_ONLY_READS.some((re) => re.test(url.pathname)))) {
+      return send(403, { code: 'KEDGE_FORBIDDEN', message: `a viewer token is read-only: ${req.method} ${url.pathname} needs the admin token` });
     }
+    roles.set(req, auth.role);
     readBody(req)
       .then((body) => route[2](req, body, (route[1].exec(url.pathname) ?? []).slice(1).map(decodeURIComponent)))
       .then((result) => send(200, result))
@@ -186,12 +232,30 @@ export function createHttpApi(deps: HttpDeps): http.Server {
         send(500, { code: 'KEDGE_INTERNAL', message: errorMessage(err) });
       });
   });
-}
 
-function authorized(header: string | undefined, digest: Buffer): boolean {
-  const m = /^Bearer (.+)$/.exec(header ?? '');
-  if (!m) return false;
-  return timingSafeEqual(createHash('sha256').update(m[1]!.trim()).digest(), digest);
+  const closeFeed = attachFeed(server, {
+    authenticate: (token) => {
+      const a = authenticate(token);
+      return 'role' in a ? a : { code: a.code, message: a.message };
+    },
+    state: (role) =>
+      dashboardState({
+        replica: deps.replica,
+        trustDomain: deps.trustDomain,
+        view: deps.view,
+        agents: deps.agents,
+        statuses: deps.statuses,
+        connected: () => deps.grpc.statuses(),
+        sources: deps.sources,
+        routeRows: deps.routeRows,
+        policies: () => deps.policies.list(),
+      }, role, Date.now()),
+    logger: deps.logger,
+  });
+  // Upgraded sockets are no longer the HTTP server's: closing the server
+  // closes the feed's sockets too, so shutdown does not wait on open pages.
+  server.once('close', closeFeed);
+  return server;
 }
 
 function readBody(req: http.IncomingMessage): Promise<unknown> {

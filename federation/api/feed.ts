@@ -1,0 +1,142 @@
+// The dashboard's live feed: a WebSocket at /api/v1/feed. Browsers cannot
+// set an Authorization header on a WebSocket and a token must never sit in
+// a URL, so the first message the page sends is {type:'auth', token}. The
+// server then sends every section of the state, and afterwards, every
+// tick, only the sections whose JSON changed: an agent dying, an endpoint
+// turning unhealthy or a route applied reaches the page within a tick.
+import type * as http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { errorMessage } from '../../proto/model/errors';
+import type { Logger } from '../../proto/model/log';
+import { SECTIONS, type DashboardState, type FeedMessage, type Role } from '../ui/model/state';
+
+/** Where the feed is served. */
+export const FEED_PATH = '/api/v1/feed';
+
+/** How often the state is compared with what was sent (well under the one second the dashboard promises). */
+export const FEED_TICK_MS = 250;
+
+// A page that has not authenticated by then is dropped.
+const AUTH_TIMEOUT_MS = 5_000;
+
+/** Close codes the page reads (4000–4999 are the application's). */
+export const FEED_CLOSE = { unauthorized: 4401, timeout: 4408, shutdown: 1001 } as const;
+
+/** What the feed needs from the API. */
+export interface FeedDeps {
+  /** Admin or viewer for a presented token; otherwise the error to show. */
+  authenticate: (token: string) => { role: Role } | { code: string; message: string };
+  state: (role: Role) => Promise<DashboardState>;
+  logger: Logger;
+  tickMs?: number;
+}
+
+interface Client {
+  ws: WebSocket;
+  role: Role;
+  /** JSON of each section as last sent. */
+  sent: Map<string, string>;
+}
+
+/** Serves the feed on `server`'s upgrade requests; returns a closer. */
+export function attachFeed(server: http.Server, deps: FeedDeps): () => void {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 });
+  const clients = new Set<Client>();
+  let timer: NodeJS.Timeout | undefined;
+  let ticking = false;
+
+  const send = (ws: WebSocket, msg: FeedMessage) => {
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
+  };
+
+  // One state per role per tick, however many pages are open.
+  const tick = async () => {
+    if (ticking || clients.size === 0) return;
+    ticking = true;
+    try {
+      const byRole = new Map<Role, Map<string, string>>();
+      for (const c of clients) {
+        let json = byRole.get(c.role);
+        if (!json) {
+          const st = await deps.state(c.role);
+          json = new Map();
+          for (const s of SECTIONS) json.set(s, JSON.stringify(st[s]));
+          byRole.set(c.role, json);
+        }
+        // meta carries the server's clock: it changes every tick, so it is sent with other changes only.
+        const changed = SECTIONS.filter((s) => s !== 'meta' && c.sent.get(s) !== json.get(s));
+        if (changed.length === 0 && c.sent.size > 0) continue;
+        const parts = (c.sent.size === 0 ? SECTIONS : ['meta', ...changed] as const).map((s) => `"${s}":${json.get(s)}`);
+        if (c.ws.readyState !== c.ws.OPEN) continue;
+        c.ws.send(`{"type":"sections","sections":{${parts.join(',')}}}`);
+        for (const s of SECTIONS) c.sent.set(s, json.get(s)!);
+      }
+    } catch (err) {
+      deps.logger.warn({ err: errorMessage(err) }, 'dashboard feed: cannot build the state; retrying next tick');
+    } finally {
+      ticking = false;
+    }
+  };
+
+  const ensureTimer = () => {
+    if (clients.size > 0 && !timer) {
+      timer = setInterval(() => void tick(), deps.tickMs ?? FEED_TICK_MS);
+      timer.unref();
+    } else if (clients.size === 0 && timer) {
+      clearInterval(timer);
+      timer = undefined;
+    }
+  };
+
+  wss.on('connection', (ws: WebSocket) => {
+    let client: Client | undefined;
+    const authTimer = setTimeout(() => ws.close(FEED_CLOSE.timeout, 'no auth message within 5 s'), AUTH_TIMEOUT_MS);
+    authTimer.unref();
+    ws.on('message', (data) => {
+      if (client) return; // the page sends nothing after auth
+      clearTimeout(authTimer);
+      let token = '';
+      try {
+        const msg = JSON.parse(String(data)) as { type?: unknown; token?: unknown };
+        if (msg.type === 'auth' && typeof msg.token === 'string') token = msg.token.trim();
+      } catch {
+        // handled below as a missing token
+      }
+      const auth = deps.authenticate(token);
+      if (!('role' in auth)) {
+        send(ws, { type: 'error', code: auth.code, message: auth.message });
+        ws.close(FEED_CLOSE.unauthorized, auth.code);
+        return;
+      }
+      client = { ws, role: auth.role, sent: new Map() };
+      clients.add(client);
+      ensureTimer();
+      send(ws, { type: 'hello', role: auth.role });
+      void tick();
+    });
+    ws.on('close', () => {
+      clearTimeout(authTimer);
+      if (client) clients.delete(client);
+      ensureTimer();
+    });
+    ws.on('error', () => undefined);
+  });
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path !== FEED_PATH) {
+      socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+  });
+
+  return () => {
+    if (timer) clearInterval(timer);
+    timer = undefined;
+    for (const c of wss.clients) c.close(FEED_CLOSE.shutdown, 'federation shutting down');
+    for (const c of wss.clients) c.terminate();
+    wss.close();
+  };
+}

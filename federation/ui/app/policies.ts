@@ -1,0 +1,26 @@
+// The policies view: routes and traffic policies with their warnings.
+import { html } from 'htm/preact';
+import { useMemo, useState } from 'preact/hooks';
+import type { DashboardState } from '../model/state';
+import { policyView } from '../model/policies';
+import { Badge, Filter } from './common';
+
+export function PoliciesView({ state }: { state: DashboardState }) {
+  const [query, setQuery] = useState('');
+  const view = useMemo(() => policyView(state, query), [state.routes, state.policies, query]);
+  return html`<section aria-labelledby="pol-title">
+    <h2 id="pol-title">Policies</h2>
+    <${Filter} label="Filter" value=${query} placeholder="name, namespace, service" onInput=${setQuery} />
+    <h3>Routes (${view.routes.length})</h3>
+    ${view.routes.length === 0 ? html`<p>No HTTPRoute, GRPCRoute or FaultInjection applied.</p>` : html`<div class="scroll"><table>
+      <thead><tr><th scope="col">Route</th><th scope="col">Source</th><th scope="col">Attached to</th><th scope="col">Backends</th><th scope="col">Status</th></tr></thead>
+      <tbody>${view.routes.map((r) => html`<tr data-route=${r.id}><th scope="row">${r.id}</th><td>${r.row.source}</td><td>${r.row.parents.join(', ')}</td><td>${r.row.backends.join(', ')}</td>
+        <td><${Badge} badge=${r.badge} />${r.notes.map((n) => html`<div class="muted">${n}</div>`)}</td></tr>`)}</tbody></table></div>`}
+    <h3>Traffic policies (${view.policies.length})</h3>
+    ${view.policies.length === 0 ? html`<p>No TrafficPolicy applied.</p>` : html`<div class="scroll"><table>
+      <thead><tr><th scope="col">Policy</th><th scope="col">Service</th><th scope="col">Status</th><th scope="col">Document</th></tr></thead>
+      <tbody>${view.policies.map((p) => html`<tr data-policy=${p.id}><th scope="row">${p.row.name}</th><td>${p.row.service}</td><td><${Badge} badge=${p.badge} /></td>
+        <td><details><summary>show</summary><pre>${JSON.stringify(p.row.document, null, 2)}</pre></details></td></tr>`)}</tbody></table></div>`}
+    <p class="muted">Authorization and rate-limit policies are not shown yet.</p>
+  </section>`;
+}

@@ -1,0 +1,139 @@
+// What the dashboard receives from the federation over its WebSocket feed:
+// plain JSON sections, each replaced whole when it changes. These types are
+// the contract between federation/api/feed.ts and the page; the view models
+// beside this file are pure functions over them.
+
+/** Who the page is logged in as: the admin token may write, a viewer token only reads. */
+export type Role = 'admin' | 'viewer';
+
+/** A service as /api/v1/services lists it. */
+export interface ServiceRow {
+  key: string;
+  name: string;
+  namespace: string;
+  hostname: string;
+  vip: string;
+  ports: { name: string; port: number; protocol: string }[];
+  endpoints: number;
+  healthy: number;
+  warnings: string[];
+}
+
+/** An endpoint as /api/v1/endpoints lists it. */
+export interface EndpointRow {
+  service: string;
+  address: string;
+  workload: string;
+  identity: string;
+  health: string;
+  /** region/zone/subzone, '' when unknown. */
+  locality: string;
+  cluster: string;
+  network: string;
+  meshed: boolean;
+}
+
+/** Host facts an agent reports (systeminformation). */
+export interface HostRow {
+  hostname: string;
+  os: string;
+  osRelease: string;
+  kernel: string;
+  arch: string;
+  cpus: number;
+  memoryBytes: number | string;
+  addresses: string[];
+}
+
+/** A registered workload (agent) with its connection, certificate and push state. */
+export interface WorkloadRow {
+  id: string;
+  name: string;
+  namespace: string;
+  identity: string;
+  address: string;
+  locality: string;
+  network: string;
+  cluster: string;
+  services: string[];
+  replica: string;
+  agentVersion: string;
+  /** Gateway agents: where other networks reach them. */
+  gateway: string;
+  /** False once the federation lost the agent's stream (it is kept for the grace period). */
+  connected: boolean;
+  connectedAt: string;
+  lastContact: string;
+  /** ISO time the agent's certificate expires; '' when unknown. */
+  certNotAfter: string;
+  ackedVersion: string;
+  /** The config version last sent to the agent; '' when not known on this replica. */
+  latestVersion: string;
+  lastNack: string;
+  host: HostRow | null;
+}
+
+/** An endpoint source (Kubernetes cluster, Consul datacenter, static entries) as /api/v1/clusters lists it. */
+export interface SourceRow {
+  name: string;
+  kind: string;
+  connected: boolean;
+  stale: boolean;
+  lastSync: string | undefined;
+  error: string | undefined;
+  services: number;
+  endpoints: number;
+}
+
+/** A route as /api/v1/routes lists it. */
+export interface RouteRow {
+  kind: string;
+  namespace: string;
+  name: string;
+  source: string;
+  parents: string[];
+  backends: string[];
+  rules: number;
+  warnings: string[];
+  /** Set when the document is invalid: it is not pushed. */
+  error?: string;
+}
+
+/** A traffic policy as /api/v1/policies lists it. */
+export interface PolicyRow {
+  name: string;
+  service: string;
+  warnings: string[];
+  /** The policy document, for the detail view. */
+  document: unknown;
+}
+
+/** Everything the page shows; each key is one feed section. */
+export interface DashboardState {
+  meta: { replica: string; trustDomain: string; role: Role; now: string };
+  services: ServiceRow[];
+  endpoints: EndpointRow[];
+  workloads: WorkloadRow[];
+  sources: SourceRow[];
+  routes: RouteRow[];
+  policies: PolicyRow[];
+}
+
+/** The feed's section names, in the order they are sent. */
+export const SECTIONS = ['meta', 'services', 'endpoints', 'workloads', 'sources', 'routes', 'policies'] as const satisfies readonly (keyof DashboardState)[];
+
+/** What the server sends on the feed. */
+export type FeedMessage =
+  | { type: 'hello'; role: Role }
+  | { type: 'sections'; sections: Partial<DashboardState> }
+  | { type: 'error'; code: string; message: string };
+
+/** An empty state, before the first sections arrive. */
+export function emptyState(): DashboardState {
+  return { meta: { replica: '', trustDomain: '', role: 'viewer', now: '' }, services: [], endpoints: [], workloads: [], sources: [], routes: [], policies: [] };
+}
+
+/** Applies one feed message's sections to a state (returns a new object). */
+export function applySections(state: DashboardState, sections: Partial<DashboardState>): DashboardState {
+  return { ...state, ...sections };
+}
