@@ -1,0 +1,220 @@
+// The dashboard's view models as tables: from the federation's state (as the
+// feed sends it) to what each view shows, with no browser.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { emptyState, applySections, type DashboardState, type EndpointRow, type WorkloadRow } from '../../federation/ui/model/state';
+import { meshElements, meshMap } from '../../federation/ui/model/mesh-map';
+import { failoverOrder, serviceDetail, serviceList } from '../../federation/ui/model/services';
+import { certBadge, configBadge, contactBadge, workloadList, CERT_WARN_MS, formatBytes } from '../../federation/ui/model/workloads';
+import { policyView } from '../../federation/ui/model/policies';
+import { matchesQuery, paginate } from '../../federation/ui/model/lists';
+import { countBadge, formatDuration } from '../../federation/ui/model/health';
+
+const NOW = Date.parse('2030-01-01T12:00:00.000Z');
+
+const ep = (over: Partial<EndpointRow>): EndpointRow => ({
+  service: 'orders.shop', address: '10.0.0.1', workload: 'shop/orders-1', identity: 'spiffe://cluster.local/ns/shop/sa/orders', health: 'HEALTHY',
+  locality: 'eu/eu-1', cluster: 'vms', network: 'west', meshed: true, ...over,
+});
+
+const wl = (over: Partial<WorkloadRow>): WorkloadRow => ({
+  id: 'shop/orders-1', name: 'orders-1', namespace: 'shop', identity: 'spiffe://cluster.local/ns/shop/sa/orders', address: '10.0.0.1', locality: 'eu/eu-1',
+  network: 'west', cluster: '', services: ['orders'], replica: 'r1', agentVersion: '0.1.0', gateway: '', connected: true,
+  connectedAt: '2030-01-01T11:00:00.000Z', lastContact: '2030-01-01T11:59:55.000Z', certNotAfter: '2030-01-02T11:00:00.000Z',
+  ackedVersion: '3', latestVersion: '3', lastNack: '', host: null, ...over,
+});
+
+const state = (over: Partial<DashboardState>): DashboardState => applySections(emptyState(), over);
+
+describe('dashboard mesh map', () => {
+  const st = state({
+    endpoints: [
+      ep({}),
+      ep({ address: '10.0.0.2', workload: 'shop/orders-2', health: 'UNHEALTHY' }),
+      ep({ address: '10.1.0.1', network: 'east', locality: 'us/us-1', cluster: 'kube-east' }),
+      ep({ service: 'web.front', address: '10.1.0.2', network: 'east', locality: 'us/us-1', cluster: 'dc1' }),
+    ],
+    workloads: [
+      wl({}),
+      wl({ id: 'shop/orders-2', name: 'orders-2', address: '10.0.0.2', connected: false }),
+      wl({ id: 'kedge/gw-east', name: 'gw-east', namespace: 'kedge', network: 'east', gateway: '127.0.0.9:15443', services: [] }),
+    ],
+    sources: [
+      { name: 'kube-east', kind: 'kubernetes', connected: true, stale: false, lastSync: undefined, error: undefined, services: 1, endpoints: 1 },
+      { name: 'dc1', kind: 'consul', connected: true, stale: false, lastSync: undefined, error: undefined, services: 1, endpoints: 1 },
+    ],
+  });
+
+  it('groups endpoints and workloads by network, locality and cluster, with kinds from the sources', () => {
+    const map = meshMap(st);
+    assert.deepEqual(map.networks.map((n) => n.name), ['east', 'west']);
+    const east = map.networks[0]!;
+    assert.deepEqual(east.localities.map((l) => [l.name, l.groups.map((g) => `${g.kind} ${g.name} ${g.endpoints}/${g.healthy}`)]), [['us/us-1', ['consul dc1 1/1', 'kubernetes kube-east 1/1']]]);
+    const west = map.networks[1]!;
+    const vms = west.localities[0]!.groups[0]!;
+    assert.equal(vms.kind, 'vm group');
+    assert.deepEqual([vms.endpoints, vms.healthy, vms.workloads, vms.connected], [2, 1, 2, 1]);
+    assert.deepEqual(vms.badge, { level: 'bad', text: '1 of 2 workloads disconnected' });
+    assert.deepEqual(west.badge, { level: 'warn', text: '1/2 healthy' });
+  });
+
+  it('puts gateways on their network and links every other network to them', () => {
+    const map = meshMap(st);
+    assert.deepEqual(map.networks[0]!.gateways.map((g) => [g.workload, g.address, g.badge.text]), [['kedge/gw-east', '127.0.0.9:15443', 'gateway connected']]);
+    assert.deepEqual(map.links, [{ id: 'network:west->gateway:kedge/gw-east', from: 'network:west', to: 'network:east', gateway: 'gateway:kedge/gw-east' }]);
+    assert.equal(map.networks[1]!.gateways.length, 0);
+  });
+
+  it('counts only one namespace when asked, and lists the namespaces', () => {
+    const map = meshMap(st, 'front');
+    assert.deepEqual(map.namespaces, ['front', 'kedge', 'shop']);
+    assert.deepEqual(map.networks.map((n) => [n.name, n.endpoints]), [['east', 1]]);
+  });
+
+  it('makes Cytoscape elements whose parents exist and whose labels carry the health in words', () => {
+    const els = meshElements(meshMap(st));
+    const ids = new Set(els.filter((e) => e.group === 'nodes').map((e) => e.data.id));
+    for (const e of els) {
+      if (e.data.parent) assert.ok(ids.has(e.data.parent), `parent ${e.data.parent} of ${e.data.id}`);
+      if (e.group === 'edges') assert.ok(ids.has(e.data.source!) && ids.has(e.data.target!), e.data.id);
+    }
+    const group = els.find((e) => e.data.id === 'network:west|eu/eu-1|vms')!;
+    assert.equal(group.data.label, 'vm group vms\n2 endpoints, 2 workloads\n1 of 2 workloads disconnected');
+    assert.equal(group.data.level, 'bad');
+    assert.equal(els.filter((e) => e.group === 'edges').length, 1);
+  });
+
+  it('shows an empty mesh as no networks', () => {
+    assert.deepEqual(meshMap(emptyState()), { networks: [], links: [], namespaces: [] });
+  });
+});
+
+describe('dashboard services', () => {
+  const services = Array.from({ length: 1000 }, (_, i) => ({
+    key: `svc-${String(i).padStart(4, '0')}.ns${i % 3}`, name: `svc-${String(i).padStart(4, '0')}`, namespace: `ns${i % 3}`, hostname: '', vip: `240.240.${i >> 8}.${i & 255}`,
+    ports: [{ name: 'http', port: 8080, protocol: 'http' }], endpoints: i % 7 === 0 ? 0 : 2, healthy: i % 5 === 0 ? 1 : 2, warnings: [],
+  }));
+
+  it('pages a thousand services and filters by every word', () => {
+    const p = serviceList({ services }, '', 3);
+    assert.equal(p.items.length, 50);
+    assert.equal(p.pages, 20);
+    assert.equal(p.label, '151–200 of 1000');
+    assert.equal(p.items[0]!.key, 'svc-0150.ns0');
+    const f = serviceList({ services }, 'svc-00 ns1', 0);
+    assert.deepEqual(f.items.map((s) => s.key).slice(0, 3), ['svc-0001.ns1', 'svc-0004.ns1', 'svc-0007.ns1']);
+    assert.equal(f.total, 33);
+  });
+
+  it('says in words how healthy a service is', () => {
+    assert.deepEqual(serviceList({ services }, 'svc-0000.', 0).items[0]!.badge, { level: 'bad', text: 'no endpoints' });
+    assert.deepEqual(serviceList({ services }, 'svc-0005.', 0).items[0]!.badge, { level: 'warn', text: '1/2 healthy' });
+    assert.deepEqual(serviceList({ services }, 'svc-0001.', 0).items[0]!.badge, { level: 'ok', text: '2/2 healthy' });
+    assert.equal(serviceList({ services }, 'svc-0000 svc-0001', 0).total, 0);
+  });
+
+  it('groups a service\'s endpoints by locality, unhealthy first', () => {
+    const st = state({
+      services: [{ key: 'orders.shop', name: 'orders', namespace: 'shop', hostname: 'orders.shop.svc.cluster.local', vip: '240.240.0.1', ports: [], endpoints: 3, healthy: 2, warnings: [] }],
+      endpoints: [ep({ address: '10.0.0.9' }), ep({ address: '10.0.0.3', health: 'UNHEALTHY' }), ep({ address: '10.2.0.1', locality: '' }), ep({ service: 'other.shop' })],
+      workloads: [wl({ id: 'shop/b' }), wl({ id: 'shop/a' })],
+    });
+    const d = serviceDetail(st, 'orders.shop')!;
+    assert.deepEqual(d.localities.map((l) => [l.locality, l.badge.text, l.endpoints.map((e) => `${e.address} ${e.healthText}`)]), [
+      ['(no locality)', '1/1 healthy', ['10.2.0.1 healthy']],
+      ['eu/eu-1', '1/2 healthy', ['10.0.0.3 unhealthy', '10.0.0.9 healthy']],
+    ]);
+    assert.deepEqual(d.clients, ['shop/a', 'shop/b']);
+    assert.equal(serviceDetail(st, 'missing.shop'), undefined);
+  });
+
+  it('orders failover by priority, excluded endpoints last', () => {
+    const steps = failoverOrder({
+      service: 'orders.shop', from: 'shop/a', panic: false,
+      endpoints: [
+        { address: '10.0.0.2', workload: 'shop/o2', cluster: 'vms', network: 'west', locality: 'eu/eu-2', health: 'HEALTHY', priority: 1, share: 0 },
+        { address: '10.9.0.1', workload: 'shop/o9', cluster: 'kube', network: 'east', locality: 'us/us-1', health: 'HEALTHY', priority: null, share: 0 },
+        { address: '10.0.0.1', workload: 'shop/o1', cluster: 'vms', network: 'west', locality: 'eu/eu-1', health: 'HEALTHY', priority: 0, share: 100 },
+      ],
+    });
+    assert.deepEqual(steps.map((s) => [s.label, s.endpoints.map((e) => `${e.address} ${e.share}`)]), [
+      ['priority 0 (first choice)', ['10.0.0.1 100.0%']],
+      ['priority 1 (when the ones above fail)', ['10.0.0.2 0.0%']],
+      ['not used by this client', ['10.9.0.1 0.0%']],
+    ]);
+    assert.equal(steps[0]!.endpoints[0]!.where, 'west · vms · eu/eu-1');
+  });
+});
+
+describe('dashboard workloads', () => {
+  it('colours certificates by time left and says so', () => {
+    const cases: [string, string, string][] = [
+      [new Date(NOW + 20 * 3600_000).toISOString(), 'ok', 'expires in 20h'],
+      [new Date(NOW + CERT_WARN_MS - 60_000).toISOString(), 'warn', 'expires in 5h 59m (soon)'],
+      [new Date(NOW - 90_000).toISOString(), 'bad', 'expired 1m 30s ago'],
+      ['', 'warn', 'expiry unknown'],
+      ['not a date', 'warn', 'expiry unknown'],
+    ];
+    for (const [notAfter, level, text] of cases) assert.deepEqual(certBadge(notAfter, NOW), { level, text }, notAfter);
+  });
+
+  it('compares the acked config version with the latest', () => {
+    assert.deepEqual(configBadge({ ackedVersion: '3', latestVersion: '3', lastNack: '' }), { level: 'ok', text: 'in sync (3)' });
+    assert.deepEqual(configBadge({ ackedVersion: '2', latestVersion: '4', lastNack: '' }), { level: 'warn', text: 'behind: acked 2, latest 4' });
+    assert.deepEqual(configBadge({ ackedVersion: '', latestVersion: '1', lastNack: '' }), { level: 'warn', text: 'behind: acked none, latest 1' });
+    assert.deepEqual(configBadge({ ackedVersion: '2', latestVersion: '3', lastNack: '3: bad route' }), { level: 'bad', text: 'rejected: 3: bad route' });
+    assert.deepEqual(configBadge({ ackedVersion: '7', latestVersion: '', lastNack: '' }), { level: 'ok', text: 'acked 7' });
+  });
+
+  it('says connected or disconnected with the last contact', () => {
+    assert.deepEqual(contactBadge(wl({}), NOW), { level: 'ok', text: 'connected, last contact 5s ago' });
+    assert.deepEqual(contactBadge(wl({ connected: false }), NOW), { level: 'bad', text: 'disconnected, last contact 5s ago' });
+  });
+
+  it('lists problems first and filters to those needing attention, over 5,000 workloads', () => {
+    const workloads = Array.from({ length: 5000 }, (_, i) => wl({ id: `ns/w${String(i).padStart(4, '0')}`, connected: i !== 4321, certNotAfter: i === 17 ? new Date(NOW + 3600_000).toISOString() : wl({}).certNotAfter }));
+    const all = workloadList({ workloads }, NOW, '', 'all', 0);
+    assert.equal(all.total, 5000);
+    assert.deepEqual(all.items.slice(0, 3).map((l) => l.id), ['ns/w4321', 'ns/w0017', 'ns/w0000']);
+    const attention = workloadList({ workloads }, NOW, '', 'attention', 0);
+    assert.deepEqual(attention.items.map((l) => `${l.id} ${l.contact.level} ${l.cert.level}`), ['ns/w4321 bad ok', 'ns/w0017 ok warn']);
+    assert.equal(workloadList({ workloads }, NOW, 'w0042', 'all', 0).items.length, 1);
+  });
+
+  it('summarises host facts', () => {
+    const l = workloadList({ workloads: [wl({ host: { hostname: 'vm-1', os: 'Debian', osRelease: '12', kernel: '6.1', arch: 'x64', cpus: 4, memoryBytes: '8589934592', addresses: ['10.0.0.1'] } })] }, NOW, 'vm-1', 'all', 0).items[0]!;
+    assert.equal(l.host, 'vm-1 · Debian 12 · x64 · 4 CPUs');
+    assert.equal(l.memory, '8.0 GiB');
+    assert.equal(l.mode, 'sidecar');
+    assert.equal(workloadList({ workloads: [wl({ gateway: '1.2.3.4:15443' })] }, NOW, '', 'all', 0).items[0]!.mode, 'gateway (1.2.3.4:15443)');
+    assert.equal(formatBytes('0'), '');
+  });
+});
+
+describe('dashboard policies and lists', () => {
+  it('marks invalid and warned routes and policies for unknown services', () => {
+    const v = policyView(state({
+      routes: [
+        { kind: 'HTTPRoute', namespace: 'shop', name: 'b', source: 'kedge apply', parents: ['orders.shop'], backends: ['orders.shop'], rules: 1, warnings: [] },
+        { kind: 'HTTPRoute', namespace: 'shop', name: 'a', source: 'cluster east', parents: ['x.shop'], backends: [], rules: 1, warnings: ['no service x.shop'], error: 'bad match' },
+      ],
+      policies: [{ name: 'orders', service: 'orders.shop', warnings: [], document: {} }],
+    }), '');
+    assert.deepEqual(v.routes.map((r) => [r.id, r.badge.text, r.notes]), [
+      ['HTTPRoute/shop/a', 'invalid, not pushed', ['bad match', 'no service x.shop']],
+      ['HTTPRoute/shop/b', 'applied', []],
+    ]);
+    assert.deepEqual(v.policies.map((p) => p.badge), [{ level: 'ok', text: 'applied' }]);
+    assert.equal(policyView(state({ routes: v.routes.map((r) => r.row) }), 'east').routes.length, 1);
+  });
+
+  it('pages and matches', () => {
+    assert.deepEqual(paginate([1, 2, 3], 9, 2), { items: [3], page: 1, pages: 2, total: 3, label: '3–3 of 3' });
+    assert.deepEqual(paginate([], 0), { items: [], page: 0, pages: 1, total: 0, label: 'none' });
+    assert.ok(matchesQuery('ORD eu', ['orders.shop', 'eu/1']));
+    assert.ok(!matchesQuery('orders us', ['orders.shop', 'eu/1']));
+    assert.deepEqual(countBadge(0, 3), { level: 'bad', text: '0/3 healthy' });
+    assert.equal(formatDuration(2 * 86_400_000 + 3 * 3_600_000 + 5_000), '2d 3h');
+    assert.equal(formatDuration(0), '0s');
+  });
+});
