@@ -277,9 +277,15 @@ export class FederationService {
       if (!ended) log.info({ agent: conn?.id, identity }, 'agent stream lost; endpoints kept for the grace period');
       cleanup();
     });
-    call.on('error', () => cleanup());
+    call.on('error', (err) => {
+      if (!ended) log.info({ agent: conn?.id, identity, err: errorMessage(err) }, 'agent stream lost; endpoints kept for the grace period');
+      cleanup();
+    });
     call.on('end', () => {
-      if (!ended) call.end();
+      if (!ended) {
+        log.info({ agent: conn?.id, identity, via: 'end' }, 'agent stream ended');
+        call.end();
+      }
       cleanup();
     });
 

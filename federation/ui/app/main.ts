@@ -149,4 +149,6 @@ function App() {
   return html`<${Shell} token=${session.token} role=${session.role} onLogout=${(n: string) => { forgetToken(); setNotice(n); setSession(undefined); }} />`;
 }
 
-render(html`<${App} />`, document.getElementById('app')!);
+const root = document.getElementById('app')!;
+root.textContent = ''; // the "Loading…" placeholder
+render(html`<${App} />`, root);

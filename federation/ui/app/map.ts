@@ -7,6 +7,7 @@ import cytoscape from 'cytoscape';
 import type { DashboardState } from '../model/state';
 import { meshElements, meshMap } from '../model/mesh-map';
 import { Badge } from './common';
+import { plural } from '../model/lists';
 
 const COLOURS = { ok: '#1a7f37', warn: '#9a6700', bad: '#cf222e' } as const;
 
@@ -52,7 +53,8 @@ export function MeshMapView({ state }: { state: DashboardState }) {
       }
     });
     // Lay out again only when the boxes changed, not when a count did.
-    c.layout({ name: 'cose', animate: false, randomize: false, nodeDimensionsIncludeLabels: true, padding: 20 } as cytoscape.LayoutOptions).run();
+    // cose keeps compound boxes apart only when it starts from random positions.
+    c.layout({ name: 'cose', animate: false, randomize: true, nodeDimensionsIncludeLabels: true, padding: 20, nodeRepulsion: () => 800_000, idealEdgeLength: () => 160, nodeOverlap: 40, componentSpacing: 120, gravity: 0.25 } as cytoscape.LayoutOptions).run();
     c.fit(undefined, 20);
   }, [shape]);
 
@@ -76,7 +78,7 @@ export function MeshMapView({ state }: { state: DashboardState }) {
         <strong>network ${n.name}</strong> <${Badge} badge=${n.badge} />
         ${n.gateways.length ? html`<ul>${n.gateways.map((g) => html`<li class="gateway">gateway ${g.workload} at ${g.address} <${Badge} badge=${g.badge} /></li>`)}</ul>` : html`<p class="muted">no gateway: other networks cannot reach its endpoints</p>`}
         <ul>${n.localities.map((l) => html`<li>locality ${l.name}
-          <ul>${l.groups.map((g) => html`<li class="group">${g.kind} <strong>${g.name}</strong>: ${g.endpoints} endpoints (${g.healthy} healthy)${g.workloads ? `, ${g.workloads} workloads (${g.connected} connected)` : ''} <${Badge} badge=${g.badge} /></li>`)}</ul>
+          <ul>${l.groups.map((g) => html`<li class="group">${g.kind} <strong>${g.name}</strong>: ${plural(g.endpoints, 'endpoint')} (${g.healthy} healthy)${g.workloads ? `, ${plural(g.workloads, 'workload')} (${g.connected} connected)` : ''} <${Badge} badge=${g.badge} /></li>`)}</ul>
         </li>`)}</ul>
       </li>`)}
     </ul>
