@@ -42,13 +42,23 @@ export async function runCaptureCommand(argv: readonly string[], deps: CaptureCo
         else deps.stdout.write((await removeCapture(runner, env)) ? 'kedge capture: removed\n' : 'kedge capture: no Kedge rules were installed\n');
         return 0;
       case 'install': {
-        const opts = optionsFromArgs(args, deps);
         if (args.dryRun) {
-          deps.stdout.write(formatRules(buildCaptureRules(resolveIpv6(opts, hasIpv6))));
-        } else {
-          const rules = await installCapture(opts, runner, env);
-          deps.stdout.write(`kedge capture: installed (${rules.v6 === undefined ? 'IPv4' : 'IPv4 and IPv6'}); traffic of uid ${opts.proxyUid} is not captured\n`);
+          // A dry run shows the rules before the proxy user exists (on a
+          // host being prepared): an unknown name gets a placeholder uid, said so.
+          const missing: string[] = [];
+          const users = deps.users ?? systemUserDb();
+          const lenient: UserDb = {
+            uid: (n) => users.uid(n) ?? (missing.push(`user "${n}"`), DRY_RUN_PLACEHOLDER_ID),
+            gid: (n) => users.gid(n) ?? (missing.push(`group "${n}"`), DRY_RUN_PLACEHOLDER_ID),
+          };
+          const opts = optionsFromArgs(args, { ...deps, users: lenient });
+          const note = missing.map((m) => `# ${m} does not exist on this host: shown as id ${DRY_RUN_PLACEHOLDER_ID}; create it before kedge capture install\n`).join('');
+          deps.stdout.write(note + formatRules(buildCaptureRules(resolveIpv6(opts, hasIpv6))));
+          return 0;
         }
+        const opts = optionsFromArgs(args, deps);
+        const rules = await installCapture(opts, runner, env);
+        deps.stdout.write(`kedge capture: installed (${rules.v6 === undefined ? 'IPv4' : 'IPv4 and IPv6'}); traffic of uid ${opts.proxyUid} is not captured\n`);
         return 0;
       }
     }
@@ -61,6 +71,9 @@ export async function runCaptureCommand(argv: readonly string[], deps: CaptureCo
     return 1;
   }
 }
+
+/** The id a dry run shows for a proxy user or group that does not exist yet. */
+export const DRY_RUN_PLACEHOLDER_ID = 4294967294;
 
 /** The rules in iptables-save form with a header per family, as `--dry-run` prints them. */
 export function formatRules(rules: CaptureRules): string {

@@ -208,6 +208,16 @@ describe('kedge capture CLI', () => {
     assert.ok(!r.out.includes('KEDGE_OUTPUT_DNS -p'), 'dns was turned off by the flag');
   });
 
+  it('shows the rules on --dry-run before the proxy user exists, saying so', async () => {
+    const r = await run(['install', '--dry-run', '--proxy-user', 'not-yet']);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^# user "not-yet" does not exist on this host: shown as id 4294967294; create it before kedge capture install\n# iptables-restore/);
+    assert.match(r.out, /--uid-owner 4294967294/);
+    const real = await run(['install', '--proxy-user', 'not-yet']);
+    assert.equal(real.code, 1, 'a real install still refuses an unknown user');
+    assert.match(real.err, /no user "not-yet" on this host/);
+  });
+
   it('names the file and field for a bad config, and the flag for a bad flag', async () => {
     const a = await run(['install', '--dry-run', '--config', 'agent.yaml'], { 'agent.yaml': 'capture:\n  inboundPorts: [22]\n' });
     assert.equal(a.code, 1);
