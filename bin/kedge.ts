@@ -18,6 +18,7 @@ commands:
   kedge capture install|remove|show [--dry-run] [--config FILE]
   kedge join JOIN_STRING [--root DIR] [--no-capture]   (join.sh runs it; see kedge token create --join)
   kedge vm leave [--root DIR]
+  kedge completion bash|zsh     (source <(kedge completion bash))
   kedge demo [--base-dir DIR]
   kedge version
 
@@ -42,6 +43,12 @@ const COMMANDS: Record<string, () => Command> = {
   capture: () => require('../cli/capture').runCapture,
   join: () => print((argv) => require('../cli/join').runJoin(argv, require('../../package.json').version)),
   vm: () => print(require('../cli/join').runVm),
+  completion: () => print(async (argv) =>
+    (require('../cli/completion') as typeof import('../cli/completion')).runCompletion(argv, {
+      commands: Object.keys(COMMANDS),
+      kinds: Object.keys((require('../cli/get') as typeof import('../cli/get')).TABLES),
+      subcommands: { token: ['create'], capture: ['install', 'remove', 'show'], vm: ['leave'], completion: ['bash', 'zsh'], federation: ['backup', 'restore'] },
+    })),
   demo: () => require('../cli/demo').runDemo,
   version: () => async (argv) => {
     // `kedge version`: this CLI, and the federation's when one is named (or the default answers).

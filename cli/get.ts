@@ -1,4 +1,5 @@
-// `kedge get services|workloads|endpoints [NAME] [-o table|json]`.
+// `kedge get services|workloads|endpoints [NAME] [-o table|json|yaml]`.
+import YAML from 'yaml';
 import { KedgeError } from '../proto/model/errors';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
@@ -6,7 +7,7 @@ import { renderTable } from './table';
 import type { SourceStatus } from '../federation/sources/types';
 import type { RouteRow } from '../federation/mesh/routes';
 
-const USAGE = 'kedge get services|workloads|endpoints|clusters|policies|routes|tokens [NAME] [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge get services|workloads|endpoints|clusters|policies|routes|tokens [NAME] [-o table|json|yaml] [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** A service row as the API returns it. */
 export interface ServiceRow {
@@ -126,7 +127,7 @@ export async function runGet(argv: string[]): Promise<string> {
   const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, output: { type: 'string', short: 'o', default: 'table' }, from: { type: 'string' } }, USAGE);
   const [kind, name, ...extra] = positionals;
   if (!kind || !(kind in TABLES) || extra.length > 0) throw new KedgeError('KEDGE_USAGE', `usage: ${USAGE}`);
-  if (values.output !== 'table' && values.output !== 'json') throw new KedgeError('KEDGE_USAGE', `-o ${values.output}: use table or json`);
+  if (values.output !== 'table' && values.output !== 'json' && values.output !== 'yaml') throw new KedgeError('KEDGE_USAGE', `-o ${values.output}: use table, json or yaml`);
   const target = resolveAdminTarget(values);
   let route = `/api/v1/${kind}`;
   if (name) route += kind === 'workloads' ? `/${name.includes('/') ? name.split('/').map(encodeURIComponent).join('/') : `default/${encodeURIComponent(name)}`}` : `/${encodeURIComponent(name)}`;
@@ -136,6 +137,7 @@ export async function runGet(argv: string[]): Promise<string> {
   }
   const result = await apiRequest<unknown>(target, 'GET', route);
   if (values.output === 'json') return `${JSON.stringify(result, null, 2)}\n`;
+  if (values.output === 'yaml') return YAML.stringify(result);
   if (values.from) return fromTable(result as FromResult);
   const rows = (Array.isArray(result) ? result : [result]) as never[];
   return TABLES[kind as keyof typeof TABLES](rows);

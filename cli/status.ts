@@ -1,11 +1,12 @@
 // `kedge status`: every agent with its replica, acked version, certificate
 // expiry and last contact.
+import YAML from 'yaml';
 import { KedgeError } from '../proto/model/errors';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
 import { renderTable } from './table';
 
-const USAGE = 'kedge status [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge status [-o table|json|yaml] [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** A status row as the API returns it. */
 export interface StatusRow {
@@ -39,5 +40,7 @@ export async function runStatus(argv: string[]): Promise<string> {
   const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, output: { type: 'string', short: 'o', default: 'table' } }, USAGE);
   if (positionals.length) throw new KedgeError('KEDGE_USAGE', `usage: ${USAGE}`);
   const rows = await apiRequest<StatusRow[]>(resolveAdminTarget(values), 'GET', '/api/v1/status');
+  if (values.output !== 'table' && values.output !== 'json' && values.output !== 'yaml') throw new KedgeError('KEDGE_USAGE', `-o ${values.output}: use table, json or yaml`);
+  if (values.output === 'yaml') return YAML.stringify(rows);
   return values.output === 'json' ? `${JSON.stringify(rows, null, 2)}\n` : statusTable(rows, Date.now());
 }

@@ -59,6 +59,8 @@ describe('CLI for a new user', () => {
     const ok = await runKedge(['get', 'services', '-o', 'json', '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.deepEqual(JSON.parse(ok.stdout), []);
+    const yaml = await runKedge(['status', '-o', 'yaml', '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
+    assert.equal(yaml.stdout, '[]\n');
 
     const plain = await runKedge(['get', 'services', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile], { env: { KEDGE_INSECURE_HTTP: '' } });
     assert.equal(plain.code, 2);
