@@ -14,6 +14,8 @@ import { Proxy } from './proxy/proxy';
 import type { LocalTarget } from './proxy/types';
 import { RegistrationSession } from './registration/session';
 import { toProxySnapshot } from './registration/updates';
+import { applyAuthorization } from './registration/authz';
+import type { AuthzMatcher } from '../policy/authz/compile';
 import { startAdmin } from './admin/server';
 import type { FederationTarget } from './registration/client';
 import { Subscriptions } from './registration/subscriptions';
@@ -128,6 +130,8 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
   let lastServices: ReadonlyMap<string, Service__Output> = new Map();
   let lastVersion = '';
   let revoked: ReadonlySet<string> = new Set();
+  // The AuthorizationPolicies selecting this workload, compiled once per push.
+  let authorization: AuthzMatcher | undefined;
   // Declared before the session so its first Register can carry the snapshot.
   let checker: HealthChecker | undefined;
   const healthMessage = () => ({ health: { services: (checker?.snapshot() ?? []).map((h) => ({ service: h.service, healthy: h.healthy, detail: h.detail })) } });
@@ -139,12 +143,18 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     onServices: (services: ReadonlyMap<string, Service__Output>, version: string, removed: readonly string[]) => {
       lastServices = services;
       lastVersion = version;
-      proxy.setSnapshot(toProxySnapshot(services, version, config.workload.namespace, revoked));
+      proxy.setSnapshot(toProxySnapshot(services, version, config.workload.namespace, revoked, authorization));
       session.subscribe([], subs.answered(services, removed));
     },
     onRevocations: (serials) => {
       revoked = serials;
-      proxy.setSnapshot(toProxySnapshot(lastServices, lastVersion, config.workload.namespace, revoked));
+      proxy.setSnapshot(toProxySnapshot(lastServices, lastVersion, config.workload.namespace, revoked, authorization));
+    },
+    onAuthorization: (docs) => {
+      const applied = applyAuthorization(docs, { namespace: config.workload.namespace, labels: config.workload.labels });
+      authorization = applied.matcher;
+      proxy.setSnapshot(toProxySnapshot(lastServices, lastVersion, config.workload.namespace, revoked, authorization));
+      return applied.rejected;
     },
     logger: logger.child({ component: 'registration' }),
   });

@@ -12,9 +12,10 @@ commands:
   kedge delete workload NAMESPACE/NAME     # revokes its certificates
   kedge delete token ID
   kedge status [-o table|json]
-  kedge apply -f FILE             (TrafficPolicy, HTTPRoute, GRPCRoute, FaultInjection)
+  kedge apply -f FILE             (TrafficPolicy, HTTPRoute, GRPCRoute, FaultInjection, AuthorizationPolicy)
   kedge delete -f FILE | kedge delete KIND [NAMESPACE/]NAME
-  kedge get policies|routes [-o table|json]
+  kedge get policies|routes|authorizationpolicies [-o table|json]
+  kedge authz check --from NS/WORKLOAD --to SERVICE[.NS][:PORT] [--method M] [--path P] [--header k=v]
   kedge capture install|remove|show [--dry-run] [--config FILE]
   kedge join JOIN_STRING [--root DIR] [--no-capture]   (join.sh runs it; see kedge token create --join)
   kedge vm leave [--root DIR]
@@ -40,6 +41,7 @@ const COMMANDS: Record<string, () => Command> = {
   delete: () => print(require('../cli/delete').runDelete),
   status: () => print(require('../cli/status').runStatus),
   apply: () => print(require('../cli/apply').runApply),
+  authz: () => print(require('../cli/authz').runAuthz),
   capture: () => require('../cli/capture').runCapture,
   join: () => print((argv) => require('../cli/join').runJoin(argv, require('../../package.json').version)),
   vm: () => print(require('../cli/join').runVm),
@@ -47,7 +49,7 @@ const COMMANDS: Record<string, () => Command> = {
     (require('../cli/completion') as typeof import('../cli/completion')).runCompletion(argv, {
       commands: Object.keys(COMMANDS),
       kinds: Object.keys((require('../cli/get') as typeof import('../cli/get')).TABLES),
-      subcommands: { token: ['create'], capture: ['install', 'remove', 'show'], vm: ['leave'], completion: ['bash', 'zsh'], federation: ['backup', 'restore'] },
+      subcommands: { token: ['create'], capture: ['install', 'remove', 'show'], vm: ['leave'], completion: ['bash', 'zsh'], federation: ['backup', 'restore'], authz: ['check'] },
     })),
   demo: () => require('../cli/demo').runDemo,
   version: () => async (argv) => {

@@ -9,6 +9,7 @@ import YAML from 'yaml';
 import { KedgeError } from '../proto/model/errors';
 import { validateTrafficPolicy } from '../policy/traffic-policy';
 import { isRouteDocument, validateRouteDocument } from '../policy/routes/documents';
+import { isAuthzDocument, validateAuthorizationPolicy } from '../policy/authz/validate';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
 
@@ -18,6 +19,8 @@ const USAGE = 'kedge apply -f FILE [--federation http://HOST:PORT] [--admin-toke
 export interface PolicyFile {
   policies: unknown[];
   routes: unknown[];
+  /** AuthorizationPolicy documents (security.istio.io/v1). */
+  authz: unknown[];
   /** Errors naming the file, the document and the path in it. */
   errors: string[];
 }
@@ -31,7 +34,7 @@ export function readPolicyFile(file: string): PolicyFile {
     throw new KedgeError('KEDGE_USAGE', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
   }
   const docs = YAML.parseAllDocuments(text);
-  const out: PolicyFile = { policies: [], routes: [], errors: [] };
+  const out: PolicyFile = { policies: [], routes: [], authz: [], errors: [] };
   docs.forEach((d, i) => {
     const where = docs.length > 1 ? `${file} (document ${i + 1})` : file;
     if (d.errors.length) {
@@ -40,6 +43,12 @@ export function readPolicyFile(file: string): PolicyFile {
     }
     const value: unknown = d.toJS();
     if (value === null || value === undefined) return;
+    if (isAuthzDocument(value)) {
+      const r = validateAuthorizationPolicy(value);
+      if (r.ok) out.authz.push(value);
+      else out.errors.push(...r.errors.map((e) => `${where}: ${e}`));
+      return;
+    }
     if (isRouteDocument(value)) {
       const r = validateRouteDocument(value);
       if (r.ok) out.routes.push(value);
@@ -50,11 +59,11 @@ export function readPolicyFile(file: string): PolicyFile {
     if (r.ok) out.policies.push(value);
     else {
       const kind = (value as { kind?: unknown }).kind;
-      const hint = typeof kind === 'string' && kind !== 'TrafficPolicy' ? ` (kedge apply reads TrafficPolicy, HTTPRoute, GRPCRoute and FaultInjection; not ${kind})` : '';
+      const hint = typeof kind === 'string' && kind !== 'TrafficPolicy' ? ` (kedge apply reads TrafficPolicy, HTTPRoute, GRPCRoute, FaultInjection and AuthorizationPolicy; not ${kind})` : '';
       out.errors.push(...r.errors.map((e) => `${where}: ${e}${hint}`));
     }
   });
-  if (out.errors.length === 0 && out.policies.length + out.routes.length === 0) throw new KedgeError('KEDGE_BAD_POLICY', `${file} holds no document`);
+  if (out.errors.length === 0 && out.policies.length + out.routes.length + out.authz.length === 0) throw new KedgeError('KEDGE_BAD_POLICY', `${file} holds no document`);
   return out;
 }
 
@@ -96,7 +105,7 @@ export async function runApply(argv: string[]): Promise<string> {
   let out = '';
   if (file.policies.length > 0) {
     // A bad TrafficPolicy in the file keeps every policy of it back (policies are all or nothing).
-    if (file.errors.some((e) => !/: (HTTPRoute|GRPCRoute|FaultInjection) /.test(e))) errors.push(`${values.filename}: no TrafficPolicy applied: policies are applied all or nothing`);
+    if (file.errors.some((e) => !/: (HTTPRoute|GRPCRoute|FaultInjection|AuthorizationPolicy) /.test(e))) errors.push(`${values.filename}: no TrafficPolicy applied: policies are applied all or nothing`);
     else {
       try {
         const rows = await apiRequest<{ name: string; service: string }[]>(target, 'POST', '/api/v1/policies', file.policies);
@@ -111,6 +120,12 @@ export async function runApply(argv: string[]): Promise<string> {
   for (const batch of routeBatches(file.routes)) {
     const r = await apiRequest<{ applied: { kind: string; namespace: string; name: string }[]; errors: string[] }>(target, 'POST', '/api/v1/routes', batch);
     out += r.applied.map((a) => `${a.kind.toLowerCase()}/${a.name} (${a.namespace}) applied\n`).join('');
+    errors.push(...r.errors.map((e) => `${values.filename}: ${e}`));
+  }
+  for (const batch of routeBatches(file.authz)) {
+    // A bad AuthorizationPolicy rejects only itself, as routes do.
+    const r = await apiRequest<{ applied: { kind: string; namespace: string; name: string }[]; errors: string[] }>(target, 'POST', '/api/v1/authorizationpolicies', batch);
+    out += r.applied.map((a) => `authorizationpolicy/${a.name} (${a.namespace}) applied\n`).join('');
     errors.push(...r.errors.map((e) => `${values.filename}: ${e}`));
   }
   if (errors.length) {

@@ -21,6 +21,7 @@ import { ConsulSource } from './sources/consul';
 import { StaticSource } from './sources/static';
 import { VipAllocator, parseCidr4 } from './mesh/vips';
 import { PolicyTable } from './mesh/policies';
+import { AuthzTable } from './mesh/authz';
 import { RouteTable, resolveRoutes, type ClusterRouteDocument, type ResolvedRoutes } from './mesh/routes';
 import { gatewaysOfAgents, viewForNetwork } from './mesh/gateways';
 import type { Store } from './store/types';
@@ -150,6 +151,9 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     const vips = new VipAllocator(store, parseCidr4(config.vipCidr), { logger, onChange: scheduleRebuild, retentionMs: config.vipRetentionMs });
     const policies = new PolicyTable(store, { logger, onChange: scheduleRebuild });
     const routes = new RouteTable(store, { logger, onChange: scheduleRebuild });
+    // AuthorizationPolicies go to agents on their own message, not through the mesh view.
+    const authz = new AuthzTable(store, { logger, onChange: () => service?.authorizationChanged() });
+    closers.push(() => authz.close());
     closers.push(() => {
       registry.close();
       vips.close();
@@ -160,6 +164,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     await vips.start();
     await policies.start();
     await routes.start();
+    await authz.start();
     await registry.start();
     // Sources never block start-up: an unreachable backend retries in the background.
     await Promise.all(sources.map((src) => src.start(scheduleRebuild)));
@@ -206,6 +211,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       metrics,
       bindings,
       revoked: () => revokedSet,
+      authorizationFor: (w) => authz.documentsFor(w),
       limits: config.registrationLimits,
       certClusters,
       reviewPodToken: async (cluster, token) => {
@@ -293,6 +299,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       policies,
       backup: () => exportBackup(store, { kedgeVersion: KEDGE_VERSION }),
       routes,
+      authz,
       // Warnings about unknown services are computed against the current view, when asked.
       routeRows: () => resolveRoutes(routes.table(), clusterRoutes(), (key) => view.services.has(key)).rows,
       rebuild: scheduleRebuild,

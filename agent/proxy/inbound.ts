@@ -11,6 +11,8 @@ import { ConnectionTrace, NO_SERVICE, destinationService, peerFromSpiffe } from 
 import type { PeerWorkload, RecordSink } from './record';
 import { UNKNOWN_PEER } from './record';
 import { splice } from './splice';
+import type { AuthzMatcher } from '../../policy/authz/compile';
+import { RBAC_DENIED, RBAC_FLAG, authorizeTcp } from './authz';
 import { failureCode } from './stats';
 import { type IdentityContexts, acceptPeerIdentity } from './tls';
 import type { LocalTarget } from './types';
@@ -56,6 +58,8 @@ export class InboundListener {
   readonly sockets = new Set<net.Socket>();
   private targets: ReadonlyMap<string, LocalTarget>;
   private revoked: ReadonlySet<string> = new Set();
+  /** The snapshot's compiled AuthorizationPolicies (agent/proxy/authz.ts). */
+  private authorization: AuthzMatcher | undefined;
   /** Open mesh connections by the peer certificate's serial, so a revocation can close them. */
   private readonly bySerial = new Map<string, Set<tls.TLSSocket>>();
   /** Keep-alive pools to the local apps, by host:port, for HTTP/1.1 mesh connections. */
@@ -77,6 +81,7 @@ export class InboundListener {
       connectTimeoutMs: deps.connectTimeoutMs,
       sessions: deps.sessions,
       track: (s) => this.track(s),
+      authorization: () => this.authorization,
       appPool: (t) => {
         const key = `${t.host}:${t.targetPort}`;
         let p = this.appPools.get(key);
@@ -150,6 +155,11 @@ export class InboundListener {
     return closed;
   }
 
+  /** Takes the compiled AuthorizationPolicies of a new snapshot: every later request and connection is checked against them. */
+  setAuthorization(m: AuthzMatcher | undefined): void {
+    this.authorization = m;
+  }
+
   private track(socket: net.Socket): void {
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
@@ -210,6 +220,11 @@ export class InboundListener {
     if (socket.alpnProtocol === 'http/1.1') return serveHttp1Inbound(socket, target, peer, this.deps.self(), trace, this.http1, resumed);
     if (socket.alpnProtocol === 'h2') return serveHttp2Inbound(socket, target, peer, this.deps.self(), trace, this.http2);
 
+    if (!authorizeTcp(this.authorization, this.deps.logger, { principal: peer.principal, remoteAddress: socket.remoteAddress, localAddress: socket.localAddress, targetPort: target.targetPort, sni })) {
+      trace.finish(RBAC_DENIED, 0, 0, RBAC_FLAG);
+      socket.destroy();
+      return;
+    }
     const targetAddr = `${target.host}:${target.targetPort}`;
     const app = net.connect({ host: target.host, port: target.targetPort, allowHalfOpen: true });
     this.track(app);

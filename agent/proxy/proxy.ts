@@ -264,6 +264,7 @@ export class Proxy {
     this.current = s;
     this.destinations = index;
     this.inbound.setRevoked(s.revokedSerials ?? NO_SERIALS);
+    this.inbound.setAuthorization(s.authorization);
   }
 
   private selfFor(id: TlsIdentity): PeerWorkload {

@@ -76,6 +76,12 @@ export interface ProxySnapshot {
    * connections from one when a snapshot adds it. Absent: none.
    */
   revokedSerials?: ReadonlySet<string>;
+  /**
+   * The AuthorizationPolicies selecting this workload, compiled once per
+   * push (policy/authz). The inbound listener evaluates it per HTTP request
+   * and per opaque connection. Absent: none, everything is allowed.
+   */
+  authorization?: import('../../policy/authz/compile').AuthzMatcher;
 }
 
 /** The workload's mesh identity, as the proxy needs it for TLS. */

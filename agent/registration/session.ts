@@ -36,6 +36,12 @@ export interface SessionOptions {
   onServices: (services: ReadonlyMap<string, Service__Output>, version: string, removed: readonly string[]) => void;
   /** Called with the federation's full list of revoked certificate serials whenever it sends one. */
   onRevocations?: (serials: ReadonlySet<string>) => void;
+  /**
+   * Called with the AuthorizationPolicy documents (JSON) that select this
+   * workload, the full set each time; returns the policies rejected (NACKed
+   * alone; the others are enforced).
+   */
+  onAuthorization?: (policies: readonly string[]) => readonly string[];
   logger: Logger;
   random?: () => number;
   minBackoffMs?: number;
@@ -140,6 +146,13 @@ export class RegistrationSession {
         const serials = new Set(msg.revocations.serials.map((s) => s.toUpperCase()));
         logger.info({ revoked: serials.size }, 'revoked certificates updated');
         this.opts.onRevocations?.(serials);
+      } else if (msg.msg === 'authorization' && msg.authorization) {
+        const rejected = this.opts.onAuthorization?.(msg.authorization.policies) ?? [];
+        if (rejected.length) {
+          this.state.nacks += 1;
+          logger.warn({ nonce: msg.authorization.nonce, rejected }, 'rejected AuthorizationPolicies (NACK); the others are enforced');
+        } else logger.info({ policies: msg.authorization.policies.length }, 'authorization policies updated');
+        call.write({ ack: { nonce: msg.authorization.nonce, errorDetail: rejected.join('\n') } });
       }
     });
     const lost = (err: unknown) => {

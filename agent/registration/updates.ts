@@ -2,6 +2,7 @@
 // phases: every service is checked off to the side (a malformed one rejects
 // only itself and is NACKed), then the proxy snapshot is rebuilt and swapped
 // once. Pure.
+import type { AuthzMatcher } from '../../policy/authz/compile';
 import { isIP } from 'node:net';
 import type { Service__Output, ServiceUpdate__Output } from '../../proto/loader';
 import { parseSpiffeId } from '../../proto/model/spiffe';
@@ -112,7 +113,7 @@ const views = new WeakMap<Service__Output, ServiceView>();
  * namespace: consumer routes of that namespace apply, GEP-1294); revoked
  * serials travel with it so listeners refuse them.
  */
-export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, version: string, clientNamespace = 'default', revokedSerials?: ReadonlySet<string>): ProxySnapshot {
+export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, version: string, clientNamespace = 'default', revokedSerials?: ReadonlySet<string>, authorization?: AuthzMatcher): ProxySnapshot {
   const out = new Map<string, ServiceView>();
   for (const s of services.values()) {
     let view = views.get(s);
@@ -122,7 +123,7 @@ export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, 
     }
     out.set(s.key, view);
   }
-  return Object.freeze({ version, services: out, ...(revokedSerials && revokedSerials.size > 0 ? { revokedSerials } : {}) });
+  return Object.freeze({ version, services: out, ...(revokedSerials && revokedSerials.size > 0 ? { revokedSerials } : {}), ...(authorization && !authorization.empty ? { authorization } : {}) });
 }
 
 function toServiceView(s: Service__Output, clientNamespace: string): ServiceView {

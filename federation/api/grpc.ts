@@ -46,6 +46,12 @@ export interface ConnectedAgent {
   close(reason: KedgeError): void;
   /** Sends the full list of revoked serials. */
   sendRevocations(serials: string[]): void;
+  /** Namespace and labels, which AuthorizationPolicies select. */
+  workload: { namespace: string; labels: Record<string, string> };
+  /** Sends the AuthorizationPolicies selecting the workload when they differ from what was sent last. */
+  sendAuthorization(): void;
+  /** The last Authorization sent and what the agent answered (error: the policies it rejected). */
+  authz: { nonce: string; ackedNonce: string; error: string };
 }
 
 /** Checks a pod's service-account token with a cluster's TokenReview. */
@@ -65,6 +71,8 @@ export interface GrpcDeps {
   bindings: Bindings;
   /** Serials of revoked certificates (store-wide, watched). */
   revoked: () => ReadonlySet<string>;
+  /** The AuthorizationPolicy documents (JSON) selecting a workload; absent: none are pushed. */
+  authorizationFor?: (w: { namespace: string; labels: Record<string, string> }) => string[];
   registry: AgentRegistry;
   limits?: RegistrationLimits;
   view: () => MeshView;
@@ -106,6 +114,11 @@ export class FederationService {
     if (list.length === this.revocationsSent.length && list.every((s, i) => s === this.revocationsSent[i])) return;
     this.revocationsSent = list;
     for (const c of this.connected.values()) c.sendRevocations(list);
+  }
+
+  /** The applied AuthorizationPolicies changed: each agent whose selected set changed is sent its new set. */
+  authorizationChanged(): void {
+    for (const c of this.connected.values()) c.sendAuthorization();
   }
 
   handlers(): FederationHandlers {
@@ -317,6 +330,8 @@ export class FederationService {
             registration.abandon();
             return;
           }
+          let authzSent: string | undefined;
+          let authzSeq = 0;
           const push = new PushSession((u, flushed) => call.write({ update: u }, flushed), this.clock, undefined, this.deps.metrics?.push);
           conn = {
             id: record.id,
@@ -333,10 +348,24 @@ export class FederationService {
             sendRevocations: (serials) => {
               if (!ended) call.write({ revocations: { serials } });
             },
+            workload: { namespace: record.workload.namespace, labels: record.workload.labels },
+            authz: { nonce: '', ackedNonce: '', error: '' },
+            sendAuthorization: () => {
+              if (ended || !deps.authorizationFor || !conn) return;
+              const policies = deps.authorizationFor(conn.workload);
+              const key = policies.join('\n');
+              // Always sent once per stream (even empty): an agent back from a
+              // disconnection must drop policies deleted meanwhile.
+              if (key === authzSent) return;
+              authzSent = key;
+              conn.authz.nonce = `authz-${++authzSeq}`;
+              call.write({ authorization: { nonce: conn.authz.nonce, policies } });
+            },
           };
           this.connected.set(record.id, conn);
           call.write({ registered: { agentId: record.id, replica: deps.replica, spiffeId: identity } });
           conn.sendRevocations([...deps.revoked()].sort());
+          conn.sendAuthorization();
           if (record.gateway) push.subscribeToAll();
           push.subscribe(msg.register!.subscriptions, []);
           push.push(this.viewOf(deps.view(), conn));
@@ -360,6 +389,13 @@ export class FederationService {
           registration.statusChanged();
           return;
         case 'ack':
+          if (msg.ack!.nonce.startsWith('authz-')) {
+            // The answer to an Authorization: the policies the agent rejected stay out of force there, the others apply.
+            conn.authz.ackedNonce = msg.ack!.nonce;
+            conn.authz.error = msg.ack!.errorDetail;
+            if (msg.ack!.errorDetail) log.warn({ agent: conn.id, nonce: msg.ack!.nonce, detail: msg.ack!.errorDetail }, 'agent rejected AuthorizationPolicies (NACK)');
+            return;
+          }
           conn.push.ack(msg.ack!.nonce, msg.ack!.errorDetail);
           registration.statusChanged();
           if (msg.ack!.errorDetail) log.warn({ agent: conn.id, nonce: msg.ack!.nonce, detail: msg.ack!.errorDetail }, 'agent rejected an update (NACK)');

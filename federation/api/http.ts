@@ -19,6 +19,8 @@ import type { SourceStatus } from '../sources/types';
 import type { Readiness } from '../health/readiness';
 import type { PolicyTable } from '../mesh/policies';
 import type { RouteRow, RouteTable } from '../mesh/routes';
+import type { AuthzTable } from '../mesh/authz';
+import { authzCheck, type AuthzCheckQuery } from '../mesh/authz-check';
 import { ROUTE_KINDS, type RouteKind } from '../../policy/routes/model';
 import { buildPicker } from '../../agent/proxy/balancer/picker';
 import { gatewaysOfAgents, substituteGateways } from '../mesh/gateways';
@@ -53,6 +55,8 @@ export interface HttpDeps {
   /** Every durable store key, for `kedge federation backup`. */
   backup: () => Promise<unknown>;
   routes: RouteTable;
+  /** AuthorizationPolicies applied with kedge apply. */
+  authz?: AuthzTable;
   /** Every route (applied and from clusters) with its warnings. */
   routeRows: () => readonly RouteRow[];
   /** Asks for a mesh rebuild and push (after a route or policy change made here). */
@@ -84,6 +88,10 @@ class HttpError extends Error {
 
 /** Creates the API server (not yet listening). */
 export function createHttpApi(deps: HttpDeps): http.Server {
+  const authzTable = (): AuthzTable => {
+    if (!deps.authz) throw new HttpError(501, 'KEDGE_NOT_IMPLEMENTED', 'this federation was started without authorization policies');
+    return deps.authz;
+  };
   const tokenDigest = createHash('sha256').update(deps.adminToken).digest();
   const routes: [string, RegExp, Handler][] = [
     ['GET', /^\/api\/v1\/whoami$/, (req) => ({ role: roleOf(req), replica: deps.replica, trustDomain: deps.trustDomain })],
@@ -154,6 +162,33 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       deps.logger.info({ kind, namespace: ns, name }, 'route deleted');
       deps.rebuild();
       return { kind, namespace: ns, name, deleted: true };
+    }],
+    ['GET', /^\/api\/v1\/authorizationpolicies$/, () => authzTable().rows(deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, labels: a.workload.labels })))],
+    ['POST', /^\/api\/v1\/authorizationpolicies$/, async (_r, body) => {
+      if (!Array.isArray(body)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send a JSON list of AuthorizationPolicy documents');
+      const result = await authzTable().apply(body);
+      deps.logger.info({ applied: result.applied.map((r) => `${r.namespace}/${r.name}`), rejected: result.errors.length }, 'authorization policies applied');
+      return result;
+    }],
+    ['DELETE', /^\/api\/v1\/authorizationpolicies\/([^/]+)\/([^/]+)$/, async (_r, _b, [ns, name]) => {
+      try {
+        await authzTable().remove(ns!, name!);
+      } catch (err) {
+        if (err instanceof KedgeError && err.code === 'KEDGE_NOT_FOUND') throw new HttpError(404, err.code, err.message);
+        throw err;
+      }
+      deps.logger.info({ namespace: ns, name }, 'authorization policy deleted');
+      return { kind: 'AuthorizationPolicy', namespace: ns, name, deleted: true };
+    }],
+    ['POST', /^\/api\/v1\/authz\/check$/, (_r, body) => {
+      const q = body as AuthzCheckQuery;
+      if (typeof q?.from !== 'string' || typeof q?.to !== 'string') throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send {"from": "NAMESPACE/WORKLOAD", "to": "SERVICE[.NAMESPACE][:PORT]", "method"?, "path"?}');
+      try {
+        return authzCheck(authzTable(), deps.agents(), deps.view(), q);
+      } catch (err) {
+        if (err instanceof KedgeError && (err.code === 'KEDGE_NOT_FOUND' || err.code === 'KEDGE_BAD_REQUEST')) throw new HttpError(err.code === 'KEDGE_NOT_FOUND' ? 404 : 400, err.code, err.message);
+        throw err;
+      }
     }],
     ['GET', /^\/api\/v1\/status$/, () => statusRows(deps)],
     ['GET', /^\/api\/v1\/prometheus\/targets$/, () => prometheusTargets(deps.agents())],

@@ -10,6 +10,8 @@ import { RequestTrace, requestLogFields, traceIdOf } from '../request-record';
 import { buildSni } from '../../../proto/model/sni';
 import type { LocalTarget } from '../types';
 import { headerValue } from './parse';
+import type { AuthzMatcher } from '../../../policy/authz/compile';
+import { authorizeHttp1 } from '../authz';
 import { ConnectionPool } from './pool';
 import { type Drainable, type Http1Side, Http1Session, type LocalAnswer, type Upstream } from './session';
 
@@ -31,6 +33,8 @@ export interface Http1InboundDeps {
   sessions: Set<Drainable>;
   /** The pool to the app at `host:port`, created on first use. */
   appPool: (target: LocalTarget) => ConnectionPool;
+  /** The current snapshot's authorization matcher (authz helper's hook). */
+  authorization?: () => AuthzMatcher | undefined;
 }
 
 /** Opens a connection to the app within `timeoutMs`. */
@@ -62,6 +66,7 @@ export function appPool(target: LocalTarget, timeoutMs: number, track: (s: net.S
 /** Serves one mesh connection (ALPN http/1.1) for `target`. */
 export function serveHttp1Inbound(socket: net.Socket, target: LocalTarget, peer: PeerWorkload, self: PeerWorkload, trace: ConnectionTrace, deps: Http1InboundDeps, resumed: boolean): void {
   const appAddr = `${target.host}:${target.targetPort}`;
+  const authzConn = { principal: peer.principal, remoteAddress: socket.remoteAddress, localAddress: socket.localAddress, targetPort: target.targetPort, sni: buildSni(target.servicePort, target.hostname) };
   const service = destinationService(target.hostname, target.hostname, target.servicePort);
   const refused = (err: unknown): LocalAnswer => ({
     status: 503,
@@ -87,7 +92,8 @@ export function serveHttp1Inbound(socket: net.Socket, target: LocalTarget, peer:
         traceId: traceIdOf(headerValue(req.headers, 'traceparent')),
       }, (rec) => deps.logger.info({ peer: peer.principal, sni: buildSni(target.servicePort, target.hostname), target: appAddr, resumed, ...requestLogFields(rec) }, 'inbound'));
       t.upstreamHost = appAddr;
-      return { trace: t, edit: {}, responseEdit: {} };
+      const denied = authorizeHttp1(deps.authorization?.(), deps.logger, authzConn, req.method, req.target, req.headers);
+      return { trace: t, edit: {}, responseEdit: {}, ...(denied ? { answer: denied } : {}) };
     },
     async connect(): Promise<Upstream | LocalAnswer> {
       const pool = deps.appPool(target);

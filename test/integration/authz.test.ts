@@ -1,0 +1,208 @@
+// AuthorizationPolicy end to end with real processes: a federation, a server
+// agent (httpbin: an HTTP port and a TCP port, label app=httpbin in
+// namespace foo) and two client agents (default/sleep and default/attacker).
+// kedge apply -f stores the policies, the federation pushes them to the
+// agent they select, its inbound proxy enforces them (curl sees 403 `RBAC:
+// access denied`, a TCP client a closed connection), and `kedge authz check`
+// agrees with what the proxy does on a table of cases.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { runKedge, tempDir, eventually } from '../support/procs';
+import { AgentHandle, FederationHandle, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
+
+const T = { timeout: 120_000 };
+
+function curl(url: string, method = 'GET'): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    execFile('curl', ['-s', '-X', method, '-o', '-', '-w', '\n%{http_code}', '--max-time', '5', url], (err, stdout) => {
+      if (err && !stdout) return reject(err);
+      const nl = stdout.lastIndexOf('\n');
+      resolve({ status: Number(stdout.slice(nl + 1)), body: stdout.slice(0, nl) });
+    });
+  });
+}
+
+/** Sends a line over TCP; resolves with what came back before the connection closed (or the echo). */
+function tcpExchange(hostPort: string): Promise<string> {
+  const i = hostPort.lastIndexOf(':');
+  return new Promise((resolve) => {
+    const s = net.connect({ host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)) });
+    let got = '';
+    const t = setTimeout(() => s.destroy(), 5_000);
+    s.setEncoding('utf8');
+    s.on('connect', () => s.write('ping\n'));
+    s.on('data', (d: string) => {
+      got += d;
+      if (got.includes('\n')) s.end();
+    });
+    s.on('error', () => undefined);
+    s.on('close', () => {
+      clearTimeout(t);
+      resolve(got);
+    });
+  });
+}
+
+const DENY_ATTACKER = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-attacker, namespace: foo }
+spec:
+  action: DENY
+  rules:
+  - from: [{ source: { principals: [cluster.local/ns/default/sa/attacker] } }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: nobody, namespace: foo }
+spec:
+  selector: { matchLabels: { app: nothing-has-this } }
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: broken, namespace: foo }
+spec:
+  rules:
+  - from: [{ source: { ipBlocks: [10.0.0.0/40] } }]
+`;
+
+const ALLOW_API = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-api-get, namespace: foo }
+spec:
+  selector: { matchLabels: { app: httpbin } }
+  action: ALLOW
+  rules:
+  - to: [{ operation: { methods: [GET], paths: ["/api/*"] } }]
+`;
+
+describe('authorization policies', () => {
+  let fed: FederationHandle;
+  const agents: AgentHandle[] = [];
+  let server: AgentHandle;
+  let sleep: AgentHandle;
+  let attacker: AgentHandle;
+  let app: Awaited<ReturnType<typeof startHttpApp>>;
+  let echo: net.Server;
+  const admin = () => ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
+  const dir = tempDir('authz');
+
+  before(async () => {
+    fed = await startFederationProc();
+    app = await startHttpApp('httpbin');
+    echo = net.createServer((s) => s.pipe(s));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    const echoPort = (echo.address() as net.AddressInfo).port;
+    server = await startAgentProc(fed, {
+      name: 'httpbin',
+      namespace: 'foo',
+      serviceAccount: 'httpbin',
+      address: '127.0.72.1',
+      services: [
+        { name: 'httpbin', ports: [{ name: 'http', port: 8000, targetPort: app.port, protocol: 'http' }] },
+        { name: 'tcpecho', ports: [{ name: 'tcp', port: 9000, targetPort: echoPort, protocol: 'tcp' }] },
+      ],
+    });
+    // Two upstream listeners per client, on its own loopback address (one address:0 per upstream).
+    const upstreams = (host: string) => [{ service: 'httpbin.foo', port: 8000, listen: `${host}:0` }, { service: 'tcpecho.foo', port: 9000, listen: '127.0.0.1:0' }];
+    sleep = await startAgentProc(fed, { name: 'sleep', namespace: 'default', serviceAccount: 'sleep', address: '127.0.72.2', upstreams: upstreams('127.0.72.2') });
+    attacker = await startAgentProc(fed, { name: 'attacker', namespace: 'default', serviceAccount: 'attacker', address: '127.0.72.3', upstreams: upstreams('127.0.72.3') });
+    agents.push(server, sleep, attacker);
+    for (const a of [sleep, attacker]) await eventually(async () => (await curl(`http://${a.upstreams[0]}/`)).status === 200, 15_000, `${a.spec.name} reaches httpbin`);
+  });
+  after(async () => {
+    await Promise.all(agents.map((a) => a.proc.stop('SIGKILL')));
+    await fed.proc.stop('SIGKILL');
+    await app.close();
+    echo.close();
+  });
+
+  it('kedge apply -f stores the good policies and names the document and path of the bad one', T, async () => {
+    const file = path.join(dir, 'deny.yaml');
+    fs.writeFileSync(file, DENY_ATTACKER);
+    const r = await runKedge(['apply', '-f', file, ...admin()]);
+    assert.equal(r.code, 1, 'the bad document makes the command fail');
+    assert.match(r.stderr, /deny\.yaml \(document 3\): AuthorizationPolicy foo\/broken: spec\.rules\[0\]\.from\[0\]\.source\.ipBlocks\[0\]: "10\.0\.0\.0\/40" is not an IP address or CIDR block/);
+    // A bad policy rejects only itself: the good ones of the file are applied.
+    assert.match(r.stdout, /^authorizationpolicy\/deny-attacker \(foo\) applied$/m);
+    const list = await runKedge(['get', 'authorizationpolicies', '-o', 'json', ...admin()]);
+    const rows = JSON.parse(list.stdout) as { name: string; workloads: string[] }[];
+    assert.deepEqual(rows.map((x) => x.name).sort(), ['deny-attacker', 'nobody']);
+  });
+
+  it('a DENY for the attacker principal blocks it over HTTP (403) and TCP (closed) while sleep passes', T, async () => {
+    const file = path.join(dir, 'deny-good.yaml');
+    fs.writeFileSync(file, DENY_ATTACKER.split('---\n').slice(0, 2).join('---\n'));
+    const r = await runKedge(['apply', '-f', file, ...admin()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^authorizationpolicy\/deny-attacker \(foo\) applied$/m);
+    await eventually(async () => (await curl(`http://${attacker.upstreams[0]}/`)).status === 403, 15_000, 'the attacker denied');
+    const denied = await curl(`http://${attacker.upstreams[0]}/anything`);
+    assert.deepEqual(denied, { status: 403, body: 'RBAC: access denied' });
+    assert.equal((await curl(`http://${sleep.upstreams[0]}/anything`)).status, 200);
+    assert.equal(await tcpExchange(attacker.upstreams[1]!), '', 'the attacker TCP connection is closed without an echo');
+    assert.equal(await tcpExchange(sleep.upstreams[1]!), 'ping\n');
+    const log = await server.proc.waitForLog((l) => l.msg === 'denied by authorization policy' && l.method === 'GET', 5_000, 'the denial log line');
+    assert.equal(log.policy, 'foo/deny-attacker');
+    assert.equal(log.rule, 0);
+    assert.equal(log.peer, 'spiffe://cluster.local/ns/default/sa/attacker');
+    await server.proc.waitForLog((l) => l.msg === 'denied by authorization policy' && l.method === undefined && l.policy === 'foo/deny-attacker', 5_000, 'the TCP denial log line');
+  });
+
+  it('kedge get authorizationpolicies shows what each policy selects, a selector matching nothing as such', T, async () => {
+    const r = await runKedge(['get', 'authorizationpolicies', ...admin()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /foo\s+deny-attacker\s+DENY\s+\(namespace\)\s+1\s+foo\/httpbin/);
+    assert.match(r.stdout, /foo\s+nobody\s+ALLOW\s+app=nothing-has-this\s+1\s+\(no registered workload\)/);
+  });
+
+  it('an ALLOW of GET /api/* lets GET through and denies POST and other paths; TCP to the workload is denied (Istio: an ALLOW rule with HTTP fields matches no TCP)', T, async () => {
+    const file = path.join(dir, 'allow.yaml');
+    fs.writeFileSync(file, ALLOW_API);
+    assert.equal((await runKedge(['apply', '-f', file, ...admin()])).code, 0);
+    await eventually(async () => (await curl(`http://${sleep.upstreams[0]}/other`)).status === 403, 15_000, 'the ALLOW in force');
+    assert.equal((await curl(`http://${sleep.upstreams[0]}/api/items`)).status, 200);
+    assert.equal((await curl(`http://${sleep.upstreams[0]}/api/items`, 'POST')).status, 403);
+    assert.equal((await curl(`http://${attacker.upstreams[0]}/api/items`)).status, 403, 'DENY still wins');
+    assert.equal(await tcpExchange(sleep.upstreams[1]!), '');
+  });
+
+  it('kedge authz check agrees with what the proxy does on 32 cases', T, async () => {
+    const cases: { from: AgentHandle; method: string; path: string }[] = [];
+    for (const from of [sleep, attacker]) for (const method of ['GET', 'POST', 'DELETE', 'PUT']) for (const p of ['/api/items', '/api/', '/apix', '/']) cases.push({ from, method, path: p });
+    const mismatches: string[] = [];
+    for (const c of cases) {
+      const actual = await curl(`http://${c.from.upstreams[0]}${c.path}`, c.method);
+      const r = await runKedge(['authz', 'check', '--from', `default/${c.from.spec.name}`, '--to', 'httpbin.foo:8000', '--method', c.method, '--path', c.path, '-o', 'json', ...admin()]);
+      assert.equal(r.code, 0, r.stderr);
+      const answer = JSON.parse(r.stdout) as { results: { allowed: boolean; reason: string }[] };
+      assert.equal(answer.results.length, 1);
+      const predicted = answer.results[0]!.allowed ? 200 : 403;
+      if (predicted !== actual.status) mismatches.push(`${c.from.spec.name} ${c.method} ${c.path}: check says ${predicted} (${answer.results[0]!.reason}), proxy answered ${actual.status}`);
+    }
+    assert.deepEqual(mismatches, []);
+    assert.equal(cases.length, 32);
+    const table = await runKedge(['authz', 'check', '--from', 'default/sleep', '--to', 'httpbin.foo:8000', '--method', 'GET', '--path', '/api/x', ...admin()]);
+    assert.match(table.stdout, /ALLOW\s+127\.0\.72\.1:\d+\s+foo\/httpbin\s+foo\/allow-api-get\s+0\s+allowed by ALLOW policy foo\/allow-api-get, rule 0/);
+    const tcp = await runKedge(['authz', 'check', '--from', 'default/sleep', '--to', 'tcpecho.foo', ...admin()]);
+    assert.match(tcp.stdout, /\[tcp\]/);
+    assert.match(tcp.stdout, /DENY\s+127\.0\.72\.1:\d+.*denied: no rule of the ALLOW policies \(foo\/allow-api-get\) matches/);
+    const bad = await runKedge(['authz', 'check', '--from', 'default/nobody', '--to', 'httpbin.foo', ...admin()]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /no workload default\/nobody is registered/);
+  });
+
+  it('kedge delete authorizationpolicy lifts the policy at the proxy', T, async () => {
+    for (const name of ['allow-api-get', 'deny-attacker']) {
+      const r = await runKedge(['delete', 'authorizationpolicy', `foo/${name}`, ...admin()]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `authorizationpolicy/${name} (foo) deleted\n`);
+    }
+    await eventually(async () => (await curl(`http://${attacker.upstreams[0]}/other`, 'POST')).status === 200, 15_000, 'the attacker passes again');
+    assert.equal(await tcpExchange(attacker.upstreams[1]!), 'ping\n');
+  });
+});
