@@ -6,8 +6,13 @@
 // response flag RBAC in the record.
 import type { Logger } from '../../proto/model/log';
 import type { AuthzDecision, AuthzMatcher, AuthzRequest } from '../../policy/authz/compile';
+import type * as http2 from 'node:http2';
 import type { HeaderLine } from './http1/parse';
 import type { LocalAnswer } from './http1/session';
+import type { H2Answer } from './http2/stream';
+
+/** gRPC's PERMISSION_DENIED, which a denied gRPC call gets (trailers-only). */
+const GRPC_PERMISSION_DENIED = 7;
 
 /** The record's response flag for a request or connection denied by an AuthorizationPolicy. */
 export const RBAC_FLAG = 'RBAC';
@@ -57,6 +62,22 @@ export function authorizeHttp1(m: AuthzMatcher | undefined, logger: Logger, c: A
   if (d.allowed) return undefined;
   logDenial(logger, d, c, { method, path: target });
   return { status: 403, code: RBAC_DENIED, message: RBAC_BODY, flag: RBAC_FLAG, headers: [['content-type', 'text/plain']], body: RBAC_BODY };
+}
+
+/** Evaluates one HTTP/2 stream (gRPC or not); undefined to forward it, or the answer (403, or gRPC PERMISSION_DENIED). */
+export function authorizeHttp2(m: AuthzMatcher | undefined, logger: Logger, c: AuthzConnection, headers: http2.IncomingHttpHeaders): H2Answer | undefined {
+  if (m === undefined || m.empty) return undefined;
+  const method = String(headers[':method'] ?? '');
+  const path = String(headers[':path'] ?? '');
+  const header = (name: string): string | undefined => {
+    const v = headers[name === 'host' ? ':authority' : name];
+    return v === undefined ? undefined : Array.isArray(v) ? v.join(',') : String(v);
+  };
+  const d = m.evaluate({ ...baseRequest(c), http: { host: header('host') ?? '', method, path, header } });
+  if (d.audit) logger.info({ peer: c.principal, method, path, audit: d.audit.policy, rule: d.audit.rule, allowed: d.allowed }, 'audited by authorization policy');
+  if (d.allowed) return undefined;
+  logDenial(logger, d, c, { method, path });
+  return { status: 403, grpcStatus: GRPC_PERMISSION_DENIED, code: RBAC_DENIED, message: RBAC_BODY, flag: RBAC_FLAG };
 }
 
 /** Evaluates an opaque TCP connection; true when it may go to the app (the caller closes it otherwise). */

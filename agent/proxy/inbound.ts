@@ -89,7 +89,7 @@ export class InboundListener {
         return p;
       },
     };
-    this.http2 = { logger: deps.logger, sink: deps.sink, connectTimeoutMs: deps.connectTimeoutMs, track: (s) => this.track(s), apps: this.appSessions, sessions: deps.sessions };
+    this.http2 = { logger: deps.logger, sink: deps.sink, connectTimeoutMs: deps.connectTimeoutMs, track: (s) => this.track(s), apps: this.appSessions, sessions: deps.sessions, authorization: () => this.authorization };
     this.server = tls.createServer({
       ...contexts.serverOptions,
       // The client chain is verified against the trust bundle only; Node

@@ -4,13 +4,15 @@
 // kedge apply -f stores the policies, the federation pushes them to the
 // agent they select, its inbound proxy enforces them (curl sees 403 `RBAC:
 // access denied`, a TCP client a closed connection), and `kedge authz check`
-// agrees with what the proxy does on a table of cases.
+// agrees with what the proxy does on a table of cases. A grpc-js client
+// gets PERMISSION_DENIED.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { runKedge, tempDir, eventually } from '../support/procs';
 import { AgentHandle, FederationHandle, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
 
@@ -43,6 +45,22 @@ function tcpExchange(hostPort: string): Promise<string> {
     s.on('close', () => {
       clearTimeout(t);
       resolve(got);
+    });
+  });
+}
+
+// A gRPC service without a .proto: raw bytes in and out.
+const RAW = (b: Buffer): Buffer => b;
+const ECHO_DEF = { Check: { path: '/kedge.test.Echo/Check', requestStream: false, responseStream: false, requestSerialize: RAW, requestDeserialize: RAW, responseSerialize: RAW, responseDeserialize: RAW } } as const;
+const EchoClient = grpc.makeGenericClientConstructor(ECHO_DEF as unknown as grpc.ServiceDefinition, 'Echo');
+
+/** One unary call through a client proxy; resolves with the gRPC status code and message. */
+function grpcCall(hostPort: string): Promise<{ code: number; details: string }> {
+  const c = new EchoClient(hostPort, grpc.credentials.createInsecure()) as unknown as grpc.Client & { Check(b: Buffer, md: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null) => void): void };
+  return new Promise((resolve) => {
+    c.Check(Buffer.from('ping'), new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err) => {
+      c.close();
+      resolve({ code: err?.code ?? 0, details: err?.details ?? '' });
     });
   });
 }
@@ -88,6 +106,7 @@ describe('authorization policies', () => {
   let attacker: AgentHandle;
   let app: Awaited<ReturnType<typeof startHttpApp>>;
   let echo: net.Server;
+  let grpcServer: grpc.Server;
   const admin = () => ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
   const dir = tempDir('authz');
 
@@ -97,6 +116,9 @@ describe('authorization policies', () => {
     echo = net.createServer((s) => s.pipe(s));
     await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
     const echoPort = (echo.address() as net.AddressInfo).port;
+    grpcServer = new grpc.Server();
+    grpcServer.addService(ECHO_DEF as unknown as grpc.ServiceDefinition, { Check: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, call.request) });
+    const grpcPort = await new Promise<number>((resolve, reject) => grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))));
     server = await startAgentProc(fed, {
       name: 'httpbin',
       namespace: 'foo',
@@ -105,12 +127,17 @@ describe('authorization policies', () => {
       services: [
         { name: 'httpbin', ports: [{ name: 'http', port: 8000, targetPort: app.port, protocol: 'http' }] },
         { name: 'tcpecho', ports: [{ name: 'tcp', port: 9000, targetPort: echoPort, protocol: 'tcp' }] },
+        { name: 'echogrpc', ports: [{ name: 'grpc', port: 9090, targetPort: grpcPort, protocol: 'grpc' }] },
       ],
     });
     // Two upstream listeners per client, on its own loopback address (one address:0 per upstream).
-    const upstreams = (host: string) => [{ service: 'httpbin.foo', port: 8000, listen: `${host}:0` }, { service: 'tcpecho.foo', port: 9000, listen: '127.0.0.1:0' }];
-    sleep = await startAgentProc(fed, { name: 'sleep', namespace: 'default', serviceAccount: 'sleep', address: '127.0.72.2', upstreams: upstreams('127.0.72.2') });
-    attacker = await startAgentProc(fed, { name: 'attacker', namespace: 'default', serviceAccount: 'attacker', address: '127.0.72.3', upstreams: upstreams('127.0.72.3') });
+    const upstreams = (n: number) => [
+      { service: 'httpbin.foo', port: 8000, listen: `127.0.72.${n}:0` },
+      { service: 'tcpecho.foo', port: 9000, listen: `127.0.73.${n}:0` },
+      { service: 'echogrpc.foo', port: 9090, listen: `127.0.74.${n}:0` },
+    ];
+    sleep = await startAgentProc(fed, { name: 'sleep', namespace: 'default', serviceAccount: 'sleep', address: '127.0.72.2', upstreams: upstreams(2) });
+    attacker = await startAgentProc(fed, { name: 'attacker', namespace: 'default', serviceAccount: 'attacker', address: '127.0.72.3', upstreams: upstreams(3) });
     agents.push(server, sleep, attacker);
     for (const a of [sleep, attacker]) await eventually(async () => (await curl(`http://${a.upstreams[0]}/`)).status === 200, 15_000, `${a.spec.name} reaches httpbin`);
   });
@@ -119,6 +146,7 @@ describe('authorization policies', () => {
     await fed.proc.stop('SIGKILL');
     await app.close();
     echo.close();
+    grpcServer.forceShutdown();
   });
 
   it('kedge apply -f stores the good policies and names the document and path of the bad one', T, async () => {
@@ -146,6 +174,8 @@ describe('authorization policies', () => {
     assert.equal((await curl(`http://${sleep.upstreams[0]}/anything`)).status, 200);
     assert.equal(await tcpExchange(attacker.upstreams[1]!), '', 'the attacker TCP connection is closed without an echo');
     assert.equal(await tcpExchange(sleep.upstreams[1]!), 'ping\n');
+    assert.deepEqual(await grpcCall(attacker.upstreams[2]!), { code: grpc.status.PERMISSION_DENIED, details: 'RBAC: access denied' });
+    assert.deepEqual(await grpcCall(sleep.upstreams[2]!), { code: grpc.status.OK, details: '' });
     const log = await server.proc.waitForLog((l) => l.msg === 'denied by authorization policy' && l.method === 'GET', 5_000, 'the denial log line');
     assert.equal(log.policy, 'foo/deny-attacker');
     assert.equal(log.rule, 0);
@@ -169,6 +199,7 @@ describe('authorization policies', () => {
     assert.equal((await curl(`http://${sleep.upstreams[0]}/api/items`, 'POST')).status, 403);
     assert.equal((await curl(`http://${attacker.upstreams[0]}/api/items`)).status, 403, 'DENY still wins');
     assert.equal(await tcpExchange(sleep.upstreams[1]!), '');
+    assert.equal((await grpcCall(sleep.upstreams[2]!)).code, grpc.status.PERMISSION_DENIED, 'a gRPC call is a POST to /kedge.test.Echo/Check: not allowed');
   });
 
   it('kedge authz check agrees with what the proxy does on 32 cases', T, async () => {
@@ -204,5 +235,6 @@ describe('authorization policies', () => {
     }
     await eventually(async () => (await curl(`http://${attacker.upstreams[0]}/other`, 'POST')).status === 200, 15_000, 'the attacker passes again');
     assert.equal(await tcpExchange(attacker.upstreams[1]!), 'ping\n');
+    assert.equal((await grpcCall(attacker.upstreams[2]!)).code, grpc.status.OK);
   });
 });

@@ -4,6 +4,8 @@
 // the server proxy reads those sessions and sends each stream to the app
 // over an h2c session. gRPC is HTTP/2 with trailers: it needs nothing more
 // here than stream.ts's care for trailers, resets and grpc-timeout.
+import type { AuthzMatcher } from '../../../policy/authz/compile';
+import { authorizeHttp2 } from '../authz';
 import { randomUUID } from 'node:crypto';
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
@@ -205,6 +207,8 @@ export interface Http2InboundDeps {
   /** h2c sessions to local apps, by host:port. */
   apps: H2Sessions;
   sessions: Set<Drainable>;
+  /** The current snapshot's authorization matcher (authz helper's hook). */
+  authorization?: () => AuthzMatcher | undefined;
 }
 
 /** The server proxy's HTTP/2 stack for one mesh connection (ALPN h2) to `target`. */
@@ -222,6 +226,8 @@ export function serveHttp2Inbound(socket: net.Socket, target: LocalTarget, peer:
     );
     t.upstreamHost = appAddr;
     const plan: StreamPlan = { trace: t, grpc, setHeaders: {}, removeHeaders: new Set(), responseSet: {}, responseRemove: new Set() };
+    const denied = authorizeHttp2(deps.authorization?.(), deps.logger, { principal: peer.principal, remoteAddress: socket.remoteAddress, localAddress: socket.localAddress, targetPort: target.targetPort, sni: buildSni(target.servicePort, target.hostname) }, headers);
+    if (denied) plan.answer = denied;
     const connect = async (): Promise<H2Upstream | H2Answer> => {
       try {
         const session = await deps.apps.get(appAddr, appAddr, async () => sessionOver(await dialApp(target, deps.connectTimeoutMs, deps.track), `http://${appAddr}`));

@@ -38,6 +38,17 @@ export interface H2Answer {
   flag: string;
 }
 
+/**
+ * grpc-message as the gRPC HTTP/2 spec percent-encodes it: only bytes
+ * outside space..~ and `%` itself (encodeURIComponent also encodes `:` and
+ * spaces, which grpc-js then shows undecoded).
+ */
+export function grpcMessage(text: string): string {
+  let out = '';
+  for (const b of Buffer.from(text, 'utf8')) out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  return out;
+}
+
 /** What one stream is routed with. */
 export interface StreamPlan {
   trace: RequestTrace;
@@ -157,7 +168,7 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
     if (a.flag !== '-') t.flag(a.flag);
     if (!down.destroyed && !down.headersSent) {
       const h: http2.OutgoingHttpHeaders = plan.grpc
-        ? { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(a.grpcStatus), 'grpc-message': encodeURIComponent(a.message), 'x-kedge-response-flags': a.flag, 'x-kedge-proxy-error': a.code }
+        ? { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(a.grpcStatus), 'grpc-message': grpcMessage(a.message), 'x-kedge-response-flags': a.flag, 'x-kedge-proxy-error': a.code }
         : { ':status': a.status, 'content-type': 'text/plain', 'x-kedge-response-flags': a.flag, ...(a.status >= 500 ? { 'x-kedge-proxy-error': a.code } : {}) };
       try {
         if (plan.grpc) down.respond(h, { endStream: true });
