@@ -5,6 +5,8 @@
 // refused (STRICT), and so does, in PERMISSIVE, TLS whose SNI is not a mesh
 // name (an app's own TLS client talking to the app: passed through, never
 // terminated).
+import type { AuthzMatcher } from '../../policy/authz/compile';
+import { RBAC_DENIED, RBAC_FLAG, authorizeTcp } from './authz';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
 import { formatHostPort } from '../../proto/model/address';
@@ -74,6 +76,8 @@ export interface CaptureFrontDeps {
   sink: RecordSink;
   /** This proxy's workload: the destination of its records. */
   self: () => PeerWorkload;
+  /** The current snapshot's AuthorizationPolicies; captured plaintext is checked as TCP with no principal (authz helper's hook). */
+  authorization?: () => AuthzMatcher | undefined;
 }
 
 /** The inbound capture front; see the file comment. */
@@ -160,6 +164,10 @@ export class CaptureFront {
       return refuse(new KedgeError('KEDGE_ORIGINAL_DST_LOOP', `the original destination ${fields.originalDst} is the inbound port itself; plaintext sent there directly has nowhere to go`));
     }
     trace.update({ service: { ...NO_SERVICE, port: dst.port }, stack: kind === 'plaintext' ? 'opaque' : 'tls' });
+    if (!authorizeTcp(this.deps.authorization?.(), logger, { principal: '', remoteAddress: socket.remoteAddress, localAddress: dst.address, targetPort: dst.port, sni: sni ?? '' })) {
+      trace.finish(RBAC_DENIED, 0, 0, RBAC_FLAG);
+      return closeClient(socket, true);
+    }
     forwardDirect(socket, { host: this.deps.appHost, port: dst.port }, trace, this.passthrough, { msg: 'inbound', fields, failCode: 'KEDGE_TARGET_CONNECT_FAILED' }, prefix);
   }
 }

@@ -202,6 +202,7 @@ export class Proxy {
         logger: this.logger.child({ listener: 'inbound' }),
         sink: inboundSink,
         self: () => this.self,
+        authorization: () => this.current.authorization,
       });
     }
   }
