@@ -109,6 +109,8 @@ export interface TelemetryConfig {
   accessLog: AccessLogConfig;
   /** A span per hop over OTLP/HTTP. */
   tracing: TracingConfig;
+  /** How often the traffic summary for `kedge stat` goes to the federation (default 10 s). */
+  statsIntervalMs: number;
 }
 
 const ACCESS_LOG_LEVELS = ['off', 'trace', 'debug', 'info', 'warn', 'error'] as const;
@@ -204,7 +206,7 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
   const outboundPolicy = proxy.at('outboundPolicy').string(AGENT_DEFAULTS.outboundPolicy);
   if (outboundPolicy !== 'allow-any' && outboundPolicy !== 'registry-only') proxy.at('outboundPolicy').fail('must be allow-any or registry-only');
   const admin = doc.at('admin').optionalObject(['listen', 'metricsListen']) ?? doc.at('admin');
-  const tel = doc.at('telemetry').optionalObject(['metrics', 'accessLog', 'tracing']) ?? doc.at('telemetry');
+  const tel = doc.at('telemetry').optionalObject(['metrics', 'accessLog', 'tracing', 'statsInterval']) ?? doc.at('telemetry');
   const tr = tel.at('tracing').optionalObject(['otlpEndpoint', 'sample']) ?? tel.at('tracing');
   const otlpEndpoint = tr.at('otlpEndpoint').string(TRACING_DEFAULTS.otlpEndpoint);
   if (otlpEndpoint !== '' && !/^https?:\/\/[^/\s]+/.test(otlpEndpoint)) tr.at('otlpEndpoint').fail(`"${otlpEndpoint}" is not an http(s) URL; write the collector's OTLP/HTTP traces URL, e.g. http://otel-collector:4318/v1/traces`);
@@ -255,6 +257,7 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
       metrics: tel.at('metrics').bool(true),
       accessLog: { level: alLevel as AccessLogConfig['level'], filter: alFilter as AccessLogConfig['filter'], sample: alSample as number },
       tracing: { otlpEndpoint, sample: trSample as number },
+      statsIntervalMs: tel.at('statsInterval').parse((v) => parseDuration(v, 'statsInterval'), '10s'),
     },
     dataDir: rel(doc.at('dataDir').string(AGENT_DEFAULTS.dataDir)),
     captureDoc: doc.at('capture'),

@@ -159,6 +159,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     logger: logger.child({ component: 'registration' }),
   });
   session.start();
+  telemetry.reportStats((stats) => session.sendMessage({ stats }), config.telemetry.statsIntervalMs);
   if (probed.length) {
     checker = new HealthChecker({
       targets: probed,

@@ -12,6 +12,7 @@ commands:
   kedge delete workload NAMESPACE/NAME     # revokes its certificates
   kedge delete token ID
   kedge status [-o table|json]
+  kedge stat services|workloads [NAME] [--from NS/WORKLOAD] [--window 1m] [-o table|json]
   kedge apply -f FILE             (TrafficPolicy, HTTPRoute, GRPCRoute, FaultInjection, AuthorizationPolicy)
   kedge delete -f FILE | kedge delete KIND [NAMESPACE/]NAME
   kedge get policies|routes|authorizationpolicies [-o table|json]
@@ -40,6 +41,7 @@ const COMMANDS: Record<string, () => Command> = {
   get: () => print(require('../cli/get').runGet),
   delete: () => print(require('../cli/delete').runDelete),
   status: () => print(require('../cli/status').runStatus),
+  stat: () => print(require('../cli/stat').runStat),
   apply: () => print(require('../cli/apply').runApply),
   authz: () => print(require('../cli/authz').runAuthz),
   capture: () => require('../cli/capture').runCapture,

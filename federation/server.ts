@@ -16,6 +16,7 @@ import { openEtcdStore } from './store/etcd';
 import type { EtcdSecurity } from './store/etcd-rpc';
 import type { Source, SourceService, SourceStatus } from './sources/types';
 import { FederationMetrics } from './metrics';
+import { TrafficStatsStore } from './stats';
 import type { KubernetesSource } from './sources/kubernetes';
 import { ConsulSource } from './sources/consul';
 import { StaticSource } from './sources/static';
@@ -207,8 +208,10 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     const exportsAll = exported.has('*');
     const kubeClusters = new Map(sources.flatMap((src) => (isKubernetes(src) ? [[src.name, src] as const] : [])));
     metricsSources = () => sources.map((src) => src.status());
+    const trafficStats = new TrafficStatsStore();
     service = new FederationService({
       metrics,
+      trafficStats,
       bindings,
       revoked: () => revokedSet,
       authorizationFor: (w) => authz.documentsFor(w),
@@ -304,6 +307,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       routeRows: () => resolveRoutes(routes.table(), clusterRoutes(), (key) => view.services.has(key)).rows,
       rebuild: scheduleRebuild,
       metrics: () => metrics.render(),
+      trafficStats,
       logger,
       version: KEDGE_VERSION,
       join: {

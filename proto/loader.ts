@@ -57,3 +57,5 @@ export type { SignResponse, SignResponse__Output } from './generated/kedge/v1/Si
 export type { HostFacts, HostFacts__Output } from './generated/kedge/v1/HostFacts';
 export type { Locality, Locality__Output } from './generated/kedge/v1/Locality';
 export type { FederationClient, FederationHandlers } from './generated/kedge/v1/Federation';
+export type { TrafficStats, TrafficStats__Output } from './generated/kedge/v1/TrafficStats';
+export type { TrafficStat__Output } from './generated/kedge/v1/TrafficStat';

@@ -13,9 +13,12 @@ import { fanout } from './fanout';
 import { IstioMetrics } from './istio-metrics';
 import { type MetricsServer, startMetricsServer } from './server';
 import type { SpanSink } from './tracing';
+import { type StatRow, StatsSummary } from './stats-summary';
 
 /** How often idle series are looked for. */
 const SWEEP_INTERVAL_MS = 60_000;
+/** How often the traffic summary goes to the federation (`kedge stat`). */
+export const STATS_REPORT_INTERVAL_MS = 10_000;
 
 /** What the agent's telemetry is built from. */
 export interface TelemetryOptions {
@@ -38,6 +41,9 @@ export class AgentTelemetry {
   /** Where the forwarding engine sends records. */
   readonly sink: RecordSink;
   readonly istio: IstioMetrics | undefined;
+  /** The traffic summary reported to the federation. */
+  readonly summary: StatsSummary;
+  private reportTimer: NodeJS.Timeout | undefined;
   private registry: Registry | undefined;
   private server: MetricsServer | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -50,7 +56,8 @@ export class AgentTelemetry {
 
   constructor(private readonly opts: TelemetryOptions) {
     this.istio = opts.istioMetrics ? new IstioMetrics({ local: opts.local, version: opts.version }) : undefined;
-    const sinks = [...(this.istio ? [this.istio] : []), ...(opts.sinks ?? []), ...(opts.spans ? [opts.spans] : [])];
+    this.summary = new StatsSummary(opts.local);
+    const sinks = [...(this.istio ? [this.istio] : []), this.summary, ...(opts.sinks ?? []), ...(opts.spans ? [opts.spans] : [])];
     this.sink = sinks.length === 0 ? NULL_SINK : sinks.length === 1 ? sinks[0]! : fanout(sinks);
   }
 
@@ -79,7 +86,16 @@ export class AgentTelemetry {
     }
   }
 
+  /** Sends the traffic summary every `intervalMs` through `send` (the Connect stream); nothing when there was no traffic. */
+  reportStats(send: (stats: { intervalMs: number; stats: StatRow[] }) => void, intervalMs = STATS_REPORT_INTERVAL_MS): void {
+    this.reportTimer ??= setInterval(() => {
+      const s = this.summary.take();
+      if (s) send(s);
+    }, intervalMs).unref();
+  }
+
   async close(): Promise<void> {
+    if (this.reportTimer) clearInterval(this.reportTimer);
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     await Promise.all([this.server?.close(), this.opts.spans?.close()]);
   }

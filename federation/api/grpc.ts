@@ -2,6 +2,7 @@
 // (registration, subscriptions, pushed updates, acks).
 import * as grpc from '@grpc/grpc-js';
 import type { PushObserver } from '../metrics';
+import type { TrafficStatsStore } from '../stats';
 import { X509Certificate } from 'node:crypto';
 import type { AgentMessage__Output, FederationHandlers, FederationMessage, SignRequest__Output, SignResponse } from '../../proto/loader';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
@@ -22,6 +23,9 @@ import { authenticatePeer } from './peer';
 import { recordFromRegister } from './register';
 import { toGrpcError } from '../../proto/model/grpc-errors';
 import type { CertClusters } from './cert-clusters';
+
+/** Aggregates one traffic report may carry (an agent's own cap is 5,000). */
+const MAX_STATS_PER_REPORT = 5_000;
 
 /** Largest CSR accepted; a 2048- or 4096-bit RSA CSR is 1–2 KB. */
 export const MAX_CSR_BYTES = 16 * 1024;
@@ -80,6 +84,8 @@ export interface GrpcDeps {
   viewFor?: (view: MeshView, network: string, role: 'workload' | 'gateway') => MeshView;
   logger: Logger;
   clock?: () => number;
+  /** Where agents' traffic summaries go, for `kedge stat`. */
+  trafficStats?: TrafficStatsStore;
   /** Metrics hooks: every Sign outcome, and each stream's pushes. */
   metrics?: { signed(credential: 'token' | 'kubernetes' | 'mtls', code: string | undefined): void; push: PushObserver };
 }
@@ -399,6 +405,12 @@ export class FederationService {
           conn.push.ack(msg.ack!.nonce, msg.ack!.errorDetail);
           registration.statusChanged();
           if (msg.ack!.errorDetail) log.warn({ agent: conn.id, nonce: msg.ack!.nonce, detail: msg.ack!.errorDetail }, 'agent rejected an update (NACK)');
+          return;
+        case 'stats':
+          // An agent speaks for its own side of each hop only; anything else is dropped.
+          deps.trafficStats?.add(
+            msg.stats!.stats.slice(0, MAX_STATS_PER_REPORT).filter((st) => (st.reporter === 'destination' ? st.destinationWorkload : st.reporter === 'source' ? st.sourceWorkload : undefined) === conn!.id && st.destinationService.length <= 320 && st.sourceWorkload.length <= 320 && st.destinationWorkload.length <= 320),
+          );
           return;
         case 'health': {
           const health = { ...record.health };

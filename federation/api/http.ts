@@ -18,6 +18,7 @@ import type { FederationService } from './grpc';
 import type { SourceStatus } from '../sources/types';
 import type { Readiness } from '../health/readiness';
 import type { PolicyTable } from '../mesh/policies';
+import type { TrafficStatsStore } from '../stats';
 import type { RouteRow, RouteTable } from '../mesh/routes';
 import type { AuthzTable } from '../mesh/authz';
 import { authzCheck, type AuthzCheckQuery } from '../mesh/authz-check';
@@ -61,6 +62,8 @@ export interface HttpDeps {
   routeRows: () => readonly RouteRow[];
   /** Asks for a mesh rebuild and push (after a route or policy change made here). */
   rebuild: () => void;
+  /** Agents' traffic summaries, for GET /api/v1/stats/{services,workloads}. */
+  trafficStats?: TrafficStatsStore;
   /** The /metrics page (Prometheus text format); served without the admin token. */
   metrics?: () => Promise<string>;
   /** Read-only tokens (kedge token create --viewer). */
@@ -192,6 +195,18 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     }],
     ['GET', /^\/api\/v1\/status$/, () => statusRows(deps)],
     ['GET', /^\/api\/v1\/prometheus\/targets$/, () => prometheusTargets(deps.agents())],
+    ['GET', /^\/api\/v1\/stats\/(services|workloads)$/, (req, _b, [kind]) => {
+      const q = new URL(req.url ?? '/', 'http://x').searchParams;
+      const windowText = q.get('window') ?? '1m';
+      let windowMs: number;
+      try {
+        windowMs = parseDuration(windowText, 'window');
+      } catch (err) {
+        throw new HttpError(400, 'KEDGE_BAD_REQUEST', errorMessage(err));
+      }
+      if (windowMs < 1_000 || windowMs > 3_600_000) throw new HttpError(400, 'KEDGE_BAD_REQUEST', `window ${windowText}: choose from 1s to 1h (agents report every 10 s; summaries are kept an hour)`);
+      return (deps.trafficStats?.query({ kind: kind as 'services' | 'workloads', windowMs, ...(q.get('name') ? { name: q.get('name')! } : {}), ...(q.get('from') ? { from: q.get('from')! } : {}) }) ?? []);
+    }],
     ['POST', /^\/api\/v1\/tokens$/, (_r, body) => createToken(deps, body)],
     ['GET', /^\/api\/v1\/backup$/, () => deps.backup()],
   ];

@@ -68,10 +68,10 @@ workload: { name: vm-1, namespace: shop, serviceAccount: payments }
 
 test('telemetry config: defaults, and bad values named with what to write', () => {
   const c = parseAgentConfig(BASE, '/etc/kedge/agent.yaml');
-  assert.deepEqual(c.telemetry, { metrics: true, accessLog: { level: 'info', filter: 'all', sample: 1 }, tracing: { otlpEndpoint: '', sample: 0.01 } });
+  assert.deepEqual(c.telemetry, { metrics: true, accessLog: { level: 'info', filter: 'all', sample: 1 }, tracing: { otlpEndpoint: '', sample: 0.01 }, statsIntervalMs: 10_000 });
   assert.deepEqual(c.admin.metricsListen, { host: '0.0.0.0', port: 15020 });
   const t = parseAgentConfig(`${BASE}telemetry: { metrics: false, accessLog: { level: warn, filter: errors, sample: 0.25 }, tracing: { otlpEndpoint: 'http://otel:4318/v1/traces', sample: 1 } }\nadmin: { metricsListen: 127.0.0.1:0 }\n`, '/a.yaml');
-  assert.deepEqual(t.telemetry, { metrics: false, accessLog: { level: 'warn', filter: 'errors', sample: 0.25 }, tracing: { otlpEndpoint: 'http://otel:4318/v1/traces', sample: 1 } });
+  assert.deepEqual(t.telemetry, { metrics: false, accessLog: { level: 'warn', filter: 'errors', sample: 0.25 }, tracing: { otlpEndpoint: 'http://otel:4318/v1/traces', sample: 1 }, statsIntervalMs: 10_000 });
   for (const [bad, re] of [
     ['telemetry: { accessLog: { sample: 2 } }', /telemetry\.accessLog\.sample.*0 to 1/],
     ['telemetry: { accessLog: { filter: some } }', /telemetry\.accessLog\.filter.*all or errors/],
