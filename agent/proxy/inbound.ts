@@ -106,7 +106,12 @@ export class InboundListener {
       // proxy asks for it; no ALPN means opaque bytes for the app.
       ALPNProtocols: ['h2', 'http/1.1'],
     });
-    this.server.on('connection', (raw: net.Socket) => this.track(raw));
+    this.server.on('connection', (raw: net.Socket) => {
+      this.track(raw);
+      // On the TCP socket itself: a TLS socket's own setNoDelay does not
+      // always reach it, and Nagle holds small answers for a delayed ACK.
+      raw.setNoDelay(true);
+    });
     this.server.on('secureConnection', (socket: tls.TLSSocket) => this.onSecureConnection(socket));
     this.server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => this.onHandshakeError(err, socket));
   }

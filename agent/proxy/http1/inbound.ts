@@ -90,7 +90,7 @@ export function serveHttp1Inbound(socket: net.Socket, target: LocalTarget, peer:
         authority: headerValue(req.headers, 'host') ?? '',
         requestId: headerValue(req.headers, 'x-request-id') ?? '',
         traceId: traceIdOf(headerValue(req.headers, 'traceparent')),
-      }, (rec) => deps.logger.info({ peer: peer.principal, sni: buildSni(target.servicePort, target.hostname), target: appAddr, resumed, ...requestLogFields(rec) }, 'inbound'));
+      }, (rec) => deps.logger.isLevelEnabled('info') && deps.logger.info({ peer: peer.principal, sni: buildSni(target.servicePort, target.hostname), target: appAddr, resumed, ...requestLogFields(rec) }, 'inbound'));
       t.upstreamHost = appAddr;
       const denied = authorizeHttp1(deps.authorization?.(), deps.logger, authzConn, req.method, req.target, req.headers);
       return { trace: t, edit: {}, responseEdit: {}, ...(denied ? { answer: denied } : {}) };

@@ -110,6 +110,8 @@ export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: 
         traceId: traceIdOf(headerValue(req.headers, 'traceparent')),
       }, (rec) => {
         for (const release of cleanup.get(t) ?? []) release();
+        // Built only when written: the fields cost more than the request's parse.
+        if (!deps.logger.isLevelEnabled('info')) return;
         const ep = endpointOf.get(t);
         deps.logger.info({ ...fields, ...(ep ? { endpoint: ep.key, workload: ep.view.workload, ...(ep.view.plaintext ? { plaintext: true } : { sni: buildSni(rec.service.port, rec.service.hostname), peer: ep.view.identity }) } : {}), ...requestLogFields(rec) }, 'outbound');
       });

@@ -104,6 +104,7 @@ export function serveHttp2Outbound(client: net.Socket, route: MeshRoute, trace: 
       { reporter: 'source', source: deps.self(), destination: UNKNOWN_PEER, service: destinationService(service.key, service.hostname, port), connectionSecurityPolicy: 'unknown', protocol: grpc ? 'grpc' : 'http', httpVersion: 'HTTP/2', method, path: fullPath, authority, requestId, traceId: traceIdOf(headers.traceparent as string | undefined) },
       (rec) => {
         for (const r of releases) r();
+        if (!deps.logger.isLevelEnabled('info')) return;
         deps.logger.info({ ...fields, ...(ep ? { endpoint: ep.key, workload: ep.view.workload, peer: ep.view.identity } : {}), ...requestLogFields(rec) }, 'outbound');
       },
     );
@@ -222,7 +223,7 @@ export function serveHttp2Inbound(socket: net.Socket, target: LocalTarget, peer:
     const t = new RequestTrace(
       deps.sink,
       { reporter: 'destination', source: peer, destination: self, service, connectionSecurityPolicy: 'mutual_tls', protocol: grpc ? 'grpc' : 'http', httpVersion: 'HTTP/2', method: String(headers[':method'] ?? ''), path: String(headers[':path'] ?? ''), authority: String(headers[':authority'] ?? ''), requestId: String(headers['x-request-id'] ?? ''), traceId: traceIdOf(headers.traceparent as string | undefined) },
-      (rec) => deps.logger.info({ peer: peer.principal, sni: buildSni(target.servicePort, target.hostname), target: appAddr, ...requestLogFields(rec) }, 'inbound'),
+      (rec) => deps.logger.isLevelEnabled('info') && deps.logger.info({ peer: peer.principal, sni: buildSni(target.servicePort, target.hostname), target: appAddr, ...requestLogFields(rec) }, 'inbound'),
     );
     t.upstreamHost = appAddr;
     const plan: StreamPlan = { trace: t, grpc, setHeaders: {}, removeHeaders: new Set(), responseSet: {}, responseRemove: new Set() };
