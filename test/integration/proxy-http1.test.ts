@@ -292,6 +292,24 @@ describe('HTTP/1.1 through the mesh', () => {
     }
   });
 
+  it('mirrors a request to another service and drops the mirror\'s answer', T, async () => {
+    const v2: ServiceView = { ...service([b.view]), key: 'cart-v2.shop', hostname: 'cart-v2.shop.svc.cluster.local' };
+    b.proxy.setTargets([
+      { hostname: HOST, servicePort: PORT, host: '127.0.0.1', targetPort: b.app.port },
+      { hostname: v2.hostname, servicePort: PORT, host: '127.0.0.1', targetPort: b.app.port },
+    ]);
+    const table = routes([{ filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'cart-v2', port: PORT } } }], backendRefs: [{ name: 'cart', port: PORT }] }]);
+    client.setSnapshot(snap({ ...service([a.view]), routes: table }, v2));
+    try {
+      const r = await request(port, { method: 'POST', path: '/mirrored', body: Buffer.from('copy me') });
+      assert.equal(r.headers['x-app'], 'a', 'the client gets the real backend\'s answer');
+      const copy = await eventually(() => b.app.seen.find((x) => x.url === '/mirrored'), 5_000, 'the mirrored copy');
+      assert.equal(copy.bytes, 'copy me'.length);
+    } finally {
+      client.setSnapshot(snap(service([a.view, b.view], { policy: { ...TRAFFIC_POLICY_DEFAULTS, loadBalancer: 'round-robin' } })));
+    }
+  });
+
   it('routes by header, splits by weight, rewrites and redirects as the Gateway API says', T, async () => {
     const v2: ServiceView = { ...service([b.view]), key: 'cart-v2.shop', hostname: 'cart-v2.shop.svc.cluster.local' };
     const table = routes([

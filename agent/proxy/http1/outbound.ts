@@ -22,8 +22,9 @@ import { UNKNOWN_PEER } from '../record';
 import { RequestTrace, requestLogFields, traceIdOf } from '../request-record';
 import type { ServiceView } from '../types';
 import type { HeadEdit } from './head';
-import { type HeaderLine, type RequestHead, headerValue } from './parse';
-import { type Http1Side, Http1Session, type LocalAnswer, type RequestPlan, type Upstream } from './session';
+import { BodyTracker } from './body';
+import { type HeaderLine, type RequestHead, headerValue, parseResponseHead } from './parse';
+import { type Http1Side, Http1Session, type LocalAnswer, type RequestPlan, type Upstream, statusOutcome } from './session';
 
 /** What the HTTP/1.1 client side needs: the engine's deps. */
 export type Http1OutboundDeps = MeshDeps;
@@ -170,6 +171,12 @@ export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: 
       if (requestMs !== undefined) plan.requestTimeoutMs = requestMs;
       if (backendRequestMs !== undefined) plan.attemptTimeoutMs = backendRequestMs;
       if (target.retry !== undefined) plan.retry = { statuses: target.retry.httpCodes, attempts: target.retry.attempts, backoffMs: target.retry.backoffMs };
+      const mirrors = target.filters.mirrors.filter((m) => Math.random() < m.fraction);
+      if (mirrors.length > 0) {
+        plan.mirror = (head, body) => {
+          for (const m of mirrors) void sendMirror(m.service, m.port, head, body, deps, fields);
+        };
+      }
       return plan;
     },
 
@@ -266,6 +273,66 @@ export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: 
     deps.sessions.delete(session);
     trace.finish('', client.bytesWritten, client.bytesRead);
   });
+}
+
+/**
+ * RequestMirror: sends a copy of a finished request to `service:port`
+ * (another pick, another pooled connection) and drops the answer. A body
+ * that outgrew the replay buffer is not mirrored; a mirror that fails is
+ * logged and changes nothing for the client.
+ */
+async function sendMirror(key: string, port: number, head: Buffer, body: readonly Buffer[] | undefined, deps: Http1OutboundDeps, fields: Record<string, unknown>): Promise<void> {
+  const view = deps.service(key);
+  if (view === undefined || body === undefined) {
+    deps.logger.warn({ ...fields, mirror: `${key}:${port}`, reason: view === undefined ? 'the mirror service is not in the mesh view' : 'the body outgrew the replay buffer' }, 'request not mirrored');
+    return;
+  }
+  const entry = deps.balancers.entry(view);
+  const policy = view.policy ?? TRAFFIC_POLICY_DEFAULTS;
+  const timeoutMs = entry.balancer.connectTimeoutMs() ?? deps.connectTimeoutMs;
+  const sni = buildSni(port, view.hostname);
+  const poolOf = (ep: import('../balancers').MeshEndpoint): import('./pool').ConnectionPool =>
+    deps.pools.get(ep.key, ep.view.plaintext ? '' : sni, () => (ep.view.plaintext ? dialPlaintext(ep.view, ep.port, timeoutMs, deps.track) : dialEndpoint(ep.view, sni, deps.clientTls(), timeoutMs, deps.track, ['http/1.1'])), policy.poolIdleTimeoutMs, policy.circuitBreaker.maxRequestsPerConnection);
+  const r = await connectAttempts({ entry, servicePort: port, fields, gone: () => false }, deps, { attemptFailed: () => undefined }, (ep) => poolOf(ep).acquire());
+  if (r instanceof KedgeError) {
+    deps.logger.warn({ ...fields, mirror: `${key}:${port}`, code: r.code, err: r.message }, 'request not mirrored');
+    return;
+  }
+  const { lease, pick } = { lease: r.conn, pick: r.pick };
+  const pool = poolOf(pick.endpoint);
+  const s = lease.socket;
+  let buf: Buffer = Buffer.alloc(0);
+  let tracker: import('./body').BodyTracker | undefined;
+  const method = head.subarray(0, head.indexOf(0x20)).toString('latin1');
+  const done = (reusable: boolean, outcome: import('../balancer/outlier').Outcome | undefined): void => {
+    s.off('data', onData);
+    s.off('close', onClose);
+    pool.release(lease, reusable);
+    pick.onEnd(outcome);
+  };
+  const onClose = (): void => done(false, 'reset');
+  const onData = (d: Buffer): void => {
+    if (tracker === undefined) {
+      buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
+      const h = parseResponseHead(buf, 0, method);
+      if (h.kind === 'more') return;
+      if (h.kind === 'error' || h.head.body.type === 'close') return done(false, undefined);
+      if (h.head.status < 200) {
+        buf = buf.subarray(h.end);
+        return onData(Buffer.alloc(0));
+      }
+      tracker = new BodyTracker(h.head.body);
+      d = buf.subarray(h.end);
+      if (tracker.done) return done(h.head.keepAlive && d.length === 0, statusOutcome(h.head.status));
+    }
+    const c = tracker.consume(d, 0);
+    if ('error' in c) return done(false, undefined);
+    if (c.done) done(c.used === d.length, 'success');
+  };
+  s.on('data', onData);
+  s.once('close', onClose);
+  s.resume();
+  s.write(Buffer.concat([head, ...body]));
 }
 
 function preferredOf(entry: ServiceEntry, b: Backend): import('../balancers').MeshEndpoint | undefined {

@@ -60,6 +60,12 @@ export interface RequestPlan {
   answer?: LocalAnswer;
   /** Statuses that are retried on another attempt (route retry policy), with attempts after the first. */
   retry?: { statuses: ReadonlySet<number>; attempts: number; backoffMs: number };
+  /**
+   * Runs once the exchange has ended well, with the head sent upstream and
+   * the whole body when it fitted the replay buffer (undefined otherwise):
+   * RequestMirror sends its copy from here.
+   */
+  mirror?: (head: Buffer, body: readonly Buffer[] | undefined) => void;
   /** Hold the request this long before the first attempt (fault injection). */
   delayMs?: number;
   /** Whole-request and per-attempt limits in ms; 0 or undefined: none. */
@@ -483,6 +489,7 @@ export class Http1Session {
     ex.plan.trace.requestBytes = ex.body.payload;
     ex.plan.trace.responseBytes = a.resBody?.payload ?? 0;
     ex.plan.trace.finish(res.status >= 500 ? 'KEDGE_UPSTREAM_5XX' : '');
+    if (ex.plan.mirror !== undefined && ex.reqDone) ex.plan.mirror(ex.head, ex.overflow ? undefined : ex.replay);
     this.ex = undefined;
     if (closeDown) return this.endDown();
     this.down.resume();

@@ -74,6 +74,9 @@ function modify(set: Record<string, string>, remove: Set<string>, mod: HeaderMod
   for (const { name, value } of mod.add) set[name] = set[name] === undefined ? value : `${set[name]}, ${value}`;
 }
 
+/** Route rules whose unimplemented mirror was already reported (once per process). */
+const mirrorWarned = new Set<string>();
+
 const isGrpc = (h: http2.IncomingHttpHeaders): boolean => String(h['content-type'] ?? '').startsWith('application/grpc');
 
 /** The client proxy's HTTP/2 stack for one app connection to `route`. */
@@ -122,6 +125,10 @@ export function serveHttp2Outbound(client: net.Socket, route: MeshRoute, trace: 
         plan.answer = { status: 404, grpcStatus: GRPC.UNIMPLEMENTED, code: 'KEDGE_NO_ROUTE', message: `no route rule of ${service.key} port ${port} matches ${method} ${path}`, flag: 'NR' };
       } else {
         t.route = target.ref.id;
+        if (target.filters.mirrors.length > 0 && !mirrorWarned.has(target.ref.id)) {
+          mirrorWarned.add(target.ref.id);
+          deps.logger.warn({ ...fields, route: target.ref.id }, 'RequestMirror is not implemented on HTTP/2 and gRPC ports yet: this rule\'s requests are not mirrored');
+        }
         const fault = target.filters.fault;
         if (target.redirect !== undefined) {
           const location = redirectLocation(target.redirect, { scheme: 'http', host: authority.replace(/:\d+$/, ''), port, path, query });
