@@ -40,6 +40,7 @@ import { ADMIN_TOKEN_KEY, loadCaMaterial, loadOrCreateAdminToken } from './boots
 import { refuseLostStore } from './store/data-dir-guard';
 import { exportBackup } from './store/backup';
 import { readiness } from './health/readiness';
+import { holdingRemovals, STARTUP_HOLD_MAX_MS } from './push/startup-hold';
 import { CA_CHECK_MS, checkCaSigns } from './health/ca-check';
 import { CertClusters } from './api/cert-clusters';
 import { Bindings, REVOKED_PREFIX } from './grants/bindings';
@@ -133,11 +134,22 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       if (!resolvedRoutes || inputs.some((v, i) => v !== resolvedRoutes!.inputs[i])) resolvedRoutes = { inputs, value: resolveRoutes(routes.table(), clusterRoutes()) };
       return resolvedRoutes.value;
     };
+    const startedAt = Date.now();
+    let holding = true;
+    const holdNow = () => holdingRemovals({ now: Date.now(), startedAt, gracePeriodMs: config.gracePeriodMs, maxMs: STARTUP_HOLD_MAX_MS, sourcesSynced: sources.every((src) => src.status().lastSync !== undefined) });
+    const holdTimer = setInterval(() => {
+      if (holdNow()) return;
+      holding = false;
+      clearInterval(holdTimer);
+      logger.info({ afterMs: Date.now() - startedAt }, 'startup hold over: pushing removals');
+      scheduleRebuild();
+    }, 250);
+    holdTimer.unref();
     const rebuild = (): MeshView => {
       const r = currentRoutes();
       const next = buildMeshView(registry.all(), { vips: vips.table(), policies: policies.table(), routes: r.perService }, sources.map((src) => src.services() as SourceService[]));
       vips.ensure(next.services.keys());
-      return { services: next.services, routeBackends: r.backends };
+      return { services: next.services, routeBackends: r.backends, ...(holding ? { holdRemovals: true } : {}) };
     };
     // Debounced: a burst of changes becomes one recompute and one push.
     const scheduleRebuild = () => {
@@ -156,6 +168,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     const authz = new AuthzTable(store, { logger, onChange: () => service?.authorizationChanged() });
     closers.push(() => authz.close());
     closers.push(() => {
+      clearInterval(holdTimer);
       registry.close();
       vips.close();
       policies.close();
@@ -234,7 +247,8 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       registry,
       view: () => view,
       viewFor: (v, network, role) => {
-        const out = viewForNetwork(v, network, gatewaysOfAgents(registry.all()), role);
+        const forNetwork = viewForNetwork(v, network, gatewaysOfAgents(registry.all()), role);
+        const out = v.holdRemovals ? { ...forNetwork, holdRemovals: true } : forNetwork;
         // A gateway carries only the namespaces exported to other networks.
         if (role !== 'gateway' || exportsAll) return out;
         const services = new Map<string, MeshService>();

@@ -11,6 +11,7 @@ import { fromGrpcError } from '../../proto/model/grpc-errors';
 import type { TlsIdentity } from '../proxy/types';
 import { FederationTarget, federationClient } from './client';
 import { applyUpdate } from './updates';
+import { holdDownUntil, holdRemovals, REMOVAL_HOLD_DOWN_MS } from './hold-down';
 
 /** What the session reports to the admin endpoint. */
 export interface SessionStatus {
@@ -46,13 +47,22 @@ export interface SessionOptions {
   random?: () => number;
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /** Removals from a replica up for less than this are held this long after it started (see hold-down.ts). */
+  removalHoldDownMs?: number;
+  clock?: () => number;
 }
 
 /** The long-lived registration with the federation. */
 export class RegistrationSession {
   private call: grpc.ClientDuplexStream<AgentMessage, FederationMessage__Output> | undefined;
   private client: { close(): void } | undefined;
+  /** What the agent uses: `desired`, with removals from a just-started replica held down. */
   private services = new Map<string, Service__Output>();
+  /** The federation's state as pushed. */
+  private desired = new Map<string, Service__Output>();
+  private holdUntil = 0;
+  private holdTimer: NodeJS.Timeout | undefined;
+  private lastNonce = '';
   private stopped = false;
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -90,6 +100,7 @@ export class RegistrationSession {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.holdTimer) clearTimeout(this.holdTimer);
     const call = this.call;
     if (call && this.state.connected) {
       await new Promise<void>((resolve) => {
@@ -105,6 +116,32 @@ export class RegistrationSession {
     }
     call?.cancel();
     this.client?.close();
+  }
+
+  private now(): number {
+    return (this.opts.clock ?? Date.now)();
+  }
+
+  /** Applies `desired`, holding down removals while a just-started replica's hold lasts. */
+  private useServices(removed: readonly string[]): void {
+    if (this.now() >= this.holdUntil) {
+      this.services = this.desired;
+      this.opts.onServices(this.services, this.lastNonce, removed);
+      return;
+    }
+    const { services, held } = holdRemovals(this.services, this.desired);
+    this.services = services;
+    this.opts.onServices(this.services, this.lastNonce, removed.filter((k) => !held.includes(k)));
+    if (held.length === 0 || this.holdTimer) return;
+    this.opts.logger.warn({ services: held, replica: this.state.replica, holdMs: this.holdUntil - this.now() }, 'holding down removal of services with live endpoints: the federation replica has just started');
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = undefined;
+      if (this.stopped) return;
+      const gone = [...this.services.keys()].filter((k) => !this.desired.has(k));
+      this.opts.logger.info({ removed: gone }, 'removal hold-down over; applying the federation\'s state');
+      this.useServices(gone);
+    }, Math.max(0, this.holdUntil - this.now()));
+    this.holdTimer.unref();
   }
 
   private send(msg: AgentMessage): void {
@@ -129,13 +166,15 @@ export class RegistrationSession {
         registered = true;
         this.attempt = 0;
         Object.assign(this.state, { connected: true, address: addr, replica: msg.registered.replica, agentId: msg.registered.agentId, lastError: undefined });
+        this.holdUntil = holdDownUntil(this.now(), msg.registered.uptimeSeconds ?? 0, this.opts.removalHoldDownMs ?? REMOVAL_HOLD_DOWN_MS);
         this.state.connects += 1;
         logger.info({ federation: addr, replica: msg.registered.replica, agentId: msg.registered.agentId }, 'registered with the federation');
         for (const m of this.opts.onRegistered?.() ?? []) call.write(m);
       } else if (msg.msg === 'update' && msg.update) {
-        const applied = applyUpdate(this.services, msg.update);
-        this.services = applied.services;
-        this.opts.onServices(this.services, msg.update.nonce, msg.update.removed);
+        const applied = applyUpdate(this.desired, msg.update);
+        this.desired = applied.services;
+        this.lastNonce = msg.update.nonce;
+        this.useServices(msg.update.removed);
         const errorDetail = applied.rejected.join('; ');
         if (errorDetail) {
           this.state.nacks += 1;

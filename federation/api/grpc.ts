@@ -97,12 +97,15 @@ export class FederationService {
   readonly conflicts: { at: string; victim: string; claimant: string; address: string; identity: string }[] = [];
   private readonly clock: () => number;
   private readonly limits: RegistrationLimits;
+  /** When this replica's service started, for Registered.uptime_seconds. */
+  private readonly startedAt: number;
   /** The revocation list last sent to agents, to send only changes. */
   private revocationsSent: string[] = [];
 
   constructor(private readonly deps: GrpcDeps) {
     this.clock = deps.clock ?? Date.now;
     this.limits = deps.limits ?? REGISTRATION_LIMITS_DEFAULTS;
+    this.startedAt = this.clock();
   }
 
   /**
@@ -369,7 +372,7 @@ export class FederationService {
             },
           };
           this.connected.set(record.id, conn);
-          call.write({ registered: { agentId: record.id, replica: deps.replica, spiffeId: identity } });
+          call.write({ registered: { agentId: record.id, replica: deps.replica, spiffeId: identity, uptimeSeconds: Math.min(0xffffffff, Math.floor((this.clock() - this.startedAt) / 1000)) } });
           conn.sendRevocations([...deps.revoked()].sort());
           conn.sendAuthorization();
           if (record.gateway) push.subscribeToAll();

@@ -18,6 +18,11 @@ export interface MeshView {
    * canary backend needs no subscription of its own. Absent: no routes.
    */
   routeBackends?: ReadonlyMap<string, readonly string[]>;
+  /**
+   * Set while the replica has just started (push/startup-hold.ts): pushes
+   * carry new and changed services but no removals yet.
+   */
+  holdRemovals?: boolean;
 }
 
 /** A registered agent as stored under /kedge/agents/<namespace>/<name> (leased). */

@@ -118,6 +118,10 @@ export class PushSession {
       ? [...new Set([...view.services.keys(), ...[...this.sent.keys()].filter((k) => this.sent.get(k) !== '')])].sort()
       : this.keysWithBackends(view);
     let found = deltaOfSorted(view, keys, this.sent);
+    // A just-started replica does not yet know a service is gone: say nothing
+    // about it (not even "absent") until the hold ends; the removal is
+    // computed again then, since nothing was recorded as sent.
+    if (found && view.holdRemovals && found.removed.length > 0) found = found.services.length > 0 ? { services: found.services, removed: [] } : undefined;
     if (this.goneBackends.length > 0) {
       (found ??= { services: [], removed: [] }).removed.push(...this.goneBackends);
       found.removed.sort();

@@ -1,7 +1,9 @@
-// The default store: in process, no other daemon. Keys without a lease are
-// durable (see persist.ts for the files); leased keys live in memory only,
-// because they are agent registrations that agents make again after a
-// restart, and logging every heartbeat-driven write would cost an fsync each.
+// The default store: in process, no other daemon. Every key is durable (see
+// persist.ts for the files), leased ones with their lease's TTL: after a
+// restart each lease lives one more TTL from the open, as etcd's leases do
+// after a leader change, so a restarted federation still serves the agent
+// registrations it held for the grace period. Keepalives only move an
+// expiry in memory; they are never logged.
 //
 // Every change goes through one queue. A drain step stages all queued changes
 // against the current state (guards see earlier changes of the same batch),
@@ -100,10 +102,18 @@ class EmbeddedStore implements Store {
     private readonly logger: Logger,
     private readonly opts: EmbeddedStoreOptions,
   ) {
-    for (const kv of durable) this.kvs.set(kv.key, Object.freeze({ ...kv }));
+    this.clock = opts.clock ?? Date.now;
+    const opened = this.clock();
+    for (const { leaseTtlMs, ...kv } of durable) {
+      this.kvs.set(kv.key, Object.freeze({ ...kv }));
+      if (kv.lease === undefined) continue;
+      // A lease from before the restart lives one more TTL from now.
+      let l = this.leases.get(kv.lease);
+      if (!l) this.leases.set(kv.lease, (l = { ttlMs: leaseTtlMs!, expiresAt: opened + leaseTtlMs!, keys: new Set(), ending: false }));
+      l.keys.add(kv.key);
+    }
     this.historyStart = revision;
     this.reserved = revision;
-    this.clock = opts.clock ?? Date.now;
     this.timers = opts.timers ?? { setInterval, clearInterval: (h) => clearInterval(h as NodeJS.Timeout) };
     this.timer = this.timers.setInterval(() => this.expireLeases(), LEASE_CHECK_MS);
     (this.timer as { unref?: () => void }).unref?.();
@@ -136,8 +146,8 @@ class EmbeddedStore implements Store {
       const kv: KeyValue = Object.freeze({ key, value, createRevision: old?.createRevision ?? rev, modRevision: rev, ...(lease === undefined ? {} : { lease }) });
       b.changed.set(key, kv);
       b.events.push({ type: 'put', kv });
-      if (lease === undefined) b.wal.push(encodeRecord({ op: 'put', rev, key, value, create: kv.createRevision }));
-      else if (old && old.lease === undefined) b.wal.push(encodeRecord({ op: 'delete', rev, key })); // the durable copy must not come back
+      const ttl = lease === undefined ? undefined : this.leases.get(lease)!.ttlMs;
+      b.wal.push(encodeRecord({ op: 'put', rev, key, value, create: kv.createRevision, ...(lease === undefined ? {} : { lease, ttl }) }));
       return { revision: rev };
     }) as Promise<{ revision: number }>;
   }
@@ -150,7 +160,7 @@ class EmbeddedStore implements Store {
       const rev = ++b.revision;
       b.changed.set(key, null);
       b.events.push({ type: 'delete', key, modRevision: rev });
-      if (old.lease === undefined) b.wal.push(encodeRecord({ op: 'delete', rev, key }));
+      b.wal.push(encodeRecord({ op: 'delete', rev, key }));
       return true;
     }) as Promise<boolean>;
   }
@@ -339,6 +349,7 @@ class EmbeddedStore implements Store {
     for (const key of doomed) {
       b.changed.set(key, null);
       b.events.push({ type: 'delete', key, modRevision: rev });
+      b.wal.push(encodeRecord({ op: 'delete', rev, key }));
     }
   }
 
@@ -372,8 +383,15 @@ class EmbeddedStore implements Store {
 
   private async compact(): Promise<void> {
     try {
-      const durable = [...this.kvs.values()].filter((kv) => kv.lease === undefined);
-      await this.wal.rewrite(this.revision, this.reserved, durable);
+      const all: DurableKv[] = [];
+      for (const kv of this.kvs.values()) {
+        if (kv.lease === undefined) all.push(kv);
+        else {
+          const l = this.leases.get(kv.lease);
+          if (l) all.push({ ...kv, leaseTtlMs: l.ttlMs });
+        }
+      }
+      await this.wal.rewrite(this.revision, this.reserved, all);
     } catch (err) {
       // The log still holds everything, so this is not fatal; it retries after the next write.
       this.logger.warn({ err, dir: this.dir }, 'store snapshot failed; keeping the log');

@@ -29,16 +29,21 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { KedgeError } from '../../proto/model/errors';
 
-/** A key that survives restarts (one without a lease). */
-export interface DurableKv { key: string; value: string; createRevision: number; modRevision: number }
+/**
+ * A key as written to disk. A leased key carries its lease and the lease's
+ * TTL: after a restart the lease lives one more TTL (as etcd's leases do
+ * after a leader change), so agent registrations outlive a federation
+ * restart by the grace period, and go if the agent does not come back.
+ */
+export interface DurableKv { key: string; value: string; createRevision: number; modRevision: number; lease?: string; leaseTtlMs?: number }
 
 /**
- * One log record. `reserve` raises the revision floor for the next start:
- * changes to leased keys are not logged, but their revisions must never be
- * handed out again after a restart. `begin` opens every log.
+ * One log record. `reserve` raises the revision floor for the next start
+ * (revisions are claimed in blocks and never handed out twice). `begin`
+ * opens every log. A put with `lease` and `ttl` is a leased key.
  */
 export type WalRecord =
-  | { op: 'put'; rev: number; key: string; value: string; create: number }
+  | { op: 'put'; rev: number; key: string; value: string; create: number; lease?: string; ttl?: number }
   | { op: 'delete'; rev: number; key: string }
   | { op: 'reserve'; rev: number }
   | { op: 'begin'; rev: number; format: string; store: string };
@@ -151,8 +156,9 @@ function checkKvs(file: string, list: unknown[], revision: number): DurableKv[] 
     const k = kv as Partial<DurableKv> | null;
     const ok = typeof k === 'object' && k !== null && typeof k.key === 'string' && typeof k.value === 'string' &&
       isRev(k.createRevision) && isRev(k.modRevision) && k.createRevision <= k.modRevision && k.modRevision <= revision;
-    if (!ok) throw corrupt(file, `entry ${i} is malformed`);
-    return { key: k.key!, value: k.value!, createRevision: k.createRevision!, modRevision: k.modRevision! };
+    const leased = k?.lease === undefined || (typeof k.lease === 'string' && typeof k.leaseTtlMs === 'number' && k.leaseTtlMs > 0);
+    if (!ok || !leased) throw corrupt(file, `entry ${i} is malformed`);
+    return { key: k.key!, value: k.value!, createRevision: k.createRevision!, modRevision: k.modRevision!, ...(k.lease === undefined ? {} : { lease: k.lease, leaseTtlMs: k.leaseTtlMs! }) };
   });
 }
 
@@ -162,7 +168,12 @@ export function parseRecord(line: string): WalRecord | undefined {
   if (!r || typeof r !== 'object' || !isRev(r.rev)) return undefined;
   if (r.op === 'reserve') return { op: 'reserve', rev: r.rev };
   if (r.op === 'delete' && typeof r.key === 'string') return { op: 'delete', rev: r.rev, key: r.key };
-  if (r.op === 'put' && typeof r.key === 'string' && typeof r.value === 'string' && isRev(r.create)) return { op: 'put', rev: r.rev, key: r.key, value: r.value, create: r.create };
+  if (r.op === 'put' && typeof r.key === 'string' && typeof r.value === 'string' && isRev(r.create)) {
+    const rl = r as { lease?: unknown; ttl?: unknown };
+    if (rl.lease === undefined) return { op: 'put', rev: r.rev, key: r.key, value: r.value, create: r.create };
+    if (typeof rl.lease === 'string' && typeof rl.ttl === 'number' && rl.ttl > 0) return { op: 'put', rev: r.rev, key: r.key, value: r.value, create: r.create, lease: rl.lease, ttl: rl.ttl };
+    return undefined;
+  }
   if (r.op === 'begin' && typeof r.format === 'string' && typeof r.store === 'string') return { op: 'begin', rev: r.rev, format: r.format, store: r.store };
   return undefined;
 }
@@ -194,7 +205,7 @@ function replay(file: string, lines: string[], state: LoadedState, snapshotRevis
       continue;
     }
     if (r.rev <= snapshotRevision) continue; // already in the snapshot
-    if (r.op === 'put') state.kvs.set(r.key, { key: r.key, value: r.value, createRevision: r.create, modRevision: r.rev });
+    if (r.op === 'put') state.kvs.set(r.key, { key: r.key, value: r.value, createRevision: r.create, modRevision: r.rev, ...(r.lease === undefined ? {} : { lease: r.lease, leaseTtlMs: r.ttl! }) });
     else state.kvs.delete(r.key);
     state.revision = Math.max(state.revision, r.rev);
   }
@@ -297,7 +308,7 @@ async function fsyncDir(dir: string): Promise<void> {
 
 /** Replaces snapshot.json atomically with these keys. */
 export async function writeSnapshot(dir: string, storeId: string, revision: number, reserved: number, kvs: Iterable<DurableKv>, kedgeVersion?: string): Promise<void> {
-  const list = [...kvs].map(({ key, value, createRevision, modRevision }) => ({ key, value, createRevision, modRevision }));
+  const list = [...kvs].map(({ key, value, createRevision, modRevision, lease, leaseTtlMs }) => ({ key, value, createRevision, modRevision, ...(lease === undefined ? {} : { lease, leaseTtlMs }) }));
   const text = encodeRecord({ format: STORE_FORMAT, ...(kedgeVersion ? { kedge: kedgeVersion } : {}), store: storeId, revision, reserved, kvs: list });
   const tmp = join(dir, `${SNAPSHOT_FILE}.tmp`);
   try {

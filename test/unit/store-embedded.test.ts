@@ -85,21 +85,33 @@ describe('embedded store durability', () => {
     await s2.close();
   });
 
-  it('forgets leased keys on reopen but never reuses the revisions they took', async () => {
+  it('keeps leased keys across reopen for one more TTL of their lease, then expires them', async () => {
     const dir = await tempDir();
-    const s1 = await open(dir);
+    let now = 1_000_000;
+    let tick: (() => void) | undefined;
+    const timers: StoreTimers = { setInterval: (fn) => (tick = fn), clearInterval: () => (tick = undefined) };
+    const s1 = await open(dir, { clock: () => now, timers });
     await s1.put('/d/durable', 'x');
-    const lease = await s1.grantLease(60_000);
+    const lease = await s1.grantLease(10_000);
     await s1.put('/agents/a', 'here', { lease });
-    await s1.put('/d/durable', 'leased now', { lease }); // the durable copy must not come back either
+    await s1.put('/d/durable', 'leased now', { lease });
     const { revision: leasedRev } = await s1.put('/agents/b', 'here', { lease });
     await s1.close();
 
-    const s2 = await open(dir);
-    assert.deepEqual((await s2.list('/')).kvs, []);
+    now += 60_000; // the restart took longer than the lease's TTL: it counts again from the open
+    const s2 = await open(dir, { clock: () => now, timers });
+    assert.deepEqual((await s2.list('/')).kvs.map((kv) => [kv.key, kv.value, kv.lease]), [['/agents/a', 'here', lease], ['/agents/b', 'here', lease], ['/d/durable', 'leased now', lease]]);
     const { revision } = await s2.put('/d/next', 'y');
     assert.ok(revision > leasedRev, `revision ${revision} must be above the leased write's ${leasedRev}`);
+    assert.equal(await s2.keepAlive(lease), true, 'the restored lease can be kept alive');
+    now += 10_001;
+    tick!();
+    await waitFor(async () => (await s2.list('/agents/')).kvs.length === 0, 2000, 'the restored lease to expire');
+    assert.equal(await s2.get('/d/durable'), undefined, 'the durable copy does not come back');
     await s2.close();
+    const s3 = await open(dir, { clock: () => now, timers });
+    assert.deepEqual((await s3.list('/')).kvs.map((kv) => kv.key), ['/d/next'], 'the expiry was logged');
+    await s3.close();
   });
 
   it('refuses a second open of a locked data dir, naming the dir and the pid', async () => {
@@ -266,7 +278,7 @@ describe('embedded store durability', () => {
       const s = await open(dir);
       const stored = new Map((await s.list('/crash/')).kvs.map((kv) => [kv.key, kv.value]));
       for (const [key, value] of acked) assert.equal(stored.get(key), value, `acknowledged write ${key} survived`);
-      assert.deepEqual((await s.list('/agents/')).kvs, [], 'leased keys do not survive');
+      for (const kv of (await s.list('/agents/')).kvs) assert.ok(kv.lease, `${kv.key} came back with its lease`);
       await s.close();
     }
   });
