@@ -62,7 +62,7 @@ describe('failover across zones and networks (root, netlab)', () => {
     const fedIp = h.fed.ip('ctl');
     const fed = lab.spawn(h.fed, process.execPath, [KEDGE, 'federation', '--data-dir', fedDir, '--listen-grpc', `${fedIp}:15012`, '--listen-http', `${fedIp}:15014`, '--grace-period', '30s']);
     await waitStderr(fed, /federation ready/);
-    const kedge = (...args: string[]) => lab.run(h.fed, process.execPath, [KEDGE, ...args, '--federation', `http://${fedIp}:15014`, '--admin-token-file', path.join(fedDir, 'admin-token')]);
+    const kedge = (...args: string[]) => lab.run(h.fed, process.execPath, [KEDGE, ...args, '--federation', `https://${fedIp}:15014`, '--admin-token-file', path.join(fedDir, 'admin-token')]);
 
     const agents = new Map<string, LabProcess>();
     const apps = new Map<string, LabProcess>();

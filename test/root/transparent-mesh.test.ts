@@ -84,7 +84,7 @@ describe('transparent capture across two VMs (root, netlab)', () => {
     const fedProc = lab.spawn(fed, process.execPath, [KEDGE, 'federation', '--config', fedConfig, '--data-dir', fedDir, '--listen-grpc', `${ipF}:15012`, '--listen-http', `${ipF}:15014`]);
     await waitStderr(fedProc, /federation ready/);
     const token = async (ns: string, sa: string, ...grants: string[]) =>
-      (await lab.run(fed, process.execPath, [KEDGE, 'token', 'create', '--namespace', ns, '--service-account', sa, ...grants, '--federation', `http://${ipF}:15014`, '--admin-token-file', path.join(fedDir, 'admin-token')])).stdout.trim();
+      (await lab.run(fed, process.execPath, [KEDGE, 'token', 'create', '--namespace', ns, '--service-account', sa, ...grants, '--federation', `https://${ipF}:15014`, '--admin-token-file', path.join(fedDir, 'admin-token')])).stdout.trim();
 
     const agentConfig = (name: string, h: LabHost, ip: string, extra: Record<string, unknown>) => {
       const home = path.join(dir, name);
