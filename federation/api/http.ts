@@ -16,6 +16,7 @@ import { formatLocality } from '../../proto/model/locality';
 import { parseServiceKey, serviceKey } from '../../proto/model/service';
 import type { FederationService } from './grpc';
 import type { SourceStatus } from '../sources/types';
+import { VM_CLUSTER } from '../mesh/merge';
 import type { Readiness } from '../health/readiness';
 import type { PolicyTable } from '../mesh/policies';
 import type { TrafficStatsStore } from '../stats';
@@ -126,7 +127,7 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       return { deleted: id };
     }],
     ['DELETE', /^\/api\/v1\/workloads\/([^/]+)\/([^/]+)$/, (_r, _b, [ns, name]) => deleteWorkload(deps, ns!, name!)],
-    ['GET', /^\/api\/v1\/clusters$/, () => deps.sources()],
+    ['GET', /^\/api\/v1\/clusters$/, () => [agentsSource(deps), ...deps.sources()]],
     ['GET', /^\/api\/v1\/policies$/, () => deps.policies.list()],
     ['POST', /^\/api\/v1\/policies$/, async (_r, body) => {
       if (!Array.isArray(body)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send a JSON list of TrafficPolicy documents');
@@ -358,6 +359,22 @@ function serviceSummary(svc: ReturnType<typeof findService>) {
     version: svc.version,
     warnings: svc.warnings,
   };
+}
+
+/**
+ * The agents' own endpoint source (cluster "vms" in endpoint rows) as a
+ * cluster row, so `kedge get clusters` lists where every endpoint comes
+ * from. Always connected: it is this federation's own Connect streams.
+ */
+function agentsSource(deps: HttpDeps): SourceStatus {
+  let services = 0;
+  let endpoints = 0;
+  for (const svc of deps.view().services.values()) {
+    const n = svc.endpoints.filter((e) => e.cluster === VM_CLUSTER).length;
+    if (n > 0) services++;
+    endpoints += n;
+  }
+  return { name: VM_CLUSTER, kind: 'agents', connected: true, stale: false, lastSync: new Date().toISOString(), error: undefined, services, endpoints };
 }
 
 function endpointRows(svc: ReturnType<typeof findService>) {

@@ -86,7 +86,7 @@ describe('federation across Kubernetes, Consul, static entries and VMs', () => {
     const db = await endpoints('billing-db.shop');
     assert.deepEqual(db.map((e) => [e.address, e.cluster]), [['10.1.2.3', 'static']]);
     const clusters = JSON.parse((await runKedge(['get', 'clusters', '-o', 'json', ...admin()])).stdout) as { name: string; connected: boolean }[];
-    assert.deepEqual(clusters.map((c) => [c.name, c.connected]), [['east', true], ['west', true], ['dc1', true], ['static', true]]);
+    assert.deepEqual(clusters.map((c) => [c.name, c.connected]), [['vms', true], ['east', true], ['west', true], ['dc1', true], ['static', true]]);
   });
 
   it('pods join with their service-account token and become meshed endpoints; a VM sends traffic to every endpoint (mTLS to meshed ones, plain TCP to the others)', async () => {

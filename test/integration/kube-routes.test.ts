@@ -67,7 +67,7 @@ describe('routes from Kubernetes clusters', () => {
     await eventually(async () => (await rows()).some((r) => r.name === 'reviews-split' && r.source === 'cluster east'), 10_000, 'the cluster route listed');
     await eventually(async () => (await heldRoutes()).some((d) => d.kind === 'HTTPRoute' && d.metadata.name === 'reviews-split'), 10_000, 'the route at the agent');
     const clusters = JSON.parse((await runKedge(['get', 'clusters', '-o', 'json', ...admin()])).stdout) as { name: string; connected: boolean }[];
-    assert.deepEqual(clusters.map((c) => [c.name, c.connected]), [['east', true], ['west', true]]);
+    assert.deepEqual(clusters.map((c) => [c.name, c.connected]), [['vms', true], ['east', true], ['west', true]]);
     // east served its routes over list/watch; west answered 404 (no CRDs) and served none.
     assert.ok(east.count('list', 'httproutes') >= 1 && east.count('watch', 'httproutes') >= 1);
     assert.equal(west.count('list', 'httproutes'), 0);
