@@ -230,7 +230,8 @@ export function createHttpApi(deps: HttpDeps): http.Server {
   const server = http.createServer((req, res) => {
     const send = (status: number, payload: unknown) => {
       const text = JSON.stringify(payload, null, 2);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      // After a 413 the rest of the body is not read: close once answered.
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(status === 413 ? { connection: 'close' } : {}) });
       res.end(text);
     };
     res.setHeader('x-kedge-federation', deps.version ?? 'unknown');
@@ -272,7 +273,7 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     }
     roles.set(req, auth.role);
     readBody(req)
-      .then((body) => route[2](req, body, (route[1].exec(url.pathname) ?? []).slice(1).map(decodeURIComponent)))
+      .then((body) => route[2](req, body, (route[1].exec(url.pathname) ?? []).slice(1).map(decodePathPart)))
       .then((result) => send(200, result))
       .catch((err) => {
         if (err instanceof HttpError) return send(err.status, { code: err.code, message: err.message });
@@ -309,6 +310,18 @@ export function createHttpApi(deps: HttpDeps): http.Server {
   return server;
 }
 
+// How much of an oversized body is read and dropped before the connection is cut.
+const MAX_DISCARD_BYTES = 1024 * 1024;
+
+/** A path parameter, percent-decoded; malformed escapes (%ff) are the client's error. */
+function decodePathPart(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    throw new HttpError(400, 'KEDGE_BAD_REQUEST', `path part "${part}" is not valid percent-encoding; encode it with encodeURIComponent`);
+  }
+}
+
 function readBody(req: http.IncomingMessage): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -316,8 +329,13 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > MAX_BODY_BYTES) {
-        reject(new HttpError(413, 'KEDGE_TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`));
-        req.destroy();
+        // Answer 413 and close, instead of a reset: the rest of the body is
+        // read and dropped (up to a bound) so the client gets the answer.
+        if (chunks.length > 0 || size - c.length <= MAX_BODY_BYTES) {
+          chunks.length = 0;
+          reject(new HttpError(413, 'KEDGE_TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes; send less`));
+        }
+        if (size > MAX_DISCARD_BYTES) req.destroy();
         return;
       }
       chunks.push(c);
