@@ -22,7 +22,7 @@ describe('shell completion', () => {
     assert.equal(r.code, 0, r.stderr);
     const script = path.join(tempDir('completion'), 'kedge.bash');
     fs.writeFileSync(script, r.stdout);
-    assert.deepEqual(await complete(script, ['kedge', 'st']), ['status']);
+    assert.deepEqual(await complete(script, ['kedge', 'st']), ['stat', 'status']);
     assert.deepEqual(await complete(script, ['kedge', 'get', 'wo']), ['workloads']);
     assert.deepEqual(await complete(script, ['kedge', 'delete', 'to']), ['tokens']);
     assert.deepEqual(await complete(script, ['kedge', 'capture', '']), ['install', 'remove', 'show']);
