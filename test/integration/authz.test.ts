@@ -227,8 +227,38 @@ describe('authorization policies', () => {
     assert.match(bad.stderr, /no workload default\/nobody is registered/);
   });
 
+  it('a namespace-wide ALLOW with a workload-specific DENY: the DENY wins for its workload, the ALLOW admits the rest', T, async () => {
+    const file = path.join(dir, 'ns-allow.yaml');
+    fs.writeFileSync(file, `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-default-ns, namespace: foo }
+spec:
+  rules: [{ from: [{ source: { namespaces: [default] } }] }]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-delete, namespace: foo }
+spec:
+  selector: { matchLabels: { app: httpbin } }
+  action: DENY
+  rules: [{ to: [{ operation: { methods: [DELETE] } }] }]
+`);
+    assert.equal((await runKedge(['delete', 'authorizationpolicy', 'foo/allow-api-get', ...admin()])).code, 0);
+    assert.equal((await runKedge(['delete', 'authorizationpolicy', 'foo/deny-attacker', ...admin()])).code, 0);
+    assert.equal((await runKedge(['apply', '-f', file, ...admin()])).code, 0);
+    await eventually(async () => (await curl(`http://${sleep.upstreams[0]}/x`, 'DELETE')).status === 403, 15_000, 'the DENY in force');
+    assert.equal((await curl(`http://${sleep.upstreams[0]}/x`, 'POST')).status, 200, 'the namespace-wide ALLOW admits default');
+    assert.equal((await curl(`http://${attacker.upstreams[0]}/other`)).status, 200);
+    // Istio's TCP rule: the DENY's only field (methods) is HTTP-only, so on TCP it is dropped and the rule denies every connection.
+    assert.equal(await tcpExchange(sleep.upstreams[1]!), '', 'the DENY without its HTTP-only field denies all TCP');
+    const tcpCheck = await runKedge(['authz', 'check', '--from', 'default/sleep', '--to', 'tcpecho.foo', ...admin()]);
+    assert.match(tcpCheck.stdout, /DENY\s+\S+\s+foo\/httpbin\s+foo\/deny-delete\s+0\s+denied by DENY policy foo\/deny-delete, rule 0/);
+    const check = await runKedge(['authz', 'check', '--from', 'default/sleep', '--to', 'httpbin.foo:8000', '--method', 'DELETE', ...admin()]);
+    assert.match(check.stdout, /DENY\s+\S+\s+foo\/httpbin\s+foo\/deny-delete\s+0\s+denied by DENY policy foo\/deny-delete, rule 0/);
+  });
+
   it('kedge delete authorizationpolicy lifts the policy at the proxy', T, async () => {
-    for (const name of ['allow-api-get', 'deny-attacker']) {
+    for (const name of ['allow-default-ns', 'deny-delete']) {
       const r = await runKedge(['delete', 'authorizationpolicy', `foo/${name}`, ...admin()]);
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, `authorizationpolicy/${name} (foo) deleted\n`);
