@@ -12,7 +12,7 @@ import { collectHostFacts, detectWorkloadAddress } from './host';
 import { IdentityManager } from './identity/manager';
 import { Proxy } from './proxy/proxy';
 import type { LocalTarget } from './proxy/types';
-import { RegistrationSession } from './registration/session';
+import { RegistrationSession, type SessionOptions } from './registration/session';
 import { toProxySnapshot } from './registration/updates';
 import { applyAuthorization } from './registration/authz';
 import type { AuthzMatcher } from '../policy/authz/compile';
@@ -101,9 +101,13 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     throw err;
   });
   let lastRenewal = Date.now() / 1000;
+  let lastSerial = id.serial;
+  // A renewal or a new trust bundle: new TLS contexts, then tell the federation (CA rotation progress).
   identity.on('rotated', (next) => {
-    lastRenewal = Date.now() / 1000;
+    if (next.serial !== lastSerial) lastRenewal = Date.now() / 1000;
+    lastSerial = next.serial;
     proxy.setIdentity(next);
+    session.reportIdentity();
   });
   identity.startRenewal();
 
@@ -156,6 +160,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
       proxy.setSnapshot(toProxySnapshot(lastServices, lastVersion, config.workload.namespace, revoked, authorization));
       return applied.rejected;
     },
+    ...identityHooks(identity),
     logger: logger.child({ component: 'registration' }),
   });
   session.start();
@@ -300,8 +305,10 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
       gwRevoked = serials;
       current = toProxySnapshot(gwServices, gwVersion, config.workload.namespace, gwRevoked);
     },
+    ...identityHooks(identity),
     logger: logger.child({ component: 'registration' }),
   });
+  identity.on('rotated', () => session.reportIdentity());
   session.start();
   const admin = await startAdmin(config.admin.listen, {
     identity: () => identity.current(),
@@ -335,6 +342,15 @@ function agentTelemetry(config: AgentConfig, spiffeId: string, mode: 'sidecar' |
   const access = accessLogSink(logger, config.telemetry.accessLog);
   const spans = config.telemetry.tracing.otlpEndpoint ? new SpanSink(local, { endpoint: config.telemetry.tracing.otlpEndpoint }) : undefined;
   return new AgentTelemetry({ local, version: AGENT_VERSION, mode, istioMetrics: config.telemetry.metrics, sinks: [access], accessLog: () => access.stats(), spans, logger });
+}
+
+/** The session's side of the agent's identity: pushed bundles, renewal requests and reports. */
+function identityHooks(identity: IdentityManager): Pick<SessionOptions, 'onTrustBundle' | 'onRenew' | 'identityReport'> {
+  return {
+    onTrustBundle: (roots, sequence) => identity.setTrustBundle(roots, sequence),
+    onRenew: (withinMs) => identity.renewSoon(withinMs),
+    identityReport: () => identity.identityReport(),
+  };
 }
 
 /**

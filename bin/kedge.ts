@@ -11,6 +11,7 @@ commands:
   kedge get services|workloads|endpoints|clusters|tokens [NAME] [-o table|json]
   kedge delete workload NAMESPACE/NAME     # revokes its certificates
   kedge delete token ID
+  kedge ca status|rotate [--reissue] [--finish]
   kedge status [-o table|json]
   kedge stat services|workloads [NAME] [--from NS/WORKLOAD] [--window 1m] [-o table|json]
   kedge apply -f FILE             (TrafficPolicy, HTTPRoute, GRPCRoute, FaultInjection, AuthorizationPolicy)
@@ -38,6 +39,7 @@ const COMMANDS: Record<string, () => Command> = {
   federation: () => require('../cli/federation').runFederationCommand,
   agent: () => require('../cli/agent').runAgentCommand,
   token: () => print(require('../cli/token').runToken),
+  ca: () => print(require('../cli/ca').runCa),
   get: () => print(require('../cli/get').runGet),
   delete: () => print(require('../cli/delete').runDelete),
   status: () => print(require('../cli/status').runStatus),

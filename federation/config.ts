@@ -13,6 +13,7 @@ import { parseConsulCluster, type ConsulClusterConfig } from './sources/consul/c
 import { parseServiceEntries, STATIC_SOURCE_NAME, type ServiceEntry } from './sources/static';
 import { parseCidr4 } from './mesh/vips';
 import { REGISTRATION_LIMITS_DEFAULTS, type RegistrationLimits } from './api/limits';
+import { KEK_ENV, type KekSource } from './ca/kek';
 
 /** Defaults for every optional federation setting, in one place. */
 export const FEDERATION_DEFAULTS = Object.freeze({
@@ -73,6 +74,8 @@ export interface FederationConfig {
   pushDebounceMs: number;
   caCertFile: string | undefined;
   caKeyFile: string | undefined;
+  /** Where the key that encrypts the built-in CA's private key in the store comes from; undefined: stored unencrypted. */
+  caKek: KekSource | undefined;
   /** Name of this replica in `kedge status` (default: hostname:grpc-port). */
   replica: string;
   store: StoreConfig;
@@ -107,6 +110,8 @@ export const FEDERATION_FLAGS = {
   'push-debounce': 'pushDebounce',
   'ca-cert': 'caCert',
   'ca-key': 'caKey',
+  'ca-key-encryption-key-file': 'caKeyEncryptionKeyFile',
+  'ca-key-command': 'caKeyCommand',
   replica: 'replica',
   store: 'store',
   'etcd-ca': 'etcdCa',
@@ -181,7 +186,7 @@ function parseClusters(doc: Doc, baseDir: string): ClusterConfig[] {
  * Builds the configuration from flags (already parsed, by flag name) and the
  * YAML file they may name with `config`. Flags win over the file.
  */
-export function resolveFederationConfig(flags: Readonly<Record<string, string | undefined>>, hostname: string): FederationConfig {
+export function resolveFederationConfig(flags: Readonly<Record<string, string | undefined>>, hostname: string, env: NodeJS.ProcessEnv = process.env): FederationConfig {
   let fileValues: Record<string, unknown> = {};
   let source = 'command line';
   let base = process.cwd();
@@ -228,6 +233,7 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
   if ((caCertFile === undefined) !== (caKeyFile === undefined)) {
     at(caCertFile === undefined ? 'caCert' : 'caKey').fail('--ca-cert and --ca-key go together: give both files of the plug-in intermediate, or neither');
   }
+  const caKek = resolveKek(at, relKey, env, caCertFile !== undefined);
   const store = resolveStore(at, relKey);
   const clusters = parseClusters(new Doc(source, merged).at('clusters'), base);
   const serviceEntries = parseServiceEntries(new Doc(source, merged).at('serviceEntries'));
@@ -243,6 +249,7 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
     pushDebounceMs: at('pushDebounce').parse((s) => parseDuration(s, 'push debounce'), FEDERATION_DEFAULTS.pushDebounce),
     caCertFile,
     caKeyFile,
+    caKek,
     replica: at('replica').string(`${hostname}:${listenGrpc.port}`),
     store,
     vipCidr: at('vipCidr').parse((v) => (parseCidr4(v), v), FEDERATION_DEFAULTS.vipCidr),
@@ -258,6 +265,23 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
     registrationLimits: parseLimits(new Doc(source, merged).at('registrationLimits')),
     packageDir: relKey('packageDir', at('packageDir').string(FEDERATION_DEFAULTS.packageDir)) as string,
   });
+}
+
+/** The CA key-encryption key's source: at most one of the file, the command and the environment variable. */
+function resolveKek(at: (key: string) => Doc, relKey: (key: string, p: string | undefined) => string | undefined, env: NodeJS.ProcessEnv, plugged: boolean): KekSource | undefined {
+  const file = relKey('caKeyEncryptionKeyFile', at('caKeyEncryptionKeyFile').optionalString());
+  const command = at('caKeyCommand').optionalString();
+  const fromEnv = env[KEK_ENV] !== undefined && env[KEK_ENV] !== '';
+  const given = [file !== undefined && 'caKeyEncryptionKeyFile', command !== undefined && 'caKeyCommand'].filter((k): k is string => !!k);
+  if (given.length === 2) at('caKeyCommand').fail('--ca-key-encryption-key-file and --ca-key-command are two sources of the same key: give one');
+  if (given.length === 1 && fromEnv) at(given[0]!).fail(`the environment variable ${KEK_ENV} is set too: give the CA key-encryption key one way`);
+  if (plugged && (given.length > 0 || fromEnv)) {
+    (given.length > 0 ? at(given[0]!) : at('caCert')).fail(`a CA key-encryption key (${given.length > 0 ? `--${flagOf(given[0]!)}` : KEK_ENV}) protects the built-in CA's key in the store; a plug-in CA's key is read from --ca-key: remove one of them`);
+  }
+  if (command !== undefined && command.trim() === '') at('caKeyCommand').fail('is empty: give a command whose standard output is the key');
+  if (file !== undefined) return { kind: 'file', file };
+  if (command !== undefined) return { kind: 'command', command };
+  return fromEnv ? { kind: 'env', name: KEK_ENV } : undefined;
 }
 
 /** The store, with the etcd access settings checked against it and each other. */

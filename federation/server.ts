@@ -3,7 +3,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type * as net from 'node:net';
-import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { kedgeProto } from '../proto/loader';
 import { KedgeError, errorMessage } from '../proto/model/errors';
@@ -26,7 +25,7 @@ import { AuthzTable } from './mesh/authz';
 import { RouteTable, resolveRoutes, type ClusterRouteDocument, type ResolvedRoutes } from './mesh/routes';
 import { gatewaysOfAgents, viewForNetwork } from './mesh/gateways';
 import type { Store } from './store/types';
-import { CertificateAuthority } from './ca';
+import { CaManager, type AgentCaView, type CaView } from './ca';
 import { TokenService } from './tokens/tokens';
 import { AgentRegistry, agentKey } from './sources/agents';
 import { buildMeshView } from './mesh/merge';
@@ -36,7 +35,7 @@ import { createHttpApi } from './api/http';
 import { ServingContexts, serveHttpAndHttps } from './api/https';
 import { ViewerTokens } from './api/viewer-tokens';
 import { MemoryCertificateProvider } from './api/cert-provider';
-import { ADMIN_TOKEN_KEY, loadCaMaterial, loadOrCreateAdminToken } from './bootstrap';
+import { ADMIN_TOKEN_KEY, loadOrCreateAdminToken } from './bootstrap';
 import { refuseLostStore } from './store/data-dir-guard';
 import { exportBackup } from './store/backup';
 import { readiness } from './health/readiness';
@@ -50,6 +49,9 @@ import { readTextFile, writeFileAtomic } from '../proto/model/files';
 
 /** The audience pods must project their service-account token for. */
 export const POD_TOKEN_AUDIENCE = 'kedge';
+
+/** How often a replica checks whether a CA rotation can take its next step. */
+export const CA_ROTATION_CHECK_MS = 1_000;
 
 /** A running federation replica. */
 export interface RunningFederation {
@@ -99,22 +101,36 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       where: config.store.kind === 'etcd' ? `etcd ${config.store.endpoints.join(',')}` : path.join(embeddedStoreParent(config.dataDir), 'store'),
     });
 
-    const material = await loadCaMaterial(store, { trustDomain: config.trustDomain, caCertFile: config.caCertFile, caKeyFile: config.caKeyFile, logger });
-    const ca = new CertificateAuthority(material, { workloadTtlMs: config.workloadCertTtlMs });
-    const roots = ca.trustBundle();
-    writeFileAtomic(path.join(config.dataDir, 'root-cert.pem'), roots.join(''), 0o644);
+    const caManager = await CaManager.open({
+      store,
+      trustDomain: config.trustDomain,
+      workloadTtlMs: config.workloadCertTtlMs,
+      logger: logger.child({ component: 'ca' }),
+      dataDir: config.dataDir,
+      plugged: config.caCertFile && config.caKeyFile ? { certFile: config.caCertFile, keyFile: config.caKeyFile } : undefined,
+      kek: config.caKek,
+    });
+    closers.push(() => caManager.close());
+    const writeRoots = () => writeFileAtomic(path.join(config.dataDir, 'root-cert.pem'), caManager.current().roots.join(''), 0o644);
+    writeRoots();
     const adminToken = await loadOrCreateAdminToken(store, config.dataDir);
-    const issuers = [new X509Certificate(material.certPem)];
 
     // The serving certificate names the federation by SPIFFE ID, so agents
-    // can reach any replica at any address.
+    // can reach any replica at any address. It is issued again whenever the
+    // trusted roots change (a rotation), and at half its lifetime.
     const provider = new MemoryCertificateProvider();
     let servingTimer: NodeJS.Timeout | undefined;
     closers.push(() => clearTimeout(servingTimer));
     const rotateServing = () => {
-      const serving = ca.issueServing(federationSpiffeId(config.trustDomain), { ttlMs: config.workloadCertTtlMs });
-      provider.update(roots.join(''), serving.chainPem.join(''), serving.keyPem);
-      const delay = Math.max(5_000, Math.floor((serving.notAfter.getTime() - Date.now()) / 2));
+      clearTimeout(servingTimer);
+      const serving = caManager.servingIdentity(federationSpiffeId(config.trustDomain), config.workloadCertTtlMs);
+      let delay = 30_000;
+      if (serving) {
+        provider.update(caManager.current().roots.join(''), serving.chainPem.join(''), serving.keyPem);
+        delay = Math.max(5_000, Math.floor((serving.notAfter.getTime() - Date.now()) / 2));
+      } else {
+        logger.error({ retryInMs: delay }, 'no serving certificate for gRPC: the CA key is unavailable and no saved serving certificate is still valid; agents cannot connect to this replica until the CA key is available');
+      }
       servingTimer = setTimeout(rotateServing, delay);
       servingTimer.unref();
     };
@@ -241,8 +257,14 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       },
       trustDomain: config.trustDomain,
       replica: config.replica,
-      ca: () => ca,
-      issuers: () => issuers,
+      ca: () => caManager.authority(),
+      issuers: () => caManager.current().issuers,
+      bundle: () => ({ rootsPem: caManager.current().roots, sequence: caManager.current().sequence }),
+      rootOf: (leafPem, spiffeId) => caManager.rootOf(leafPem, spiffeId),
+      onIdentityReport: (agent) => {
+        const r = caManager.current().state?.rotation;
+        if (r?.phase === 'reissuing' && r.reissue && agent.certRoot !== r.to) service?.requestRenewal((c) => c === agent, 'CA rotation: renew under the new root');
+      },
       tokens,
       registry,
       view: () => view,
@@ -287,20 +309,57 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     );
 
     let started = false;
-    let caHealth = checkCaSigns(ca, config.trustDomain);
-    const caTimer = setInterval(() => {
-      const next = checkCaSigns(ca, config.trustDomain);
+    // The self-check signs through whatever CA this replica has now (none while the CA key is unavailable).
+    const signingCa = { signCsr: (csr: string, id: string, o?: { ttlMs?: number }) => caManager.authority().signCsr(csr, id, o) };
+    let caHealth = checkCaSigns(signingCa, config.trustDomain);
+    const checkCa = () => {
+      const next = checkCaSigns(signingCa, config.trustDomain);
       if (next.ok !== caHealth.ok) (next.ok ? logger.info({}, 'the CA signs again') : logger.error({ err: next.error }, 'CA self-check failed: this replica is not ready'));
       caHealth = next;
-    }, CA_CHECK_MS);
+    };
+    const caTimer = setInterval(checkCa, CA_CHECK_MS);
     caTimer.unref();
     closers.push(() => clearInterval(caTimer));
     const ready = () => readiness({ started, store: store.health(), ca: caHealth, sources: sources.map((src) => src.status()), needed: config.readinessSources });
+    // CA changes (a rotation step on any replica, the key becoming
+    // available): new roots file, new serving certificate, the bundle pushed
+    // to every agent here, and renewals asked for when --reissue was given.
+    let contexts: ServingContexts | undefined;
+    caManager.on('change', (next: CaView, prev: CaView) => {
+      checkCa();
+      contexts?.clear();
+      writeRoots();
+      rotateServing();
+      if (next.sequence !== prev.sequence) service?.broadcastBundle();
+      const r = next.state?.rotation;
+      if (r?.phase === 'reissuing' && r.reissue && (prev.state?.rotation?.phase !== 'reissuing' || !prev.state.rotation.reissue)) {
+        const n = service?.requestRenewal((c) => c.certRoot !== r.to, 'CA rotation: renew under the new root') ?? 0;
+        logger.info({ agents: n }, 'CA rotation: asked agents to renew under the new root now');
+      }
+    });
+    const caAgents = async (): Promise<AgentCaView[]> => {
+      const stored = await registry.statuses();
+      return registry.all().map((a) => {
+        const c = service?.connected.get(a.id);
+        const st = stored.get(a.id);
+        return c ? { id: a.id, bundleSequence: c.bundleSequence, certRoot: c.certRoot } : { id: a.id, bundleSequence: st?.bundleSequence, certRoot: st?.certRoot };
+      });
+    };
+    // Every replica checks once a second while a rotation runs; the
+    // revision guard lets exactly one of them take each step.
+    const rotationTimer = setInterval(() => {
+      if (!caManager.current().state?.rotation) return;
+      void caAgents().then((agents) => caManager.advance(agents)).catch((err) => logger.warn({ err: errorMessage(err) }, 'CA rotation: cannot check progress; retrying'));
+    }, CA_ROTATION_CHECK_MS);
+    rotationTimer.unref();
+    closers.push(() => clearInterval(rotationTimer));
+
     const viewers = new ViewerTokens(store, { logger });
     await viewers.start();
     closers.push(() => viewers.close());
     const api = createHttpApi({
       viewers,
+      ca: { manager: caManager, agents: caAgents },
       adminToken,
       tokens,
       bindings,
@@ -327,15 +386,18 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       join: {
         version: KEDGE_VERSION,
         grpcPort: () => grpcPort,
-        rootPem: () => roots.join(''),
+        rootPem: () => caManager.current().roots.join(''),
         packageDir: config.packageDir,
         // dist/federation/server.js -> install/join.sh, in a checkout and in the package.
         scriptFile: path.resolve(__dirname, '..', '..', 'install', 'join.sh'),
       },
     });
     // HTTPS (mesh-CA certificates naming the address dialled) and plain HTTP on one port.
-    const contexts = new ServingContexts(({ ipAddresses, dnsNames }) => {
-      const s = ca.issueServing(federationSpiffeId(config.trustDomain), { ttlMs: config.workloadCertTtlMs, ipAddresses, dnsNames: ['localhost', ...dnsNames] });
+    // Issued by the root the gRPC serving certificate comes from (the old one until a rotation ends); cleared at every CA change.
+    contexts = new ServingContexts(({ ipAddresses, dnsNames }) => {
+      const a = caManager.current().servingAuthority;
+      if (!a) throw new KedgeError('KEDGE_CA_KEY_UNAVAILABLE', `no HTTPS certificate: ${caManager.current().unavailable ?? 'no CA key'}; use plain HTTP until the CA key is available`);
+      const s = a.issueServing(federationSpiffeId(config.trustDomain), { ttlMs: config.workloadCertTtlMs, ipAddresses, dnsNames: ['localhost', ...dnsNames] });
       return { chainPem: s.chainPem.join(''), keyPem: s.keyPem, notAfter: s.notAfter };
     });
     const front = serveHttpAndHttps(api, contexts, { plaintext: true, logger });

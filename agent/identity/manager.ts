@@ -3,6 +3,7 @@
 // current certificate; rotated into the proxy without dropping connections.
 import * as fs from 'node:fs';
 import { EventEmitter } from 'node:events';
+import { X509Certificate } from 'node:crypto';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import type { TlsIdentity } from '../proxy/types';
@@ -30,6 +31,8 @@ export class IdentityManager extends EventEmitter {
   private stopped = false;
   // When each certificate was requested, on this host's clock (unknown for one loaded from disk).
   private readonly receivedAt = new WeakMap<TlsIdentity, Date>();
+  /** TrustBundle.sequence last installed; 0 until the federation pushes one. */
+  private bundleSequence = 0;
   private readonly clock: () => number;
   private readonly random: () => number;
 
@@ -89,6 +92,63 @@ export class IdentityManager extends EventEmitter {
     this.opts.logger.info({ spiffeId: id.spiffeId, serial: id.serial, notAfter: id.notAfter.toISOString() }, 'certificate renewed');
     this.emit('rotated', id);
     return id;
+  }
+
+  /**
+   * Installs the trust bundle the federation pushed (a CA rotation adds a
+   * root, then retires one): saved with the identity and emitted as
+   * 'rotated', so the proxy swaps its TLS contexts without a restart. A push
+   * older than the one installed is ignored. Throws KEDGE_BAD_BUNDLE for a
+   * bundle without usable CA certificates, which is never installed.
+   */
+  setTrustBundle(rootsPem: readonly string[], sequence: number): boolean {
+    const current = this.current();
+    if (sequence < this.bundleSequence) return false;
+    const bundle = rootsPem.join('');
+    if (bundle === current.trustBundlePem) {
+      this.bundleSequence = sequence;
+      return false;
+    }
+    const roots = parseBundle(rootsPem);
+    const next: TlsIdentity = { ...current, trustBundlePem: bundle };
+    saveIdentity(this.opts.dataDir, next);
+    const received = this.receivedAt.get(current);
+    if (received) this.receivedAt.set(next, received);
+    this.identity = next;
+    this.bundleSequence = sequence;
+    this.opts.logger.info({ sequence, roots: roots.map((r) => r.fingerprint256) }, 'trust bundle updated');
+    const leaf = new X509Certificate(current.certChainPem);
+    if (!roots.some((r) => leaf.checkIssued(r) && leaf.verify(r.publicKey)) && !this.chainsThroughIntermediate(leaf, roots)) {
+      this.opts.logger.error({ serial: current.serial }, "the new trust bundle does not hold the root of this agent's certificate (its CA was rotated); renewing now");
+      this.renewSoon(0);
+    }
+    this.emit('rotated', next);
+    return true;
+  }
+
+  /** Renews at a random point within `withinMs` (the federation asked: CA rotation with --reissue). */
+  renewSoon(withinMs: number): void {
+    const delay = Math.floor(this.random() * Math.max(0, withinMs));
+    this.opts.logger.info({ inMs: delay }, 'renewing the certificate now, as the federation asked');
+    this.schedule(delay, 0);
+  }
+
+  /** What the agent tells the federation in an IdentityReport. */
+  identityReport(): { leafCertPem: string; bundleSequence: number } {
+    const leaf = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n?/.exec(this.current().certChainPem);
+    return { leafCertPem: leaf?.[0] ?? '', bundleSequence: this.bundleSequence };
+  }
+
+  // A plug-in CA: the leaf is issued by an intermediate sent in the chain.
+  private chainsThroughIntermediate(leaf: X509Certificate, roots: X509Certificate[]): boolean {
+    const blocks = this.current().certChainPem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+    let child = leaf;
+    for (const pem of blocks.slice(1)) {
+      const parent = new X509Certificate(pem);
+      if (!child.checkIssued(parent)) return false;
+      child = parent;
+    }
+    return blocks.length > 1 && roots.some((r) => child.checkIssued(r) && child.verify(r.publicKey));
   }
 
   stop(): void {
@@ -172,6 +232,21 @@ export class IdentityManager extends EventEmitter {
       }
     }
   }
+}
+
+/** The CA certificates of a pushed bundle; KEDGE_BAD_BUNDLE when it is empty or holds anything else. */
+function parseBundle(rootsPem: readonly string[]): X509Certificate[] {
+  if (rootsPem.length === 0) throw new KedgeError('KEDGE_BAD_BUNDLE', 'the federation sent an empty trust bundle');
+  return rootsPem.map((pem, i) => {
+    let c: X509Certificate;
+    try {
+      c = new X509Certificate(pem);
+    } catch (err) {
+      throw new KedgeError('KEDGE_BAD_BUNDLE', `root #${i + 1} of the trust bundle cannot be parsed`, { cause: err });
+    }
+    if (!c.ca) throw new KedgeError('KEDGE_BAD_BUNDLE', `root #${i + 1} of the trust bundle (${c.subject}) is not a CA certificate`);
+    return c;
+  });
 }
 
 function sleep(ms: number): Promise<void> {

@@ -13,6 +13,8 @@ import { fromGrpcError } from '../../proto/model/grpc-errors';
 export interface ClientIdentity {
   certChainPem: string;
   keyPem: string;
+  /** The mesh trust bundle the agent holds: trusted for the federation besides the pinned root, so a CA rotation needs no new pinned file. */
+  trustBundlePem?: string;
 }
 
 /** Channel options shared by every federation client. */
@@ -44,7 +46,7 @@ export function checkFederationIdentity(cert: PeerCertificate, trustDomain: stri
 /** Makes a client for one federation address. */
 export function federationClient(address: HostPort, rootCertPem: string, identity: ClientIdentity | undefined, trustDomain: string): FederationClient {
   const creds = grpc.credentials.createSsl(
-    Buffer.from(rootCertPem),
+    Buffer.from(rootCertPem + (identity?.trustBundlePem ?? '')),
     identity ? Buffer.from(identity.keyPem) : null,
     identity ? Buffer.from(identity.certChainPem) : null,
     { checkServerIdentity: (_host, cert) => checkFederationIdentity(cert, trustDomain) },
@@ -73,7 +75,8 @@ export function isTransient(err: unknown): boolean {
   return err instanceof KedgeError && (TRANSIENT.has(err.code) || /^KEDGE_K8S_(UNREACHABLE|TIMEOUT|SERVER_ERROR)$/.test(err.code));
 }
 
-const TRANSIENT = new Set(['KEDGE_FEDERATION_UNREACHABLE', 'KEDGE_INTERNAL', 'KEDGE_FEDERATION_ERROR', 'KEDGE_STORE_UNAVAILABLE', 'KEDGE_STORE_AUTH']);
+// KEDGE_CA_KEY_UNAVAILABLE: the federation serves but cannot sign until its operator supplies the CA key.
+const TRANSIENT = new Set(['KEDGE_FEDERATION_UNREACHABLE', 'KEDGE_INTERNAL', 'KEDGE_FEDERATION_ERROR', 'KEDGE_STORE_UNAVAILABLE', 'KEDGE_STORE_AUTH', 'KEDGE_CA_KEY_UNAVAILABLE']);
 
 /** The federation as the agent sees it: addresses tried in order, one pinned root. */
 export interface FederationTarget {

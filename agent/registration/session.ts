@@ -3,7 +3,7 @@
 // in order) whenever the federation goes away. The proxy keeps its last
 // snapshot meanwhile, so traffic does not depend on the federation being up.
 import type * as grpc from '@grpc/grpc-js';
-import type { AgentMessage, FederationMessage__Output, Register, Service__Output } from '../../proto/loader';
+import type { AgentMessage, FederationMessage__Output, IdentityReport, Register, Service__Output } from '../../proto/loader';
 import { errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { formatHostPort } from '../../proto/model/address';
@@ -43,6 +43,12 @@ export interface SessionOptions {
    * alone; the others are enforced).
    */
   onAuthorization?: (policies: readonly string[]) => readonly string[];
+  /** The federation pushed the mesh's trust bundle (after Registered, and when a CA rotation changes it). */
+  onTrustBundle?: (rootsPem: string[], sequence: number) => void;
+  /** The federation asked for a renewal now (CA rotation with --reissue). */
+  onRenew?: (withinMs: number, reason: string) => void;
+  /** What IdentityReport says: the current leaf and installed bundle sequence. */
+  identityReport?: () => IdentityReport;
   logger: Logger;
   random?: () => number;
   minBackoffMs?: number;
@@ -86,6 +92,12 @@ export class RegistrationSession {
   /** Sends a message on the live stream; dropped while disconnected (onRegistered resends state). */
   sendMessage(msg: AgentMessage): void {
     this.send(msg);
+  }
+
+  /** Tells the federation which certificate and bundle the agent uses now (after a renewal or a new bundle). */
+  reportIdentity(): void {
+    const report = this.opts.identityReport?.();
+    if (report) this.send({ identity: report });
   }
 
   /** Changes subscriptions on the live stream (Register carries the full set on reconnect). */
@@ -192,6 +204,15 @@ export class RegistrationSession {
           logger.warn({ nonce: msg.authorization.nonce, rejected }, 'rejected AuthorizationPolicies (NACK); the others are enforced');
         } else logger.info({ policies: msg.authorization.policies.length }, 'authorization policies updated');
         call.write({ ack: { nonce: msg.authorization.nonce, errorDetail: rejected.join('\n') } });
+      } else if (msg.msg === 'trustBundle' && msg.trustBundle) {
+        try {
+          this.opts.onTrustBundle?.(msg.trustBundle.rootsPem, Number(msg.trustBundle.sequence));
+        } catch (err) {
+          logger.error({ err: errorMessage(err), sequence: msg.trustBundle.sequence }, 'cannot install the trust bundle from the federation; keeping the current one');
+        }
+        this.reportIdentity();
+      } else if (msg.msg === 'renew' && msg.renew) {
+        this.opts.onRenew?.(msg.renew.withinMs, msg.renew.reason);
       }
     });
     const lost = (err: unknown) => {

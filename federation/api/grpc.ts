@@ -29,6 +29,8 @@ const MAX_STATS_PER_REPORT = 5_000;
 
 /** Largest CSR accepted; a 2048- or 4096-bit RSA CSR is 1–2 KB. */
 export const MAX_CSR_BYTES = 16 * 1024;
+/** Agents asked to renew spread their renewals over this many milliseconds. */
+export const RENEW_SPREAD_MS = 2_000;
 /** How long a new stream may take to send its Register. */
 export const REGISTER_TIMEOUT_MS = 10_000;
 
@@ -45,6 +47,10 @@ export interface ConnectedAgent {
   connectedAt: string;
   lastContact: string;
   certNotAfter: string;
+  /** TrustBundle sequence the agent reported installing (IdentityReport). */
+  bundleSequence: number | undefined;
+  /** Fingerprint of the trusted root the agent's reported leaf chains to. */
+  certRoot: string | undefined;
   push: PushSession;
   /** Ends the stream (revocation). */
   close(reason: KedgeError): void;
@@ -57,6 +63,9 @@ export interface ConnectedAgent {
   /** The last Authorization sent and what the agent answered (error: the policies it rejected). */
   authz: { nonce: string; ackedNonce: string; error: string };
 }
+
+/** Largest leaf certificate an IdentityReport may carry. */
+export const MAX_REPORTED_LEAF_BYTES = 16 * 1024;
 
 /** Checks a pod's service-account token with a cluster's TokenReview. */
 export type PodTokenReviewer = (cluster: string, token: string) => Promise<{ namespace: string; serviceAccount: string; podName?: string }>;
@@ -82,6 +91,12 @@ export interface GrpcDeps {
   view: () => MeshView;
   /** The view an agent on `network` with `role` receives; computed once per (network, role) per push. */
   viewFor?: (view: MeshView, network: string, role: 'workload' | 'gateway') => MeshView;
+  /** The trust bundle pushed to agents after Registered and on every change. */
+  bundle?: () => { rootsPem: string[]; sequence: number };
+  /** Which trusted root a reported leaf chains to (undefined: none, or not the stream's identity). */
+  rootOf?: (leafPem: string, spiffeId: string) => string | undefined;
+  /** Called after an agent's IdentityReport was recorded. */
+  onIdentityReport?: (agent: ConnectedAgent) => void;
   logger: Logger;
   clock?: () => number;
   /** Where agents' traffic summaries go, for `kedge stat`. */
@@ -95,6 +110,7 @@ export class FederationService {
   readonly connected = new Map<string, ConnectedAgent>();
   /** Registrations refused because they claimed another workload's address, newest last (for kedge get workloads). */
   readonly conflicts: { at: string; victim: string; claimant: string; address: string; identity: string }[] = [];
+  private readonly writers = new WeakMap<ConnectedAgent, (msg: FederationMessage) => void>();
   private readonly clock: () => number;
   private readonly limits: RegistrationLimits;
   /** When this replica's service started, for Registered.uptime_seconds. */
@@ -168,6 +184,24 @@ export class FederationService {
     return v;
   }
 
+  /** Pushes the current trust bundle to every agent connected here. */
+  broadcastBundle(): void {
+    const bundle = this.deps.bundle?.();
+    if (!bundle) return;
+    for (const c of this.connected.values()) this.writers.get(c)?.({ trustBundle: bundle });
+  }
+
+  /** Asks the agents connected here that match `pred` to renew their certificate now; returns how many. */
+  requestRenewal(pred: (c: ConnectedAgent) => boolean, reason: string, withinMs = RENEW_SPREAD_MS): number {
+    let n = 0;
+    for (const c of this.connected.values()) {
+      if (!pred(c)) continue;
+      this.writers.get(c)?.({ renew: { withinMs, reason } });
+      n++;
+    }
+    return n;
+  }
+
   statuses(): (Omit<ConnectedAgent, 'push'> & { push: PushStatus })[] {
     return [...this.connected.values()].map((c) => ({ ...c, push: c.push.status() }));
   }
@@ -177,8 +211,10 @@ export class FederationService {
     if (req.csrPem.length > MAX_CSR_BYTES) {
       throw new KedgeError('KEDGE_BAD_CSR', `CSR is ${req.csrPem.length} bytes; the limit is ${MAX_CSR_BYTES}`);
     }
-    // Validate the CSR before consuming a token use, so a broken CSR costs nothing.
+    // Validate the CSR, and that this replica can sign at all, before
+    // consuming a token use, so a broken CSR or a missing CA key costs nothing.
     const csrInfo = inspectCsr(req.csrPem);
+    const ca = deps.ca();
     let spiffeId: string;
     let cluster: string | undefined;
     let via: string;
@@ -219,7 +255,6 @@ export class FederationService {
       via = 'mtls';
       renewedFrom = peer.serial;
     }
-    const ca = deps.ca();
     const signed = ca.signCsr(req.csrPem, spiffeId);
     await deps.bindings.addCert(binding.id, { serial: signed.serial.toUpperCase(), notAfter: signed.notAfter.getTime() }, renewedFrom);
     if (cluster) await deps.certClusters?.put(signed.serial, cluster, signed.notAfter.getTime() - this.clock());
@@ -276,7 +311,7 @@ export class FederationService {
     const statusOf = (): AgentStatus => {
       if (!conn) return { ackedNonce: '', ackedAt: undefined, lastContact: record?.connectedAt ?? '', certNotAfter: certNotAfter.toISOString(), subscriptions: [] };
       const st = conn.push.status();
-      return { ackedNonce: st.ackedNonce, ackedAt: st.ackedAt, lastContact: conn.lastContact, certNotAfter: conn.certNotAfter, subscriptions: st.subscriptions };
+      return { ackedNonce: st.ackedNonce, ackedAt: st.ackedAt, lastContact: conn.lastContact, certNotAfter: conn.certNotAfter, subscriptions: st.subscriptions, bundleSequence: conn.bundleSequence, certRoot: conn.certRoot };
     };
     const registerTimer = setTimeout(() => fail(new KedgeError('KEDGE_BAD_REQUEST', `no Register within ${REGISTER_TIMEOUT_MS} ms of connecting`)), REGISTER_TIMEOUT_MS);
     registerTimer.unref();
@@ -352,6 +387,8 @@ export class FederationService {
             connectedAt: record.connectedAt,
             lastContact: record.connectedAt,
             certNotAfter: certNotAfter.toISOString(),
+            bundleSequence: undefined,
+            certRoot: undefined,
             push,
             close: (reason) => fail(reason),
             sendRevocations: (serials) => {
@@ -372,9 +409,13 @@ export class FederationService {
             },
           };
           this.connected.set(record.id, conn);
+          this.writers.set(conn, (m) => call.write(m));
           call.write({ registered: { agentId: record.id, replica: deps.replica, spiffeId: identity, uptimeSeconds: Math.min(0xffffffff, Math.floor((this.clock() - this.startedAt) / 1000)) } });
           conn.sendRevocations([...deps.revoked()].sort());
           conn.sendAuthorization();
+          // The roots may have changed since the agent's last Sign (a rotation while it was away).
+          const bundle = deps.bundle?.();
+          if (bundle) call.write({ trustBundle: bundle });
           if (record.gateway) push.subscribeToAll();
           push.subscribe(msg.register!.subscriptions, []);
           push.push(this.viewOf(deps.view(), conn));
@@ -415,6 +456,14 @@ export class FederationService {
             msg.stats!.stats.slice(0, MAX_STATS_PER_REPORT).filter((st) => (st.reporter === 'destination' ? st.destinationWorkload : st.reporter === 'source' ? st.sourceWorkload : undefined) === conn!.id && st.destinationService.length <= 320 && st.sourceWorkload.length <= 320 && st.destinationWorkload.length <= 320),
           );
           return;
+        case 'identity': {
+          const r = msg.identity!;
+          conn.bundleSequence = Number(r.bundleSequence);
+          conn.certRoot = r.leafCertPem.length <= MAX_REPORTED_LEAF_BYTES ? deps.rootOf?.(r.leafCertPem, identity) : undefined;
+          registration.statusChanged();
+          deps.onIdentityReport?.(conn);
+          return;
+        }
         case 'health': {
           const health = { ...record.health };
           for (const h of msg.health!.services) {

@@ -32,6 +32,7 @@ import { attachFeed } from './feed';
 import { dashboardState } from './dashboard-state';
 import { DEFAULT_UI_DIR, uiHandler } from './ui-static';
 import type { Role } from '../ui/model/state';
+import { caPemBundle, caRotate, caSpiffeBundle, caStatus, PEM_BUNDLE_PATH, SPIFFE_BUNDLE_PATH, type CaApiDeps } from './ca-routes';
 
 /** Largest request body the API reads. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -39,6 +40,8 @@ export const MAX_BODY_BYTES = 64 * 1024;
 /** What the HTTP API reads from the federation. */
 export interface HttpDeps {
   adminToken: string;
+  /** The CA: `kedge ca` routes, the public trust bundle, signing state in /readyz. */
+  ca?: CaApiDeps;
   tokens: TokenService;
   bindings: Bindings;
   /** Deletes a workload's registration from the store (kedge delete workload). */
@@ -210,6 +213,11 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     }],
     ['POST', /^\/api\/v1\/tokens$/, (_r, body) => createToken(deps, body)],
     ['GET', /^\/api\/v1\/backup$/, () => deps.backup()],
+    ['GET', /^\/api\/v1\/ca$/, () => caStatus(needCa(deps))],
+    ['POST', /^\/api\/v1\/ca\/rotate$/, (_r, body) => caRotate(needCa(deps), body).catch((err: unknown) => {
+      if (err instanceof KedgeError && CONFLICTS.has(err.code)) throw new HttpError(409, err.code, err.message);
+      throw err;
+    })],
   ];
 
   const authenticate = (token: string): { role: Role } | { status: number; code: string; message: string } => {
@@ -248,6 +256,12 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     if (url.pathname === '/readyz') {
       const r = deps.ready();
       return send(r.ready ? 200 : 503, { status: r.ready ? 'ready' : 'not ready', checks: r.checks });
+    }
+    if (deps.ca && req.method === 'GET' && url.pathname === SPIFFE_BUNDLE_PATH) return send(200, caSpiffeBundle(deps.ca));
+    if (deps.ca && req.method === 'GET' && url.pathname === PEM_BUNDLE_PATH) {
+      const pem = caPemBundle(deps.ca);
+      res.writeHead(200, { 'content-type': 'application/x-pem-file', 'content-length': Buffer.byteLength(pem) });
+      return res.end(pem);
     }
     // Prometheus scrapes without the admin token: metrics name no secrets.
     if (url.pathname === '/metrics' && req.method === 'GET' && deps.metrics) {
@@ -320,6 +334,14 @@ function decodePathPart(part: string): string {
   } catch {
     throw new HttpError(400, 'KEDGE_BAD_REQUEST', `path part "${part}" is not valid percent-encoding; encode it with encodeURIComponent`);
   }
+}
+
+// Rotation requests that clash with the CA's state answer 409.
+const CONFLICTS = new Set(['KEDGE_CA_ROTATION_IN_PROGRESS', 'KEDGE_CA_NO_ROTATION', 'KEDGE_CA_PLUGGED']);
+
+function needCa(deps: HttpDeps): CaApiDeps {
+  if (!deps.ca) throw new HttpError(404, 'KEDGE_NOT_FOUND', 'this API has no CA attached');
+  return deps.ca;
 }
 
 function readBody(req: http.IncomingMessage): Promise<unknown> {

@@ -29,6 +29,11 @@ export class ServingContexts {
 
   constructor(private readonly issue: ServingIssuer, private readonly clock: () => number = Date.now) {}
 
+  /** Forgets every context (the CA's roots changed): the next connection gets a certificate from the current root. */
+  clear(): void {
+    this.cache.clear();
+  }
+
   /** The context for a connection to `localAddress`, naming `servername` when it is a DNS name. */
   get(localAddress: string, servername: string | undefined): tls.SecureContext {
     const ip = plainAddress(localAddress);

@@ -26,8 +26,15 @@ export interface CaMaterial {
 // already accept them (agents time renewals knowing this: proto/model/certs).
 export const CLOCK_SKEW_MS = CERT_BACKDATE_MS;
 
-/** Creates a self-signed root CA (RSA 2048, 10 years by default) for a trust domain. */
-export function createRootCa(opts: { trustDomain: string; now?: Date; validityYears?: number }): CaMaterial {
+/**
+ * Creates a self-signed root CA (RSA 2048, 10 years by default) for a trust
+ * domain. The root is itself an SVID of the trust domain (URI SAN
+ * `spiffe://<trust-domain>`, the X509-SVID specification's SHOULD for
+ * signing certificates). `generation` > 1 (roots made by `kedge ca rotate`)
+ * is appended to the common name, so two roots of one mesh never share a
+ * subject and chain building cannot confuse them.
+ */
+export function createRootCa(opts: { trustDomain: string; now?: Date; validityYears?: number; generation?: number }): CaMaterial {
   if (!isValidTrustDomain(opts.trustDomain)) {
     throw new KedgeError('KEDGE_BAD_IDENTITY', `invalid trust domain "${opts.trustDomain}": use lowercase letters, digits, '-', '.' and '_'`);
   }
@@ -48,7 +55,7 @@ export function createRootCa(opts: { trustDomain: string; now?: Date; validityYe
       notAfter,
       subject: [
         { name: 'organizationName', value: 'Kedge' },
-        { name: 'commonName', value: `Kedge Root CA ${opts.trustDomain}` },
+        { name: 'commonName', value: `Kedge Root CA ${opts.trustDomain}${(opts.generation ?? 1) > 1 ? ` G${opts.generation}` : ''}` },
       ],
       spkiDer,
       extensions: [
@@ -57,6 +64,8 @@ export function createRootCa(opts: { trustDomain: string; now?: Date; validityYe
         // forge takes a string extnValue as raw DER, and key identifiers as binary strings.
         { name: 'subjectKeyIdentifier', value: encodeTlv(TAG.OCTET_STRING, ski).toString('binary') },
         { name: 'authorityKeyIdentifier', keyIdentifier: ski.toString('binary') },
+        // Not critical: the subject is not empty (RFC 5280 4.2.1.6).
+        { name: 'subjectAltName', altNames: [{ type: 6, value: `spiffe://${opts.trustDomain}` }] },
       ],
     },
     signerFor(privateKey),

@@ -65,4 +65,8 @@ export interface AgentStatus {
   lastContact: string;
   certNotAfter: string;
   subscriptions: string[];
+  /** The trust bundle sequence the agent reported installing (CA rotation). */
+  bundleSequence?: number | undefined;
+  /** Fingerprint of the root its current certificate chains to (CA rotation). */
+  certRoot?: string | undefined;
 }

@@ -17,6 +17,7 @@ const STATUS_BY_CODE: Record<string, grpc.status> = {
   KEDGE_K8S_TOKEN_REJECTED: grpc.status.UNAUTHENTICATED,
   KEDGE_K8S_TOKEN_AUDIENCE: grpc.status.UNAUTHENTICATED,
   KEDGE_K8S_TOKEN_NOT_SERVICE_ACCOUNT: grpc.status.UNAUTHENTICATED,
+  KEDGE_CA_KEY_UNAVAILABLE: grpc.status.UNAVAILABLE,
 };
 
 /** A gRPC error object carrying a Kedge error's code and message. */

@@ -17,7 +17,7 @@ describe('kedge command help', () => {
   });
 
   it('prints the usage on stdout with exit 0 for every command that has flags', async () => {
-    for (const cmd of ['federation', 'agent', 'token', 'get', 'status', 'apply', 'delete', 'demo']) {
+    for (const cmd of ['federation', 'agent', 'token', 'ca', 'get', 'status', 'apply', 'delete', 'demo']) {
       const r = await runKedge([cmd, '--help']);
       assert.equal(r.code, 0, `${cmd}: ${r.stderr}`);
       assert.match(r.stdout, new RegExp(`^usage: kedge ${cmd}\\b`), cmd);
