@@ -166,6 +166,9 @@ export class CaManager extends EventEmitter {
           'To replace the plug-in intermediate under the same root, restart each replica with the new --ca-cert/--ca-key files (agents keep working: the bundle is unchanged)',
       );
     }
+    if (!req.finish && !this.view.authority) {
+      throw new KedgeError('KEDGE_CA_KEY_UNAVAILABLE', `cannot rotate the CA on a replica that cannot sign: ${this.view.unavailable ?? 'no CA key'}`);
+    }
     let made: StoredRoot | undefined;
     for (;;) {
       const kv = await this.opts.store.get(ROOT_CA_KEY);
@@ -247,40 +250,65 @@ export class CaManager extends EventEmitter {
       kv = await opts.store.get(ROOT_CA_KEY);
     }
     let state = parseCaState(kv.value);
-    let revision = kv.modRevision;
     // Checked here, at start: a wrong key fails the start instead of a replica that quietly cannot sign.
     for (const r of state.roots) this.unwrap(r);
-    if (this.kek && state.roots.some((r) => 'pem' in r.key)) ({ state, revision } = await this.encryptStored());
+    if (this.kek && state.roots.some((r) => 'pem' in r.key)) ({ state } = await this.encryptStored());
     if (!opts.kek && state.roots.some((r) => 'pem' in r.key)) {
       opts.logger.warn(`THE CA PRIVATE KEY IS STORED UNENCRYPTED in ${opts.store.kind === 'etcd' ? 'etcd' : 'the embedded store'} (${ROOT_CA_KEY}): anyone who reads the store can issue mesh identities. Give a key-encryption key (--ca-key-encryption-key-file FILE, the environment variable KEDGE_CA_KEY_ENCRYPTION_KEY or --ca-key-command CMD) and it is encrypted at the next start`);
     }
-    this.apply(state, revision);
-    this.watch = opts.store.watch(ROOT_CA_KEY, { fromRevision: revision }, (events) => {
+    await this.follow();
+  }
+
+  /**
+   * Reads the record with the store's revision and watches from there; when
+   * the watch fails (etcd lost, history compacted) it reads and watches again.
+   */
+  private async follow(): Promise<void> {
+    const { kvs, revision } = await this.opts.store.list(ROOT_CA_KEY);
+    const kv = kvs.find((x) => x.key === ROOT_CA_KEY);
+    if (!kv) throw new KedgeError('KEDGE_CA_INVALID', `the CA record ${ROOT_CA_KEY} is missing from the store`);
+    if (!this.view || kv.modRevision > this.revision) this.apply(parseCaState(kv.value), kv.modRevision);
+    this.watch?.close();
+    this.watch = this.opts.store.watch(ROOT_CA_KEY, { fromRevision: revision }, (events) => {
       for (const ev of events) {
         if (ev.type !== 'put' || ev.kv.key !== ROOT_CA_KEY || ev.kv.modRevision <= this.revision) continue;
         try {
           this.apply(parseCaState(ev.kv.value), ev.kv.modRevision);
         } catch (err) {
-          opts.logger.error({ err: errorMessage(err) }, 'cannot use the CA record written to the store; keeping the current CA');
+          this.opts.logger.error({ err: errorMessage(err) }, 'cannot use the CA record written to the store; keeping the current CA');
         }
       }
     }, (err) => {
-      if (!this.closed) opts.logger.error({ err: errorMessage(err) }, 'lost the watch on the CA record; restart this replica if CA changes stop arriving');
+      if (this.closed) return;
+      this.opts.logger.warn({ err: errorMessage(err) }, 'lost the watch on the CA record; reading it again');
+      const retry = () => {
+        if (this.closed) return;
+        this.follow().catch((e) => {
+          this.opts.logger.warn({ err: errorMessage(e) }, 'cannot read the CA record; retrying');
+          setTimeout(retry, 1_000).unref();
+        });
+      };
+      setTimeout(retry, 500).unref();
     });
   }
 
   /** Wraps every plaintext key under the KEK (the migration of an existing store), with a revision guard. */
-  private async encryptStored(): Promise<{ state: CaState; revision: number }> {
+  private async encryptStored(): Promise<{ state: CaState }> {
     for (;;) {
       const kv = await this.opts.store.get(ROOT_CA_KEY);
       if (!kv) throw new KedgeError('KEDGE_CA_INVALID', `the CA record ${ROOT_CA_KEY} vanished from the store`);
       const state = parseCaState(kv.value);
-      if (state.roots.every((r) => 'wrapped' in r.key)) return { state, revision: kv.modRevision };
+      if (state.roots.every((r) => 'wrapped' in r.key)) return { state };
       const next: CaState = { ...state, roots: state.roots.map((r) => ('pem' in r.key ? { certPem: r.certPem, key: { wrapped: wrapKey(r.key.pem, this.kek!, fingerprintOf(r.certPem)) } } : r)) };
       try {
         const put = await this.opts.store.put(ROOT_CA_KEY, JSON.stringify(next), { expectRevision: kv.modRevision });
         this.opts.logger.warn({ kek: describeKekSource(this.opts.kek!) }, 'encrypted the CA private key in the store with the key-encryption key (it was stored unencrypted); every replica now needs that key to sign');
-        return { state: next, revision: put.revision };
+        // The unencrypted value must not linger in the store's history.
+        if (this.opts.store.discardHistory) await this.opts.store.discardHistory();
+        else {
+          this.opts.logger.warn({ revision: put.revision }, `the unencrypted CA key is still in etcd's history: compact and defragment etcd now (etcdctl compact ${put.revision} && etcdctl defrag --cluster)`);
+        }
+        return { state: next };
       } catch (err) {
         if (!hasCode(err, 'KEDGE_STORE_CONFLICT')) throw err;
       }

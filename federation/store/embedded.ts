@@ -92,6 +92,7 @@ class EmbeddedStore implements Store {
   private readonly clock: () => number;
   private readonly timers: StoreTimers;
   private reserved: number; // revisions up to here are claimed on disk (see RESERVE_STEP)
+  private readonly compactWaiters: (() => void)[] = [];
 
   constructor(
     private readonly dir: string,
@@ -319,7 +320,11 @@ class EmbeddedStore implements Store {
         if (o.ok) op.resolve(o.value);
         else op.reject(o.err);
       });
-      if (this.wal.size > (this.opts.compactBytes ?? 4 << 20)) await this.compact();
+      if (this.compactWaiters.length > 0 || this.wal.size > (this.opts.compactBytes ?? 4 << 20)) {
+        const waiters = this.compactWaiters.splice(0);
+        await this.compact();
+        for (const w of waiters) w();
+      }
     }
   }
 
@@ -379,6 +384,15 @@ class EmbeddedStore implements Store {
     while (cut < this.history.length && eventRevision(this.history[cut]!) === eventRevision(this.history[cut - 1]!)) cut++;
     this.historyStart = eventRevision(this.history[cut - 1]!);
     this.history = this.history.slice(cut);
+  }
+
+  async discardHistory(): Promise<void> {
+    this.checkOpen();
+    // Run by the write path after the pending writes, never beside a log append.
+    const compacted = new Promise<void>((resolve) => {
+      void this.enqueue(() => this.compactWaiters.push(resolve)).catch(() => resolve());
+    });
+    await compacted;
   }
 
   private async compact(): Promise<void> {

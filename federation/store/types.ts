@@ -60,6 +60,12 @@ export interface Store {
   health(): StoreHealth;
   /** Which implementation this is, for status output. */
   readonly kind: 'embedded' | 'etcd';
+  /**
+   * Drops the history of past values from disk where the store can do so
+   * itself (embedded: snapshot now, truncate the log), so a secret that was
+   * overwritten (the CA key before it was encrypted) does not linger there.
+   */
+  discardHistory?(): Promise<void>;
   /** Waits for pending writes, stops timers and watches, and releases the store. */
   close(): Promise<void>;
 }
