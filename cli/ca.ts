@@ -14,7 +14,7 @@ export interface CaStatusDoc {
   unavailable?: string;
   keyProtection: string;
   roots: { fingerprint: string; subject: string; uriSan: string; notBefore: string; notAfter: string; signing: boolean }[];
-  rotation?: { phase: string; from: string; to: string; startedAt: string; phaseSince: string; reissue: boolean; agents: number; waitingFor: number; blockers: { agent: string; reason: string }[] };
+  rotation?: { phase: string; from: string; to: string; startedAt: string; phaseSince: string; reissue: boolean; agents: number; waitingFor: number; blockers: { agent: string; reason: string }[]; settlingUntil?: string };
 }
 
 /** Renders the status for people. */
@@ -30,6 +30,7 @@ export function formatCaStatus(s: CaStatusDoc): string {
     const phase = r.phase === 'distributing' ? 'distributing the new root to every agent (the old root signs)' : 'the new root signs; waiting for every agent to hold a certificate from it';
     lines.push(`rotation: ${phase}, since ${r.phaseSince}${r.reissue ? ', agents told to renew now' : ''}`);
     lines.push(`  waiting for ${r.waitingFor} of ${r.agents} agents`);
+    if (r.settlingUntil) lines.push(`  this replica started recently: no step before ${r.settlingUntil}, while its agents reconnect`);
     for (const b of r.blockers) lines.push(`    ${b.agent}: ${b.reason}`);
     if (r.waitingFor > r.blockers.length) lines.push(`    ... and ${r.waitingFor - r.blockers.length} more`);
   }

@@ -52,6 +52,12 @@ export const POD_TOKEN_AUDIENCE = 'kedge';
 
 /** How often a replica checks whether a CA rotation can take its next step. */
 export const CA_ROTATION_CHECK_MS = 1_000;
+/**
+ * After its start, a replica takes no rotation step for the grace period
+ * plus this long: an agent's reconnect backoff is at most 5 s, jittered up
+ * to 7.5 s.
+ */
+export const CA_ROTATION_SETTLE_MS = 10_000;
 
 /** A running federation replica. */
 export interface RunningFederation {
@@ -346,9 +352,13 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       });
     };
     // Every replica checks once a second while a rotation runs; the
-    // revision guard lets exactly one of them take each step.
+    // revision guard lets exactly one of them take each step. A replica
+    // that just started waits until its agents had time to reconnect: until
+    // then it does not know them, and a rotation must not finish because
+    // the agents still on the old root have not come back yet.
+    const settleUntil = Date.now() + config.gracePeriodMs + CA_ROTATION_SETTLE_MS;
     const rotationTimer = setInterval(() => {
-      if (!caManager.current().state?.rotation) return;
+      if (!caManager.current().state?.rotation || Date.now() < settleUntil) return;
       void caAgents().then((agents) => caManager.advance(agents)).catch((err) => logger.warn({ err: errorMessage(err) }, 'CA rotation: cannot check progress; retrying'));
     }, CA_ROTATION_CHECK_MS);
     rotationTimer.unref();
@@ -359,7 +369,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     closers.push(() => viewers.close());
     const api = createHttpApi({
       viewers,
-      ca: { manager: caManager, agents: caAgents },
+      ca: { manager: caManager, agents: caAgents, settleUntil },
       adminToken,
       tokens,
       bindings,

@@ -18,6 +18,8 @@ export interface CaApiDeps {
   manager: CaManager;
   /** Every agent of the mesh with what it last reported about its certificate and bundle. */
   agents: () => Promise<AgentCaView[]>;
+  /** Before this time (ms since the epoch) this replica takes no rotation step: its agents may still be reconnecting. */
+  settleUntil?: number;
 }
 
 /** `GET /api/v1/ca`: roots, who signs, key protection, rotation progress. */
@@ -41,7 +43,8 @@ export async function caStatus(deps: CaApiDeps) {
   if (r) {
     const agents = await deps.agents();
     const blockers = deps.manager.blockers(agents);
-    rotation = { ...r, agents: agents.length, waitingFor: blockers.length, blockers: blockers.slice(0, MAX_LISTED_BLOCKERS) };
+    const settling = deps.settleUntil !== undefined && deps.settleUntil > Date.now() ? { settlingUntil: new Date(deps.settleUntil).toISOString() } : {};
+    rotation = { ...r, agents: agents.length, waitingFor: blockers.length, blockers: blockers.slice(0, MAX_LISTED_BLOCKERS), ...settling };
   }
   const keys = state ? state.roots.map((x) => ('wrapped' in x.key ? 'encrypted' : 'plaintext')) : [];
   return {

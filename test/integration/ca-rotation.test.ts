@@ -213,14 +213,20 @@ describe('a rotation interrupted and resumed', () => {
     assert.equal(twice.code, 1);
     assert.match(twice.stderr, /a CA rotation is already in progress \(phase reissuing[\s\S]*kedge ca rotate --reissue[\s\S]*KEDGE_CA_ROTATION_IN_PROGRESS/);
 
-    // Killed half-way: the rotation is in the store, and resumes.
+    // Killed half-way: the rotation is in the store, and resumes. The agents
+    // are frozen meanwhile: the restarted federation does not know them yet,
+    // and must not take that for "nobody uses the old root".
+    for (const a of [server, client]) a.proc.child.kill('SIGSTOP');
     await fed.proc.stop('SIGKILL');
     fed = await restartFederationProc(fed);
     const resumed = await caStatus(fed);
     assert.equal(resumed.rotation?.phase, 'reissuing');
     assert.equal(resumed.rotation?.to, reissuing.rotation!.to);
+    assert.equal(resumed.rotation?.agents, 0, 'no agent has reconnected yet');
+    assert.ok(resumed.rotation?.settlingUntil && Date.parse(resumed.rotation.settlingUntil) > Date.now(), 'the replica holds the rotation while its agents reconnect');
     assert.equal(resumed.sequence, reissuing.sequence);
     assert.equal(pems(fs.readFileSync(fed.rootCertFile, 'utf8')).length, 2, 'the restarted federation still trusts both roots');
+    for (const a of [server, client]) a.proc.child.kill('SIGCONT');
     for (const a of [server, client]) await a.proc.waitForLog((l) => l.msg === 'registered with the federation' && (a.proc.logs.filter((x) => x.msg === 'registered with the federation').length >= 2), 20_000, 'reconnect');
     await eventually(async () => (await getJson<{ services: { endpoints: unknown[] }[] }>(`${client.adminUrl}/config`)).services[0]?.endpoints.length === 1, 15_000, 'page to see reviews again');
     assert.equal(await httpGet(client.upstreams[0]!), 'reviews', 'traffic flows mid-rotation (the server holds an old-root certificate, the client trusts both)');
