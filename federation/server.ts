@@ -127,20 +127,28 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     const provider = new MemoryCertificateProvider();
     let servingTimer: NodeJS.Timeout | undefined;
     closers.push(() => clearTimeout(servingTimer));
-    const rotateServing = () => {
+    // One issue at a time; a change while one runs issues again after it.
+    let serving: Promise<void> = Promise.resolve();
+    const issueServing = async () => {
       clearTimeout(servingTimer);
-      const serving = caManager.servingIdentity(federationSpiffeId(config.trustDomain), config.workloadCertTtlMs);
       let delay = 30_000;
-      if (serving) {
-        provider.update(caManager.current().roots.join(''), serving.chainPem.join(''), serving.keyPem);
-        delay = Math.max(5_000, Math.floor((serving.notAfter.getTime() - Date.now()) / 2));
-      } else {
-        logger.error({ retryInMs: delay }, 'no serving certificate for gRPC: the CA key is unavailable and no saved serving certificate is still valid; agents cannot connect to this replica until the CA key is available');
+      try {
+        const id = await caManager.servingIdentity(federationSpiffeId(config.trustDomain), config.workloadCertTtlMs);
+        if (id) {
+          provider.update(caManager.current().roots.join(''), id.chainPem.join(''), id.keyPem);
+          delay = Math.max(5_000, Math.floor((id.notAfter.getTime() - Date.now()) / 2));
+        } else {
+          logger.error({ retryInMs: delay }, 'no serving certificate for gRPC: the CA key is unavailable and no saved serving certificate is still valid; agents cannot connect to this replica until the CA key is available');
+        }
+      } catch (err) {
+        logger.error({ err: errorMessage(err), retryInMs: delay }, 'cannot issue the federation serving certificate; retrying');
       }
       servingTimer = setTimeout(rotateServing, delay);
       servingTimer.unref();
     };
-    rotateServing();
+    const rotateServing = (): Promise<void> => (serving = serving.then(issueServing));
+    closers.push(() => serving);
+    await rotateServing();
 
     const tokens = new TokenService(store, { limits: config.tokenLimits });
     let view: MeshView = { services: new Map() };
@@ -335,7 +343,8 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       checkCa();
       contexts?.clear();
       writeRoots();
-      rotateServing();
+      provider.updateCa(next.roots.join(''));
+      void rotateServing();
       if (next.sequence !== prev.sequence) service?.broadcastBundle();
       const r = next.state?.rotation;
       if (r?.phase === 'reissuing' && r.reissue && (prev.state?.rotation?.phase !== 'reissuing' || !prev.state.rotation.reissue)) {

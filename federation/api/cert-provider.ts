@@ -19,6 +19,12 @@ export class MemoryCertificateProvider implements experimental.CertificateProvid
     for (const l of this.idListeners) l(this.identity);
   }
 
+  /** Replaces only the trusted CAs (the roots changed; the serving identity follows when it can be issued). */
+  updateCa(caPem: string): void {
+    this.ca = { caCertificate: Buffer.from(caPem) };
+    for (const l of this.caListeners) l(this.ca);
+  }
+
   addCaCertificateListener(l: CaListener): void {
     this.caListeners.add(l);
     // Asynchronously: grpc-js registers its own watcher only after adding

@@ -40,6 +40,13 @@ const WORKLOAD_EXTENSIONS = [
   { name: 'extKeyUsage', serverAuth: true, clientAuth: true },
 ];
 
+/** What a serving certificate names besides the SPIFFE ID, and its lifetime. */
+export interface ServingOptions {
+  ttlMs?: number;
+  dnsNames?: readonly string[];
+  ipAddresses?: readonly string[];
+}
+
 /** The mesh certificate authority, built once from validated CaMaterial. */
 export class CertificateAuthority {
   private readonly signer: Signer;
@@ -103,9 +110,21 @@ export class CertificateAuthority {
   }
 
   /** Issues the federation's own serving certificate (workload profile) with a freshly made RSA 2048 key. */
-  issueServing(spiffeId: string, opts: { ttlMs?: number; dnsNames?: readonly string[]; ipAddresses?: readonly string[] } = {}): IssuedKeyPair {
+  issueServing(spiffeId: string, opts: ServingOptions = {}): IssuedKeyPair {
     checkIdentity(spiffeId);
-    const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+    return this.issueServingWith(spiffeId, crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }), opts);
+  }
+
+  /** issueServing with the key made off the event loop. */
+  async issueServingAsync(spiffeId: string, opts: ServingOptions = {}): Promise<IssuedKeyPair> {
+    checkIdentity(spiffeId);
+    const pair = await new Promise<{ privateKey: crypto.KeyObject; publicKey: crypto.KeyObject }>((resolve, reject) =>
+      crypto.generateKeyPair('rsa', { modulusLength: 2048 }, (err, publicKey, privateKey) => (err ? reject(err) : resolve({ publicKey, privateKey }))),
+    );
+    return this.issueServingWith(spiffeId, pair, opts);
+  }
+
+  private issueServingWith(spiffeId: string, { privateKey, publicKey }: { privateKey: crypto.KeyObject; publicKey: crypto.KeyObject }, opts: ServingOptions): IssuedKeyPair {
     const spkiDer = publicKey.export({ type: 'spki', format: 'der' });
     const subjectPublicKey = spkiPublicKeyBits(spkiDer);
     // DNS and IP names besides the SPIFFE ID: for the HTTPS API, which curl

@@ -12,7 +12,7 @@ import type { Logger } from '../../proto/model/log';
 import { readTextFile, writeFileAtomic } from '../../proto/model/files';
 import type { Store } from '../store/types';
 import { CertificateAuthority, type IssuedKeyPair } from './authority';
-import { createRootCa, loadPluggedCa, type CaMaterial } from './material';
+import { createRootCaAsync, loadPluggedCa, type CaMaterial } from './material';
 import { describeKekSource, obtainKek, type KekSource } from './kek';
 import { unwrapKey, wrapKey } from './key-wrap';
 import {
@@ -130,11 +130,11 @@ export class CaManager extends EventEmitter {
    * issue it (saved to DATA/serving/ for a later start without the key), else
    * the saved one while it is valid and chains to a trusted root.
    */
-  servingIdentity(spiffeId: string, ttlMs: number): IssuedKeyPair | undefined {
+  async servingIdentity(spiffeId: string, ttlMs: number): Promise<IssuedKeyPair | undefined> {
     const dir = path.join(this.opts.dataDir, 'serving');
     const a = this.view.servingAuthority;
     if (a) {
-      const issued = a.issueServing(spiffeId, { ttlMs });
+      const issued = await a.issueServingAsync(spiffeId, { ttlMs });
       fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
       writeFileAtomic(path.join(dir, 'key.pem'), issued.keyPem, 0o600);
       writeFileAtomic(path.join(dir, 'cert-chain.pem'), issued.chainPem.join(''), 0o644);
@@ -184,7 +184,7 @@ export class CaManager extends EventEmitter {
         next = requestReissue(state);
         result = { action: 'reissue-requested', message: `a CA rotation is already in progress (phase ${state.rotation.phase}); agents are told to renew under the new root as soon as it signs` };
       } else {
-        made ??= this.makeRoot(state.generation + 1);
+        made ??= await this.makeRoot(state.generation + 1);
         next = startRotation(state, made, { now: new Date(this.clock()), reissue: req.reissue ?? false });
         result = { action: 'started', message: `rotation started: the new root is added to the trust bundle (sequence ${next.sequence}); it signs once every agent has that bundle` };
       }
@@ -239,7 +239,7 @@ export class CaManager extends EventEmitter {
     await this.refreshKek();
     let kv = await opts.store.get(ROOT_CA_KEY);
     while (!kv) {
-      const root = this.makeRoot(1);
+      const root = await this.makeRoot(1);
       try {
         // Create-only: when replicas race on first start, one root wins and all use it.
         await opts.store.put(ROOT_CA_KEY, JSON.stringify(initialState(root)), { expectRevision: 0 });
@@ -315,11 +315,11 @@ export class CaManager extends EventEmitter {
     }
   }
 
-  private makeRoot(generation: number): StoredRoot {
+  private async makeRoot(generation: number): Promise<StoredRoot> {
     if (this.opts.kek && !this.kek) {
       throw new KedgeError('KEDGE_CA_KEY_UNAVAILABLE', `cannot create a root CA: the key-encryption key is unavailable (${this.kekProblem}); a new key is never stored unencrypted when one is configured`);
     }
-    const m: CaMaterial = createRootCa({ trustDomain: this.opts.trustDomain, generation });
+    const m: CaMaterial = await createRootCaAsync({ trustDomain: this.opts.trustDomain, generation });
     return { certPem: m.certPem, key: this.kek ? { wrapped: wrapKey(m.keyPem, this.kek, fingerprintOf(m.certPem)) } : { pem: m.keyPem } };
   }
 

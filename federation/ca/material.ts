@@ -34,7 +34,29 @@ export const CLOCK_SKEW_MS = CERT_BACKDATE_MS;
  * is appended to the common name, so two roots of one mesh never share a
  * subject and chain building cannot confuse them.
  */
-export function createRootCa(opts: { trustDomain: string; now?: Date; validityYears?: number; generation?: number }): CaMaterial {
+export function createRootCa(opts: RootCaOptions): CaMaterial {
+  checkRootOptions(opts);
+  return rootFromKey(opts, crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }));
+}
+
+/** createRootCa with the key made off the event loop (a running federation must keep answering while it makes one). */
+export async function createRootCaAsync(opts: RootCaOptions): Promise<CaMaterial> {
+  checkRootOptions(opts);
+  const pair = await new Promise<{ privateKey: crypto.KeyObject; publicKey: crypto.KeyObject }>((resolve, reject) =>
+    crypto.generateKeyPair('rsa', { modulusLength: 2048 }, (err, publicKey, privateKey) => (err ? reject(err) : resolve({ publicKey, privateKey }))),
+  );
+  return rootFromKey(opts, pair);
+}
+
+/** What a new root is made for. */
+export interface RootCaOptions {
+  trustDomain: string;
+  now?: Date;
+  validityYears?: number;
+  generation?: number;
+}
+
+function checkRootOptions(opts: RootCaOptions): void {
   if (!isValidTrustDomain(opts.trustDomain)) {
     throw new KedgeError('KEDGE_BAD_IDENTITY', `invalid trust domain "${opts.trustDomain}": use lowercase letters, digits, '-', '.' and '_'`);
   }
@@ -42,8 +64,11 @@ export function createRootCa(opts: { trustDomain: string; now?: Date; validityYe
   if (!Number.isInteger(years) || years < 1) {
     throw new KedgeError('KEDGE_CA_INVALID', `root CA validity must be a whole number of years >= 1, got ${years}`);
   }
+}
+
+function rootFromKey(opts: RootCaOptions, { privateKey, publicKey }: { privateKey: crypto.KeyObject; publicKey: crypto.KeyObject }): CaMaterial {
+  const years = opts.validityYears ?? 10;
   const now = (opts.now ?? new Date()).getTime();
-  const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   const spkiDer = publicKey.export({ type: 'spki', format: 'der' });
   const notAfter = toWholeSecond(now);
   notAfter.setUTCFullYear(notAfter.getUTCFullYear() + years);
