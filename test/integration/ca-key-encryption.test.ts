@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startKedge, tempDir, eventually, runKedge, type KedgeProcess } from '../support/procs';
-import { AgentHandle, FederationHandle, createToken, getJson, spawnAgentProc, startAgentProc, startFederationProc } from '../support/mesh';
+import { AgentHandle, FederationHandle, createToken, getJson, grantFlags, spawnAgentProc, startAgentProc, startFederationProc } from '../support/mesh';
 
 /** Every file of the embedded store, concatenated: what an attacker with the data dir reads. */
 function storeText(fed: FederationHandle): string {
@@ -101,13 +101,14 @@ describe('CA key encrypted under the operator key', () => {
     await eventually(() => registrations(web) > before, 20_000, 'web to reconnect');
 
     // A joining agent gets a clear refusal and retries; its token is not spent.
-    const token = await createToken(fed, 'default', 'late');
-    const late = await spawnAgentProc(fed, { name: 'late', namespace: 'default', serviceAccount: 'late', address: '127.0.33.2', token });
+    const spec = { name: 'late', namespace: 'default', serviceAccount: 'late', address: '127.0.33.2' };
+    const token = await createToken(fed, 'default', 'late', grantFlags(spec));
+    const late = await spawnAgentProc(fed, { ...spec, token });
     agents.push(late.proc);
     const refused = await late.proc.waitForLog((l) => l.code === 'KEDGE_CA_KEY_UNAVAILABLE', 20_000, 'a refused join');
     assert.equal(refused.msg, 'the federation could not sign now; will retry');
     assert.match(String(refused.err), /this federation cannot sign certificates now: the CA private key in the store is encrypted/);
-    assert.ok(fed.proc.logs.some((l) => l.msg === 'Sign refused' && l.code === 'KEDGE_CA_KEY_UNAVAILABLE'));
+    await fed.proc.waitForLog((l) => l.msg === 'Sign refused' && l.code === 'KEDGE_CA_KEY_UNAVAILABLE', 5_000, 'the refusal in the federation log');
     assert.ok(!fed.proc.logs.some((l) => l.msg === 'signed workload certificate'));
   });
 
