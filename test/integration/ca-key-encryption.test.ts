@@ -85,11 +85,13 @@ describe('CA key encrypted under the operator key', () => {
     assert.match(String(line.msg), /agents keep connecting and receiving updates, but joins and renewals are refused until the CA key is available/);
     assert.match(String(line.reason), /encrypted and no key-encryption key is configured; give it with --ca-key-encryption-key-file FILE, the environment variable KEDGE_CA_KEY_ENCRYPTION_KEY or --ca-key-command CMD/);
 
+    // Not ready (the CA check fails, naming why), though it serves.
     const ready = await fetch(`${fed.httpUrl}/readyz`);
-    assert.equal(ready.status, 200, 'it still serves, so it is ready');
-    const body = (await ready.json()) as { ca: { canSign: boolean; reason: string } };
-    assert.equal(body.ca.canSign, false);
-    assert.match(body.ca.reason, /encrypted and no key-encryption key/);
+    assert.equal(ready.status, 503);
+    const body = (await ready.json()) as { checks: { name: string; ok: boolean; error?: string }[] };
+    const caCheck = body.checks.find((c) => c.name === 'ca')!;
+    assert.equal(caCheck.ok, false);
+    assert.match(caCheck.error ?? '', /the CA cannot sign: this federation cannot sign certificates now: the CA private key in the store is encrypted and no key-encryption key/);
     const status = await runKedge(['ca', 'status', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.match(status.stdout, /CANNOT SIGN: the CA private key in the store is encrypted/);
     const rotate = await runKedge(['ca', 'rotate', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
@@ -131,8 +133,9 @@ describe('CA key encrypted under the operator key', () => {
     const late = agents[1]!;
     await late.waitForMsg('joined the mesh', 40_000);
     await late.waitForMsg('registered with the federation', 20_000);
-    const ready = (await (await fetch(`${fed.httpUrl}/readyz`)).json()) as { ca: { canSign: boolean } };
-    assert.equal(ready.ca.canSign, true);
+    const ready = await fetch(`${fed.httpUrl}/readyz`);
+    const body = (await ready.json()) as { checks: { name: string; ok: boolean }[] };
+    assert.equal(body.checks.find((c) => c.name === 'ca')?.ok, true);
   });
 });
 
