@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startKedge, tempDir, eventually, runKedge, type KedgeProcess } from '../support/procs';
-import { AgentHandle, FederationHandle, createToken, getJson, grantFlags, spawnAgentProc, startAgentProc, startFederationProc } from '../support/mesh';
+import { AgentHandle, FederationHandle, getJson, grantFlags, spawnAgentProc, startAgentProc, startFederationProc } from '../support/mesh';
 
 /** Every file of the embedded store, concatenated: what an attacker with the data dir reads. */
 function storeText(fed: FederationHandle): string {
@@ -104,7 +104,10 @@ describe('CA key encrypted under the operator key', () => {
 
     // A joining agent gets a clear refusal and retries; its token is not spent.
     const spec = { name: 'late', namespace: 'default', serviceAccount: 'late', address: '127.0.33.2' };
-    const token = await createToken(fed, 'default', 'late', grantFlags(spec));
+    // Over plain HTTP: HTTPS on the HTTP port needs a certificate from the CA, which cannot sign now.
+    const made = await runKedge(['token', 'create', '--namespace', 'default', '--service-account', 'late', ...grantFlags(spec), '--federation', fed.httpUrl, '--insecure-http', '--admin-token-file', fed.adminTokenFile]);
+    assert.equal(made.code, 0, made.stderr);
+    const token = made.stdout.trim();
     const late = await spawnAgentProc(fed, { ...spec, token });
     agents.push(late.proc);
     const refused = await late.proc.waitForLog((l) => l.code === 'KEDGE_CA_KEY_UNAVAILABLE', 20_000, 'a refused join');

@@ -150,7 +150,8 @@ describe('CA rotation under steady traffic', () => {
     }
     assert.equal(pems(fs.readFileSync(fed.rootCertFile, 'utf8')).map(fp).join(), newFp, 'root-cert.pem holds only the new root');
     const newRoot = new X509Certificate(pems(fs.readFileSync(fed.rootCertFile, 'utf8'))[0]!);
-    assert.ok((await servingCert(fed.grpc)).verify(newRoot.publicKey), 'the federation serves gRPC with a certificate from the new root');
+    // The serving key is made off the event loop, so the new certificate follows the retirement shortly.
+    await eventually(async () => (await servingCert(fed.grpc)).verify(newRoot.publicKey), 10_000, 'the federation to serve gRPC with a certificate from the new root');
     assert.ok((await servingCert(fed.httpUrl.replace('http://', ''))).verify(newRoot.publicKey), 'and HTTPS on its HTTP port too');
     const afterDoc = await checkSpiffeBundle(fed, pems(fs.readFileSync(fed.rootCertFile, 'utf8')));
     assert.equal(afterDoc.spiffe_sequence, before.spiffe_sequence + 2, 'one step adds the new root, one retires the old');
