@@ -224,7 +224,6 @@ describe('a rotation interrupted and resumed', () => {
     const resumed = await caStatus(fed);
     assert.equal(resumed.rotation?.phase, 'reissuing');
     assert.equal(resumed.rotation?.to, reissuing.rotation!.to);
-    assert.equal(resumed.rotation?.agents, 0, 'no agent has reconnected yet');
     assert.ok(resumed.rotation?.settlingUntil && Date.parse(resumed.rotation.settlingUntil) > Date.now(), 'the replica holds the rotation while its agents reconnect');
     assert.equal(resumed.sequence, reissuing.sequence);
     assert.equal(pems(fs.readFileSync(fed.rootCertFile, 'utf8')).length, 2, 'the restarted federation still trusts both roots');
