@@ -16,11 +16,16 @@ const live = (s: Service__Output) => s.endpoints.some((e) => e.health !== 'UNHEA
  * that a service `current` has live endpoints for and `next` removed or left
  * with none keeps its current state. `held` lists those keys.
  */
-export function holdRemovals(current: ReadonlyMap<string, Service__Output>, next: ReadonlyMap<string, Service__Output>): { services: Map<string, Service__Output>; held: string[] } {
+export function holdRemovals(
+  current: ReadonlyMap<string, Service__Output>,
+  next: ReadonlyMap<string, Service__Output>,
+  /** Keys this stream has sent with endpoints: their removal is the replica's real knowledge, applied at once. */
+  seenOnStream: ReadonlySet<string> = new Set(),
+): { services: Map<string, Service__Output>; held: string[] } {
   const services = new Map(next);
   const held: string[] = [];
   for (const [key, svc] of current) {
-    if (!live(svc)) continue;
+    if (!live(svc) || seenOnStream.has(key)) continue;
     const n = next.get(key);
     if (n && n.endpoints.length > 0) continue;
     services.set(key, svc);

@@ -69,6 +69,8 @@ export class RegistrationSession {
   private holdUntil = 0;
   private holdTimer: NodeJS.Timeout | undefined;
   private lastNonce = '';
+  /** Keys the current stream has sent with endpoints (see hold-down.ts). */
+  private seenOnStream = new Set<string>();
   private stopped = false;
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -141,7 +143,7 @@ export class RegistrationSession {
       this.opts.onServices(this.services, this.lastNonce, removed);
       return;
     }
-    const { services, held } = holdRemovals(this.services, this.desired);
+    const { services, held } = holdRemovals(this.services, this.desired, this.seenOnStream);
     this.services = services;
     this.opts.onServices(this.services, this.lastNonce, removed.filter((k) => !held.includes(k)));
     if (held.length === 0 || this.holdTimer) return;
@@ -178,6 +180,7 @@ export class RegistrationSession {
         registered = true;
         this.attempt = 0;
         Object.assign(this.state, { connected: true, address: addr, replica: msg.registered.replica, agentId: msg.registered.agentId, lastError: undefined });
+        this.seenOnStream = new Set();
         this.holdUntil = holdDownUntil(this.now(), msg.registered.uptimeSeconds ?? 0, this.opts.removalHoldDownMs ?? REMOVAL_HOLD_DOWN_MS);
         this.state.connects += 1;
         logger.info({ federation: addr, replica: msg.registered.replica, agentId: msg.registered.agentId }, 'registered with the federation');
@@ -186,6 +189,7 @@ export class RegistrationSession {
         const applied = applyUpdate(this.desired, msg.update);
         this.desired = applied.services;
         this.lastNonce = msg.update.nonce;
+        for (const svc of msg.update.services) if (svc.endpoints.length > 0) this.seenOnStream.add(svc.key);
         this.useServices(msg.update.removed);
         const errorDetail = applied.rejected.join('; ');
         if (errorDetail) {

@@ -118,10 +118,14 @@ export class PushSession {
       ? [...new Set([...view.services.keys(), ...[...this.sent.keys()].filter((k) => this.sent.get(k) !== '')])].sort()
       : this.keysWithBackends(view);
     let found = deltaOfSorted(view, keys, this.sent);
-    // A just-started replica does not yet know a service is gone: say nothing
-    // about it (not even "absent") until the hold ends; the removal is
-    // computed again then, since nothing was recorded as sent.
-    if (found && view.holdRemovals && found.removed.length > 0) found = found.services.length > 0 ? { services: found.services, removed: [] } : undefined;
+    // A just-started replica does not yet know a service it never saw is
+    // gone: say nothing about it (not even "absent") until the hold ends;
+    // the answer is computed again then, since nothing was recorded as sent.
+    // Only keys this stream never sent: one it sent and is now missing left this replica's view, a real removal.
+    if (found && view.holdRemovals && found.removed.length > 0) {
+      const removed = found.removed.filter((k) => this.sent.get(k) !== undefined);
+      found = found.services.length > 0 || removed.length > 0 ? { services: found.services, removed } : undefined;
+    }
     if (this.goneBackends.length > 0) {
       (found ??= { services: [], removed: [] }).removed.push(...this.goneBackends);
       found.removed.sort();

@@ -34,6 +34,9 @@ describe('startup hold (federation)', () => {
     assert.equal(s.push(view(true)), false, 'nothing more to say while holding');
     s.push(view(false));
     assert.deepEqual(sent[1], { services: [], removed: ['b.default'] });
+    // A service this stream sent, then missing: a real removal, pushed even while holding.
+    s.push({ services: new Map(), holdRemovals: true });
+    assert.deepEqual(sent[2], { services: [], removed: ['a.default'] });
   });
 });
 
@@ -48,6 +51,11 @@ describe('removal hold-down (agent)', () => {
     assert.deepEqual([...r.services.keys()].sort(), ['a', 'c', 'd', 'e']);
     assert.equal(r.services.get('a'), current.get('a'), 'the held service keeps its endpoints');
     assert.equal(r.services.has('b'), false, 'no live endpoints: removed at once');
+  });
+
+  it('applies at once the removal of a service this stream sent with endpoints', () => {
+    const r = holdRemovals(current, new Map(), new Set(['a']));
+    assert.deepEqual(r.held, ['c', 'd']);
   });
 
   it('holds only for a replica up for less than the hold-down', () => {
