@@ -11,7 +11,7 @@ import { parseFlags } from './args';
 import { joinCommand } from './join';
 
 const USAGE =
-  'kedge token create --namespace NS --service-account SA [--service NAME]... [--workload NAME|GLOB] [--labels k=v,...] [--gateway NETWORK] [--ttl 1h] [--uses 1] [--join [--advertise HOST[:PORT]] [--locality R/Z] [--network NET] [--serve NAME:PORT[:TARGET[:PROTO]]]...] [--federation http://HOST:PORT] [--admin-token-file FILE]\n       kedge token create --viewer [--ttl 24h] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+  'kedge token create --namespace NS --service-account SA [--service NAME]... [--workload NAME|GLOB] [--labels k=v,...] [--gateway NETWORK [--new-network]] [--ttl 1h] [--uses 1] [--join [--advertise HOST[:PORT]] [--locality R/Z] [--network NET] [--serve NAME:PORT[:TARGET[:PROTO]]]...] [--federation http://HOST:PORT] [--admin-token-file FILE]\n       kedge token create --viewer [--ttl 24h] [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** Parses `k=v,k2=v2` (a value of * allows any value). */
 export function parseLabelGrant(s: string): Record<string, string> {
@@ -36,6 +36,7 @@ export async function runToken(argv: string[]): Promise<string> {
       workload: { type: 'string' },
       labels: { type: 'string' },
       gateway: { type: 'string' },
+      'new-network': { type: 'boolean' },
       ttl: { type: 'string' },
       uses: { type: 'string', default: '1' },
       // --join: print the command a bare host runs instead of the bare token.
@@ -88,6 +89,7 @@ export async function runToken(argv: string[]): Promise<string> {
     ...(values.workload ? { workload: values.workload } : {}),
     ...(labels ? { labels } : {}),
     ...(values.gateway ? { gateway: values.gateway } : {}),
+    ...(values['new-network'] ? { newNetwork: true } : {}),
   });
   for (const w of res.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
   if (!values.join) return `${res.token}\n`;

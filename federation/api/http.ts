@@ -564,9 +564,27 @@ async function createToken(deps: HttpDeps, body: unknown) {
     labels: (b.labels as Record<string, string> | undefined) ?? {},
     gateway: str(b.gateway, 'gateway') ?? '',
   };
+  if (grant.gateway && b.newNetwork !== true) {
+    const known = meshNetworks(deps);
+    if (!known.has(grant.gateway)) {
+      throw new HttpError(
+        400,
+        'KEDGE_TOKEN_INVALID_REQUEST',
+        `--gateway ${grant.gateway}: no endpoint or workload of the mesh is on network ${grant.gateway} (known: ${[...known].filter(Boolean).sort().join(', ') || 'none'}); check the name, or add --new-network if this gateway is the first member of a new network`,
+      );
+    }
+  }
   const { token, info } = await deps.tokens.create({ namespace: b.namespace, serviceAccount: b.serviceAccount, grant }, { ttlMs, uses });
   deps.logger.info({ tokenId: info.id, namespace: info.namespace, serviceAccount: info.serviceAccount, grant: info.grant, uses, expiresAt: info.expiresAt }, 'join token created');
   return { token, ...info, spiffeId: `spiffe://${deps.trustDomain}/ns/${info.namespace}/sa/${info.serviceAccount}`, warnings: grantWarnings(deps, info.namespace, info.grant) };
+}
+
+/** Networks the mesh knows: those of its endpoints and of its registered workloads. */
+function meshNetworks(deps: HttpDeps): Set<string> {
+  const networks = new Set<string>();
+  for (const s of deps.view().services.values()) for (const e of s.endpoints) networks.add(e.network);
+  for (const a of deps.agents()) networks.add(a.workload.network);
+  return networks;
 }
 
 /** What looks wrong with a grant but may be right (the workload may be the first of its service or network). */
@@ -577,11 +595,8 @@ function grantWarnings(deps: HttpDeps, namespace: string, grant: { services: str
     const any = [...view.services.values()].some((s) => s.namespace === namespace && globMatch(p, s.name));
     if (!any) out.push(`--service ${p}: no service in namespace ${namespace} matches it yet; the workload will be its first endpoint`);
   }
-  if (grant.gateway) {
-    const networks = new Set<string>();
-    for (const s of view.services.values()) for (const e of s.endpoints) networks.add(e.network);
-    for (const a of deps.agents()) networks.add(a.workload.network);
-    if (!networks.has(grant.gateway)) out.push(`--gateway ${grant.gateway}: no endpoint or workload of the mesh is on network ${grant.gateway}; check the name (known: ${[...networks].filter(Boolean).sort().join(', ') || 'none'})`);
+  if (grant.gateway && !meshNetworks(deps).has(grant.gateway)) {
+    out.push(`--gateway ${grant.gateway}: the network has no endpoint or workload yet (--new-network); this gateway will be its first member`);
   }
   return out;
 }

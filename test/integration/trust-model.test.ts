@@ -176,7 +176,11 @@ describe('trust model: what an ordinary token holder cannot do', () => {
     const r = await attempt(id, register({ name: 'attacker-gw', network: 'net-b', gateway: { address: '127.0.77.9', port: 15443 } }));
     assert.equal(r.registered, false);
     assert.match(r.details, /east-west gateway of network "net-b" is not granted; create the token with --gateway net-b/);
-    const ok = await attempt(await join(await createToken(fed, 'mesh-gateways', 'gw', ['--gateway', 'net-b'])), register({ name: 'gw-b', namespace: 'mesh-gateways', serviceAccount: 'gw', network: 'net-b', gateway: { address: '127.0.77.10', port: 15443 } }));
+    // A gateway grant for a network the mesh does not know is refused unless --new-network says it is new.
+    const unknown = await runKedge(['token', 'create', '--namespace', 'mesh-gateways', '--service-account', 'gw', '--gateway', 'net-b', ...admin]);
+    assert.notEqual(unknown.code, 0);
+    assert.match(unknown.stderr, /--gateway net-b: no endpoint or workload of the mesh is on network net-b .*add --new-network/);
+    const ok = await attempt(await join(await createToken(fed, 'mesh-gateways', 'gw', ['--gateway', 'net-b', '--new-network'])), register({ name: 'gw-b', namespace: 'mesh-gateways', serviceAccount: 'gw', network: 'net-b', gateway: { address: '127.0.77.10', port: 15443 } }));
     assert.equal(ok.registered, true, ok.details);
     ok.stream.send({ goodbye: { reason: 'done' } });
     await ok.stream.ended;

@@ -78,7 +78,7 @@ describe('failover across zones and networks (root, netlab)', () => {
       if (!fs.existsSync(path.join(home, 'token'))) {
         const ns = args.includes('gateway') ? 'mesh-gateways' : 'default';
         const wl0 = cfg.workload as { network?: string };
-        const grants = args.includes('gateway') ? ['--gateway', String(wl0.network)] : ['--service', 'reviews'];
+        const grants = args.includes('gateway') ? ['--gateway', String(wl0.network), '--new-network'] : ['--service', 'reviews'];
         fs.writeFileSync(path.join(home, 'token'), (await kedge('token', 'create', '--namespace', ns, '--service-account', name, ...grants)).stdout.trim());
       }
       const wl = cfg.workload as Record<string, unknown>;

@@ -77,7 +77,8 @@ export function grantFlags(spec: AgentSpec): string[] {
   const out = ['--workload', spec.name, '--labels', `app=${spec.name}`];
   for (const s of spec.services ?? []) out.push('--service', s.name);
   const gw = (spec.extra as { gateway?: unknown } | undefined)?.gateway;
-  if (gw !== undefined && spec.network) out.push('--gateway', spec.network);
+  // A test's gateway is often its network's first member.
+  if (gw !== undefined && spec.network) out.push('--gateway', spec.network, '--new-network');
   return out;
 }
 
