@@ -3,14 +3,12 @@
 import { isIP } from 'node:net';
 import type { Register__Output } from '../../proto/loader';
 import { KedgeError } from '../../proto/model/errors';
-import { isDnsLabel } from '../../proto/model/service';
+import { isDnsLabel, isLabelKey, isLabelValue } from '../../proto/model/service';
 import { isValidName, parseSpiffeId } from '../../proto/model/spiffe';
 import type { AgentRecord } from '../mesh/types';
 import { AGENT_VERSION_MAX_CHARS, HOST_FACT_MAX_ADDRESSES, HOST_FACT_MAX_CHARS, REGISTRATION_LIMITS_DEFAULTS, type RegistrationLimits } from './limits';
 
 const PROTOCOLS = new Set(['tcp', 'http', 'http2', 'grpc', 'tls']);
-const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 const PORT_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 function clip(s: string): string {
@@ -31,7 +29,7 @@ export function recordFromRegister(msg: Register__Output, identity: string, repl
   const labelKeys = Object.keys(wl.labels);
   if (labelKeys.length > limits.labelsPerWorkload) bad(`${labelKeys.length} labels; the limit is ${limits.labelsPerWorkload} (registrationLimits.labelsPerWorkload)`);
   for (const k of labelKeys) {
-    if (!LABEL_KEY.test(k) || !LABEL_VALUE.test(wl.labels[k]!)) bad(`label ${clip(k)}=${clip(wl.labels[k]!)} is not a valid label (keys and values up to 63 characters of letters, digits, '-', '_', '.')`);
+    if (!isLabelKey(k) || !isLabelValue(wl.labels[k]!)) bad(`label ${clip(k)}=${clip(wl.labels[k]!)} is not a valid label (keys and values up to 63 characters of letters, digits, '-', '_', '.')`);
   }
   if (wl.namespace !== id.namespace || wl.serviceAccount !== id.serviceAccount) {
     throw new KedgeError(

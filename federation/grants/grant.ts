@@ -5,7 +5,7 @@
 // The grant is bound to the certificate the token yields (see bindings.ts)
 // and checked on every Register. Pure.
 import { KedgeError } from '../../proto/model/errors';
-import { isDnsLabel } from '../../proto/model/service';
+import { isDnsLabel, isLabelKey, isLabelValue } from '../../proto/model/service';
 import { FEDERATION_NAMESPACE, isValidName } from '../../proto/model/spiffe';
 
 /** What a workload may register, as `kedge token create` grants it. */
@@ -31,8 +31,6 @@ export const EMPTY_GRANT: Grant = Object.freeze({ services: [], workload: '', la
 export const RESERVED_NAMESPACE = FEDERATION_NAMESPACE;
 
 const GLOB = /^[a-z0-9*]([-a-z0-9.*]*[a-z0-9*])?$/;
-const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 
 /** True when `name` matches `pattern`, where `*` stands for any run of characters (possibly empty). */
 export function globMatch(pattern: string, name: string): boolean {
@@ -70,7 +68,7 @@ export function validateGrant(raw: Partial<Grant> | undefined): Grant {
   }
   const labels: Record<string, string> = {};
   for (const [k, v] of Object.entries(g.labels ?? {})) {
-    if (!LABEL_KEY.test(k) || typeof v !== 'string' || (v !== '*' && !LABEL_VALUE.test(v))) {
+    if (!isLabelKey(k) || typeof v !== 'string' || (v !== '*' && !isLabelValue(v))) {
       throw invalid(`--labels ${k}=${String(v)} is not a valid label (keys and values up to 63 characters of letters, digits, '-', '_', '.'; a value of * allows any value)`);
     }
     labels[k] = v;

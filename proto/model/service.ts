@@ -43,3 +43,18 @@ const LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 export function isDnsLabel(s: string): boolean {
   return LABEL.test(s);
 }
+
+// Kubernetes label syntax: an optional DNS-subdomain prefix and a name of up
+// to 63 characters; values up to 63 characters, possibly empty.
+const LABEL_KEY = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+
+/** A Kubernetes-style label key. */
+export function isLabelKey(s: string): boolean {
+  return LABEL_KEY.test(s);
+}
+
+/** A Kubernetes-style label value. */
+export function isLabelValue(s: string): boolean {
+  return LABEL_VALUE.test(s);
+}
