@@ -23,7 +23,44 @@ export interface ReportedStat {
   failures: number;
   latencyBuckets: number[];
   tcpConnections: number;
+  tcpSentBytes?: number;
+  tcpReceivedBytes?: number;
+  /** Records over mutual TLS (destination reporter only). */
+  mtls?: number;
+  /** The latest failures in the report, oldest first. */
+  errors?: ReportedError[];
 }
+
+/** One failure an agent reported (TrafficError). */
+export interface ReportedError {
+  startMs: number;
+  responseCode: number;
+  grpcStatus: number;
+  responseFlags: string;
+  errorCode: string;
+  method: string;
+  path: string;
+  upstreamHost: string;
+}
+
+/** Reported aggregates summed over a window, per reporter, workloads and service: what the service graph is drawn from. */
+export interface EdgeAggregate {
+  reporter: string;
+  sourceWorkload: string;
+  destinationWorkload: string;
+  destinationService: string;
+  requests: number;
+  failures: number;
+  latencyBuckets: number[];
+  tcpConnections: number;
+  tcpBytes: number;
+  mtls: number;
+  /** The newest failures, newest first, at most EDGE_ERRORS. */
+  errors: ReportedError[];
+}
+
+/** Failures kept per edge aggregate. */
+export const EDGE_ERRORS = 10;
 
 /** A `kedge stat` row. */
 export interface StatRow {
@@ -68,6 +105,10 @@ export function bucketQuantile(q: number, counts: readonly number[]): number | n
   return LATENCY_BUCKETS_MS[LATENCY_BUCKETS_MS.length - 1]!;
 }
 
+function addBuckets(into: number[], counts: readonly number[]): void {
+  for (let i = 0; i < counts.length && i < into.length; i++) into[i]! += counts[i]!;
+}
+
 /** The reported summaries of this replica's agents; see the file comment. */
 export class TrafficStatsStore {
   private entries: { at: number; stat: ReportedStat }[] = [];
@@ -83,6 +124,31 @@ export class TrafficStatsStore {
     while (drop < this.entries.length && this.entries[drop]!.at < cutoff) drop++;
     if (this.entries.length - drop > MAX_ENTRIES) drop = this.entries.length - MAX_ENTRIES;
     if (drop > 0) this.entries = this.entries.slice(drop);
+  }
+
+  /** Every aggregate reported within `windowMs`, summed per reporter, source and destination workload and service. */
+  edges(windowMs: number): EdgeAggregate[] {
+    const since = this.now() - windowMs;
+    const groups = new Map<string, EdgeAggregate>();
+    for (const { at, stat } of this.entries) {
+      if (at < since) continue;
+      const key = `${stat.reporter}|${stat.sourceWorkload}|${stat.destinationWorkload}|${stat.destinationService}`;
+      let g = groups.get(key);
+      if (g === undefined) {
+        g = { reporter: stat.reporter, sourceWorkload: stat.sourceWorkload, destinationWorkload: stat.destinationWorkload, destinationService: stat.destinationService, requests: 0, failures: 0, latencyBuckets: new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0), tcpConnections: 0, tcpBytes: 0, mtls: 0, errors: [] };
+        groups.set(key, g);
+      }
+      g.requests += stat.requests;
+      g.failures += stat.failures;
+      g.tcpConnections += stat.tcpConnections;
+      g.tcpBytes += (stat.tcpSentBytes ?? 0) + (stat.tcpReceivedBytes ?? 0);
+      g.mtls += stat.mtls ?? 0;
+      addBuckets(g.latencyBuckets, stat.latencyBuckets);
+      // Entries are in arrival order: newer errors go to the front.
+      for (const e of stat.errors ?? []) g.errors.unshift(e);
+      if (g.errors.length > EDGE_ERRORS) g.errors.length = EDGE_ERRORS;
+    }
+    return [...groups.values()];
   }
 
   /** The rows for `q`, sorted by name. */
@@ -106,9 +172,7 @@ export class TrafficStatsStore {
       g.requests += stat.requests;
       g.failures += stat.failures;
       g.tcp += stat.tcpConnections;
-      stat.latencyBuckets.forEach((c, i) => {
-        if (i < g!.buckets.length) g!.buckets[i]! += c;
-      });
+      addBuckets(g.buckets, stat.latencyBuckets);
     }
     const seconds = q.windowMs / 1000;
     return [...groups.entries()]

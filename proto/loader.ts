@@ -61,3 +61,4 @@ export type { Locality, Locality__Output } from './generated/kedge/v1/Locality';
 export type { FederationClient, FederationHandlers } from './generated/kedge/v1/Federation';
 export type { TrafficStats, TrafficStats__Output } from './generated/kedge/v1/TrafficStats';
 export type { TrafficStat__Output } from './generated/kedge/v1/TrafficStat';
+export type { TrafficError__Output } from './generated/kedge/v1/TrafficError';

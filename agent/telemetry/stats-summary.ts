@@ -16,7 +16,29 @@ export interface StatRow {
   failures: number;
   latencyBuckets: number[];
   tcpConnections: number;
+  tcpSentBytes: number;
+  tcpReceivedBytes: number;
+  /** Records that arrived over mutual TLS (destination reporter only). */
+  mtls: number;
+  /** The latest failures of the interval, oldest first, at most MAX_ERRORS. */
+  errors: StatError[];
 }
+
+/** One failure as the dashboard lists it for an edge. */
+export interface StatError {
+  startMs: number;
+  responseCode: number;
+  grpcStatus: number;
+  responseFlags: string;
+  errorCode: string;
+  method: string;
+  path: string;
+  upstreamHost: string;
+}
+
+/** Failures kept per aggregate per interval: the newest replace the oldest. */
+export const MAX_ERRORS = 3;
+const MAX_ERROR_PATH = 256;
 
 /** At most this many keys per interval; more are folded into an `unknown` key. */
 const MAX_KEYS = 5_000;
@@ -42,22 +64,35 @@ export class StatsSummary implements RecordSink {
     const src = workloadKey(r.source, r.reporter === 'source' ? this.local : undefined);
     const dst = workloadKey(r.destination, r.reporter === 'destination' ? this.local : undefined);
     const svc = r.service.name === '' ? '' : `${r.service.name}.${r.service.namespace}`;
-    let key = `${r.reporter}|${src}|${dst}|${svc}`;
+    // The server side keeps mTLS and plaintext apart: plaintext is traffic from outside the mesh, whose client reports nothing.
+    const mtls = r.reporter === 'destination' && r.connectionSecurityPolicy === 'mutual_tls';
+    let key = `${r.reporter}|${src}|${dst}|${svc}|${mtls ? 'm' : ''}`;
     let s = this.stats.get(key);
     if (s === undefined) {
       if (this.stats.size >= MAX_KEYS) key = `${r.reporter}|||`;
       s = this.stats.get(key);
       if (s === undefined) {
-        s = { reporter: r.reporter, sourceWorkload: this.stats.size >= MAX_KEYS ? '' : src, destinationWorkload: this.stats.size >= MAX_KEYS ? '' : dst, destinationService: this.stats.size >= MAX_KEYS ? '' : svc, requests: 0, failures: 0, latencyBuckets: new Array<number>(ENVOY_DEFAULT_BUCKETS.length + 1).fill(0), tcpConnections: 0 };
+        const folded = this.stats.size >= MAX_KEYS;
+        s = { reporter: r.reporter, sourceWorkload: folded ? '' : src, destinationWorkload: folded ? '' : dst, destinationService: folded ? '' : svc, requests: 0, failures: 0, latencyBuckets: new Array<number>(ENVOY_DEFAULT_BUCKETS.length + 1).fill(0), tcpConnections: 0, tcpSentBytes: 0, tcpReceivedBytes: 0, mtls: 0, errors: [] };
         this.stats.set(key, s);
       }
     }
+    if (mtls) s.mtls++;
+    const failed = isErrorRecord(r);
+    if (failed) {
+      if (s.errors.length >= MAX_ERRORS) s.errors.shift();
+      s.errors.push(r.kind === 'request'
+        ? { startMs: r.startMs, responseCode: r.responseCode, grpcStatus: r.grpcStatus, responseFlags: r.responseFlags, errorCode: r.errorCode, method: r.method, path: r.path.slice(0, MAX_ERROR_PATH), upstreamHost: r.upstreamHost }
+        : { startMs: r.startMs, responseCode: 0, grpcStatus: -1, responseFlags: r.responseFlags, errorCode: r.errorCode, method: '', path: '', upstreamHost: r.upstreamHost });
+    }
     if (r.kind === 'connection') {
       s.tcpConnections++;
+      s.tcpSentBytes += r.sentBytes;
+      s.tcpReceivedBytes += r.receivedBytes;
       return;
     }
     s.requests++;
-    if (isErrorRecord(r)) s.failures++;
+    if (failed) s.failures++;
     const b = ENVOY_DEFAULT_BUCKETS.findIndex((le) => r.durationMs <= le);
     const buckets = s.latencyBuckets;
     buckets[b < 0 ? buckets.length - 1 : b]!++;

@@ -6,7 +6,9 @@ import type { SourceStatus } from '../sources/types';
 import type { RouteRow as MeshRouteRow } from '../mesh/routes';
 import type { PushStatus } from '../push/session';
 import { formatLocality } from '../../proto/model/locality';
-import type { DashboardState, EndpointRow, Role, ServiceRow, WorkloadRow } from '../ui/model/state';
+import type { AuthzPolicyRow, DashboardState, EndpointRow, Role, ServiceRow, WorkloadRow } from '../ui/model/state';
+import type { EdgeAggregate } from '../stats';
+import { trafficEdges } from '../mesh/traffic-graph';
 
 /** What the state is built from (a subset of HttpDeps, so tests can pass plain data). */
 export interface StateInputs {
@@ -20,7 +22,13 @@ export interface StateInputs {
   sources: () => SourceStatus[];
   routeRows: () => readonly MeshRouteRow[];
   policies: () => { name: string; service: string; document: unknown }[];
+  authorization: () => readonly AuthzPolicyRow[];
+  /** Traffic aggregates reported within the window (this replica's agents). */
+  traffic: (windowMs: number) => readonly EdgeAggregate[];
 }
+
+/** The window the service graph's rates cover. */
+export const TRAFFIC_WINDOW_MS = 60_000;
 
 /** The whole state as `role` sees it (both roles see the same data; the role decides what the page offers). */
 export async function dashboardState(inp: StateInputs, role: Role, nowMs: number): Promise<DashboardState> {
@@ -76,6 +84,7 @@ export async function dashboardState(inp: StateInputs, role: Role, nowMs: number
     };
   }).sort((x, y) => x.id.localeCompare(y.id));
   const known = (key: string) => view.services.has(key);
+  const traffic = inp.traffic(TRAFFIC_WINDOW_MS);
   return {
     meta: { replica: inp.replica, trustDomain: inp.trustDomain, role, now: new Date(nowMs).toISOString() },
     services: services.sort((a, b) => a.key.localeCompare(b.key)),
@@ -84,5 +93,11 @@ export async function dashboardState(inp: StateInputs, role: Role, nowMs: number
     sources: inp.sources().map((s) => ({ name: s.name, kind: s.kind, connected: s.connected, stale: s.stale, lastSync: s.lastSync, error: s.error, services: s.services, endpoints: s.endpoints })),
     routes: inp.routeRows().map((r) => ({ kind: r.kind, namespace: r.namespace, name: r.name, source: r.source, parents: r.parents, backends: r.backends, rules: r.rules, warnings: r.warnings, ...(r.error ? { error: r.error } : {}) })),
     policies: inp.policies().map((p) => ({ ...p, warnings: known(p.service) ? [] : [`no service ${p.service} in the mesh yet: the policy waits for it`] })),
+    authorization: inp.authorization().map((a) => ({ namespace: a.namespace, name: a.name, action: a.action, selector: a.selector, rules: a.rules, workloads: a.workloads, ...(a.error ? { error: a.error } : {}) })),
+    traffic: {
+      windowSeconds: TRAFFIC_WINDOW_MS / 1000,
+      reportingAgents: new Set(traffic.map((t) => (t.reporter === 'source' ? t.sourceWorkload : t.destinationWorkload))).size,
+      edges: trafficEdges(traffic, workloads.map((w) => ({ id: w.id, namespace: w.namespace, services: w.services })), endpoints, TRAFFIC_WINDOW_MS),
+    },
   };
 }

@@ -2,7 +2,8 @@
 // (registration, subscriptions, pushed updates, acks).
 import * as grpc from '@grpc/grpc-js';
 import type { PushObserver } from '../metrics';
-import type { TrafficStatsStore } from '../stats';
+import type { ReportedError, TrafficStatsStore } from '../stats';
+import type { TrafficError__Output } from '../../proto/loader';
 import { X509Certificate } from 'node:crypto';
 import type { AgentMessage__Output, FederationHandlers, FederationMessage, SignRequest__Output, SignResponse } from '../../proto/loader';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
@@ -26,6 +27,11 @@ import type { CertClusters } from './cert-clusters';
 
 /** Aggregates one traffic report may carry (an agent's own cap is 5,000). */
 const MAX_STATS_PER_REPORT = 5_000;
+/** Failures one aggregate may carry (an agent sends at most 3), and the string sizes kept of each. */
+const MAX_ERRORS_PER_STAT = 5;
+function boundedError(e: TrafficError__Output): ReportedError {
+  return { startMs: e.startMs, responseCode: e.responseCode, grpcStatus: e.grpcStatus, responseFlags: e.responseFlags.slice(0, 64), errorCode: e.errorCode.slice(0, 64), method: e.method.slice(0, 32), path: e.path.slice(0, 256), upstreamHost: e.upstreamHost.slice(0, 300) };
+}
 
 /** Largest CSR accepted; a 2048- or 4096-bit RSA CSR is 1–2 KB. */
 export const MAX_CSR_BYTES = 16 * 1024;
@@ -453,7 +459,10 @@ export class FederationService {
         case 'stats':
           // An agent speaks for its own side of each hop only; anything else is dropped.
           deps.trafficStats?.add(
-            msg.stats!.stats.slice(0, MAX_STATS_PER_REPORT).filter((st) => (st.reporter === 'destination' ? st.destinationWorkload : st.reporter === 'source' ? st.sourceWorkload : undefined) === conn!.id && st.destinationService.length <= 320 && st.sourceWorkload.length <= 320 && st.destinationWorkload.length <= 320),
+            msg.stats!.stats
+              .slice(0, MAX_STATS_PER_REPORT)
+              .filter((st) => (st.reporter === 'destination' ? st.destinationWorkload : st.reporter === 'source' ? st.sourceWorkload : undefined) === conn!.id && st.destinationService.length <= 320 && st.sourceWorkload.length <= 320 && st.destinationWorkload.length <= 320)
+              .map((st) => ({ ...st, errors: st.errors.slice(0, MAX_ERRORS_PER_STAT).map(boundedError) })),
           );
           return;
         case 'identity': {

@@ -315,6 +315,8 @@ export function createHttpApi(deps: HttpDeps): http.Server {
         sources: deps.sources,
         routeRows: deps.routeRows,
         policies: () => deps.policies.list(),
+        authorization: () => (deps.authz ? deps.authz.rows(deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, labels: a.workload.labels }))) : []),
+        traffic: (windowMs) => deps.trafficStats?.edges(windowMs) ?? [],
       }, role, Date.now()),
     logger: deps.logger,
   });

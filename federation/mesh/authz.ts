@@ -10,22 +10,13 @@ import { DEFAULT_ROOT_NAMESPACE, type AuthzPolicyObject, type AuthzWorkload } fr
 import { validateAuthorizationPolicy } from '../../policy/authz/validate';
 import type { Store } from '../store/types';
 import { WatchedMap } from '../store/watched-map';
+import type { AuthzPolicyRow } from '../ui/model/state';
 
 export const AUTHZ_PREFIX = '/kedge/authz/';
 
-/** One policy as `kedge get authorizationpolicies` lists it. */
-export interface AuthzRow {
+/** One policy as `kedge get authorizationpolicies` lists it (the dashboard shows the same row). */
+export interface AuthzRow extends AuthzPolicyRow {
   kind: 'AuthorizationPolicy';
-  namespace: string;
-  name: string;
-  action: string;
-  /** `app=x,version=v1`, `(namespace)` without a selector, `(mesh)` in the root namespace without one. */
-  selector: string;
-  rules: number;
-  /** Registered workloads it selects now (`namespace/name`). */
-  workloads: string[];
-  /** Set when the stored document no longer validates (a newer Kedge refusing what an older one stored). */
-  error?: string;
 }
 
 /** The applied AuthorizationPolicies; see the file comment. */

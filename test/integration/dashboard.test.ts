@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { createToken, grantFlags, restartFederationProc, startAgentProc, startFederationProc, startHttpApp, writeAgentConfig, type AgentHandle, type FederationHandle } from '../support/mesh';
+import { agentSeesEndpoints, createToken, grantFlags, httpGet, restartFederationProc, startAgentProc, startFederationProc, writeAgentConfig, type AgentHandle, type FederationHandle } from '../support/mesh';
 import { eventually, runKedge, startKedge, tempDir } from '../support/procs';
 
 const CHROMIUM = process.env.KEDGE_CHROMIUM ?? '/usr/bin/chromium';
@@ -33,21 +33,25 @@ describe('dashboard in chromium', { skip: fs.existsSync(CHROMIUM) || process.env
   before(async () => {
     fed = await startFederationProc({ args: ['--grace-period', '30s'] });
     adminToken = fs.readFileSync(fed.adminTokenFile, 'utf8').trim();
-    const app = await startHttpApp('reviews');
-    closers.push(() => app.close());
+    // reviews answers 500 to /fail/*: the service graph shows the failures and their paths.
+    const app = http.createServer((req, res) => res.writeHead(req.url?.startsWith('/fail') ? 500 : 200).end('reviews'));
+    await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+    closers.push(() => new Promise((r) => app.close(() => r())));
+    const appPort = (app.address() as { port: number }).port;
+    const telemetry = { statsInterval: '500ms' };
     // A service whose probe fails: its endpoint is unhealthy in the federation.
     const sick = http.createServer((_req, res) => res.writeHead(503).end());
     await new Promise<void>((r) => sick.listen(0, '127.0.0.1', r));
     closers.push(() => new Promise((r) => sick.close(() => r())));
     const sickPort = (sick.address() as { port: number }).port;
-    agents.push(await startAgentProc(fed, { name: 'reviews', namespace: 'default', serviceAccount: 'reviews', address: '127.0.95.1', network: 'net-b', locality: 'us-west/zone-w', services: [{ name: 'reviews', ports: [{ name: 'http', port: 9080, targetPort: app.port }] }] }));
+    agents.push(await startAgentProc(fed, { name: 'reviews', namespace: 'default', serviceAccount: 'reviews', address: '127.0.95.1', network: 'net-b', locality: 'us-west/zone-w', services: [{ name: 'reviews', ports: [{ name: 'http', port: 9080, targetPort: appPort, protocol: 'http' }] }], extra: { telemetry } }));
     agents.push(await startGateway(fed));
     agents.push(await startAgentProc(fed, {
       name: 'ratings', namespace: 'default', serviceAccount: 'ratings', address: '127.0.95.3', network: 'net-a', locality: 'us-east/zone-a',
       services: [{ name: 'ratings', ports: [{ name: 'http', port: 9080, targetPort: sickPort }], health: { http: { path: '/healthz', port: sickPort }, period: '200ms', timeout: '500ms', unhealthyThreshold: 1 } } as never],
     }));
     agents.push(await startAgentProc(fed, { name: 'orders', namespace: 'default', serviceAccount: 'orders', address: '127.0.95.2', network: 'net-a', locality: 'us-east/zone-a', services: [{ name: 'orders', ports: [{ name: 'http', port: 9080 }] }] }));
-    agents.push(await startAgentProc(fed, { name: 'web', namespace: 'shop', serviceAccount: 'web', address: '127.0.95.9', network: 'net-a', locality: 'us-east/zone-a', upstreams: [{ service: 'reviews.default', port: 9080 }] }));
+    agents.push(await startAgentProc(fed, { name: 'web', namespace: 'shop', serviceAccount: 'web', address: '127.0.95.9', network: 'net-a', locality: 'us-east/zone-a', upstreams: [{ service: 'reviews.default', port: 9080 }], extra: { telemetry } }));
     browser = await chromium.launchPersistentContext(tempDir('chromium-profile'), {
       executablePath: CHROMIUM,
       headless: true,
@@ -100,7 +104,7 @@ describe('dashboard in chromium', { skip: fs.existsSync(CHROMIUM) || process.env
   });
 
   it('lists services with health in words, endpoints by locality, and the failover order from a chosen client', async () => {
-    await page.keyboard.press('2');
+    await page.keyboard.press('3');
     await page.getByRole('heading', { name: 'Services' }).waitFor();
     assert.match(await page.locator('tr[data-service="ratings.default"]').innerText(), /0\/1 healthy/);
     assert.match(await page.locator('tr[data-service="reviews.default"]').innerText(), /1\/1 healthy/);
@@ -116,8 +120,52 @@ describe('dashboard in chromium', { skip: fs.existsSync(CHROMIUM) || process.env
     await shot(page, '03-service-detail');
   });
 
+  it('draws the service graph from the agents\' reports: the edge\'s rate, success and mTLS, and a click shows its policies and recent errors', async () => {
+    const audit = path.join(tempDir('dashboard-authz'), 'authz.yaml');
+    fs.writeFileSync(audit, 'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: audit-deletes, namespace: default }\nspec:\n  action: AUDIT\n  rules:\n  - to: [{ operation: { methods: [DELETE] } }]\n');
+    const applied = await runKedge(['apply', '-f', audit, '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const web = agents.find((a) => a.spec.name === 'web')!;
+    await agentSeesEndpoints(web, 'reviews.default', 1);
+    for (let i = 0; i < 30; i++) await httpGet(web.upstreams[0]!, '/');
+    for (let i = 0; i < 10; i++) await httpGet(web.upstreams[0]!, `/fail/${i}`).catch(() => undefined);
+    await page.keyboard.press('2');
+    await page.getByRole('heading', { name: 'Service graph' }).waitFor();
+    // web serves no service, so it is a workload node; reviews is a service.
+    const row = page.locator('tr[data-edge="wl:shop/web->svc:reviews.default"]');
+    await row.waitFor({ timeout: 10_000 });
+    await eventually(async () => /75\.0% success/.test(await row.innerText()), 15_000, 'all 40 requests reported');
+    const text = await row.innerText();
+    assert.match(text, /workload shop\/web\s+reviews\.default/);
+    assert.match(text, /\d+(\.\d+)? rps · 75\.0% ok · p99 [\d.]+ ms/);
+    assert.match(text, /mTLS/);
+    assert.doesNotMatch(text, /plaintext/);
+    // A click on the drawn edge opens its detail: the AUDIT policy selecting reviews, and the failed requests.
+    const canvas = (await page.locator('.graph').boundingBox())!;
+    const mid = (await page.evaluate(`(() => { const cy = document.querySelector('.graph')._cyreg.cy; return cy.getElementById('wl:shop/web->svc:reviews.default').renderedMidpoint(); })()`)) as { x: number; y: number };
+    await page.mouse.click(canvas.x + mid.x, canvas.y + mid.y);
+    const detail = page.locator('aside[data-detail="wl:shop/web->svc:reviews.default"]');
+    await detail.waitFor({ timeout: 5_000 });
+    assert.match(await detail.innerText(), /AuthorizationPolicy default\/audit-deletes: AUDIT/);
+    assert.match(await detail.innerText(), /No route attaches to reviews\.default/);
+    const errors = detail.locator('tr.edge-error');
+    assert.ok((await errors.count()) >= 1);
+    assert.match(await errors.first().innerText(), /500\s+GET \/fail\/\d/);
+    await shot(page, '03b-service-graph');
+    // The namespace filter keeps the edge for either end's namespace and drops it for another.
+    await page.getByLabel('Namespace').selectOption('default');
+    await row.waitFor();
+    await page.getByLabel('Namespace').selectOption('shop');
+    await row.waitFor();
+    // The policies view lists the authorization policy with the workloads it selects.
+    await page.keyboard.press('5');
+    const authz = page.locator('tr[data-authz="default/audit-deletes"]');
+    await authz.waitFor();
+    assert.match(await authz.innerText(), /AUDIT[\s\S]*in force on \d+ workloads?/);
+  });
+
   it('shows workloads with host facts, SPIFFE ID and certificate expiry, and a SIGKILLed agent disconnected within 2 s of the federation noticing', async () => {
-    await page.keyboard.press('3');
+    await page.keyboard.press('4');
     const row = page.locator('tr[data-workload="default/orders"]');
     await row.waitFor();
     const text = await row.innerText();
@@ -137,12 +185,12 @@ describe('dashboard in chromium', { skip: fs.existsSync(CHROMIUM) || process.env
 
   it('shows a newly registered service and an applied route without a reload', async () => {
     await page.evaluate('window.kedgeMarker = 42');
-    await page.keyboard.press('2');
+    await page.keyboard.press('3');
     agents.push(await startAgentProc(fed, { name: 'payments', namespace: 'default', serviceAccount: 'payments', address: '127.0.95.4', network: 'net-a', services: [{ name: 'payments', ports: [{ name: 'http', port: 9080 }] }] }));
     await page.locator('tr[data-service="payments.default"]').waitFor({ timeout: 5_000 });
     const file = path.join(tempDir('dashboard-route'), 'route.yaml');
     fs.writeFileSync(file, 'apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: reviews-split }\nspec:\n  parentRefs: [{ group: "", kind: Service, name: reviews, port: 9080 }]\n  rules:\n  - backendRefs: [{ name: reviews, port: 9080 }]\n');
-    await page.keyboard.press('4');
+    await page.keyboard.press('5');
     const applied = await runKedge(['apply', '-f', file, '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.equal(applied.code, 0, applied.stderr);
     await page.locator('tr[data-route="HTTPRoute/default/reviews-split"]').waitFor({ timeout: 5_000 });
@@ -202,13 +250,13 @@ describe('dashboard in chromium', { skip: fs.existsSync(CHROMIUM) || process.env
 
   it('fits a narrow window: nothing scrolls sideways but the tables', async () => {
     await page.setViewportSize({ width: 420, height: 800 });
-    for (const key of ['1', '2', '3', '4']) {
+    for (const key of ['1', '2', '3', '4', '5']) {
       await page.keyboard.press(key);
       await page.locator('main h2').first().waitFor();
       const overflow = (await page.evaluate('document.documentElement.scrollWidth - window.innerWidth')) as number;
       assert.ok(overflow <= 0, `view ${key} is ${overflow}px wider than the window`);
     }
-    await page.keyboard.press('3');
+    await page.keyboard.press('4');
     await shot(page, '09-narrow-workloads');
     await page.setViewportSize({ width: 1280, height: 800 });
   });

@@ -9,6 +9,9 @@ import { certBadge, configBadge, contactBadge, workloadList, CERT_WARN_MS, forma
 import { policyView } from '../../federation/ui/model/policies';
 import { matchesQuery, paginate } from '../../federation/ui/model/lists';
 import { countBadge, formatDuration } from '../../federation/ui/model/health';
+import { edgeDetail, graphElements, graphView } from '../../federation/ui/model/graph';
+import { trafficEdges, type GraphWorkload } from '../../federation/mesh/traffic-graph';
+import type { EdgeAggregate } from '../../federation/stats';
 
 const NOW = Date.parse('2030-01-01T12:00:00.000Z');
 
@@ -216,5 +219,91 @@ describe('dashboard policies and lists', () => {
     assert.deepEqual(countBadge(0, 3), { level: 'bad', text: '0/3 healthy' });
     assert.equal(formatDuration(2 * 86_400_000 + 3 * 3_600_000 + 5_000), '2d 3h');
     assert.equal(formatDuration(0), '0s');
+  });
+});
+
+describe('dashboard service graph', () => {
+  const buckets = (i: number, n: number) => Object.assign(new Array<number>(20).fill(0), { [i]: n });
+  const agg = (over: Partial<EdgeAggregate>): EdgeAggregate => ({
+    reporter: 'source', sourceWorkload: 'front/web-1', destinationWorkload: '', destinationService: 'orders.shop', requests: 0, failures: 0,
+    latencyBuckets: buckets(0, 0), tcpConnections: 0, tcpBytes: 0, mtls: 0, errors: [], ...over,
+  });
+  const workloads: GraphWorkload[] = [
+    { id: 'front/web-1', namespace: 'front', services: ['web'] },
+    { id: 'batch/cron-1', namespace: 'batch', services: [] },
+    { id: 'shop/orders-1', namespace: 'shop', services: ['orders'] },
+  ];
+  const fail = { startMs: NOW, responseCode: 503, grpcStatus: -1, responseFlags: 'UF', errorCode: 'KEDGE_CONNECT_FAILED', method: 'GET', path: '/x', upstreamHost: '10.0.0.1:15006' };
+  const edges = trafficEdges([
+    agg({ requests: 600, failures: 6, latencyBuckets: buckets(7, 600), errors: [fail] }),
+    agg({ sourceWorkload: 'batch/cron-1', destinationService: 'orders.shop', tcpConnections: 3, tcpBytes: 4096 }),
+    // Server-side reports: mTLS ones are the clients' own (left out); plaintext ones come from outside the mesh.
+    agg({ reporter: 'destination', sourceWorkload: '', destinationWorkload: 'shop/orders-1', requests: 600, mtls: 600 }),
+    agg({ reporter: 'destination', sourceWorkload: '', destinationWorkload: 'shop/orders-1', requests: 60, failures: 30 }),
+    // Passthrough to an unknown address has no node.
+    agg({ destinationService: '', destinationWorkload: '', tcpConnections: 1 }),
+  ], workloads, [ep({}), ep({ address: '10.0.0.2', meshed: false })], 60_000);
+
+  it('makes nodes of services, workloads serving none and outside traffic, with rates, success, p99 and mTLS', () => {
+    assert.deepEqual(edges.map((e) => [e.id, e.reporter, e.requests, e.rps, e.success, e.tcpConnections, e.mtls]), [
+      ['svc:web.front->svc:orders.shop', 'source', 600, 10, 0.99, 0, 'partial'],
+      ['unknown->svc:orders.shop', 'destination', 60, 1, 0.5, 0, 'none'],
+      ['wl:batch/cron-1->svc:orders.shop', 'source', 0, 0, null, 3, 'partial'],
+    ]);
+    assert.equal(edges[0]!.p99Ms, 100 + 150 * 0.99);
+    assert.match(edges[0]!.mtlsNote, /1 of 2 endpoints are not meshed/);
+    assert.deepEqual(edges[0]!.errors, [{ at: new Date(NOW).toISOString(), outcome: '503 UF', request: 'GET /x', upstream: '10.0.0.1:15006', errorCode: 'KEDGE_CONNECT_FAILED' }]);
+  });
+
+  it('labels, filters by namespace and details an edge with its routes, policies and errors', () => {
+    const st = state({
+      traffic: { windowSeconds: 60, reportingAgents: 2, edges },
+      endpoints: [ep({})],
+      routes: [
+        { kind: 'HTTPRoute', namespace: 'shop', name: 'split', source: 'kedge apply', parents: ['orders.shop:9080'], backends: ['orders.shop'], rules: 1, warnings: [] },
+        { kind: 'HTTPRoute', namespace: 'shop', name: 'other', source: 'kedge apply', parents: ['ordersx.shop'], backends: [], rules: 1, warnings: [] },
+      ],
+      policies: [{ name: 'orders', service: 'orders.shop', warnings: [], document: {} }],
+      authorization: [
+        { namespace: 'shop', name: 'deny-batch', action: 'DENY', selector: '(namespace)', rules: 1, workloads: ['shop/orders-1'] },
+        { namespace: 'shop', name: 'nothing', action: 'ALLOW', selector: 'app=none', rules: 1, workloads: [] },
+      ],
+    });
+    const g = graphView(st, '');
+    assert.deepEqual(g.namespaces, ['batch', 'front', 'shop']);
+    assert.deepEqual(g.nodes.map((n) => [n.id, n.kind, n.label]), [
+      ['svc:orders.shop', 'service', 'orders.shop'],
+      ['svc:web.front', 'service', 'web.front'],
+      ['unknown', 'unknown', 'outside the mesh'],
+      ['wl:batch/cron-1', 'workload', 'workload batch/cron-1'],
+    ]);
+    assert.equal(g.edges[0]!.label, '10 rps · 99.0% ok · p99 249 ms');
+    assert.deepEqual(g.edges[0]!.badge, { level: 'ok', text: '99.0% success' });
+    assert.deepEqual(g.edges[1]!.badge, { level: 'bad', text: '50.0% success' });
+    assert.equal(g.edges[2]!.label, '3 TCP conns · 4.0 KiB');
+    assert.deepEqual(graphView(st, 'batch').edges.map((e) => e.row.id), ['wl:batch/cron-1->svc:orders.shop']);
+    assert.equal(graphElements(graphView(st, 'batch')).length, 3);
+    const d = edgeDetail(st, 'svc:web.front->svc:orders.shop')!;
+    assert.deepEqual(d.routes.map((r) => r.name), ['split']);
+    assert.equal(d.trafficPolicy?.name, 'orders');
+    assert.deepEqual(d.authorization.map((a) => a.name), ['deny-batch']);
+    assert.equal(d.errors.length, 1);
+    assert.equal(edgeDetail(st, 'gone->svc:x'), undefined);
+  });
+
+  it('lists authorization policies: in force, selecting nothing, invalid', () => {
+    const v = policyView(state({
+      authorization: [
+        { namespace: 'shop', name: 'b', action: 'ALLOW', selector: 'app=orders', rules: 2, workloads: ['shop/orders-1', 'shop/orders-2'] },
+        { namespace: 'shop', name: 'a', action: 'DENY', selector: 'app=none', rules: 1, workloads: [] },
+        { namespace: 'kedge-system', name: 'c', action: 'AUDIT', selector: '(mesh)', rules: 1, workloads: [], error: 'unknown field spec.foo' },
+      ],
+    }), '');
+    assert.deepEqual(v.authorization.map((a) => [a.id, a.badge.level, a.badge.text]), [
+      ['kedge-system/c', 'bad', 'invalid, not pushed: unknown field spec.foo'],
+      ['shop/a', 'warn', 'selects no registered workload'],
+      ['shop/b', 'ok', 'in force on 2 workloads'],
+    ]);
+    assert.equal(policyView(state({ authorization: v.authorization.map((a) => a.row) }), 'deny').authorization.length, 1);
   });
 });

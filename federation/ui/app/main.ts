@@ -1,5 +1,5 @@
 // The dashboard page: login, the live feed, and the views behind a
-// hash router (#/map, #/services[/KEY], #/workloads, #/policies). The hash
+// hash router (#/map, #/graph, #/services[/KEY], #/workloads, #/policies). The hash
 // holds only the view; the token lives in session storage.
 import { html, render } from 'htm/preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
@@ -9,9 +9,11 @@ import { MeshMapView } from './map';
 import { ServiceDetailView, ServicesView } from './services';
 import { WorkloadsView } from './workloads';
 import { PoliciesView } from './policies';
+import { ServiceGraphView } from './graph';
 
 const VIEWS = [
   ['map', 'Mesh map'],
+  ['graph', 'Service graph'],
   ['services', 'Services'],
   ['workloads', 'Workloads'],
   ['policies', 'Policies'],
@@ -113,6 +115,7 @@ function Shell({ token, role, onLogout }: { token: string; role: Role; onLogout:
   else if (view === 'services') body = html`<${ServicesView} state=${state} />`;
   else if (view === 'workloads') body = html`<${WorkloadsView} state=${state} nowMs=${nowMs} />`;
   else if (view === 'policies') body = html`<${PoliciesView} state=${state} />`;
+  else if (view === 'graph') body = html`<${ServiceGraphView} state=${state} />`;
   else body = html`<${MeshMapView} state=${state} />`;
   return html`<a class="skip" href="#main" onClick=${(e: Event) => { e.preventDefault(); main.current?.focus(); }}>Skip to content</a>
     <header>

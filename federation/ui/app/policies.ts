@@ -1,4 +1,4 @@
-// The policies view: routes and traffic policies with their warnings.
+// The policies view: routes, traffic policies and authorization policies with their warnings.
 import { html } from 'htm/preact';
 import { useMemo, useState } from 'preact/hooks';
 import type { DashboardState } from '../model/state';
@@ -7,7 +7,7 @@ import { Badge, Filter } from './common';
 
 export function PoliciesView({ state }: { state: DashboardState }) {
   const [query, setQuery] = useState('');
-  const view = useMemo(() => policyView(state, query), [state.routes, state.policies, query]);
+  const view = useMemo(() => policyView(state, query), [state.routes, state.policies, state.authorization, query]);
   return html`<section aria-labelledby="pol-title">
     <h2 id="pol-title">Policies</h2>
     <${Filter} label="Filter" value=${query} placeholder="name, namespace, service" onInput=${setQuery} />
@@ -21,6 +21,10 @@ export function PoliciesView({ state }: { state: DashboardState }) {
       <thead><tr><th scope="col">Policy</th><th scope="col">Service</th><th scope="col">Status</th><th scope="col">Document</th></tr></thead>
       <tbody>${view.policies.map((p) => html`<tr data-policy=${p.id}><th scope="row">${p.row.name}</th><td>${p.row.service}</td><td><${Badge} badge=${p.badge} /></td>
         <td><details><summary>show</summary><pre>${JSON.stringify(p.row.document, null, 2)}</pre></details></td></tr>`)}</tbody></table></div>`}
-    <p class="muted">Authorization and rate-limit policies are not shown yet.</p>
+    <h3>Authorization policies (${view.authorization.length})</h3>
+    ${view.authorization.length === 0 ? html`<p>No AuthorizationPolicy applied: every mesh identity may call every workload.</p>` : html`<div class="scroll"><table>
+      <thead><tr><th scope="col">Policy</th><th scope="col">Action</th><th scope="col">Selector</th><th scope="col">Rules</th><th scope="col">Status</th><th scope="col">Workloads</th></tr></thead>
+      <tbody>${view.authorization.map((a) => html`<tr data-authz=${a.id}><th scope="row">${a.id}</th><td>${a.row.action}</td><td>${a.row.selector}</td><td>${a.row.rules}</td><td><${Badge} badge=${a.badge} /></td>
+        <td>${a.row.workloads.length ? html`<details><summary>${a.row.workloads.length}</summary><ul>${a.row.workloads.map((w) => html`<li>${w}</li>`)}</ul></details>` : '—'}</td></tr>`)}</tbody></table></div>`}
   </section>`;
 }

@@ -1,5 +1,5 @@
 // The policies view: routes and traffic policies with their warnings.
-import type { DashboardState, PolicyRow, RouteRow } from './state';
+import type { AuthzPolicyRow, DashboardState, PolicyRow, RouteRow } from './state';
 import type { Badge } from './health';
 import { matchesQuery } from './lists';
 
@@ -18,8 +18,21 @@ export interface PolicyLine {
   badge: Badge;
 }
 
-/** Both tables, filtered by `query`, sorted by name. */
-export function policyView(state: Pick<DashboardState, 'routes' | 'policies'>, query: string): { routes: RouteLine[]; policies: PolicyLine[] } {
+/** An AuthorizationPolicy line: invalid, selecting nothing (accepted, as Istio does), or in force on N workloads. */
+export interface AuthzLine {
+  id: string;
+  row: AuthzPolicyRow;
+  badge: Badge;
+}
+
+function authzBadge(a: AuthzPolicyRow): Badge {
+  if (a.error) return { level: 'bad', text: `invalid, not pushed: ${a.error}` };
+  if (a.workloads.length === 0) return { level: 'warn', text: 'selects no registered workload' };
+  return { level: 'ok', text: `in force on ${a.workloads.length} workload${a.workloads.length === 1 ? '' : 's'}` };
+}
+
+/** The tables, filtered by `query`, sorted by name. */
+export function policyView(state: Pick<DashboardState, 'routes' | 'policies' | 'authorization'>, query: string): { routes: RouteLine[]; policies: PolicyLine[]; authorization: AuthzLine[] } {
   const routes = state.routes
     .filter((r) => matchesQuery(query, [r.kind, r.namespace, r.name, r.source, ...r.parents, ...r.backends]))
     .map((r): RouteLine => ({
@@ -37,5 +50,9 @@ export function policyView(state: Pick<DashboardState, 'routes' | 'policies'>, q
       badge: p.warnings.length ? { level: 'warn', text: p.warnings.join('; ') } : { level: 'ok', text: 'applied' },
     }))
     .sort((a, b) => a.id.localeCompare(b.id));
-  return { routes, policies };
+  const authorization = state.authorization
+    .filter((a) => matchesQuery(query, [a.namespace, a.name, a.action, a.selector, ...a.workloads]))
+    .map((a): AuthzLine => ({ id: `${a.namespace}/${a.name}`, row: a, badge: authzBadge(a) }))
+    .sort((a, b) => a.id.localeCompare(b.id));
+  return { routes, policies, authorization };
 }

@@ -108,6 +108,70 @@ export interface PolicyRow {
   document: unknown;
 }
 
+/** A recent failure on a service-graph edge. */
+export interface EdgeError {
+  /** ISO start time. */
+  at: string;
+  /** `503 UF`, `grpc 14`, `reset`, ...: the outcome in a few words. */
+  outcome: string;
+  /** `GET /api/x`, or '' for a TCP connection. */
+  request: string;
+  upstream: string;
+  errorCode: string;
+}
+
+/**
+ * A service-graph edge over the traffic window: from a service (or a
+ * workload that serves none, or `unknown` for plaintext traffic from outside
+ * the mesh) to a service, from the agents' traffic reports.
+ */
+export interface TrafficEdgeRow {
+  /** `FROM->TO` of the node ids. */
+  id: string;
+  /** Node ids: `svc:NAME.NAMESPACE`, `wl:NAMESPACE/NAME`, or `unknown`. */
+  from: string;
+  to: string;
+  fromNamespace: string;
+  toNamespace: string;
+  /** The destination service's key (name.namespace), '' when the edge ends at a workload. */
+  service: string;
+  /** Which proxy's counts the edge shows: the client's (`source`) or, for traffic from outside the mesh, the server's. */
+  reporter: 'source' | 'destination';
+  requests: number;
+  rps: number;
+  /** Share of requests that succeeded; null without requests. */
+  success: number | null;
+  p99Ms: number | null;
+  tcpConnections: number;
+  tcpBytes: number;
+  /** `mutual_tls` (every hop), `none` (plaintext), `partial` (some endpoints are not meshed). */
+  mtls: 'mutual_tls' | 'none' | 'partial';
+  mtlsNote: string;
+  /** Newest first. */
+  errors: EdgeError[];
+}
+
+/** The traffic figures: the edges and the window they cover. */
+export interface TrafficSection {
+  windowSeconds: number;
+  /** How many agents' reports the edges come from (this replica's connected agents). */
+  reportingAgents: number;
+  edges: TrafficEdgeRow[];
+}
+
+/** An AuthorizationPolicy as /api/v1/authorizationpolicies lists it. */
+export interface AuthzPolicyRow {
+  namespace: string;
+  name: string;
+  action: string;
+  /** `app=x,version=v1`, `(namespace)`, or `(mesh)`. */
+  selector: string;
+  rules: number;
+  /** Registered workloads it selects now (`namespace/name`). */
+  workloads: string[];
+  error?: string;
+}
+
 /** Everything the page shows; each key is one feed section. */
 export interface DashboardState {
   meta: { replica: string; trustDomain: string; role: Role; now: string };
@@ -117,10 +181,12 @@ export interface DashboardState {
   sources: SourceRow[];
   routes: RouteRow[];
   policies: PolicyRow[];
+  authorization: AuthzPolicyRow[];
+  traffic: TrafficSection;
 }
 
 /** The feed's section names, in the order they are sent. */
-export const SECTIONS = ['meta', 'services', 'endpoints', 'workloads', 'sources', 'routes', 'policies'] as const satisfies readonly (keyof DashboardState)[];
+export const SECTIONS = ['meta', 'services', 'endpoints', 'workloads', 'sources', 'routes', 'policies', 'authorization', 'traffic'] as const satisfies readonly (keyof DashboardState)[];
 
 /** What the server sends on the feed. */
 export type FeedMessage =
@@ -130,7 +196,7 @@ export type FeedMessage =
 
 /** An empty state, before the first sections arrive. */
 export function emptyState(): DashboardState {
-  return { meta: { replica: '', trustDomain: '', role: 'viewer', now: '' }, services: [], endpoints: [], workloads: [], sources: [], routes: [], policies: [] };
+  return { meta: { replica: '', trustDomain: '', role: 'viewer', now: '' }, services: [], endpoints: [], workloads: [], sources: [], routes: [], policies: [], authorization: [], traffic: { windowSeconds: 60, reportingAgents: 0, edges: [] } };
 }
 
 /** Applies one feed message's sections to a state (returns a new object). */
