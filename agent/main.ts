@@ -85,6 +85,8 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     client: { locality: config.workload.locality, network: config.workload.network, labels: { ...config.workload.labels } },
     records: telemetry.sink,
     workload: telemetry.local,
+    // Trace headers are rewritten (each hop a span) only when the spans go somewhere.
+    traceSample: config.telemetry.tracing.otlpEndpoint ? config.telemetry.tracing.sample : undefined,
     ...(capture
       ? {
           // REDIRECT delivers captured local traffic to loopback.

@@ -48,6 +48,8 @@ export interface MeshDeps extends AttemptDeps {
   breakers: Breakers;
   /** A service of the current snapshot by name.namespace (route backends). */
   service: (key: string) => ServiceView | undefined;
+  /** Tracing on: the share of new traces sampled (agent/telemetry/hop.ts); undefined: trace headers pass through. */
+  traceSample?: number | undefined;
 }
 
 /** One client connection's way into the mesh: a service port, and an endpoint to try first. */

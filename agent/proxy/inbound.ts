@@ -49,6 +49,8 @@ export interface InboundDeps {
   connectTimeoutMs: number;
   /** Open HTTP/1.1 and HTTP/2 sessions, so a closing proxy can drain them. */
   sessions: Set<Drainable>;
+  /** Tracing on: the share of new traces sampled; undefined: trace headers pass through. */
+  traceSample?: number | undefined;
 }
 
 /** The inbound mTLS listener; see the file comment. */
@@ -82,6 +84,7 @@ export class InboundListener {
       sessions: deps.sessions,
       track: (s) => this.track(s),
       authorization: () => this.authorization,
+      traceSample: deps.traceSample,
       appPool: (t) => {
         const key = `${t.host}:${t.targetPort}`;
         let p = this.appPools.get(key);
@@ -89,7 +92,7 @@ export class InboundListener {
         return p;
       },
     };
-    this.http2 = { logger: deps.logger, sink: deps.sink, connectTimeoutMs: deps.connectTimeoutMs, track: (s) => this.track(s), apps: this.appSessions, sessions: deps.sessions, authorization: () => this.authorization };
+    this.http2 = { logger: deps.logger, sink: deps.sink, connectTimeoutMs: deps.connectTimeoutMs, track: (s) => this.track(s), apps: this.appSessions, sessions: deps.sessions, authorization: () => this.authorization, traceSample: deps.traceSample };
     this.server = tls.createServer({
       ...contexts.serverOptions,
       // The client chain is verified against the trust bundle only; Node

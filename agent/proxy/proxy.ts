@@ -87,6 +87,8 @@ export interface ProxyOptions {
   federatedTrustDomains?: readonly string[];
   /** This workload's metadata for records (name, app, version, ...); the principal always comes from the identity. */
   workload?: Partial<Omit<PeerWorkload, 'principal'>>;
+  /** Tracing on (an OTLP endpoint is configured): the share of new traces sampled. Undefined: trace headers pass through untouched. */
+  traceSample?: number | undefined;
 }
 
 const NO_SERIALS: ReadonlySet<string> = new Set();
@@ -162,6 +164,7 @@ export class Proxy {
       trustDomains: () => this.trustDomains,
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       sessions: this.sessions,
+      traceSample: opts.traceSample,
     });
     this.balancers = new MeshBalancers(opts.client ?? UNKNOWN_TOPOLOGY);
     const deps = {
@@ -179,6 +182,7 @@ export class Proxy {
       balancers: this.balancers,
       random: opts.random ?? Math.random,
       maxAttempts: Math.max(1, opts.maxAttempts ?? MAX_ATTEMPTS),
+      traceSample: opts.traceSample,
     };
     this.upstreams = opts.upstreams.map((spec) => new UpstreamListener(spec, deps));
     if (opts.outboundListen !== undefined && opts.outboundListen.length > 0) {

@@ -4,6 +4,7 @@
 // the proxy itself).
 import type { AttemptFailure, DestinationService, PeerWorkload, RecordSink, Reporter, RequestRecord } from './record';
 import { UNKNOWN_PEER } from './record';
+import type { HopTrace } from '../telemetry/trace-context';
 
 /** What is known when a request's head has been read. */
 export interface RequestStart {
@@ -19,6 +20,8 @@ export interface RequestStart {
   authority: string;
   requestId: string;
   traceId: string;
+  /** This hop's span, with tracing on (agent/telemetry/hop.ts startHop). */
+  hop?: HopTrace | undefined;
 }
 
 /** One request's record in the making. */
@@ -94,7 +97,8 @@ export class RequestTrace {
       // Every failed attempt (connect, reset, retried status) plus the last.
       attempts: Math.max(1, this.attempts, this.failures.length + 1),
       requestId: s.requestId,
-      traceId: s.traceId,
+      traceId: s.hop?.traceId ?? s.traceId,
+      ...(s.hop !== undefined ? { spanId: s.hop.spanId, parentSpanId: s.hop.parentSpanId, traceSampled: s.hop.sampled } : {}),
     };
     this.sink.finish(record);
     this.onFinish?.(record);

@@ -10,6 +10,7 @@ import { RequestTrace, requestLogFields, traceIdOf } from '../request-record';
 import { buildSni } from '../../../proto/model/sni';
 import type { LocalTarget } from '../types';
 import { headerValue } from './parse';
+import { PEER_HEADER, PEER_ONLY, peerFromHeader, peerHeaderOf, requestAdd, requestRemove, startHop, traceHeadersOf } from '../../telemetry/hop';
 import type { AuthzMatcher } from '../../../policy/authz/compile';
 import { authorizeHttp1 } from '../authz';
 import { ConnectionPool } from './pool';
@@ -35,6 +36,8 @@ export interface Http1InboundDeps {
   appPool: (target: LocalTarget) => ConnectionPool;
   /** The current snapshot's authorization matcher (authz helper's hook). */
   authorization?: () => AuthzMatcher | undefined;
+  /** Tracing on: the share of new traces sampled; undefined: trace headers pass through. */
+  traceSample?: number | undefined;
 }
 
 /** Opens a connection to the app within `timeoutMs`. */
@@ -77,9 +80,12 @@ export function serveHttp1Inbound(socket: net.Socket, target: LocalTarget, peer:
   const side: Http1Side = {
     logger: deps.logger,
     plan(req) {
+      // Telemetry: the client proxy's metadata (believed from the verified peer only), the hop's span.
+      const source = peerFromHeader(headerValue(req.headers, PEER_HEADER), peer.principal) ?? peer;
+      const hop = startHop(deps.traceSample === undefined ? undefined : traceHeadersOf(req.headers), deps.traceSample);
       const t = new RequestTrace(deps.sink, {
         reporter: 'destination',
-        source: peer,
+        source,
         destination: self,
         service,
         connectionSecurityPolicy: 'mutual_tls',
@@ -90,10 +96,14 @@ export function serveHttp1Inbound(socket: net.Socket, target: LocalTarget, peer:
         authority: headerValue(req.headers, 'host') ?? '',
         requestId: headerValue(req.headers, 'x-request-id') ?? '',
         traceId: traceIdOf(headerValue(req.headers, 'traceparent')),
+        hop,
       }, (rec) => deps.logger.isLevelEnabled('info') && deps.logger.info({ peer: peer.principal, sni: buildSni(target.servicePort, target.hostname), target: appAddr, resumed, ...requestLogFields(rec) }, 'inbound'));
       t.upstreamHost = appAddr;
       const denied = authorizeHttp1(deps.authorization?.(), deps.logger, authzConn, req.method, req.target, req.headers);
-      return { trace: t, edit: {}, responseEdit: {}, ...(denied ? { answer: denied } : {}) };
+      // The app sees neither proxy's metadata; the client proxy gets this one's.
+      const edit = { remove: requestRemove(hop), add: requestAdd(hop, undefined) };
+      const responseEdit = { remove: PEER_ONLY, add: [[PEER_HEADER, peerHeaderOf(self)]] as const };
+      return { trace: t, edit, responseEdit, ...(denied ? { answer: denied } : {}) };
     },
     async connect(): Promise<Upstream | LocalAnswer> {
       const pool = deps.appPool(target);

@@ -16,6 +16,7 @@ import { refusalMessage } from '../breaker';
 import type { ServiceEntry } from '../balancers';
 import { type ConnectionTrace, destinationService } from '../connection-record';
 import { endpointPeer } from '../../telemetry/peer-metadata';
+import { PEER_HEADER, peerFromHeader, requestAdd, requestRemove, startHop, traceHeadersOf } from '../../telemetry/hop';
 import { dialEndpoint, dialPlaintext } from '../dial';
 import type { MeshDeps, MeshRoute } from '../engine';
 import { UNKNOWN_PEER } from '../record';
@@ -96,6 +97,7 @@ export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: 
       const authority = headerValue(req.headers, 'host') ?? '';
       const given = headerValue(req.headers, 'x-request-id');
       const requestId = given ?? randomUUID();
+      const hop = startHop(deps.traceSample === undefined ? undefined : traceHeadersOf(req.headers), deps.traceSample);
       const t = new RequestTrace(deps.sink, {
         reporter: 'source',
         source: deps.self(),
@@ -109,6 +111,7 @@ export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: 
         authority,
         requestId,
         traceId: traceIdOf(headerValue(req.headers, 'traceparent')),
+        hop,
       }, (rec) => {
         for (const release of cleanup.get(t) ?? []) release();
         // Built only when written: the fields cost more than the request's parse.
@@ -116,12 +119,13 @@ export function serveHttp1Outbound(client: net.Socket, route: MeshRoute, trace: 
         const ep = endpointOf.get(t);
         deps.logger.info({ ...fields, ...(ep ? { endpoint: ep.key, workload: ep.view.workload, ...(ep.view.plaintext ? { plaintext: true } : { sni: buildSni(rec.service.port, rec.service.hostname), peer: ep.view.identity }) } : {}), ...requestLogFields(rec) }, 'outbound');
       });
-      const edit = { remove: new Set<string>(['x-forwarded-proto']), add: [['x-forwarded-proto', scheme]] as Array<[string, string]> };
+      // Telemetry: this proxy's metadata and the hop's trace headers replace any the app sent.
+      const edit = { remove: new Set<string>(['x-forwarded-proto', ...requestRemove(hop)]), add: [['x-forwarded-proto', scheme], ...requestAdd(hop, deps.self())] as Array<[string, string]> };
       if (given === undefined) edit.add.push(['x-request-id', requestId]);
       // HTTP/1.0 closes by default; between proxies and to the app the pool keeps connections.
       if (req.minor === 0) edit.add.push(['connection', 'keep-alive']);
-      const responseEdit = { remove: new Set<string>(), add: [] as Array<[string, string]> };
-      const plan: RequestPlan = { trace: t, edit: edit as HeadEdit, responseEdit: responseEdit as HeadEdit };
+      const responseEdit = { remove: new Set<string>([PEER_HEADER]), add: [] as Array<[string, string]> };
+      const plan: RequestPlan = { trace: t, edit: edit as HeadEdit, responseEdit: responseEdit as HeadEdit, onResponse: (res) => learnDestination(t, headerValue(res.headers, PEER_HEADER)) };
       const backend: Backend = { service, port, preferred: route.preferred };
       plans.set(plan, backend);
 
@@ -333,6 +337,14 @@ async function sendMirror(key: string, port: number, head: Buffer, body: readonl
   s.once('close', onClose);
   s.resume();
   s.write(Buffer.concat([head, ...body]));
+}
+
+/** The server proxy's metadata from its response header, believed only from a meshed endpoint (its identity was checked). */
+function learnDestination(t: RequestTrace, value: string | undefined): void {
+  const ep = endpointOf.get(t);
+  if (value === undefined || ep === undefined || ep.view.plaintext) return;
+  const p = peerFromHeader(value, ep.view.identity);
+  if (p !== undefined) t.destination = p;
 }
 
 function preferredOf(entry: ServiceEntry, b: Backend): import('../balancers').MeshEndpoint | undefined {

@@ -71,6 +71,8 @@ export interface RequestPlan {
   /** Whole-request and per-attempt limits in ms; 0 or undefined: none. */
   requestTimeoutMs?: number;
   attemptTimeoutMs?: number;
+  /** Telemetry's hook: sees the final response head before it goes downstream (the peer's metadata header). */
+  onResponse?: (res: ResponseHead) => void;
 }
 
 /** What differs between the client and the server proxy. */
@@ -361,6 +363,7 @@ export class Http1Session {
           return this.retry(ex, a, 'KEDGE_UPSTREAM_RETRYABLE_STATUS', statusOutcome(res.status), res.status);
         }
         a.res = res;
+        ex.plan.onResponse?.(res);
         a.resBody = new BodyTracker(res.body);
         ex.plan.trace.responseCode = res.status;
         const close = this.mustCloseAfter(ex, res);

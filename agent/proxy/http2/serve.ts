@@ -19,6 +19,7 @@ import type { MeshEndpoint } from '../balancers';
 import { refusalMessage } from '../breaker';
 import { type ConnectionTrace, destinationService } from '../connection-record';
 import { endpointPeer } from '../../telemetry/peer-metadata';
+import { PEER_HEADER, PEER_ONLY, peerFromHeader, peerHeaderOf, requestAdd, requestRemove, startHop } from '../../telemetry/hop';
 import { dialEndpoint, dialPlaintext } from '../dial';
 import type { MeshDeps, MeshRoute } from '../engine';
 import { dialApp } from '../http1/inbound';
@@ -102,9 +103,10 @@ export function serveHttp2Outbound(client: net.Socket, route: MeshRoute, trace: 
     const requestId = typeof given === 'string' ? given : randomUUID();
     let ep: MeshEndpoint | undefined;
     const releases: Array<() => void> = [];
+    const hop = startHop(headers, deps.traceSample);
     const t = new RequestTrace(
       deps.sink,
-      { reporter: 'source', source: deps.self(), destination: UNKNOWN_PEER, service: destinationService(service.key, service.hostname, port), connectionSecurityPolicy: 'unknown', protocol: grpc ? 'grpc' : 'http', httpVersion: 'HTTP/2', method, path: fullPath, authority, requestId, traceId: traceIdOf(headers.traceparent as string | undefined) },
+      { reporter: 'source', source: deps.self(), destination: UNKNOWN_PEER, service: destinationService(service.key, service.hostname, port), connectionSecurityPolicy: 'unknown', protocol: grpc ? 'grpc' : 'http', httpVersion: 'HTTP/2', method, path: fullPath, authority, requestId, traceId: traceIdOf(headers.traceparent as string | undefined), hop },
       (rec) => {
         for (const r of releases) r();
         if (!deps.logger.isLevelEnabled('info')) return;
@@ -113,8 +115,17 @@ export function serveHttp2Outbound(client: net.Socket, route: MeshRoute, trace: 
     );
     const setHeaders: Record<string, string> = { 'x-forwarded-proto': 'http' };
     if (typeof given !== 'string') setHeaders['x-request-id'] = requestId;
-    const removeHeaders = new Set<string>();
-    const plan: StreamPlan = { trace: t, grpc, setHeaders, removeHeaders, responseSet: {}, responseRemove: new Set() };
+    // Telemetry: this proxy's metadata and the hop's trace headers replace any the app sent.
+    const removeHeaders = new Set<string>(requestRemove(hop));
+    for (const [k, v] of requestAdd(hop, deps.self())) setHeaders[k] = v;
+    const plan: StreamPlan = {
+      trace: t, grpc, setHeaders, removeHeaders, responseSet: {}, responseRemove: new Set(PEER_ONLY),
+      // The server proxy's metadata, believed only from a meshed endpoint (its identity was checked).
+      onResponse: (h) => {
+        const p = ep === undefined || ep.view.plaintext ? undefined : peerFromHeader(h[PEER_HEADER], ep.view.identity);
+        if (p !== undefined) t.destination = p;
+      },
+    };
     let backend: { service: ServiceView; port: number } = { service, port };
     const deadline = grpc ? grpcTimeoutMs(headers['grpc-timeout']) : undefined;
 
@@ -217,6 +228,8 @@ export interface Http2InboundDeps {
   sessions: Set<Drainable>;
   /** The current snapshot's authorization matcher (authz helper's hook). */
   authorization?: () => AuthzMatcher | undefined;
+  /** Tracing on: the share of new traces sampled; undefined: trace headers pass through. */
+  traceSample?: number | undefined;
 }
 
 /** The server proxy's HTTP/2 stack for one mesh connection (ALPN h2) to `target`. */
@@ -227,13 +240,17 @@ export function serveHttp2Inbound(socket: net.Socket, target: LocalTarget, peer:
   trace.open(appAddr);
   const onStream = (down: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void => {
     const grpc = isGrpc(headers);
+    // Telemetry: the client proxy's metadata (believed from the verified peer only), the hop's span.
+    const source = peerFromHeader(headers[PEER_HEADER], peer.principal) ?? peer;
+    const hop = startHop(headers, deps.traceSample);
     const t = new RequestTrace(
       deps.sink,
-      { reporter: 'destination', source: peer, destination: self, service, connectionSecurityPolicy: 'mutual_tls', protocol: grpc ? 'grpc' : 'http', httpVersion: 'HTTP/2', method: String(headers[':method'] ?? ''), path: String(headers[':path'] ?? ''), authority: String(headers[':authority'] ?? ''), requestId: String(headers['x-request-id'] ?? ''), traceId: traceIdOf(headers.traceparent as string | undefined) },
+      { reporter: 'destination', source, destination: self, service, connectionSecurityPolicy: 'mutual_tls', protocol: grpc ? 'grpc' : 'http', httpVersion: 'HTTP/2', method: String(headers[':method'] ?? ''), path: String(headers[':path'] ?? ''), authority: String(headers[':authority'] ?? ''), requestId: String(headers['x-request-id'] ?? ''), traceId: traceIdOf(headers.traceparent as string | undefined), hop },
       (rec) => deps.logger.isLevelEnabled('info') && deps.logger.info({ peer: peer.principal, sni: buildSni(target.servicePort, target.hostname), target: appAddr, ...requestLogFields(rec) }, 'inbound'),
     );
     t.upstreamHost = appAddr;
-    const plan: StreamPlan = { trace: t, grpc, setHeaders: {}, removeHeaders: new Set(), responseSet: {}, responseRemove: new Set() };
+    // The app sees neither proxy's metadata; the client proxy gets this one's.
+    const plan: StreamPlan = { trace: t, grpc, setHeaders: Object.fromEntries(requestAdd(hop, undefined)), removeHeaders: requestRemove(hop), responseSet: { [PEER_HEADER]: peerHeaderOf(self) }, responseRemove: PEER_ONLY };
     const denied = authorizeHttp2(deps.authorization?.(), deps.logger, { principal: peer.principal, remoteAddress: socket.remoteAddress, localAddress: socket.localAddress, targetPort: target.targetPort, sni: buildSni(target.servicePort, target.hostname) }, headers);
     if (denied) plan.answer = denied;
     const connect = async (): Promise<H2Upstream | H2Answer> => {

@@ -65,6 +65,8 @@ export interface StreamPlan {
   delayMs?: number;
   responseSet: Record<string, string>;
   responseRemove: ReadonlySet<string>;
+  /** Telemetry's hook: sees the response headers that go downstream (the peer's metadata header). */
+  onResponse?: (h: http2.IncomingHttpHeaders) => void;
 }
 
 /** How a side connects an attempt. */
@@ -249,6 +251,7 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
       }
       t.responseCode = status;
       if (grpcStatus >= 0) t.grpcStatus = grpcStatus;
+      plan.onResponse?.(h);
       const rh: http2.OutgoingHttpHeaders = {};
       for (const [k, v] of Object.entries(h)) if (v !== undefined && !DROP.has(k) && !plan.responseRemove.has(k)) rh[k] = v;
       for (const [k, v] of Object.entries(plan.responseSet)) rh[k] = v;
