@@ -6,7 +6,7 @@ import type { SourceStatus } from '../sources/types';
 import type { RouteRow as MeshRouteRow } from '../mesh/routes';
 import type { PushStatus } from '../push/session';
 import { formatLocality } from '../../proto/model/locality';
-import type { AuthzPolicyRow, DashboardState, EndpointRow, Role, ServiceRow, WorkloadRow } from '../ui/model/state';
+import { KEYED_SECTIONS, sortRows, type AuthzPolicyRow, type DashboardState, type EndpointRow, type Role, type ServiceRow, type WorkloadRow } from '../ui/model/state';
 import type { EdgeAggregate } from '../stats';
 import { trafficEdges } from '../mesh/traffic-graph';
 
@@ -82,14 +82,15 @@ export async function dashboardState(inp: StateInputs, role: Role, nowMs: number
       lastNack: conn?.push.lastNack ?? '',
       host: h ? { hostname: h.hostname, os: h.os, osRelease: h.osRelease, kernel: h.kernel, arch: h.arch, cpus: h.cpus, memoryBytes: String(h.memoryBytes), addresses: h.addresses } : null,
     };
-  }).sort((x, y) => x.id.localeCompare(y.id));
+  });
   const known = (key: string) => view.services.has(key);
   const traffic = inp.traffic(TRAFFIC_WINDOW_MS);
   return {
     meta: { replica: inp.replica, trustDomain: inp.trustDomain, role, now: new Date(nowMs).toISOString() },
-    services: services.sort((a, b) => a.key.localeCompare(b.key)),
-    endpoints,
-    workloads,
+    // Keyed sections in key order: the order the page keeps when rows arrive one by one.
+    services: sortRows(services, KEYED_SECTIONS.services),
+    endpoints: sortRows(endpoints, KEYED_SECTIONS.endpoints),
+    workloads: sortRows(workloads, KEYED_SECTIONS.workloads),
     sources: inp.sources().map((s) => ({ name: s.name, kind: s.kind, connected: s.connected, stale: s.stale, lastSync: s.lastSync, error: s.error, services: s.services, endpoints: s.endpoints })),
     routes: inp.routeRows().map((r) => ({ kind: r.kind, namespace: r.namespace, name: r.name, source: r.source, parents: r.parents, backends: r.backends, rules: r.rules, warnings: r.warnings, ...(r.error ? { error: r.error } : {}) })),
     policies: inp.policies().map((p) => ({ ...p, warnings: known(p.service) ? [] : [`no service ${p.service} in the mesh yet: the policy waits for it`] })),

@@ -2,14 +2,17 @@
 // set an Authorization header on a WebSocket and a token must never sit in
 // a URL, so the first message the page sends is {type:'auth', token}. The
 // server then sends every section of the state, and afterwards, every
-// tick, only the sections whose JSON changed: an agent dying, an endpoint
-// turning unhealthy or a route applied reaches the page within a tick.
+// tick, only what changed: whole sections, except the keyed ones (services,
+// endpoints, workloads), which go row by row (the rows added or changed, the
+// keys removed) unless most of their rows changed. An agent dying, an
+// endpoint turning unhealthy or a route applied reaches the page within a
+// tick, and one workload's change in a mesh of 5,000 sends one row.
 import type * as http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
-import { SECTIONS, type DashboardState, type FeedMessage, type Role } from '../ui/model/state';
+import { KEYED_SECTIONS, SECTIONS, type DashboardState, type FeedMessage, type KeyedSection, type Role } from '../ui/model/state';
 
 /** Where the feed is served. */
 export const FEED_PATH = '/api/v1/feed';
@@ -37,6 +40,43 @@ interface Client {
   role: Role;
   /** JSON of each section as last sent. */
   sent: Map<string, string>;
+  /** JSON of each row of the keyed sections as last sent, by key. */
+  sentRows: Map<KeyedSection, Map<string, string>>;
+}
+
+/** One role's state of a tick, serialized once for every page of that role. */
+interface TickJson {
+  sections: Map<string, string>;
+  rows: Map<KeyedSection, Map<string, string>>;
+}
+
+const KEYED = Object.keys(KEYED_SECTIONS) as KeyedSection[];
+
+function serialize(st: DashboardState): TickJson {
+  const sections = new Map<string, string>();
+  const rows = new Map<KeyedSection, Map<string, string>>();
+  for (const s of SECTIONS) {
+    if (s in KEYED_SECTIONS) {
+      const key = KEYED_SECTIONS[s as KeyedSection] as (r: unknown) => string;
+      const m = new Map<string, string>();
+      for (const r of st[s as KeyedSection] as unknown[]) m.set(key(r), JSON.stringify(r));
+      rows.set(s as KeyedSection, m);
+      sections.set(s, `[${[...m.values()].join(',')}]`);
+    } else {
+      sections.set(s, JSON.stringify(st[s]));
+    }
+  }
+  return { sections, rows };
+}
+
+/** The row changes from `before` to `after` as JSON, or undefined when most rows changed (the whole section is cheaper). */
+function rowChanges(before: Map<string, string>, after: Map<string, string>): string | undefined {
+  const upsert: string[] = [];
+  const remove: string[] = [];
+  for (const [k, json] of after) if (before.get(k) !== json) upsert.push(json);
+  for (const k of before.keys()) if (!after.has(k)) remove.push(JSON.stringify(k));
+  if (upsert.length + remove.length > Math.max(1, after.size / 2)) return undefined;
+  return `{"upsert":[${upsert.join(',')}],"remove":[${remove.join(',')}]}`;
 }
 
 /** Serves the feed on `server`'s upgrade requests; returns a closer. */
@@ -55,22 +95,27 @@ export function attachFeed(server: http.Server, deps: FeedDeps): () => void {
     if (ticking || clients.size === 0) return;
     ticking = true;
     try {
-      const byRole = new Map<Role, Map<string, string>>();
+      const byRole = new Map<Role, TickJson>();
       for (const c of clients) {
         let json = byRole.get(c.role);
         if (!json) {
-          const st = await deps.state(c.role);
-          json = new Map();
-          for (const s of SECTIONS) json.set(s, JSON.stringify(st[s]));
+          json = serialize(await deps.state(c.role));
           byRole.set(c.role, json);
         }
         // meta carries the server's clock: it changes every tick, so it is sent with other changes only.
-        const changed = SECTIONS.filter((s) => s !== 'meta' && c.sent.get(s) !== json.get(s));
+        const changed = SECTIONS.filter((s) => s !== 'meta' && c.sent.get(s) !== json.sections.get(s));
         if (changed.length === 0 && c.sent.size > 0) continue;
-        const parts = (c.sent.size === 0 ? SECTIONS : ['meta', ...changed] as const).map((s) => `"${s}":${json.get(s)}`);
+        const whole: string[] = [];
+        const rows: string[] = [];
+        for (const s of c.sent.size === 0 ? SECTIONS : (['meta', ...changed] as const)) {
+          const delta = c.sent.size > 0 && s in KEYED_SECTIONS ? rowChanges(c.sentRows.get(s as KeyedSection)!, json.rows.get(s as KeyedSection)!) : undefined;
+          if (delta !== undefined) rows.push(`"${s}":${delta}`);
+          else whole.push(`"${s}":${json.sections.get(s)}`);
+        }
         if (c.ws.readyState !== c.ws.OPEN) continue;
-        c.ws.send(`{"type":"sections","sections":{${parts.join(',')}}}`);
-        for (const s of SECTIONS) c.sent.set(s, json.get(s)!);
+        c.ws.send(`{"type":"sections","sections":{${whole.join(',')}}${rows.length ? `,"rows":{${rows.join(',')}}` : ''}}`);
+        for (const s of SECTIONS) c.sent.set(s, json.sections.get(s)!);
+        for (const s of KEYED) c.sentRows.set(s, json.rows.get(s)!);
       }
     } catch (err) {
       deps.logger.warn({ err: errorMessage(err) }, 'dashboard feed: cannot build the state; retrying next tick');
@@ -109,7 +154,7 @@ export function attachFeed(server: http.Server, deps: FeedDeps): () => void {
         ws.close(FEED_CLOSE.unauthorized, auth.code);
         return;
       }
-      client = { ws, role: auth.role, sent: new Map() };
+      client = { ws, role: auth.role, sent: new Map(), sentRows: new Map() };
       clients.add(client);
       ensureTimer();
       send(ws, { type: 'hello', role: auth.role });

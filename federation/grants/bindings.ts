@@ -41,7 +41,7 @@ export interface BindingRecord {
   via: string;
   /** Without a --workload pattern: the workload name it registered first, the only one it may use. */
   name?: string;
-  /** Every workload name it owns (one, unless its grant names a pattern such as vm-*). */
+  /** Written by earlier versions: the names it owned. The names index (/kedge/workload-names/) is what says so now. */
   names?: string[];
   /** Unexpired certificates, newest first. */
   certs: BoundCert[];
@@ -152,13 +152,13 @@ export class Bindings {
         if (!hasCode(err, 'KEDGE_STORE_CONFLICT')) throw err;
       }
     }
-    // Without a --workload pattern the first name is the only one the certificate may ever use.
-    const pinned = !binding.grant?.workload;
-    await this.update(binding.id, (b) => {
-      const names = b.names ?? (b.name ? [b.name] : []);
-      if (names.includes(name) && (!pinned || b.name === name)) return undefined;
-      return { ...b, ...(pinned ? { name } : {}), names: names.includes(name) ? names : [...names, name] };
-    });
+    // Without a --workload pattern the first name is the only one the
+    // certificate may ever use, and the binding records it. With a pattern
+    // the names index alone says which names the binding owns: a binding of
+    // a fleet (one certificate for many names) is not rewritten, and its
+    // record does not grow, with every name it claims.
+    if (binding.grant?.workload) return;
+    await this.update(binding.id, (b) => (b.name === name ? undefined : { ...b, name }));
   }
 
   /** The binding owning a workload name, if any. */
@@ -183,11 +183,8 @@ export class Bindings {
       await this.store.put(REVOKED_PREFIX + c.serial, JSON.stringify(r));
       out.push(r);
     }
-    for (const n of new Set([...(b.names ?? []), ...(b.name ? [b.name] : [])])) {
-      const key = `${WORKLOAD_NAMES_PREFIX}${b.namespace}/${n}`;
-      const kv = await this.store.get(key);
-      if (kv && parse<{ binding: string }>(kv).binding === id) await this.store.delete(key, { expectRevision: kv.modRevision }).catch(() => undefined);
-    }
+    const owned = (await this.store.list(`${WORKLOAD_NAMES_PREFIX}${b.namespace}/`)).kvs.filter((kv) => parse<{ binding: string }>(kv).binding === id);
+    for (const kv of owned) await this.store.delete(kv.key, { expectRevision: kv.modRevision }).catch(() => undefined);
     return out;
   }
 

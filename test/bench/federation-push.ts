@@ -33,10 +33,8 @@
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { federationClient, signOnce } from '../../agent/registration/client';
 import { generateKeyAndCsr } from '../../agent/identity/csr';
 import { CertificateAuthority, createRootCa } from '../../federation/ca';
-import { parseHostPort } from '../../proto/model/address';
 import { federationSpiffeId, formatSpiffeId } from '../../proto/model/spiffe';
 import { startEtcd, type EtcdServer } from '../support/etcd';
 import { summariseProfile, type ProfileSummary } from './support/cpu-profile';
@@ -44,6 +42,7 @@ import { BENCH_NAMESPACE, BENCH_SERVICE_ACCOUNT, BENCH_TRUST_DOMAIN, checkLayout
 import { cpuBetween, percentile, round, sampleProc, type ProcSample } from './support/proc-stats';
 import { memTable, readMemLog, summariseMemLog, type MemPhaseSummary } from './support/mem-report';
 import { forkHelper, startFederation, type FederationProc } from './support/processes';
+import { signSharedCertificate } from './support/credentials';
 import type { AgentCredentials, ChangeResult, FromFloor, FromSim, ToFloor, ToSim } from './support/protocol';
 
 const TARGET_P99_MS = 500;
@@ -188,30 +187,6 @@ function etcdPid(etcd: EtcdServer): number | undefined {
   return undefined;
 }
 
-async function signSharedCertificate(fed: FederationProc): Promise<AgentCredentials> {
-  const admin = readFileSync(path.join(fed.dataDir, 'admin-token'), 'utf8').trim();
-  const res = await fetch(`http://${fed.http}/api/v1/tokens`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
-    // One certificate stands for every simulated agent: it is granted every
-    // name and service of the layout (names are still owned one by one).
-    body: JSON.stringify({ namespace: BENCH_NAMESPACE, serviceAccount: BENCH_SERVICE_ACCOUNT, ttl: '10m', uses: 1, workload: '*', services: ['*'], labels: { app: '*' } }),
-    signal: AbortSignal.timeout(10_000),
-  });
-  if (!res.ok) throw new Error(`token create: HTTP ${res.status} ${await res.text()}`);
-  const { token } = (await res.json()) as { token: string };
-  const spiffeId = formatSpiffeId({ trustDomain: BENCH_TRUST_DOMAIN, namespace: BENCH_NAMESPACE, serviceAccount: BENCH_SERVICE_ACCOUNT });
-  const { keyPem, csrPem } = await generateKeyAndCsr({ spiffeId });
-  const rootCertPem = readFileSync(path.join(fed.dataDir, 'root-cert.pem'), 'utf8');
-  const client = federationClient(parseHostPort(fed.grpc, 'federation'), rootCertPem, undefined, BENCH_TRUST_DOMAIN);
-  try {
-    const signed = await signOnce(client, csrPem, token);
-    return { rootCertPem, certChainPem: signed.certChainPem.join(''), keyPem, trustDomain: BENCH_TRUST_DOMAIN };
-  } finally {
-    client.close();
-  }
-}
-
 /** Runs one configuration (0 replicas = the floor server) from start to clean-up. */
 async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string | undefined): Promise<ConfigReport> {
   const name = replicas === 0 ? 'floor (bare gRPC fan-out)' : replicas === 1 ? '1 replica, embedded store' : '2 replicas, etcd';
@@ -262,7 +237,7 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
         cleanups.push(() => fed.stop());
         watch(`federation r${r}`, fed.pid);
       }
-      credentials = await signSharedCertificate(feds[0]!);
+      credentials = await signSharedCertificate({ dataDir: feds[0]!.dataDir, httpBase: `http://${feds[0]!.http}`, grpc: feds[0]!.grpc });
       addresses = feds.map((f) => f.grpc);
     }
 

@@ -103,7 +103,7 @@ export class Feed {
         this.attempt = 0;
         this.onStatus({ kind: 'live', since: Date.now() });
       } else if (msg.type === 'sections') {
-        this.state = applySections(this.state, msg.sections);
+        this.state = applySections(this.state, msg.sections, msg.rows);
         this.onState(this.state);
       } else if (msg.type === 'error') {
         refused = true;

@@ -188,10 +188,31 @@ export interface DashboardState {
 /** The feed's section names, in the order they are sent. */
 export const SECTIONS = ['meta', 'services', 'endpoints', 'workloads', 'sources', 'routes', 'policies', 'authorization', 'traffic'] as const satisfies readonly (keyof DashboardState)[];
 
+/**
+ * The sections the feed sends row by row once the page has them: a change
+ * to one of 5,000 workloads sends that row, not the 5,000. Each row's key.
+ */
+export const KEYED_SECTIONS = {
+  services: (r: ServiceRow) => r.key,
+  endpoints: (r: EndpointRow) => `${r.service}|${r.address}|${r.workload}`,
+  workloads: (r: WorkloadRow) => r.id,
+} as const;
+
+export type KeyedSection = keyof typeof KEYED_SECTIONS;
+
+/** Rows of a keyed section that changed (added or replaced) and the keys of those that went. */
+export interface RowChanges<T> {
+  upsert: T[];
+  remove: string[];
+}
+
+/** Row changes per keyed section. */
+export type RowsMessage = { [K in KeyedSection]?: RowChanges<DashboardState[K][number]> };
+
 /** What the server sends on the feed. */
 export type FeedMessage =
   | { type: 'hello'; role: Role }
-  | { type: 'sections'; sections: Partial<DashboardState> }
+  | { type: 'sections'; sections: Partial<DashboardState>; rows?: RowsMessage }
   | { type: 'error'; code: string; message: string };
 
 /** An empty state, before the first sections arrive. */
@@ -199,7 +220,23 @@ export function emptyState(): DashboardState {
   return { meta: { replica: '', trustDomain: '', role: 'viewer', now: '' }, services: [], endpoints: [], workloads: [], sources: [], routes: [], policies: [], authorization: [], traffic: { windowSeconds: 60, reportingAgents: 0, edges: [] } };
 }
 
-/** Applies one feed message's sections to a state (returns a new object). */
-export function applySections(state: DashboardState, sections: Partial<DashboardState>): DashboardState {
-  return { ...state, ...sections };
+function applyRowChanges<T>(rows: readonly T[], changes: RowChanges<T>, key: (r: T) => string): T[] {
+  const byKey = new Map(rows.map((r) => [key(r), r]));
+  for (const k of changes.remove) byKey.delete(k);
+  for (const r of changes.upsert) byKey.set(key(r), r);
+  return [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
+}
+
+/** Rows of a keyed section in the order the server sends them (by key). */
+export function sortRows<T>(rows: readonly T[], key: (r: T) => string): T[] {
+  return rows.map((r) => [key(r), r] as const).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
+}
+
+/** Applies one feed message's sections and row changes to a state (returns a new object). */
+export function applySections(state: DashboardState, sections: Partial<DashboardState>, rows: RowsMessage = {}): DashboardState {
+  const next = { ...state, ...sections };
+  if (rows.services) next.services = applyRowChanges(next.services, rows.services, KEYED_SECTIONS.services);
+  if (rows.endpoints) next.endpoints = applyRowChanges(next.endpoints, rows.endpoints, KEYED_SECTIONS.endpoints);
+  if (rows.workloads) next.workloads = applyRowChanges(next.workloads, rows.workloads, KEYED_SECTIONS.workloads);
+  return next;
 }
