@@ -16,6 +16,8 @@ import type { EtcdSecurity } from './store/etcd-rpc';
 import type { Source, SourceService, SourceStatus } from './sources/types';
 import { FederationMetrics } from './metrics';
 import { TrafficStatsStore } from './stats';
+import { SharedTraffic } from './traffic-share';
+import { TRAFFIC_WINDOW_MS } from './api/dashboard-state';
 import type { KubernetesSource } from './sources/kubernetes';
 import { ConsulSource } from './sources/consul';
 import { StaticSource } from './sources/static';
@@ -252,6 +254,9 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     const kubeClusters = new Map(sources.flatMap((src) => (isKubernetes(src) ? [[src.name, src] as const] : [])));
     metricsSources = () => sources.map((src) => src.status());
     const trafficStats = new TrafficStatsStore();
+    const sharedTraffic = new SharedTraffic(store, config.replica, trafficStats, { logger, windowMs: TRAFFIC_WINDOW_MS });
+    await sharedTraffic.start();
+    closers.push(() => sharedTraffic.close());
     service = new FederationService({
       metrics,
       trafficStats,
@@ -400,6 +405,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       rebuild: scheduleRebuild,
       metrics: () => metrics.render(),
       trafficStats,
+      trafficEdges: (windowMs: number) => sharedTraffic.edges(windowMs),
       logger,
       version: KEDGE_VERSION,
       join: {

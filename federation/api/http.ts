@@ -19,7 +19,7 @@ import type { SourceStatus } from '../sources/types';
 import { VM_CLUSTER } from '../mesh/merge';
 import type { Readiness } from '../health/readiness';
 import type { PolicyTable } from '../mesh/policies';
-import type { TrafficStatsStore } from '../stats';
+import type { EdgeAggregate, TrafficStatsStore } from '../stats';
 import type { RouteRow, RouteTable } from '../mesh/routes';
 import type { AuthzTable } from '../mesh/authz';
 import { authzCheck, type AuthzCheckQuery } from '../mesh/authz-check';
@@ -68,6 +68,8 @@ export interface HttpDeps {
   rebuild: () => void;
   /** Agents' traffic summaries, for GET /api/v1/stats/{services,workloads}. */
   trafficStats?: TrafficStatsStore;
+  /** The service graph's aggregates: this replica's and the other replicas' (federation/traffic-share.ts). */
+  trafficEdges?: (windowMs: number) => EdgeAggregate[];
   /** The /metrics page (Prometheus text format); served without the admin token. */
   metrics?: () => Promise<string>;
   /** Read-only tokens (kedge token create --viewer). */
@@ -316,7 +318,7 @@ export function createHttpApi(deps: HttpDeps): http.Server {
         routeRows: deps.routeRows,
         policies: () => deps.policies.list(),
         authorization: () => (deps.authz ? deps.authz.rows(deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, labels: a.workload.labels }))) : []),
-        traffic: (windowMs) => deps.trafficStats?.edges(windowMs) ?? [],
+        traffic: (windowMs) => deps.trafficEdges?.(windowMs) ?? deps.trafficStats?.edges(windowMs) ?? [],
       }, role, Date.now()),
     logger: deps.logger,
   });

@@ -2,7 +2,7 @@
 // feed sends it) to what each view shows, with no browser.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { emptyState, applySections, type DashboardState, type EndpointRow, type WorkloadRow } from '../../federation/ui/model/state';
+import { emptyState, applySections, sortRows, KEYED_SECTIONS, type DashboardState, type EndpointRow, type WorkloadRow } from '../../federation/ui/model/state';
 import { meshElements, meshMap } from '../../federation/ui/model/mesh-map';
 import { failoverOrder, serviceDetail, serviceList } from '../../federation/ui/model/services';
 import { certBadge, configBadge, contactBadge, workloadList, CERT_WARN_MS, formatBytes } from '../../federation/ui/model/workloads';
@@ -305,5 +305,17 @@ describe('dashboard service graph', () => {
       ['shop/b', 'ok', 'in force on 2 workloads'],
     ]);
     assert.equal(policyView(state({ authorization: v.authorization.map((a) => a.row) }), 'deny').authorization.length, 1);
+  });
+});
+
+describe('dashboard feed rows', () => {
+  it('applies row changes by key and keeps key order', () => {
+    const st = state({ workloads: [wl({ id: 'a/1' }), wl({ id: 'a/3' })], services: [] });
+    const next = applySections(st, { meta: st.meta }, { workloads: { upsert: [wl({ id: 'a/2' }), wl({ id: 'a/3', connected: false })], remove: ['a/1'] } });
+    assert.deepEqual(next.workloads.map((w) => [w.id, w.connected]), [['a/2', true], ['a/3', false]]);
+    assert.equal(st.workloads.length, 2, 'the old state is untouched');
+    const eps = applySections(state({ endpoints: [ep({})] }), {}, { endpoints: { upsert: [ep({ health: 'UNHEALTHY' })], remove: [] } });
+    assert.deepEqual(eps.endpoints.map((e) => e.health), ['UNHEALTHY'], 'the same service, address and workload is the same row');
+    assert.deepEqual(sortRows([wl({ id: 'b' }), wl({ id: 'B' }), wl({ id: 'a' })], KEYED_SECTIONS.workloads).map((w) => w.id), ['B', 'a', 'b']);
   });
 });
