@@ -37,6 +37,8 @@ export interface FeedDeps {
 
 interface Client {
   ws: WebSocket;
+  /** Checked again every tick: a viewer token that expires (or is deleted) ends the feed. */
+  token: string;
   role: Role;
   /** JSON of each section as last sent. */
   sent: Map<string, string>;
@@ -97,6 +99,13 @@ export function attachFeed(server: http.Server, deps: FeedDeps): () => void {
     try {
       const byRole = new Map<Role, TickJson>();
       for (const c of clients) {
+        const auth = deps.authenticate(c.token);
+        if (!('role' in auth)) {
+          send(c.ws, { type: 'error', code: auth.code, message: auth.message });
+          c.ws.close(FEED_CLOSE.unauthorized, auth.code);
+          clients.delete(c);
+          continue;
+        }
         let json = byRole.get(c.role);
         if (!json) {
           json = serialize(await deps.state(c.role));
@@ -154,7 +163,7 @@ export function attachFeed(server: http.Server, deps: FeedDeps): () => void {
         ws.close(FEED_CLOSE.unauthorized, auth.code);
         return;
       }
-      client = { ws, role: auth.role, sent: new Map(), sentRows: new Map() };
+      client = { ws, token, role: auth.role, sent: new Map(), sentRows: new Map() };
       clients.add(client);
       ensureTimer();
       send(ws, { type: 'hello', role: auth.role });

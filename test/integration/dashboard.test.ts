@@ -237,6 +237,24 @@ describe('dashboard in chromium', { skip: fs.existsSync(CHROMIUM) || process.env
     await tab.close();
   });
 
+  it('ends the session of a viewer token that expires while the page is open, and refuses it at login', async () => {
+    const made = await runKedge(['token', 'create', '--viewer', '--ttl', '3s', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    assert.equal(made.code, 0, made.stderr);
+    const tab = await browser.newPage();
+    await tab.goto(`${fed.httpUrl}/ui/`);
+    await tab.getByLabel('Admin or viewer token').fill(made.stdout.trim());
+    await tab.getByRole('button', { name: 'Log in' }).click();
+    await tab.locator('[data-feed="live"]').waitFor();
+    // The feed checks the token on every tick: once it has expired the page is back at the login form, saying why.
+    await tab.locator('#login-error').getByText(/this viewer token has expired/).waitFor({ timeout: 15_000 });
+    assert.equal(await tab.evaluate("sessionStorage.getItem('kedge.token')"), null);
+    await tab.getByLabel('Admin or viewer token').fill(made.stdout.trim());
+    await tab.getByRole('button', { name: 'Log in' }).click();
+    await tab.locator('#login-error').getByText(/Login refused: this viewer token has expired/).waitFor();
+    await shot(tab, '07b-viewer-expired');
+    await tab.close();
+  });
+
   it('shows a lost connection when the federation goes away and recovers when it is back', async () => {
     await page.keyboard.press('1');
     await fed.proc.stop('SIGTERM');
