@@ -15,6 +15,8 @@ import type { LocalTarget } from './proxy/types';
 import { RegistrationSession, type SessionOptions } from './registration/session';
 import { toProxySnapshot } from './registration/updates';
 import { applyAuthorization } from './registration/authz';
+import { applyRateLimits } from './registration/ratelimit';
+import { InboundRateLimits } from './proxy/ratelimit';
 import type { AuthzMatcher } from '../policy/authz/compile';
 import { startAdmin } from './admin/server';
 import type { FederationTarget } from './registration/client';
@@ -75,7 +77,10 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
   }
 
   const telemetry = agentTelemetry(config, id.spiffeId, 'sidecar', logger);
+  // Rate limits and quota leases live beside the snapshot: buckets and counts outlast pushes.
+  const rateLimits = new InboundRateLimits(logger.child({ component: 'ratelimit' }));
   const proxy = new Proxy({
+    rateLimits,
     inboundListen: config.proxy.inboundListen,
     targets: localTargets(config),
     upstreams: config.upstreams,
@@ -162,9 +167,34 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
       proxy.setSnapshot(toProxySnapshot(lastServices, lastVersion, config.workload.namespace, revoked, authorization));
       return applied.rejected;
     },
+    onRateLimits: (docs) => {
+      const applied = applyRateLimits(docs);
+      rateLimits.set(applied.local, applied.quotas);
+      scheduleQuotaReport();
+      return applied.rejected;
+    },
+    onLeases: (m) => {
+      rateLimits.quotas.onLeases(
+        m.leases.map((l) => ({ quota: l.quota, principal: l.principal, window: Number(l.window), windowRemainingMs: l.windowRemainingMs, grant: Number(l.grant), nextGrant: Number(l.nextGrant) })),
+        m.reportIntervalMs,
+        Date.now(),
+      );
+    },
     ...identityHooks(identity),
     logger: logger.child({ component: 'registration' }),
   });
+  // Quota demand goes to the federation every report interval while quotas apply here.
+  let quotaTimer: NodeJS.Timeout | undefined;
+  function scheduleQuotaReport(): void {
+    if (quotaTimer || rateLimits.quotas.empty) return;
+    quotaTimer = setTimeout(() => {
+      quotaTimer = undefined;
+      const usage = rateLimits.quotas.report(Date.now());
+      if (usage.length > 0 && session.status().connected) session.sendMessage({ quota: { usage } });
+      scheduleQuotaReport();
+    }, rateLimits.quotas.interval);
+    quotaTimer.unref();
+  }
   session.start();
   telemetry.reportStats((stats) => session.sendMessage({ stats }), config.telemetry.statsIntervalMs);
   if (probed.length) {

@@ -7,8 +7,9 @@ import { renderTable } from './table';
 import type { SourceStatus } from '../federation/sources/types';
 import type { RouteRow } from '../federation/mesh/routes';
 import type { AuthzRow } from '../federation/mesh/authz';
+import type { RateLimitRow } from '../federation/mesh/ratelimits';
 
-const USAGE = 'kedge get services|workloads|endpoints|clusters|policies|routes|authorizationpolicies|tokens [NAME] [-o table|json|yaml] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge get services|workloads|endpoints|clusters|policies|routes|authorizationpolicies|ratelimits|tokens [NAME] [-o table|json|yaml] [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** A service row as the API returns it. */
 export interface ServiceRow {
@@ -83,6 +84,11 @@ export const TABLES = {
       ['namespace', 'name', 'action', 'selector', 'rules', 'selects'],
       rows.map((r) => [r.namespace, r.name, r.action, r.selector, String(r.rules), r.error ? `invalid: ${r.error}` : r.workloads.length ? r.workloads.join(',') : '(no registered workload)']),
     ),
+  ratelimits: (rows: RateLimitRow[]) =>
+    renderTable(
+      ['kind', 'namespace', 'name', 'service', 'limit', 'enforced at'],
+      rows.map((r) => [r.kind, r.namespace, r.name, r.service, r.limit, r.error ? `invalid: ${r.error}` : r.workloads.length ? r.workloads.join(',') : '(no registered workload)']),
+    ),
   tokens: (rows: { id: string; namespace: string; serviceAccount: string; grant: { services: string[]; workload: string; labels: Record<string, string>; gateway: string }; usesLeft: number; uses: number; expiresAt: string }[]) =>
     renderTable(
       ['id', 'identity', 'services', 'workload', 'labels', 'gateway', 'uses left', 'expires'],
@@ -132,7 +138,7 @@ export function fromTable(r: FromResult): string {
 export async function runGet(argv: string[]): Promise<string> {
   const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, output: { type: 'string', short: 'o', default: 'table' }, from: { type: 'string' } }, USAGE);
   const [kindArg, name, ...extra] = positionals;
-  const kind = kindArg === 'authorizationpolicy' || kindArg === 'authz' ? 'authorizationpolicies' : kindArg;
+  const kind = kindArg === 'authorizationpolicy' || kindArg === 'authz' ? 'authorizationpolicies' : kindArg === 'ratelimit' || kindArg === 'meshquotas' || kindArg === 'httplocalratelimitpolicies' ? 'ratelimits' : kindArg;
   if (!kind || !(kind in TABLES) || extra.length > 0) throw new KedgeError('KEDGE_USAGE', `usage: ${USAGE}`);
   if (values.output !== 'table' && values.output !== 'json' && values.output !== 'yaml') throw new KedgeError('KEDGE_USAGE', `-o ${values.output}: use table, json or yaml`);
   const target = resolveAdminTarget(values);

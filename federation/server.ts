@@ -24,6 +24,8 @@ import { StaticSource } from './sources/static';
 import { VipAllocator, parseCidr4 } from './mesh/vips';
 import { PolicyTable } from './mesh/policies';
 import { AuthzTable } from './mesh/authz';
+import { RateLimitTable } from './mesh/ratelimits';
+import { QuotaLeaser } from './quota/leases';
 import { RouteTable, resolveRoutes, type ClusterRouteDocument, type ResolvedRoutes } from './mesh/routes';
 import { gatewaysOfAgents, viewForNetwork } from './mesh/gateways';
 import type { Store } from './store/types';
@@ -199,6 +201,11 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     // AuthorizationPolicies go to agents on their own message, not through the mesh view.
     const authz = new AuthzTable(store, { logger, onChange: () => service?.authorizationChanged() });
     closers.push(() => authz.close());
+    // Rate limits and quotas, likewise on their own message, to the agents serving the targeted services.
+    const rateLimits = new RateLimitTable(store, { logger, onChange: () => service?.rateLimitsChanged() });
+    closers.push(() => rateLimits.close());
+    const quotaLeaser = new QuotaLeaser({ store, replica: config.replica, logger: logger.child({ component: 'quota' }), quotas: () => rateLimits.quotas() });
+    closers.push(() => quotaLeaser.close());
     closers.push(() => {
       clearInterval(holdTimer);
       registry.close();
@@ -211,6 +218,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     await policies.start();
     await routes.start();
     await authz.start();
+    await rateLimits.start();
     await registry.start();
     // Sources never block start-up: an unreachable backend retries in the background.
     await Promise.all(sources.map((src) => src.start(scheduleRebuild)));
@@ -263,6 +271,8 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       bindings,
       revoked: () => revokedSet,
       authorizationFor: (w) => authz.documentsFor(w),
+      rateLimitsFor: (services) => rateLimits.documentsFor(services),
+      quotaLeaser,
       limits: config.registrationLimits,
       certClusters,
       reviewPodToken: async (cluster, token) => {
@@ -400,6 +410,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       backup: () => exportBackup(store, { kedgeVersion: KEDGE_VERSION }),
       routes,
       authz,
+      rateLimits,
       // Warnings about unknown services are computed against the current view, when asked.
       routeRows: () => resolveRoutes(routes.table(), clusterRoutes(), (key) => view.services.has(key)).rows,
       rebuild: scheduleRebuild,

@@ -54,6 +54,7 @@ export type { ServicePort, ServicePort__Output } from './generated/kedge/v1/Serv
 export type { ServiceUpdate, ServiceUpdate__Output } from './generated/kedge/v1/ServiceUpdate';
 export type { SignRequest, SignRequest__Output } from './generated/kedge/v1/SignRequest';
 export type { SignResponse, SignResponse__Output } from './generated/kedge/v1/SignResponse';
+export type { QuotaLeases, QuotaLeases__Output } from './generated/kedge/v1/QuotaLeases';
 export type { IdentityReport, IdentityReport__Output } from './generated/kedge/v1/IdentityReport';
 export type { TrustBundle, TrustBundle__Output } from './generated/kedge/v1/TrustBundle';
 export type { HostFacts, HostFacts__Output } from './generated/kedge/v1/HostFacts';

@@ -13,6 +13,7 @@ import { UNKNOWN_PEER } from './record';
 import { splice } from './splice';
 import type { AuthzMatcher } from '../../policy/authz/compile';
 import { RBAC_DENIED, RBAC_FLAG, authorizeTcp } from './authz';
+import { RATE_LIMITED, RL_FLAG, type InboundRateLimits } from './ratelimit';
 import { failureCode } from './stats';
 import { type IdentityContexts, acceptPeerIdentity } from './tls';
 import type { LocalTarget } from './types';
@@ -51,6 +52,8 @@ export interface InboundDeps {
   sessions: Set<Drainable>;
   /** Tracing on: the share of new traces sampled; undefined: trace headers pass through. */
   traceSample?: number | undefined;
+  /** Local rate limits and quotas (agent/proxy/ratelimit.ts); absent: none. */
+  rateLimits?: InboundRateLimits;
 }
 
 /** The inbound mTLS listener; see the file comment. */
@@ -85,6 +88,7 @@ export class InboundListener {
       track: (s) => this.track(s),
       authorization: () => this.authorization,
       traceSample: deps.traceSample,
+      ...(deps.rateLimits ? { rateLimits: deps.rateLimits } : {}),
       appPool: (t) => {
         const key = `${t.host}:${t.targetPort}`;
         let p = this.appPools.get(key);
@@ -92,7 +96,7 @@ export class InboundListener {
         return p;
       },
     };
-    this.http2 = { logger: deps.logger, sink: deps.sink, connectTimeoutMs: deps.connectTimeoutMs, track: (s) => this.track(s), apps: this.appSessions, sessions: deps.sessions, authorization: () => this.authorization, traceSample: deps.traceSample };
+    this.http2 = { logger: deps.logger, sink: deps.sink, connectTimeoutMs: deps.connectTimeoutMs, track: (s) => this.track(s), apps: this.appSessions, sessions: deps.sessions, authorization: () => this.authorization, traceSample: deps.traceSample, ...(deps.rateLimits ? { rateLimits: deps.rateLimits } : {}) };
     this.server = tls.createServer({
       ...contexts.serverOptions,
       // The client chain is verified against the trust bundle only; Node
@@ -230,6 +234,11 @@ export class InboundListener {
 
     if (!authorizeTcp(this.authorization, this.deps.logger, { principal: peer.principal, remoteAddress: socket.remoteAddress, localAddress: socket.localAddress, targetPort: target.targetPort, sni })) {
       trace.finish(RBAC_DENIED, 0, 0, RBAC_FLAG);
+      socket.destroy();
+      return;
+    }
+    if (this.deps.rateLimits && !this.deps.rateLimits.tcp({ principal: peer.principal, hostname: target.hostname })) {
+      trace.finish(RATE_LIMITED, 0, 0, RL_FLAG);
       socket.destroy();
       return;
     }

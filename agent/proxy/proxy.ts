@@ -51,6 +51,8 @@ export interface InboundCaptureOptions {
 
 /** How the agent configures its proxy. */
 export interface ProxyOptions {
+  /** The server proxy's rate limits and quotas (agent/proxy/ratelimit.ts), fed by the agent's registration. */
+  rateLimits?: import('./ratelimit').InboundRateLimits;
   inboundListen: HostPort;
   targets: readonly LocalTarget[];
   upstreams: readonly UpstreamSpec[];
@@ -165,6 +167,7 @@ export class Proxy {
       connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       sessions: this.sessions,
       traceSample: opts.traceSample,
+      ...(opts.rateLimits ? { rateLimits: opts.rateLimits } : {}),
     });
     this.balancers = new MeshBalancers(opts.client ?? UNKNOWN_TOPOLOGY);
     const deps = {

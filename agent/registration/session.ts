@@ -3,7 +3,7 @@
 // in order) whenever the federation goes away. The proxy keeps its last
 // snapshot meanwhile, so traffic does not depend on the federation being up.
 import type * as grpc from '@grpc/grpc-js';
-import type { AgentMessage, FederationMessage__Output, IdentityReport, Register, Service__Output } from '../../proto/loader';
+import type { AgentMessage, FederationMessage__Output, IdentityReport, QuotaLeases__Output, Register, Service__Output } from '../../proto/loader';
 import { errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { formatHostPort } from '../../proto/model/address';
@@ -47,6 +47,10 @@ export interface SessionOptions {
   onTrustBundle?: (rootsPem: string[], sequence: number) => void;
   /** The federation asked for a renewal now (CA rotation with --reissue). */
   onRenew?: (withinMs: number, reason: string) => void;
+  /** The rate-limit documents of a RateLimits message; returns one line per document rejected (the NACK's detail). */
+  onRateLimits?: (policies: readonly string[]) => readonly string[];
+  /** A QuotaLeases message. */
+  onLeases?: (leases: QuotaLeases__Output) => void;
   /** What IdentityReport says: the current leaf and installed bundle sequence. */
   identityReport?: () => IdentityReport;
   logger: Logger;
@@ -215,6 +219,15 @@ export class RegistrationSession {
           logger.error({ err: errorMessage(err), sequence: msg.trustBundle.sequence }, 'cannot install the trust bundle from the federation; keeping the current one');
         }
         this.reportIdentity();
+      } else if (msg.msg === 'rateLimits' && msg.rateLimits) {
+        const rejected = this.opts.onRateLimits?.(msg.rateLimits.policies) ?? [];
+        if (rejected.length) {
+          this.state.nacks += 1;
+          logger.warn({ nonce: msg.rateLimits.nonce, rejected }, 'rejected rate-limit documents (NACK); the others are enforced');
+        } else logger.info({ policies: msg.rateLimits.policies.length }, 'rate limits updated');
+        call.write({ ack: { nonce: msg.rateLimits.nonce, errorDetail: rejected.join('\n') } });
+      } else if (msg.msg === 'leases' && msg.leases) {
+        this.opts.onLeases?.(msg.leases);
       } else if (msg.msg === 'renew' && msg.renew) {
         this.opts.onRenew?.(msg.renew.withinMs, msg.renew.reason);
       }

@@ -24,6 +24,7 @@ import { authenticatePeer } from './peer';
 import { recordFromRegister } from './register';
 import { toGrpcError } from '../../proto/model/grpc-errors';
 import type { CertClusters } from './cert-clusters';
+import type { QuotaLeaser } from '../quota/leases';
 
 /** Aggregates one traffic report may carry (an agent's own cap is 5,000). */
 const MAX_STATS_PER_REPORT = 5_000;
@@ -68,6 +69,12 @@ export interface ConnectedAgent {
   sendAuthorization(): void;
   /** The last Authorization sent and what the agent answered (error: the policies it rejected). */
   authz: { nonce: string; ackedNonce: string; error: string };
+  /** The services it registered (name.namespace), which rate-limit documents target. */
+  services: string[];
+  /** Sends the rate-limit documents targeting its services when they differ from what was sent last. */
+  sendRateLimits(): void;
+  /** The last RateLimits sent and what the agent answered. */
+  rateLimits: { nonce: string; ackedNonce: string; error: string };
 }
 
 /** Largest leaf certificate an IdentityReport may carry. */
@@ -92,6 +99,10 @@ export interface GrpcDeps {
   revoked: () => ReadonlySet<string>;
   /** The AuthorizationPolicy documents (JSON) selecting a workload; absent: none are pushed. */
   authorizationFor?: (w: { namespace: string; labels: Record<string, string> }) => string[];
+  /** The HTTPLocalRateLimitPolicy and MeshQuota documents (JSON) targeting any of the services; absent: none are pushed. */
+  rateLimitsFor?: (services: readonly string[]) => string[];
+  /** Quota leases for the agents pushed a MeshQuota. */
+  quotaLeaser?: QuotaLeaser;
   registry: AgentRegistry;
   limits?: RegistrationLimits;
   view: () => MeshView;
@@ -150,6 +161,11 @@ export class FederationService {
   /** The applied AuthorizationPolicies changed: each agent whose selected set changed is sent its new set. */
   authorizationChanged(): void {
     for (const c of this.connected.values()) c.sendAuthorization();
+  }
+
+  /** The applied rate-limit documents changed: each agent whose targeted set changed is sent its new set. */
+  rateLimitsChanged(): void {
+    for (const c of this.connected.values()) c.sendRateLimits();
   }
 
   handlers(): FederationHandlers {
@@ -312,6 +328,8 @@ export class FederationService {
     let record: AgentRecord | undefined;
     let conn: ConnectedAgent | undefined;
     let ended = false;
+    // The MeshQuotas pushed to this agent: the only ones its reports may speak of.
+    let quotasPushed = new Set<string>();
     // Status is read by the registry when it writes its batch (every few
     // seconds); an ack or subscribe only marks it changed.
     const statusOf = (): AgentStatus => {
@@ -327,7 +345,10 @@ export class FederationService {
       ended = true;
       clearTimeout(registerTimer);
       registration?.abandon();
-      if (conn && this.connected.get(conn.id) === conn) this.connected.delete(conn.id);
+      if (conn && this.connected.get(conn.id) === conn) {
+        this.connected.delete(conn.id);
+        deps.quotaLeaser?.detach(conn.id);
+      }
     };
     const fail = (err: unknown) => {
       if (ended) return;
@@ -382,6 +403,9 @@ export class FederationService {
           }
           let authzSent: string | undefined;
           let authzSeq = 0;
+          let rateLimitsSent: string | undefined;
+          let rateLimitsSeq = 0;
+
           const push = new PushSession((u, flushed) => call.write({ update: u }, flushed), this.clock, undefined, this.deps.metrics?.push);
           conn = {
             id: record.id,
@@ -413,12 +437,33 @@ export class FederationService {
               conn.authz.nonce = `authz-${++authzSeq}`;
               call.write({ authorization: { nonce: conn.authz.nonce, policies } });
             },
+            services: record.services.map((s) => `${s.name}.${record!.workload.namespace}`),
+            rateLimits: { nonce: '', ackedNonce: '', error: '' },
+            sendRateLimits: () => {
+              if (ended || !deps.rateLimitsFor || !conn) return;
+              const policies = deps.rateLimitsFor(conn.services);
+              const key = policies.join('\n');
+              if (key === rateLimitsSent) return;
+              rateLimitsSent = key;
+              conn.rateLimits.nonce = `rl-${++rateLimitsSeq}`;
+              call.write({ rateLimits: { nonce: conn.rateLimits.nonce, policies } });
+              quotasPushed = new Set(
+                policies.flatMap((j) => {
+                  const d = JSON.parse(j) as { kind?: string; metadata?: { name?: string; namespace?: string } };
+                  return d.kind === 'MeshQuota' ? [`${d.metadata?.namespace}/${d.metadata?.name}`] : [];
+                }),
+              );
+              const id = conn.id;
+              if (quotasPushed.size > 0) deps.quotaLeaser?.attach(id, (m) => !ended && call.write({ leases: m }));
+              else deps.quotaLeaser?.detach(id);
+            },
           };
           this.connected.set(record.id, conn);
           this.writers.set(conn, (m) => call.write(m));
           call.write({ registered: { agentId: record.id, replica: deps.replica, spiffeId: identity, uptimeSeconds: Math.min(0xffffffff, Math.floor((this.clock() - this.startedAt) / 1000)) } });
           conn.sendRevocations([...deps.revoked()].sort());
           conn.sendAuthorization();
+          conn.sendRateLimits();
           // The roots may have changed since the agent's last Sign (a rotation while it was away).
           const bundle = deps.bundle?.();
           if (bundle) call.write({ trustBundle: bundle });
@@ -445,6 +490,12 @@ export class FederationService {
           registration.statusChanged();
           return;
         case 'ack':
+          if (msg.ack!.nonce.startsWith('rl-')) {
+            conn.rateLimits.ackedNonce = msg.ack!.nonce;
+            conn.rateLimits.error = msg.ack!.errorDetail;
+            if (msg.ack!.errorDetail) log.warn({ agent: conn.id, nonce: msg.ack!.nonce, detail: msg.ack!.errorDetail }, 'agent rejected rate-limit documents (NACK)');
+            return;
+          }
           if (msg.ack!.nonce.startsWith('authz-')) {
             // The answer to an Authorization: the policies the agent rejected stay out of force there, the others apply.
             conn.authz.ackedNonce = msg.ack!.nonce;
@@ -464,6 +515,10 @@ export class FederationService {
               .filter((st) => (st.reporter === 'destination' ? st.destinationWorkload : st.reporter === 'source' ? st.sourceWorkload : undefined) === conn!.id && st.destinationService.length <= 320 && st.sourceWorkload.length <= 320 && st.destinationWorkload.length <= 320)
               .map((st) => ({ ...st, errors: st.errors.slice(0, MAX_ERRORS_PER_STAT).map(boundedError) })),
           );
+          return;
+        case 'quota':
+          // Counts only for the quotas this agent was pushed; the rest is dropped.
+          deps.quotaLeaser?.report(conn.id, msg.quota!.usage.map((u) => ({ ...u, window: Number(u.window), admitted: Number(u.admitted), seen: Number(u.seen) })), (q) => quotasPushed.has(q));
           return;
         case 'identity': {
           const r = msg.identity!;

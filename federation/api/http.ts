@@ -22,6 +22,7 @@ import type { PolicyTable } from '../mesh/policies';
 import type { EdgeAggregate, TrafficStatsStore } from '../stats';
 import type { RouteRow, RouteTable } from '../mesh/routes';
 import type { AuthzTable } from '../mesh/authz';
+import type { RateLimitTable } from '../mesh/ratelimits';
 import { authzCheck, type AuthzCheckQuery } from '../mesh/authz-check';
 import { ROUTE_KINDS, type RouteKind } from '../../policy/routes/model';
 import { buildPicker } from '../../agent/proxy/balancer/picker';
@@ -62,6 +63,8 @@ export interface HttpDeps {
   routes: RouteTable;
   /** AuthorizationPolicies applied with kedge apply. */
   authz?: AuthzTable;
+  /** HTTPLocalRateLimitPolicies and MeshQuotas applied with kedge apply. */
+  rateLimits?: RateLimitTable;
   /** Every route (applied and from clusters) with its warnings. */
   routeRows: () => readonly RouteRow[];
   /** Asks for a mesh rebuild and push (after a route or policy change made here). */
@@ -100,6 +103,10 @@ export function createHttpApi(deps: HttpDeps): http.Server {
   const authzTable = (): AuthzTable => {
     if (!deps.authz) throw new HttpError(501, 'KEDGE_NOT_IMPLEMENTED', 'this federation was started without authorization policies');
     return deps.authz;
+  };
+  const rateLimitTable = (): RateLimitTable => {
+    if (!deps.rateLimits) throw new HttpError(501, 'KEDGE_NOT_IMPLEMENTED', 'this federation was started without rate limits');
+    return deps.rateLimits;
   };
   const tokenDigest = createHash('sha256').update(deps.adminToken).digest();
   const routes: [string, RegExp, Handler][] = [
@@ -188,6 +195,23 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       }
       deps.logger.info({ namespace: ns, name }, 'authorization policy deleted');
       return { kind: 'AuthorizationPolicy', namespace: ns, name, deleted: true };
+    }],
+    ['GET', /^\/api\/v1\/ratelimits$/, () => rateLimitTable().rows(deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, services: a.services.map((s) => `${s.name}.${a.workload.namespace}`) })))],
+    ['POST', /^\/api\/v1\/ratelimits$/, async (_r, body) => {
+      if (!Array.isArray(body)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send a JSON list of HTTPLocalRateLimitPolicy and MeshQuota documents');
+      const result = await rateLimitTable().apply(body);
+      deps.logger.info({ applied: result.applied.map((r) => `${r.kind}/${r.namespace}/${r.name}`), rejected: result.errors.length }, 'rate limits applied');
+      return result;
+    }],
+    ['DELETE', /^\/api\/v1\/ratelimits\/(HTTPLocalRateLimitPolicy|MeshQuota)\/([^/]+)\/([^/]+)$/, async (_r, _b, [kind, ns, name]) => {
+      try {
+        await rateLimitTable().remove(kind!, ns!, name!);
+      } catch (err) {
+        if (err instanceof KedgeError && err.code === 'KEDGE_NOT_FOUND') throw new HttpError(404, err.code, err.message);
+        throw err;
+      }
+      deps.logger.info({ kind, namespace: ns, name }, 'rate limit deleted');
+      return { kind, namespace: ns, name, deleted: true };
     }],
     ['POST', /^\/api\/v1\/authz\/check$/, (_r, body) => {
       const q = body as AuthzCheckQuery;

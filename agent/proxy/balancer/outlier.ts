@@ -30,7 +30,9 @@ export type Outcome =
   /** An HTTP response with a 5xx status other than a gateway error (counts toward consecutive5xxErrors). */
   | 'http-5xx'
   /** 502, 503, 504 or gRPC UNAVAILABLE (counts toward consecutiveGatewayErrors and consecutive5xxErrors). */
-  | 'gateway-error';
+  | 'gateway-error'
+  /** 429 or gRPC RESOURCE_EXHAUSTED: the endpoint is busy, not broken; it is backed off (backoff.ts), never ejected. */
+  | 'rate-limited';
 
 /** An endpoint's ejection, as the picker and the admin endpoint see it. */
 export interface Ejection {
@@ -48,7 +50,9 @@ export type RecordResult =
   /** Ejection was due but would exceed maxEjectionPercent. */
   | { type: 'ejection-refused'; key: string; ejected: number; total: number }
   /** Not tracked (removed from the service, or sync() not called yet) or detection disabled. */
-  | { type: 'ignored' };
+  | { type: 'ignored' }
+  /** A rate-limited answer paused the endpoint until `until` (backoff.ts). */
+  | { type: 'backed-off'; key: string; until: number; streak: number };
 
 interface State {
   /** Consecutive connect failures and resets. */
@@ -108,7 +112,8 @@ export class OutlierDetector {
   /** Records the outcome of one connection (attempt) to an endpoint. */
   record(key: string, outcome: Outcome, now: number): RecordResult {
     const s = this.states.get(key);
-    if (s === undefined) return { type: 'ignored' };
+    // A rate-limited answer says nothing about failure; the balancer backs the endpoint off instead.
+    if (s === undefined || outcome === 'rate-limited') return { type: 'ignored' };
     this.expire(now);
     if (outcome === 'success') {
       s.consecutive = 0;

@@ -10,6 +10,7 @@
 // service, so a meshed endpoint keeps one outlier state for all its ports,
 // as before, and maxEjectionPercent counts every endpoint of the service.
 import { OutlierDetector, type OutlierConfig, type Outcome, type RecordResult } from './outlier';
+import { RateLimitBackoff } from './backoff';
 import { type BalancerDescription, type EndpointDescription, type Picker, buildPicker } from './picker';
 import { TRAFFIC_POLICY_DEFAULTS, type TrafficPolicy } from '../../../policy/traffic-policy';
 import type { BalancerEndpoint, Topology } from './types';
@@ -31,6 +32,8 @@ const ALL_PORTS = -1;
 export class ServiceBalancer<E extends BalancerEndpoint> {
   private endpoints: readonly E[] = [];
   private detector: OutlierDetector;
+  /** Endpoints paused after a 429 / RESOURCE_EXHAUSTED. */
+  private readonly backoff = new RateLimitBackoff();
   /** By service port, or ALL_PORTS; emptied whenever endpoints, policy or ejections change. */
   private readonly pickers = new Map<number, Picker<E>>();
   private perPort = false;
@@ -56,6 +59,7 @@ export class ServiceBalancer<E extends BalancerEndpoint> {
     this.endpoints = endpoints;
     this.perPort = endpoints.some((e) => e.servicePorts !== undefined);
     this.detector.sync(endpoints, now);
+    this.backoff.sync(endpoints);
     this.pickers.clear();
   }
 
@@ -75,15 +79,24 @@ export class ServiceBalancer<E extends BalancerEndpoint> {
     let picker = this.pickers.get(slot);
     if (picker === undefined) {
       const endpoints = slot === ALL_PORTS ? this.endpoints : this.endpoints.filter((e) => e.servicePorts === undefined || e.servicePorts.has(slot));
-      picker = buildPicker({ endpoints, client: this.client, policy: this.policy, ejections: this.detector.ejections(now) });
+      const ejections = new Map([...this.detector.ejections(now), ...this.backoff.active(now)]);
+      picker = buildPicker({ endpoints, client: this.client, policy: this.policy, ejections });
       this.pickers.set(slot, picker);
-      this.nextReturn = this.detector.nextReturnAt();
+      const a = this.detector.nextReturnAt();
+      const b = this.backoff.nextEndAt(now);
+      this.nextReturn = a === undefined ? b : b === undefined ? a : Math.min(a, b);
     }
     return picker;
   }
 
   /** Reports how a connection attempt went; an ejection takes effect on the next picker(now). */
   record(key: string, outcome: Outcome, now: number): RecordResult {
+    if (outcome === 'rate-limited') {
+      const b = this.backoff.limited(key, now);
+      this.pickers.clear();
+      return { type: 'backed-off', key, ...b };
+    }
+    if (outcome === 'success') this.backoff.succeeded(key);
     const r = this.detector.record(key, outcome, now);
     if (r.type === 'ejected') this.pickers.clear();
     return r;

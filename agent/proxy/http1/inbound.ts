@@ -13,6 +13,7 @@ import { headerValue } from './parse';
 import { PEER_HEADER, PEER_ONLY, peerFromHeader, peerHeaderOf, requestAdd, requestRemove, startHop, traceHeadersOf } from '../../telemetry/hop';
 import type { AuthzMatcher } from '../../../policy/authz/compile';
 import { authorizeHttp1 } from '../authz';
+import type { InboundRateLimits } from '../ratelimit';
 import { ConnectionPool } from './pool';
 import { type Drainable, type Http1Side, Http1Session, type LocalAnswer, type Upstream } from './session';
 
@@ -38,6 +39,8 @@ export interface Http1InboundDeps {
   authorization?: () => AuthzMatcher | undefined;
   /** Tracing on: the share of new traces sampled; undefined: trace headers pass through. */
   traceSample?: number | undefined;
+  /** Local rate limits and quotas (ratelimit helper's hook), after authorization. */
+  rateLimits?: InboundRateLimits;
 }
 
 /** Opens a connection to the app within `timeoutMs`. */
@@ -99,7 +102,7 @@ export function serveHttp1Inbound(socket: net.Socket, target: LocalTarget, peer:
         hop,
       }, (rec) => deps.logger.isLevelEnabled('info') && deps.logger.info({ peer: peer.principal, sni: buildSni(target.servicePort, target.hostname), target: appAddr, resumed, ...requestLogFields(rec) }, 'inbound'));
       t.upstreamHost = appAddr;
-      const denied = authorizeHttp1(deps.authorization?.(), deps.logger, authzConn, req.method, req.target, req.headers);
+      const denied = authorizeHttp1(deps.authorization?.(), deps.logger, authzConn, req.method, req.target, req.headers) ?? deps.rateLimits?.http1({ principal: peer.principal, hostname: target.hostname }, req.method, req.target, req.headers);
       // The app sees neither proxy's metadata; the client proxy gets this one's.
       const edit = { remove: requestRemove(hop), add: requestAdd(hop, undefined) };
       const responseEdit = { remove: PEER_ONLY, add: [[PEER_HEADER, peerHeaderOf(self)]] as const };

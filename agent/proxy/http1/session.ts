@@ -102,6 +102,8 @@ export const PROXY_ERROR_HEADER = 'x-kedge-proxy-error';
 /** What a response status tells outlier detection. */
 export function statusOutcome(status: number): Outcome {
   if (status === 502 || status === 503 || status === 504) return 'gateway-error';
+  // Busy, not broken: the balancer backs the endpoint off (balancer/backoff.ts).
+  if (status === 429) return 'rate-limited';
   return status >= 500 ? 'http-5xx' : 'success';
 }
 

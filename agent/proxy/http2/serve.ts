@@ -6,6 +6,7 @@
 // here than stream.ts's care for trailers, resets and grpc-timeout.
 import type { AuthzMatcher } from '../../../policy/authz/compile';
 import { authorizeHttp2 } from '../authz';
+import type { InboundRateLimits } from '../ratelimit';
 import { randomUUID } from 'node:crypto';
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
@@ -230,6 +231,8 @@ export interface Http2InboundDeps {
   authorization?: () => AuthzMatcher | undefined;
   /** Tracing on: the share of new traces sampled; undefined: trace headers pass through. */
   traceSample?: number | undefined;
+  /** Local rate limits and quotas (ratelimit helper's hook), after authorization. */
+  rateLimits?: InboundRateLimits;
 }
 
 /** The server proxy's HTTP/2 stack for one mesh connection (ALPN h2) to `target`. */
@@ -252,7 +255,8 @@ export function serveHttp2Inbound(socket: net.Socket, target: LocalTarget, peer:
     // The app sees neither proxy's metadata; the client proxy gets this one's.
     const plan: StreamPlan = { trace: t, grpc, setHeaders: Object.fromEntries(requestAdd(hop, undefined)), removeHeaders: requestRemove(hop), responseSet: { [PEER_HEADER]: peerHeaderOf(self) }, responseRemove: PEER_ONLY };
     const denied = authorizeHttp2(deps.authorization?.(), deps.logger, { principal: peer.principal, remoteAddress: socket.remoteAddress, localAddress: socket.localAddress, targetPort: target.targetPort, sni: buildSni(target.servicePort, target.hostname) }, headers);
-    if (denied) plan.answer = denied;
+    const limited = denied ? undefined : deps.rateLimits?.http2({ principal: peer.principal, hostname: target.hostname }, headers);
+    if (denied ?? limited) plan.answer = denied ?? limited;
     const connect = async (): Promise<H2Upstream | H2Answer> => {
       try {
         const session = await deps.apps.get(appAddr, appAddr, async () => sessionOver(await dialApp(target, deps.connectTimeoutMs, deps.track), `http://${appAddr}`));

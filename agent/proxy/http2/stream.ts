@@ -36,6 +36,8 @@ export interface H2Answer {
   code: string;
   message: string;
   flag: string;
+  /** Extra response headers (a rate limit's retry-after). */
+  headers?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -90,6 +92,8 @@ export function grpcTimeoutMs(v: string | string[] | undefined): number | undefi
 /** What a finished answer tells outlier detection. */
 function outcomeOf(status: number, grpcStatus: number): Outcome {
   if (grpcStatus === GRPC.UNAVAILABLE || status === 502 || status === 503 || status === 504) return 'gateway-error';
+  // Busy, not broken: the balancer backs the endpoint off (balancer/backoff.ts).
+  if (status === 429 || grpcStatus === GRPC.RESOURCE_EXHAUSTED) return 'rate-limited';
   return status >= 500 ? 'http-5xx' : 'success';
 }
 
@@ -170,8 +174,8 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
     if (a.flag !== '-') t.flag(a.flag);
     if (!down.destroyed && !down.headersSent) {
       const h: http2.OutgoingHttpHeaders = plan.grpc
-        ? { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(a.grpcStatus), 'grpc-message': grpcMessage(a.message), 'x-kedge-response-flags': a.flag, 'x-kedge-proxy-error': a.code }
-        : { ':status': a.status, 'content-type': 'text/plain', 'x-kedge-response-flags': a.flag, ...(a.status >= 500 ? { 'x-kedge-proxy-error': a.code } : {}) };
+        ? { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(a.grpcStatus), 'grpc-message': grpcMessage(a.message), 'x-kedge-response-flags': a.flag, 'x-kedge-proxy-error': a.code, ...a.headers }
+        : { ':status': a.status, 'content-type': 'text/plain', 'x-kedge-response-flags': a.flag, ...(a.status >= 500 ? { 'x-kedge-proxy-error': a.code } : {}), ...a.headers };
       try {
         if (plan.grpc) down.respond(h, { endStream: true });
         else {
