@@ -46,7 +46,8 @@ function parseLine(line: string): Sample {
   }
   const rest = line.slice(i).trim().split(/\s+/);
   const value = rest[0] === '+Inf' ? Infinity : rest[0] === '-Inf' ? -Infinity : Number(rest[0]);
-  if (rest[0] === undefined || (Number.isNaN(value) && rest[0] !== 'NaN')) throw new Error(`bad value in ${JSON.stringify(line)}`);
+  // Prometheus parses values with Go's ParseFloat: NaN in any case (prom-client writes `Nan`).
+  if (rest[0] === undefined || (Number.isNaN(value) && rest[0].toLowerCase() !== 'nan')) throw new Error(`bad value in ${JSON.stringify(line)}`);
   return { name, labels, value };
 }
 
