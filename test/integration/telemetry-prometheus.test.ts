@@ -8,7 +8,10 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import * as os from 'node:os';
 import YAML from 'yaml';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import { eventually } from '../support/procs';
 import { type AgentHandle, type FederationHandle, httpGet, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
 import { type PrometheusHandle, startPrometheus } from '../support/prometheus';
@@ -54,6 +57,47 @@ async function load(hostPort: string, concurrency: number, ms: number): Promise<
   return done;
 }
 const BROKEN = 'broken.default.svc.cluster.local';
+const DETAILS = 'details.default.svc.cluster.local';
+
+const DETAILS_PROTO = `
+syntax = "proto3";
+package kedge.test;
+message Req { int32 id = 1; int32 count = 2; }
+message Detail { string text = 1; }
+service Details {
+  rpc Get(Req) returns (Detail);
+  rpc List(Req) returns (stream Detail);
+}
+`;
+
+type DetailsClient = grpc.Client & {
+  Get(r: { id: number }, cb: (err: grpc.ServiceError | null) => void): void;
+  List(r: { count: number }): grpc.ClientReadableStream<{ text: string }>;
+};
+
+function detailsService(): grpc.ServiceClientConstructor {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kedge-prom-grpc-')), 'details.proto');
+  fs.writeFileSync(file, DETAILS_PROTO);
+  const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(file, { defaults: true }));
+  return ((pkg.kedge as grpc.GrpcObject).test as grpc.GrpcObject).Details as grpc.ServiceClientConstructor;
+}
+
+/** The details gRPC app: Get fails with NOT_FOUND for ids divisible by 4; List streams `count` messages. */
+async function startDetailsApp(svc: grpc.ServiceClientConstructor): Promise<{ port: number; close(): void }> {
+  const server = new grpc.Server();
+  server.addService(svc.service, {
+    Get: (call: grpc.ServerUnaryCall<{ id: number }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      if (call.request.id % 4 === 0) cb({ code: grpc.status.NOT_FOUND, details: `no detail ${call.request.id}` } as grpc.ServiceError);
+      else cb(null, { text: `detail ${call.request.id}` });
+    },
+    List: (call: grpc.ServerWritableStream<{ count: number }, unknown>) => {
+      for (let i = 0; i < call.request.count; i++) call.write({ text: String(i) });
+      call.end();
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return { port, close: () => server.forceShutdown() };
+}
 
 /** The shipped scrape config, pointed at this test's federation and scraping every second. */
 function scrapeConfig(fed: FederationHandle): unknown {
@@ -84,6 +128,8 @@ describe('Prometheus scraping a Kedge mesh', () => {
     closers.push(() => app.close());
     const reviews = await startReviewsApp();
     closers.push(() => reviews.close());
+    const details = await startDetailsApp(detailsService());
+    closers.push(async () => details.close());
     // A port with nothing behind it: the server proxy cannot reach its app.
     const dead = net.createServer();
     await new Promise<void>((resolve) => dead.listen(0, '127.0.0.1', resolve));
@@ -91,13 +137,13 @@ describe('Prometheus scraping a Kedge mesh', () => {
     await new Promise<void>((resolve) => dead.close(() => resolve()));
     agents.push(await startAgentProc(fed, {
       name: 'ratings-v1', namespace: 'default', serviceAccount: 'ratings', address: '127.0.15.1',
-      services: [{ name: 'ratings', ports: [{ name: 'tcp', port: 9080, targetPort: app.port }] }, { name: 'broken', ports: [{ name: 'tcp', port: 9090, targetPort: deadPort }] }, { name: 'reviews', ports: [{ name: 'http', port: 9081, targetPort: reviews.port, protocol: 'http' }] }],
+      services: [{ name: 'ratings', ports: [{ name: 'tcp', port: 9080, targetPort: app.port }] }, { name: 'broken', ports: [{ name: 'tcp', port: 9090, targetPort: deadPort }] }, { name: 'reviews', ports: [{ name: 'http', port: 9081, targetPort: reviews.port, protocol: 'http' }] }, { name: 'details', ports: [{ name: 'grpc', port: 9091, targetPort: details.port, protocol: 'grpc' }] }],
       // Prometheus reaches an agent at its workload address.
       extra: { admin: { listen: '127.0.0.1:0', metricsListen: '127.0.15.1:0' } },
     }));
     agents.push(await startAgentProc(fed, {
       name: 'productpage-v1', namespace: 'default', serviceAccount: 'productpage', address: '127.0.15.2',
-      upstreams: [{ service: 'ratings.default', port: 9080, listen: '127.0.15.2:0' }, { service: 'broken.default', port: 9090, listen: '127.0.15.3:0' }, { service: 'reviews.default', port: 9081, listen: '127.0.15.4:0' }],
+      upstreams: [{ service: 'ratings.default', port: 9080, listen: '127.0.15.2:0' }, { service: 'broken.default', port: 9090, listen: '127.0.15.3:0' }, { service: 'reviews.default', port: 9081, listen: '127.0.15.4:0' }, { service: 'details.default', port: 9091, listen: '127.0.15.5:0' }],
       extra: { admin: { listen: '127.0.0.1:0', metricsListen: '127.0.15.2:0' } },
     }));
     prom = await startPrometheus(scrapeConfig(fed));
@@ -206,6 +252,66 @@ describe('Prometheus scraping a Kedge mesh', () => {
     // The 503s carry their code on both reporters.
     const codes = await prom!.queryAt(`sum(increase(istio_requests_total{destination_service="${REVIEWS}",request_protocol="http"}[${windowS}s])) by (reporter, response_code)`, at);
     assert.deepEqual(codes.map((c) => `${c.metric.reporter}/${c.metric.response_code}`).sort(), ['destination/200', 'destination/503', 'source/200', 'source/503']);
+  });
+
+  it("gRPC: request and response messages, grpc_response_status, and the workload dashboard's per-source panels with the client's metadata", async () => {
+    const client = agents[1]!;
+    const Details = detailsService();
+    const c = new Details(client.upstreams[3]!, grpc.credentials.createInsecure()) as unknown as DetailsClient;
+    const calls = 40;
+    const streams = 5;
+    const perStream = 3;
+    const notFound = calls / 4;
+    const more = async (n: number) => {
+      for (let id = 1; id <= n; id++) assert.equal(await new Promise<grpc.ServiceError | null>((resolve) => c.Get({ id: id * 2 + 1 }, (e) => resolve(e))), null);
+    };
+    try {
+      for (let id = 1; id <= calls; id++) {
+        const err = await new Promise<grpc.ServiceError | null>((resolve) => c.Get({ id }, (e) => resolve(e)));
+        assert.equal(err?.code, id % 4 === 0 ? grpc.status.NOT_FOUND : undefined, `call ${id}`);
+      }
+      for (let i = 0; i < streams; i++) {
+        let n = 0;
+        await new Promise<void>((resolve, reject) => c.List({ count: perStream }).on('data', () => n++).on('end', resolve).on('error', reject));
+        assert.equal(n, perStream);
+      }
+    } catch (err) {
+      c.close();
+      throw err;
+    }
+    const exact = async (expr: string, expected: number) => {
+      let got: number | undefined;
+      await eventually(async () => (got = (await prom!.query(expr))[0]?.value) === expected, 20_000, expr).catch((err: Error) => {
+        throw new Error(`${err.message}: last ${got}, expected ${expected}`);
+      });
+    };
+    for (const reporter of ['source', 'destination']) {
+      const sel = `reporter="${reporter}",destination_service="${DETAILS}",request_protocol="grpc"`;
+      await exact(`sum(istio_requests_total{${sel}})`, calls + streams);
+      // grpc_response_status as Istio writes it (NOT_FOUND = 5); HTTP status 200 for every call.
+      await exact(`sum(istio_requests_total{${sel},grpc_response_status="5",response_code="200"})`, notFound);
+      await exact(`sum(istio_requests_total{${sel},grpc_response_status="0"})`, calls - notFound + streams);
+      await exact(`sum(istio_request_messages_total{${sel}})`, calls + streams);
+      await exact(`sum(istio_response_messages_total{${sel}})`, calls - notFound + streams * perStream);
+      // Kiali's gRPC error rate: the share of non-OK statuses.
+      await exact(`sum(istio_requests_total{${sel},grpc_response_status!="0"}) / sum(istio_requests_total{${sel}})`, notFound / (calls + streams));
+    }
+    // rate() needs a second sample of each series: more calls after the scrape that saw the first.
+    await more(8);
+    c.close();
+    // Istio workload dashboard, "Incoming Requests By Source And Response Code" ($workload, $namespace, $qrep filled in, irate as rate over a window):
+    // the server proxy names the client workload it learned from the client proxy's metadata.
+    const bySource = await eventually(async () => {
+      const r = await prom!.query(`round(sum(rate(istio_requests_total{connection_security_policy="mutual_tls", destination_workload_namespace=~"default", destination_workload=~"ratings-v1", reporter=~"destination", request_protocol="grpc"}[1m])) by (source_workload, source_workload_namespace, response_code), 0.001)`);
+      return r.length > 0 && r.every((x) => x.value > 0) ? r : undefined;
+    }, 20_000, 'incoming gRPC requests by source');
+    assert.deepEqual(bySource.map((x) => `${x.metric.source_workload}.${x.metric.source_workload_namespace} ${x.metric.response_code}`), ['productpage-v1.default 200']);
+    // Its "Incoming Success Rate (non-5xx responses) By Source": gRPC errors ride on 200, so 1, as in Istio.
+    const success = await prom!.query(`sum(rate(istio_requests_total{reporter=~"destination", connection_security_policy="mutual_tls", destination_workload_namespace=~"default", destination_workload=~"ratings-v1", request_protocol="grpc", response_code!~"5.*"}[1m])) by (source_workload, source_workload_namespace) / sum(rate(istio_requests_total{reporter=~"destination", connection_security_policy="mutual_tls", destination_workload_namespace=~"default", destination_workload=~"ratings-v1", request_protocol="grpc"}[1m])) by (source_workload, source_workload_namespace)`);
+    assert.deepEqual(success.map((x) => [x.metric.source_workload, x.value]), [['productpage-v1', 1]]);
+    // The client side's "Outgoing Requests By Destination" names the server's app and version from its response metadata.
+    const out = await prom!.query(`sum(istio_requests_total{reporter="source", source_workload="productpage-v1", request_protocol="grpc"}) by (destination_workload, destination_app, destination_canonical_service)`);
+    assert.deepEqual(out.map((x) => x.metric), [{ destination_workload: 'ratings-v1', destination_app: 'ratings-v1', destination_canonical_service: 'ratings-v1' }]);
   });
 
   it('every panel of the Kedge federation dashboard is valid PromQL, and the control-plane panels have data', async () => {
