@@ -1,5 +1,5 @@
 // Short certificate lifetimes must not make agents renew in a loop. With
-// --workload-cert-ttl 20s, certificates are backdated 60 s for clock skew;
+// --workload-cert-ttl 20s, certificates are backdated (then 60 s) for clock skew;
 // renewal timed from notBefore fell in the past for every new certificate
 // and an agent renewed about 140 times a minute. Timed from issuance, each
 // certificate is renewed after 50-70% of the 20 s it was granted.

@@ -18,6 +18,8 @@ export interface FederationHandle {
   adminTokenFile: string;
   rootCertFile: string;
   args: string[];
+  /** Extra environment of the process (kept across restarts, e.g. a faked clock). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** Parses "host:port" into its port. */
@@ -26,13 +28,14 @@ export function portOf(hostPort: string): number {
 }
 
 /** Starts `kedge federation` on 127.0.0.1 with kernel-chosen ports. */
-export async function startFederationProc(opts: { dataDir?: string; args?: string[]; host?: string } = {}): Promise<FederationHandle> {
+export async function startFederationProc(opts: { dataDir?: string; args?: string[]; host?: string; env?: NodeJS.ProcessEnv } = {}): Promise<FederationHandle> {
   const dataDir = opts.dataDir ?? tempDir('fed');
   const host = opts.host ?? '127.0.0.1';
   const args = ['federation', '--data-dir', dataDir, '--listen-grpc', `${host}:0`, '--listen-http', `${host}:0`, ...(opts.args ?? [])];
-  const proc = startKedge('federation', args);
+  const proc = startKedge('federation', args, { env: opts.env });
   const ready = await proc.waitForMsg('federation ready', 20_000);
   return {
+    env: opts.env,
     proc,
     dataDir,
     grpc: String(ready.grpc),
@@ -56,7 +59,7 @@ export async function restartFederationProc(fed: FederationHandle): Promise<Fede
   const args = fed.args.map((a) => a);
   args[args.indexOf('--listen-grpc') + 1] = fed.grpc;
   args[args.indexOf('--listen-http') + 1] = fed.httpUrl.replace('http://', '');
-  const proc = startKedge('federation', args);
+  const proc = startKedge('federation', args, { env: fed.env });
   await proc.waitForMsg('federation ready', 20_000);
   return { ...fed, proc, args };
 }

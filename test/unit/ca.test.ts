@@ -11,6 +11,7 @@ import * as forge from 'node-forge';
 import { CertificateAuthority, createRootCa, inspectCsr, type CaMaterial } from '../../federation/ca';
 import { generateKeyAndCsr } from '../../agent/identity/csr';
 import { hasCode, KedgeError } from '../../proto/model/errors';
+import { CERT_BACKDATE_MS } from '../../proto/model/certs';
 
 const WEB = 'spiffe://example.org/ns/default/sa/web';
 const DB = 'spiffe://example.org/ns/prod/sa/db';
@@ -69,7 +70,7 @@ describe('createRootCa', () => {
     assert.ok(cert.verify(cert.publicKey), 'self-signature verifies');
     assert.ok(cert.checkPrivateKey(crypto.createPrivateKey(root.keyPem)));
     assert.equal(cert.publicKey.asymmetricKeyDetails?.modulusLength, 2048);
-    assert.equal(new Date(cert.validFrom).getTime(), NOW - 60_000, 'backdated a minute');
+    assert.equal(new Date(cert.validFrom).getTime(), NOW - CERT_BACKDATE_MS, 'backdated for clock skew');
     assert.equal(new Date(cert.validTo).toISOString(), '2040-01-15T12:00:00.000Z');
     assert.deepEqual(root.rootsPem, [root.certPem]);
     assert.deepEqual(root.chainPem, []);
@@ -114,7 +115,7 @@ describe('signCsr: workload certificate profile', () => {
     assert.equal(leaf.publicKey.export({ type: 'spki', format: 'pem' }), inspectCsr(csrs[0]!.csrPem).publicKeyPem);
   });
 
-  it('gives the leaf a lifetime of exactly the TTL from now, backdated a minute for clock skew', () => {
+  it('gives the leaf a lifetime of exactly the TTL from now, backdated for clock skew', () => {
     for (const [ttlMs, expected] of [
       [undefined, DAY],
       [3_600_000, 3_600_000],
@@ -124,7 +125,7 @@ describe('signCsr: workload certificate profile', () => {
       const leaf = new crypto.X509Certificate(res.chainPem[0]!);
       assert.equal(new Date(leaf.validTo).getTime() - NOW, expected, `ttl ${ttlMs}`);
       assert.equal(res.notAfter.getTime(), NOW + expected);
-      assert.equal(new Date(leaf.validFrom).getTime(), NOW - 60_000);
+      assert.equal(new Date(leaf.validFrom).getTime(), NOW - CERT_BACKDATE_MS);
     }
   });
 
