@@ -14,10 +14,10 @@ import { Proxy } from './proxy/proxy';
 import type { LocalTarget } from './proxy/types';
 import { RegistrationSession, type SessionOptions } from './registration/session';
 import { toProxySnapshot } from './registration/updates';
-import { applyAuthorization } from './registration/authz';
+import { applyAuthorization, failClosed, type AppliedAuthorization } from './registration/authz';
+import { loadPolicies, savePolicies } from './registration/policy-store';
 import { applyRateLimits } from './registration/ratelimit';
 import { InboundRateLimits } from './proxy/ratelimit';
-import type { AuthzMatcher } from '../policy/authz/compile';
 import { startAdmin } from './admin/server';
 import type { FederationTarget } from './registration/client';
 import { Subscriptions } from './registration/subscriptions';
@@ -101,6 +101,19 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
         }
       : {}),
   });
+  // The policies the last run saved are in force before the proxy binds (policy-store.ts).
+  const selfWorkload = { namespace: config.workload.namespace, labels: config.workload.labels };
+  let security: AppliedAuthorization | undefined;
+  const stored = loadPolicies(config.dataDir);
+  if (stored.kind === 'last-known-good') {
+    security = applyAuthorization(stored.documents, selfWorkload, { fallback: config.proxy.inboundMode });
+    logger.info({ component: 'registration', savedAt: stored.savedAt, ...security.counts, peerAuthentication: describeModes(security) }, 'security policies restored from the data dir (last known good) until the federation pushes');
+  } else if (stored.kind === 'fail-closed') {
+    security = failClosed(selfWorkload);
+    logger.error({ component: 'registration', reason: stored.reason }, 'security policies cannot be restored: failing closed (every inbound request denied, plaintext refused) until the federation pushes');
+  }
+  const securityOf = () => ({ authorization: security?.matcher, peerAuthentication: security?.peerAuthentication });
+  proxy.setSnapshot(toProxySnapshot(new Map(), '', config.workload.namespace, undefined, securityOf()));
   await proxy.start();
   const metrics = await telemetry.listen(config.admin.metricsListen);
   const { host, address } = await facts.catch(async (err: unknown) => {
@@ -141,8 +154,6 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
   let lastServices: ReadonlyMap<string, Service__Output> = new Map();
   let lastVersion = '';
   let revoked: ReadonlySet<string> = new Set();
-  // The AuthorizationPolicies selecting this workload, compiled once per push.
-  let authorization: AuthzMatcher | undefined;
   // Declared before the session so its first Register can carry the snapshot.
   let checker: HealthChecker | undefined;
   const healthMessage = () => ({ health: { services: (checker?.snapshot() ?? []).map((h) => ({ service: h.service, healthy: h.healthy, detail: h.detail })) } });
@@ -154,18 +165,21 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     onServices: (services: ReadonlyMap<string, Service__Output>, version: string, removed: readonly string[]) => {
       lastServices = services;
       lastVersion = version;
-      proxy.setSnapshot(toProxySnapshot(services, version, config.workload.namespace, revoked, authorization));
+      proxy.setSnapshot(toProxySnapshot(services, version, config.workload.namespace, revoked, securityOf()));
       session.subscribe([], subs.answered(services, removed));
     },
     onRevocations: (serials) => {
       revoked = serials;
-      proxy.setSnapshot(toProxySnapshot(lastServices, lastVersion, config.workload.namespace, revoked, authorization));
+      proxy.setSnapshot(toProxySnapshot(lastServices, lastVersion, config.workload.namespace, revoked, securityOf()));
     },
     onAuthorization: (docs) => {
-      const applied = applyAuthorization(docs, { namespace: config.workload.namespace, labels: config.workload.labels });
-      authorization = applied.matcher;
-      proxy.setSnapshot(toProxySnapshot(lastServices, lastVersion, config.workload.namespace, revoked, authorization));
-      return applied.rejected;
+      security = applyAuthorization(docs, selfWorkload, { fallback: config.proxy.inboundMode });
+      proxy.setSnapshot(toProxySnapshot(lastServices, lastVersion, config.workload.namespace, revoked, securityOf()));
+      logger.info({ component: 'registration', ...security.counts, rejected: security.rejected.length, peerAuthentication: describeModes(security) }, 'security policies in force');
+      // Saved as pushed (the rejected ones too: they are validated again, and rejected again, at a restart).
+      const unsaved = savePolicies(config.dataDir, docs);
+      if (unsaved) logger.error({ component: 'registration', err: unsaved }, 'security policies are in force but not saved: a restart while the federation is unreachable will fail closed');
+      return security.rejected;
     },
     onRateLimits: (docs) => {
       const applied = applyRateLimits(docs);
@@ -280,6 +294,13 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
       return stopping;
     },
   };
+}
+
+/** The mTLS modes in force, for log lines: `STRICT` or `STRICT, 9090=PERMISSIVE`, and what set them. */
+function describeModes(a: AppliedAuthorization): string {
+  const r = a.peerAuthentication;
+  const ports = [...r.ports].sort(([x], [y]) => x - y).map(([p, m]) => `${p}=${m}`);
+  return `${[r.mode, ...ports].join(', ')} (${r.from.length ? r.from.join(' < ') : 'no PeerAuthentication: the agent\'s inboundMode'})`;
 }
 
 /**

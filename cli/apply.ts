@@ -1,5 +1,5 @@
 // `kedge apply -f FILE`: reads TrafficPolicy, HTTPRoute, GRPCRoute,
-// FaultInjection, AuthorizationPolicy, HTTPLocalRateLimitPolicy and MeshQuota documents (YAML, several per file with ---), validates them
+// FaultInjection, AuthorizationPolicy, PeerAuthentication, HTTPLocalRateLimitPolicy and MeshQuota documents (YAML, several per file with ---), validates them
 // locally, then sends them to the federation, which checks them again
 // against the services it knows. Policies are applied all or nothing; a bad
 // route rejects only itself: the good ones are applied, every error is
@@ -10,6 +10,7 @@ import { KedgeError } from '../proto/model/errors';
 import { validateTrafficPolicy } from '../policy/traffic-policy';
 import { isRouteDocument, validateRouteDocument } from '../policy/routes/documents';
 import { isAuthzDocument, validateAuthorizationPolicy } from '../policy/authz/validate';
+import { isPeerAuthDocument, validatePeerAuthentication } from '../policy/peer-auth/validate';
 import { isRateLimitDocument, validateRateLimitDocument } from '../policy/ratelimit/validate';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
@@ -22,6 +23,8 @@ export interface PolicyFile {
   routes: unknown[];
   /** AuthorizationPolicy documents (security.istio.io/v1). */
   authz: unknown[];
+  /** PeerAuthentication documents (security.istio.io/v1). */
+  peerAuth: unknown[];
   /** HTTPLocalRateLimitPolicy and MeshQuota documents. */
   rateLimits: unknown[];
   /** Errors naming the file, the document and the path in it. */
@@ -37,7 +40,7 @@ export function readPolicyFile(file: string): PolicyFile {
     throw new KedgeError('KEDGE_USAGE', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
   }
   const docs = YAML.parseAllDocuments(text);
-  const out: PolicyFile = { policies: [], routes: [], authz: [], rateLimits: [], errors: [] };
+  const out: PolicyFile = { policies: [], routes: [], authz: [], peerAuth: [], rateLimits: [], errors: [] };
   docs.forEach((d, i) => {
     const where = docs.length > 1 ? `${file} (document ${i + 1})` : file;
     if (d.errors.length) {
@@ -49,6 +52,12 @@ export function readPolicyFile(file: string): PolicyFile {
     if (isAuthzDocument(value)) {
       const r = validateAuthorizationPolicy(value);
       if (r.ok) out.authz.push(value);
+      else out.errors.push(...r.errors.map((e) => `${where}: ${e}`));
+      return;
+    }
+    if (isPeerAuthDocument(value)) {
+      const r = validatePeerAuthentication(value);
+      if (r.ok) out.peerAuth.push(value);
       else out.errors.push(...r.errors.map((e) => `${where}: ${e}`));
       return;
     }
@@ -68,11 +77,11 @@ export function readPolicyFile(file: string): PolicyFile {
     if (r.ok) out.policies.push(value);
     else {
       const kind = (value as { kind?: unknown }).kind;
-      const hint = typeof kind === 'string' && kind !== 'TrafficPolicy' ? ` (kedge apply reads TrafficPolicy, HTTPRoute, GRPCRoute, FaultInjection, AuthorizationPolicy, HTTPLocalRateLimitPolicy and MeshQuota; not ${kind})` : '';
+      const hint = typeof kind === 'string' && kind !== 'TrafficPolicy' ? ` (kedge apply reads TrafficPolicy, HTTPRoute, GRPCRoute, FaultInjection, AuthorizationPolicy, PeerAuthentication, HTTPLocalRateLimitPolicy and MeshQuota; not ${kind})` : '';
       out.errors.push(...r.errors.map((e) => `${where}: ${e}${hint}`));
     }
   });
-  if (out.errors.length === 0 && out.policies.length + out.routes.length + out.authz.length + out.rateLimits.length === 0) throw new KedgeError('KEDGE_BAD_POLICY', `${file} holds no document`);
+  if (out.errors.length === 0 && out.policies.length + out.routes.length + out.authz.length + out.peerAuth.length + out.rateLimits.length === 0) throw new KedgeError('KEDGE_BAD_POLICY', `${file} holds no document`);
   return out;
 }
 
@@ -114,7 +123,7 @@ export async function runApply(argv: string[]): Promise<string> {
   let out = '';
   if (file.policies.length > 0) {
     // A bad TrafficPolicy in the file keeps every policy of it back (policies are all or nothing).
-    if (file.errors.some((e) => !/: (HTTPRoute|GRPCRoute|FaultInjection|AuthorizationPolicy|HTTPLocalRateLimitPolicy|MeshQuota) /.test(e))) errors.push(`${values.filename}: no TrafficPolicy applied: policies are applied all or nothing`);
+    if (file.errors.some((e) => !/: (HTTPRoute|GRPCRoute|FaultInjection|AuthorizationPolicy|PeerAuthentication|HTTPLocalRateLimitPolicy|MeshQuota) /.test(e))) errors.push(`${values.filename}: no TrafficPolicy applied: policies are applied all or nothing`);
     else {
       try {
         const rows = await apiRequest<{ name: string; service: string }[]>(target, 'POST', '/api/v1/policies', file.policies);
@@ -135,6 +144,11 @@ export async function runApply(argv: string[]): Promise<string> {
     // A bad AuthorizationPolicy rejects only itself, as routes do.
     const r = await apiRequest<{ applied: { kind: string; namespace: string; name: string }[]; errors: string[] }>(target, 'POST', '/api/v1/authorizationpolicies', batch);
     out += r.applied.map((a) => `authorizationpolicy/${a.name} (${a.namespace}) applied\n`).join('');
+    errors.push(...r.errors.map((e) => `${values.filename}: ${e}`));
+  }
+  for (const batch of routeBatches(file.peerAuth)) {
+    const r = await apiRequest<{ applied: { kind: string; namespace: string; name: string }[]; errors: string[] }>(target, 'POST', '/api/v1/peerauthentications', batch);
+    out += r.applied.map((a) => `peerauthentication/${a.name} (${a.namespace}) applied\n`).join('');
     errors.push(...r.errors.map((e) => `${values.filename}: ${e}`));
   }
   for (const batch of routeBatches(file.rateLimits)) {

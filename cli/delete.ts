@@ -9,11 +9,11 @@ import { KedgeError } from '../proto/model/errors';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget, type AdminTarget } from './admin-client';
 import { parseFlags } from './args';
 
-const USAGE = 'kedge delete -f FILE | kedge delete httproute|grpcroute|faultinjection|trafficpolicy|authorizationpolicy|httplocalratelimitpolicy|meshquota|workload [NAMESPACE/]NAME | kedge delete token ID [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge delete -f FILE | kedge delete httproute|grpcroute|faultinjection|trafficpolicy|authorizationpolicy|peerauthentication|httplocalratelimitpolicy|meshquota|workload [NAMESPACE/]NAME | kedge delete token ID [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** Kinds by what users type: the kind, lowercase, singular or plural. */
 const KINDS: Record<string, string> = {};
-for (const k of ['HTTPRoute', 'GRPCRoute', 'FaultInjection', 'TrafficPolicy', 'AuthorizationPolicy', 'HTTPLocalRateLimitPolicy', 'MeshQuota']) {
+for (const k of ['HTTPRoute', 'GRPCRoute', 'FaultInjection', 'TrafficPolicy', 'AuthorizationPolicy', 'PeerAuthentication', 'HTTPLocalRateLimitPolicy', 'MeshQuota']) {
   KINDS[k.toLowerCase()] = k;
   KINDS[`${k.toLowerCase()}s`] = k;
 }
@@ -26,6 +26,10 @@ async function deleteOne(target: AdminTarget, kind: string, name: string, namesp
   if (kind === 'AuthorizationPolicy') {
     await apiRequest(target, 'DELETE', `/api/v1/authorizationpolicies/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`);
     return `authorizationpolicy/${name} (${namespace}) deleted\n`;
+  }
+  if (kind === 'PeerAuthentication') {
+    await apiRequest(target, 'DELETE', `/api/v1/peerauthentications/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`);
+    return `peerauthentication/${name} (${namespace}) deleted\n`;
   }
   if (kind === 'HTTPLocalRateLimitPolicy' || kind === 'MeshQuota') {
     await apiRequest(target, 'DELETE', `/api/v1/ratelimits/${kind}/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`);

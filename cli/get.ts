@@ -6,10 +6,10 @@ import { parseFlags } from './args';
 import { renderTable } from './table';
 import type { SourceStatus } from '../federation/sources/types';
 import type { RouteRow } from '../federation/mesh/routes';
-import type { AuthzRow } from '../federation/mesh/authz';
+import type { AuthzRow, PeerAuthRow } from '../federation/mesh/authz';
 import type { RateLimitRow } from '../federation/mesh/ratelimits';
 
-const USAGE = 'kedge get services|workloads|endpoints|clusters|policies|routes|authorizationpolicies|ratelimits|tokens [NAME] [-o table|json|yaml] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge get services|workloads|endpoints|clusters|policies|routes|authorizationpolicies|peerauthentications|ratelimits|tokens [NAME] [-o table|json|yaml] [--federation http://HOST:PORT] [--admin-token-file FILE]';
 
 /** A service row as the API returns it. */
 export interface ServiceRow {
@@ -82,7 +82,12 @@ export const TABLES = {
   authorizationpolicies: (rows: AuthzRow[]) =>
     renderTable(
       ['namespace', 'name', 'action', 'selector', 'rules', 'selects'],
-      rows.map((r) => [r.namespace, r.name, r.action, r.selector, String(r.rules), r.error ? `invalid: ${r.error}` : r.workloads.length ? r.workloads.join(',') : '(no registered workload)']),
+      rows.map((r) => [r.namespace, r.name, r.action, r.selector, String(r.rules), r.error ? `invalid: ${r.error}` : [r.workloads.length ? r.workloads.join(',') : '(no registered workload)', ...(r.warnings ?? [])].join('; ')]),
+    ),
+  peerauthentications: (rows: PeerAuthRow[]) =>
+    renderTable(
+      ['namespace', 'name', 'selector', 'mode', 'ports', 'source', 'applies to'],
+      rows.map((r) => [r.namespace, r.name, r.selector, r.mode, r.ports.join(',') || '-', r.source, r.error ? `invalid: ${r.error}` : [r.workloads.length ? r.workloads.join(',') : '(matches no registered workload)', ...r.warnings].join('; ')]),
     ),
   ratelimits: (rows: RateLimitRow[]) =>
     renderTable(
@@ -138,7 +143,7 @@ export function fromTable(r: FromResult): string {
 export async function runGet(argv: string[]): Promise<string> {
   const { values, positionals } = parseFlags(argv, { ...ADMIN_FLAGS, output: { type: 'string', short: 'o', default: 'table' }, from: { type: 'string' } }, USAGE);
   const [kindArg, name, ...extra] = positionals;
-  const kind = kindArg === 'authorizationpolicy' || kindArg === 'authz' ? 'authorizationpolicies' : kindArg === 'ratelimit' || kindArg === 'meshquotas' || kindArg === 'httplocalratelimitpolicies' ? 'ratelimits' : kindArg;
+  const kind = kindArg === 'authorizationpolicy' || kindArg === 'authz' ? 'authorizationpolicies' : kindArg === 'peerauthentication' || kindArg === 'pa' ? 'peerauthentications' : kindArg === 'ratelimit' || kindArg === 'meshquotas' || kindArg === 'httplocalratelimitpolicies' ? 'ratelimits' : kindArg;
   if (!kind || !(kind in TABLES) || extra.length > 0) throw new KedgeError('KEDGE_USAGE', `usage: ${USAGE}`);
   if (values.output !== 'table' && values.output !== 'json' && values.output !== 'yaml') throw new KedgeError('KEDGE_USAGE', `-o ${values.output}: use table, json or yaml`);
   const target = resolveAdminTarget(values);

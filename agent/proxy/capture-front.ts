@@ -4,7 +4,12 @@
 // to the local app on its original destination port (PERMISSIVE) or is
 // refused (STRICT), and so does, in PERMISSIVE, TLS whose SNI is not a mesh
 // name (an app's own TLS client talking to the app: passed through, never
-// terminated).
+// terminated). Which of the two applies is decided per original destination
+// port by the PeerAuthentications in force (DISABLE accepts plaintext as
+// PERMISSIVE does), the agent's configured mode standing in until the
+// federation has said.
+import type { PeerAuthResolution } from '../../policy/peer-auth/model';
+import { modeOnPort } from '../../policy/peer-auth/resolve';
 import type { AuthzMatcher } from '../../policy/authz/compile';
 import { RBAC_DENIED, RBAC_FLAG, authorizeTcp } from './authz';
 import * as net from 'node:net';
@@ -76,6 +81,8 @@ export interface CaptureFrontDeps {
   sink: RecordSink;
   /** This proxy's workload: the destination of its records. */
   self: () => PeerWorkload;
+  /** The current snapshot's PeerAuthentications; undefined until the federation sent them (then `mode` decides). */
+  peerAuthentication?: () => PeerAuthResolution | undefined;
   /** The current snapshot's AuthorizationPolicies; captured plaintext is checked as TCP with no principal (authz helper's hook). */
   authorization?: () => AuthzMatcher | undefined;
 }
@@ -100,23 +107,41 @@ export class CaptureFront {
     socket.once('close', () => this.sockets.delete(socket));
   }
 
+  /** The mode on a captured port (undefined: the original destination is unknown), and what set it. */
+  private modeFor(port: number | undefined): { mode: InboundMode; by: string } {
+    const r = this.deps.peerAuthentication?.();
+    if (r === undefined) return { mode: this.deps.mode, by: 'the agent\'s inboundMode' };
+    const m = modeOnPort(r, port);
+    const by = r.from.length ? `PeerAuthentication ${r.from[r.from.length - 1]}${port !== undefined && r.ports.has(port) ? ` (port ${port})` : ''}` : 'the agent\'s inboundMode (no PeerAuthentication applies)';
+    return { mode: m === 'STRICT' ? 'STRICT' : 'PERMISSIVE', by };
+  }
+
   private async onConnection(socket: net.Socket): Promise<void> {
     this.track(socket);
     socket.on('error', () => undefined);
+    // The original destination is known at accept (SO_ORIGINAL_DST): the port's mode can differ.
+    let dst: OriginalDst | undefined;
+    let dstError: unknown;
+    try {
+      dst = this.deps.originalDst(socket);
+    } catch (err) {
+      dstError = err;
+    }
+    const { mode, by } = this.modeFor(dst?.port);
     let prefix = await readPrefix(socket, Buffer.alloc(0), (b) => classifyFirstBytes(b) !== 'more', this.deps.detectTimeoutMs);
     if (socket.destroyed || (prefix.ended && prefix.buf.length === 0)) return void socket.destroy(); // gone before saying anything
     const first = classifyFirstBytes(prefix.buf) === 'tls' ? 'tls' : 'plaintext';
     let hello: ClientHelloResult | undefined;
-    if (first === 'tls' && this.deps.mode === 'PERMISSIVE') {
+    if (first === 'tls' && mode === 'PERMISSIVE') {
       const done = (b: Buffer) => parseClientHello(b).kind !== 'need-more';
       if (!done(prefix.buf) && !prefix.ended) prefix = await readPrefix(socket, prefix.buf, done, HELLO_TIMEOUT_MS);
       if (socket.destroyed) return;
       hello = parseClientHello(prefix.buf);
     }
-    const route = decideInbound(first, hello, this.deps.mode);
+    const route = decideInbound(first, hello, mode);
     if (route === 'mtls') return this.handOver(socket, prefix);
     const sni = hello?.kind === 'sni' ? hello.name : undefined;
-    return this.capture(socket, prefix.buf, route, first === 'tls' ? 'tls-passthrough' : 'plaintext', sni);
+    return this.capture(socket, prefix.buf, route, first === 'tls' ? 'tls-passthrough' : 'plaintext', sni, { mode, by, dst, dstError });
   }
 
   private trace(csp: 'mutual_tls' | 'none'): ConnectionTrace {
@@ -141,24 +166,23 @@ export class CaptureFront {
 
   // Plaintext, or TLS that is not the mesh's: forwarded to the app on the
   // port the client originally asked for, or refused.
-  private capture(socket: net.Socket, prefix: Buffer, route: 'passthrough' | 'refuse', kind: string, sni: string | undefined): void {
-    const { logger, mode } = this.deps;
+  private capture(socket: net.Socket, prefix: Buffer, route: 'passthrough' | 'refuse', kind: string, sni: string | undefined, how: { mode: InboundMode; by: string; dst: OriginalDst | undefined; dstError: unknown }): void {
+    const { logger } = this.deps;
     const trace = this.trace('none');
-    const fields: Record<string, unknown> = { capture: 'inbound', mode, route: kind, remote: remoteOf(socket), ...(sni !== undefined ? { sni } : {}) };
+    const fields: Record<string, unknown> = { capture: 'inbound', mode: how.mode, modeFrom: how.by, route: kind, remote: remoteOf(socket), ...(sni !== undefined ? { sni } : {}) };
     const refuse = (err: KedgeError): void => {
       trace.finish(err.code, 0, 0);
       logger.warn({ ...fields, code: err.code, err: err.message }, 'inbound connection refused');
       closeClient(socket, true);
     };
-    let dst: OriginalDst;
-    try {
-      dst = this.deps.originalDst(socket);
-    } catch (err) {
-      if (route === 'refuse') return refuse(strictError(undefined));
+    const dst = how.dst;
+    if (dst === undefined) {
+      const err = how.dstError;
+      if (route === 'refuse') return refuse(strictError(undefined, how.by));
       return refuse(new KedgeError(failureCode(err, 'KEDGE_ORIGINAL_DST_UNAVAILABLE'), `${errorMessage(err)}; a client that dials the inbound port directly must speak mesh mTLS`, { cause: err }));
     }
     fields.originalDst = formatHostPort({ host: dst.address, port: dst.port });
-    if (route === 'refuse') return refuse(strictError(fields.originalDst as string));
+    if (route === 'refuse') return refuse(strictError(fields.originalDst as string, how.by));
     // The app is reached on the original port; this very port would loop.
     if (dst.port === socket.localPort) {
       return refuse(new KedgeError('KEDGE_ORIGINAL_DST_LOOP', `the original destination ${fields.originalDst} is the inbound port itself; plaintext sent there directly has nowhere to go`));
@@ -172,8 +196,8 @@ export class CaptureFront {
   }
 }
 
-function strictError(originalDst: string | undefined): KedgeError {
-  return new KedgeError('KEDGE_INBOUND_PLAINTEXT_REFUSED', `plaintext${originalDst ? ` to ${originalDst}` : ''} refused: inbound mode is STRICT, only mesh mTLS is accepted; use PERMISSIVE to let clients outside the mesh in`);
+function strictError(originalDst: string | undefined, by: string): KedgeError {
+  return new KedgeError('KEDGE_INBOUND_PLAINTEXT_REFUSED', `plaintext${originalDst ? ` to ${originalDst}` : ''} refused: the mTLS mode is STRICT (set by ${by}), only mesh mTLS is accepted; a PeerAuthentication with mode PERMISSIVE (for this workload, or portLevelMtls for this port) lets clients outside the mesh in`);
 }
 
 function remoteOf(socket: net.Socket): string {

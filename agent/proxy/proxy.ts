@@ -210,6 +210,7 @@ export class Proxy {
         sink: inboundSink,
         self: () => this.self,
         authorization: () => this.current.authorization,
+        peerAuthentication: () => this.current.peerAuthentication,
       });
     }
   }

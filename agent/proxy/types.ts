@@ -82,6 +82,13 @@ export interface ProxySnapshot {
    * and per opaque connection. Absent: none, everything is allowed.
    */
   authorization?: import('../../policy/authz/compile').AuthzMatcher;
+  /**
+   * The PeerAuthentications in force for this workload, resolved per port
+   * (policy/peer-auth). The inbound capture front accepts or refuses
+   * captured plaintext by it. Absent: no policy arrived, the agent's
+   * configured inboundMode decides.
+   */
+  peerAuthentication?: import('../../policy/peer-auth/model').PeerAuthResolution;
 }
 
 /** The workload's mesh identity, as the proxy needs it for TLS. */

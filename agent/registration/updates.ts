@@ -3,6 +3,7 @@
 // only itself and is NACKed), then the proxy snapshot is rebuilt and swapped
 // once. Pure.
 import type { AuthzMatcher } from '../../policy/authz/compile';
+import type { PeerAuthResolution } from '../../policy/peer-auth/model';
 import { isIP } from 'node:net';
 import type { Service__Output, ServiceUpdate__Output } from '../../proto/loader';
 import { parseSpiffeId } from '../../proto/model/spiffe';
@@ -113,7 +114,8 @@ const views = new WeakMap<Service__Output, ServiceView>();
  * namespace: consumer routes of that namespace apply, GEP-1294); revoked
  * serials travel with it so listeners refuse them.
  */
-export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, version: string, clientNamespace = 'default', revokedSerials?: ReadonlySet<string>, authorization?: AuthzMatcher): ProxySnapshot {
+export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, version: string, clientNamespace = 'default', revokedSerials?: ReadonlySet<string>, security: { authorization?: AuthzMatcher | undefined; peerAuthentication?: PeerAuthResolution | undefined } = {}): ProxySnapshot {
+  const { authorization, peerAuthentication } = security;
   const out = new Map<string, ServiceView>();
   for (const s of services.values()) {
     let view = views.get(s);
@@ -123,7 +125,7 @@ export function toProxySnapshot(services: ReadonlyMap<string, Service__Output>, 
     }
     out.set(s.key, view);
   }
-  return Object.freeze({ version, services: out, ...(revokedSerials && revokedSerials.size > 0 ? { revokedSerials } : {}), ...(authorization && !authorization.empty ? { authorization } : {}) });
+  return Object.freeze({ version, services: out, ...(revokedSerials && revokedSerials.size > 0 ? { revokedSerials } : {}), ...(authorization && !authorization.empty ? { authorization } : {}), ...(peerAuthentication ? { peerAuthentication } : {}) });
 }
 
 function toServiceView(s: Service__Output, clientNamespace: string): ServiceView {

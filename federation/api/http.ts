@@ -196,6 +196,23 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       deps.logger.info({ namespace: ns, name }, 'authorization policy deleted');
       return { kind: 'AuthorizationPolicy', namespace: ns, name, deleted: true };
     }],
+    ['GET', /^\/api\/v1\/peerauthentications$/, () => authzTable().peerAuthRows(deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, labels: a.workload.labels })))],
+    ['POST', /^\/api\/v1\/peerauthentications$/, async (_r, body) => {
+      if (!Array.isArray(body)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send a JSON list of PeerAuthentication documents');
+      const result = await authzTable().apply(body, 'PeerAuthentication');
+      deps.logger.info({ applied: result.applied.map((r) => `${r.namespace}/${r.name}`), rejected: result.errors.length }, 'peer authentications applied');
+      return result;
+    }],
+    ['DELETE', /^\/api\/v1\/peerauthentications\/([^/]+)\/([^/]+)$/, async (_r, _b, [ns, name]) => {
+      try {
+        await authzTable().remove(ns!, name!, 'PeerAuthentication');
+      } catch (err) {
+        if (err instanceof KedgeError && err.code === 'KEDGE_NOT_FOUND') throw new HttpError(404, err.code, err.message);
+        throw err;
+      }
+      deps.logger.info({ namespace: ns, name }, 'peer authentication deleted');
+      return { kind: 'PeerAuthentication', namespace: ns, name, deleted: true };
+    }],
     ['GET', /^\/api\/v1\/ratelimits$/, () => rateLimitTable().rows(deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, services: a.services.map((s) => `${s.name}.${a.workload.namespace}`) })))],
     ['POST', /^\/api\/v1\/ratelimits$/, async (_r, body) => {
       if (!Array.isArray(body)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send a JSON list of HTTPLocalRateLimitPolicy and MeshQuota documents');

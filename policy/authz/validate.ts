@@ -33,7 +33,8 @@ export function isAuthzDocument(doc: unknown): boolean {
   return (doc as { kind?: unknown } | null)?.kind === 'AuthorizationPolicy';
 }
 
-const SERVER_METADATA = ['uid', 'resourceVersion', 'generation', 'managedFields', 'selfLink', 'ownerReferences', 'finalizers', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'generateName'];
+/** Metadata fields the API server writes; dropped from documents read from a cluster. */
+export const SERVER_METADATA = ['uid', 'resourceVersion', 'generation', 'managedFields', 'selfLink', 'ownerReferences', 'finalizers', 'deletionTimestamp', 'deletionGracePeriodSeconds', 'generateName'];
 const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 const TOKEN = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
@@ -81,7 +82,8 @@ export function parseAuthorizationPolicy(doc: unknown, opts: { fromCluster?: boo
   throw new KedgeError('KEDGE_BAD_POLICY', r.errors.join('\n'));
 }
 
-function selectorOf(c: Checker, v: unknown): Record<string, string> | undefined {
+/** `spec.selector` (matchLabels only), shared with PeerAuthentication. */
+export function selectorOf(c: Checker, v: unknown): Record<string, string> | undefined {
   const o = c.optionalObject(v, 'spec.selector', ['matchLabels']);
   if (o === undefined) return undefined;
   const labels = c.optionalObject(o.matchLabels, 'spec.selector.matchLabels');
