@@ -204,7 +204,7 @@ export class AuthzTable {
           action: v?.action ?? '-',
           selector,
           rules: v?.rules.length ?? 0,
-          workloads: v ? workloads.filter((w) => policySelects(v, w, this.rootNamespace)).map((w) => `${w.namespace}/${w.name}`) : [],
+          workloads: v ? workloads.filter((w) => policySelects(v, w, this.rootNamespace)).map((w) => `${w.namespace}/${w.name}`).sort() : [],
           source: d.source,
           warnings,
         };
@@ -226,7 +226,7 @@ export class AuthzTable {
           selector: this.selectorText(v?.selector, namespace),
           mode: v?.mode ?? '-',
           ports: v ? Object.entries(v.ports).map(([p, m]) => `${p}=${m}`) : [],
-          workloads: v ? workloads.filter((w) => peerAuthLevel(v, w, this.rootNamespace) !== undefined).map((w) => `${w.namespace}/${w.name}`) : [],
+          workloads: v ? workloads.filter((w) => peerAuthLevel(v, w, this.rootNamespace) !== undefined).map((w) => `${w.namespace}/${w.name}`).sort() : [],
           source: d.source,
           warnings,
         };

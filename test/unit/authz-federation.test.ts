@@ -38,8 +38,8 @@ describe('AuthzTable', () => {
     assert.deepEqual(names(other), ['mesh']);
     const rows = table.rows([{ name: 'web-1', ...web }, { name: 'db-1', ...db }]);
     assert.deepEqual(rows.map((x) => [x.name, x.selector, x.workloads]), [
-      ['mesh', '(mesh)', ['shop/web-1', 'shop/db-1']],
-      ['shop-deny', '(namespace)', ['shop/web-1', 'shop/db-1']],
+      ['mesh', '(mesh)', ['shop/db-1', 'shop/web-1']],
+      ['shop-deny', '(namespace)', ['shop/db-1', 'shop/web-1']],
       ['web-only', 'app=web', ['shop/web-1']],
     ]);
     // The compiled matcher is the proxies' own: blog is denied at db, web needs the ALLOW.
