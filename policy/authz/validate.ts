@@ -44,16 +44,9 @@ export function validateAuthorizationPolicy(doc: unknown, opts: { fromCluster?: 
   const c = new Checker();
   const label = documentLabel(doc);
   const done = (): AuthzValidation => ({ ok: false, errors: c.errors.map((e) => `${label}: ${e}`) });
-  const top = c.object(doc, '', ['apiVersion', 'kind', 'metadata', 'spec', 'status']);
-  if (top === undefined) return done();
-  if (top.kind !== 'AuthorizationPolicy') c.fail('kind', 'must be AuthorizationPolicy');
-  if (typeof top.apiVersion !== 'string' || !SECURITY_API_VERSIONS.includes(top.apiVersion)) {
-    c.fail('apiVersion', `${top.apiVersion === undefined ? 'is required' : `is ${JSON.stringify(top.apiVersion)}`}; write apiVersion: ${SECURITY_API_VERSION}`);
-  }
-  if (top.status !== undefined && !opts.fromCluster) c.fail('status', 'is written by controllers, not by users; remove it');
-  let meta = top.metadata;
-  if (opts.fromCluster && meta && typeof meta === 'object') meta = Object.fromEntries(Object.entries(meta).filter(([k]) => !SERVER_METADATA.includes(k)));
-  const m = metadata(c, meta);
+  const head = securityHeader(c, doc, 'AuthorizationPolicy', opts);
+  if (head === undefined) return done();
+  const { top, meta, m } = head;
   const annotations = (meta as { annotations?: Record<string, unknown> } | undefined)?.annotations;
   if (annotations && annotations['istio.io/dry-run'] !== undefined && annotations['istio.io/dry-run'] !== 'false') {
     c.fail('metadata.annotations.istio.io/dry-run', 'Kedge does not implement dry-run policies; use action: AUDIT to see what a rule matches, or remove the annotation');
@@ -73,6 +66,24 @@ export function validateAuthorizationPolicy(doc: unknown, opts: { fromCluster?: 
   const rules = c.list(spec.rules, 'spec.rules', 'a list of rules').map((r, i) => rule(c, r, `spec.rules[${i}]`));
   if (c.errors.length > 0) return done();
   return { ok: true, value: deepFreeze({ kind: 'AuthorizationPolicy', name: m.name, namespace: m.namespace, selector, action, rules }) };
+}
+
+/**
+ * The top level every security.istio.io document shares: kind, apiVersion,
+ * no status from users, metadata (the API server's own fields dropped from
+ * a cluster's copy). Undefined when the document is not a mapping.
+ */
+export function securityHeader(c: Checker, doc: unknown, kind: string, opts: { fromCluster?: boolean }): { top: Record<string, unknown>; meta: unknown; m: ReturnType<typeof metadata> } | undefined {
+  const top = c.object(doc, '', ['apiVersion', 'kind', 'metadata', 'spec', 'status']);
+  if (top === undefined) return undefined;
+  if (top.kind !== kind) c.fail('kind', `must be ${kind}`);
+  if (typeof top.apiVersion !== 'string' || !SECURITY_API_VERSIONS.includes(top.apiVersion)) {
+    c.fail('apiVersion', `${top.apiVersion === undefined ? 'is required' : `is ${JSON.stringify(top.apiVersion)}`}; write apiVersion: ${SECURITY_API_VERSION}`);
+  }
+  if (top.status !== undefined && !opts.fromCluster) c.fail('status', 'is written by controllers, not by users; remove it');
+  let meta = top.metadata;
+  if (opts.fromCluster && meta && typeof meta === 'object') meta = Object.fromEntries(Object.entries(meta).filter(([k]) => !SERVER_METADATA.includes(k)));
+  return { top, meta, m: metadata(c, meta) };
 }
 
 /** validateAuthorizationPolicy for callers that want an exception: KEDGE_BAD_POLICY listing every error. */

@@ -6,10 +6,8 @@
 import { KedgeError } from '../../proto/model/errors';
 import { deepFreeze } from '../../proto/model/validate';
 import { Checker } from '../checker';
-import { metadata } from '../routes/common';
 import { documentLabel } from '../routes/documents';
-import { SECURITY_API_VERSION, SECURITY_API_VERSIONS } from '../authz/model';
-import { SERVER_METADATA, selectorOf } from '../authz/validate';
+import { securityHeader, selectorOf } from '../authz/validate';
 import type { PeerAuthMode, PeerAuthObject } from './model';
 
 /** The outcome of validatePeerAuthentication. */
@@ -27,16 +25,9 @@ export function validatePeerAuthentication(doc: unknown, opts: { fromCluster?: b
   const c = new Checker();
   const label = documentLabel(doc);
   const done = (): PeerAuthValidation => ({ ok: false, errors: c.errors.map((e) => `${label}: ${e}`) });
-  const top = c.object(doc, '', ['apiVersion', 'kind', 'metadata', 'spec', 'status']);
-  if (top === undefined) return done();
-  if (top.kind !== 'PeerAuthentication') c.fail('kind', 'must be PeerAuthentication');
-  if (typeof top.apiVersion !== 'string' || !SECURITY_API_VERSIONS.includes(top.apiVersion)) {
-    c.fail('apiVersion', `${top.apiVersion === undefined ? 'is required' : `is ${JSON.stringify(top.apiVersion)}`}; write apiVersion: ${SECURITY_API_VERSION}`);
-  }
-  if (top.status !== undefined && !opts.fromCluster) c.fail('status', 'is written by controllers, not by users; remove it');
-  let meta = top.metadata;
-  if (opts.fromCluster && meta && typeof meta === 'object') meta = Object.fromEntries(Object.entries(meta).filter(([k]) => !SERVER_METADATA.includes(k)));
-  const m = metadata(c, meta);
+  const head = securityHeader(c, doc, 'PeerAuthentication', opts);
+  if (head === undefined) return done();
+  const { top, m } = head;
   // An absent spec is a policy that sets nothing (everything UNSET), as in Istio.
   const spec = top.spec === undefined || top.spec === null ? {} : c.object(top.spec, 'spec', ['selector', 'mtls', 'portLevelMtls']);
   if (spec === undefined) return done();

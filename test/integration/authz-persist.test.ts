@@ -6,24 +6,13 @@
 // pushes the current set. See agent/registration/policy-store.ts.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { runKedge, tempDir, eventually } from '../support/procs';
-import { AgentHandle, FederationHandle, restartFederationProc, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
+import { AgentHandle, FederationHandle, curl, restartFederationProc, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
 
 const T = { timeout: 120_000 };
-
-function curl(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    execFile('curl', ['-s', '-o', '-', '-w', '\n%{http_code}', '--max-time', '5', url], (err, stdout) => {
-      if (err && !stdout) return reject(err);
-      const nl = stdout.lastIndexOf('\n');
-      resolve({ status: Number(stdout.slice(nl + 1)), body: stdout.slice(0, nl) });
-    });
-  });
-}
 
 /** A port free on `host` now (the restarted server agent must come back on the port clients know). */
 async function freePort(host: string): Promise<number> {

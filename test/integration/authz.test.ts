@@ -8,25 +8,14 @@
 // gets PERMISSION_DENIED.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { runKedge, tempDir, eventually } from '../support/procs';
-import { AgentHandle, FederationHandle, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
+import { AgentHandle, FederationHandle, curl, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
 
 const T = { timeout: 120_000 };
-
-function curl(url: string, method = 'GET'): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    execFile('curl', ['-s', '-X', method, '-o', '-', '-w', '\n%{http_code}', '--max-time', '5', url], (err, stdout) => {
-      if (err && !stdout) return reject(err);
-      const nl = stdout.lastIndexOf('\n');
-      resolve({ status: Number(stdout.slice(nl + 1)), body: stdout.slice(0, nl) });
-    });
-  });
-}
 
 /** Sends a line over TCP; resolves with what came back before the connection closed (or the echo). */
 function tcpExchange(hostPort: string): Promise<string> {

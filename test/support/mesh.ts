@@ -1,5 +1,6 @@
 // Starts a real federation and real agents as processes on loopback, with
 // ports chosen by the kernel (port 0) and read back from their logs.
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -222,6 +223,17 @@ export async function startHttpApp(name: string, host = '127.0.0.1', port = 0): 
 }
 
 /** One HTTP GET on a new connection (so each request is balanced anew); resolves with the body. */
+/** One request with the real curl; resolves with the status and body (status 0 when curl got no response). */
+export function curl(url: string, method = 'GET'): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    execFile('curl', ['-s', '-X', method, '-o', '-', '-w', '\n%{http_code}', '--max-time', '5', url], (err, stdout) => {
+      if (err && !stdout) return reject(err);
+      const nl = stdout.lastIndexOf('\n');
+      resolve({ status: Number(stdout.slice(nl + 1)), body: stdout.slice(0, nl) });
+    });
+  });
+}
+
 export function httpGet(hostPort: string, pathName = '/', timeoutMs = 5_000): Promise<string> {
   const port = Number(hostPort.slice(hostPort.lastIndexOf(':') + 1));
   const host = hostPort.slice(0, hostPort.lastIndexOf(':'));
