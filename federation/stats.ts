@@ -5,6 +5,8 @@
 // histogram_quantile does) and TCP connections over a window. Pure apart
 // from the clock passed in.
 
+import type { TrafficError, TrafficStatRow } from '../proto/model/traffic';
+
 /** Envoy's default buckets (ms), the ones agents report latency in. */
 export const LATENCY_BUCKETS_MS: readonly number[] = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
 
@@ -14,34 +16,10 @@ export const RETAIN_MS = 60 * 60_000;
 const MAX_ENTRIES = 200_000;
 
 /** One reported aggregate, as received. */
-export interface ReportedStat {
-  reporter: string;
-  sourceWorkload: string;
-  destinationWorkload: string;
-  destinationService: string;
-  requests: number;
-  failures: number;
-  latencyBuckets: number[];
-  tcpConnections: number;
-  tcpSentBytes?: number;
-  tcpReceivedBytes?: number;
-  /** Records over mutual TLS (destination reporter only). */
-  mtls?: number;
-  /** The latest failures in the report, oldest first. */
-  errors?: ReportedError[];
-}
+export type ReportedStat = TrafficStatRow;
 
-/** One failure an agent reported (TrafficError). */
-export interface ReportedError {
-  startMs: number;
-  responseCode: number;
-  grpcStatus: number;
-  responseFlags: string;
-  errorCode: string;
-  method: string;
-  path: string;
-  upstreamHost: string;
-}
+/** One failure an agent reported. */
+export type ReportedError = TrafficError;
 
 /** Reported aggregates summed over a window, per reporter, workloads and service: what the service graph is drawn from. */
 export interface EdgeAggregate {
@@ -141,11 +119,11 @@ export class TrafficStatsStore {
       g.requests += stat.requests;
       g.failures += stat.failures;
       g.tcpConnections += stat.tcpConnections;
-      g.tcpBytes += (stat.tcpSentBytes ?? 0) + (stat.tcpReceivedBytes ?? 0);
-      g.mtls += stat.mtls ?? 0;
+      g.tcpBytes += stat.tcpSentBytes + stat.tcpReceivedBytes;
+      g.mtls += stat.mtls;
       addBuckets(g.latencyBuckets, stat.latencyBuckets);
       // Entries are in arrival order: newer errors go to the front.
-      for (const e of stat.errors ?? []) g.errors.unshift(e);
+      for (const e of stat.errors) g.errors.unshift(e);
       if (g.errors.length > EDGE_ERRORS) g.errors.length = EDGE_ERRORS;
     }
     return [...groups.values()];

@@ -3,38 +3,12 @@
 // destination workload and service, taken (and reset) on each report. The
 // number of keys is bounded by the peers seen in one interval.
 import type { PeerWorkload, RecordSink, TrafficRecord } from '../proxy/record';
+import type { TrafficStatRow } from '../../proto/model/traffic';
 import { isErrorRecord } from './access-log';
 import { ENVOY_DEFAULT_BUCKETS } from './istio-metrics';
 
-/** One aggregate, as StatRow carries it. */
-export interface StatRow {
-  reporter: string;
-  sourceWorkload: string;
-  destinationWorkload: string;
-  destinationService: string;
-  requests: number;
-  failures: number;
-  latencyBuckets: number[];
-  tcpConnections: number;
-  tcpSentBytes: number;
-  tcpReceivedBytes: number;
-  /** Records that arrived over mutual TLS (destination reporter only). */
-  mtls: number;
-  /** The latest failures of the interval, oldest first, at most MAX_ERRORS. */
-  errors: StatError[];
-}
-
-/** One failure as the dashboard lists it for an edge. */
-export interface StatError {
-  startMs: number;
-  responseCode: number;
-  grpcStatus: number;
-  responseFlags: string;
-  errorCode: string;
-  method: string;
-  path: string;
-  upstreamHost: string;
-}
+/** One aggregate, as TrafficStat carries it. */
+export type StatRow = TrafficStatRow;
 
 /** Failures kept per aggregate per interval: the newest replace the oldest. */
 export const MAX_ERRORS = 3;

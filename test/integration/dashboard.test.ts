@@ -11,14 +11,14 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
+import { SKIP_WITHOUT_CHROMIUM, launchChromium } from '../support/browser';
 import { agentSeesEndpoints, createToken, grantFlags, httpGet, restartFederationProc, startAgentProc, startFederationProc, writeAgentConfig, type AgentHandle, type FederationHandle } from '../support/mesh';
 import { eventually, runKedge, startKedge, tempDir } from '../support/procs';
 
-const CHROMIUM = process.env.KEDGE_CHROMIUM ?? '/usr/bin/chromium';
 
 // Skipped only off CI, on a machine without chromium; CI installs it (.ci/run).
-describe('dashboard in chromium', { skip: fs.existsSync(CHROMIUM) || process.env.CI ? false : `no chromium at ${CHROMIUM}: apt-get install -y chromium` }, () => {
+describe('dashboard in chromium', { skip: SKIP_WITHOUT_CHROMIUM }, () => {
   let fed: FederationHandle;
   let adminToken: string;
   let browser: BrowserContext;
@@ -52,13 +52,7 @@ describe('dashboard in chromium', { skip: fs.existsSync(CHROMIUM) || process.env
     }));
     agents.push(await startAgentProc(fed, { name: 'orders', namespace: 'default', serviceAccount: 'orders', address: '127.0.95.2', network: 'net-a', locality: 'us-east/zone-a', services: [{ name: 'orders', ports: [{ name: 'http', port: 9080 }] }] }));
     agents.push(await startAgentProc(fed, { name: 'web', namespace: 'shop', serviceAccount: 'web', address: '127.0.95.9', network: 'net-a', locality: 'us-east/zone-a', upstreams: [{ service: 'reviews.default', port: 9080 }], extra: { telemetry } }));
-    browser = await chromium.launchPersistentContext(tempDir('chromium-profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1280, height: 800 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    page = browser.pages()[0] ?? (await browser.newPage());
+    ({ browser, page } = await launchChromium());
   });
 
   after(async () => {

@@ -42,7 +42,7 @@ test('rows: the server view by default, one client with from, a window', () => {
   let now = 1_000_000;
   const store = new TrafficStatsStore(() => now);
   const buckets = (i: number, n: number) => Object.assign(new Array<number>(20).fill(0), { [i]: n });
-  const base = { sourceWorkload: 'default/productpage-v1', destinationWorkload: 'default/reviews-v2', destinationService: 'reviews.default', tcpConnections: 0 };
+  const base = { sourceWorkload: 'default/productpage-v1', destinationWorkload: 'default/reviews-v2', destinationService: 'reviews.default', tcpConnections: 0, tcpSentBytes: 0, tcpReceivedBytes: 0, mtls: 0, errors: [] };
   store.add([{ ...base, reporter: 'destination', requests: 60, failures: 6, latencyBuckets: buckets(6, 60) }, { ...base, reporter: 'source', requests: 60, failures: 6, latencyBuckets: buckets(7, 60) }]);
   now += 120_000;
   store.add([{ ...base, reporter: 'destination', requests: 30, failures: 0, latencyBuckets: buckets(6, 30) }]);
@@ -74,7 +74,7 @@ test('the server side keeps mTLS apart from plaintext, and keeps only the newest
 test('edges sum a window per reporter and pair, newest errors first', () => {
   let now = 1_000_000;
   const store = new TrafficStatsStore(() => now);
-  const base = { reporter: 'source', sourceWorkload: 'shop/web', destinationWorkload: '', destinationService: 'orders.shop', requests: 10, failures: 1, latencyBuckets: new Array<number>(20).fill(0), tcpConnections: 2, tcpSentBytes: 10, tcpReceivedBytes: 5 };
+  const base = { reporter: 'source', sourceWorkload: 'shop/web', destinationWorkload: '', destinationService: 'orders.shop', requests: 10, failures: 1, latencyBuckets: new Array<number>(20).fill(0), tcpConnections: 2, tcpSentBytes: 10, tcpReceivedBytes: 5, mtls: 0, errors: [] };
   const err = (path: string) => ({ startMs: now, responseCode: 503, grpcStatus: -1, responseFlags: 'UF', errorCode: '', method: 'GET', path, upstreamHost: '' });
   store.add([{ ...base, errors: [err('/old')] }]);
   now += 30_000;
