@@ -89,6 +89,8 @@ export interface AgentConfig {
     inboundMode: 'PERMISSIVE' | 'STRICT';
     /** With outbound capture: destinations outside the mesh pass through (allow-any) or are refused. */
     outboundPolicy: 'allow-any' | 'registry-only';
+    /** The forwarding core for opaque (tcp) traffic: typescript, native (agent/native) or auto; absent: $KEDGE_PROXY_CORE, else typescript. */
+    core?: 'typescript' | 'native' | 'auto';
   };
   /** listen: the admin endpoint (localhost); metricsListen: Prometheus /metrics (15020, like Istio's sidecar). */
   admin: { listen: HostPort; metricsListen: HostPort };
@@ -200,11 +202,13 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
     listens.add(k);
   }
 
-  const proxy = doc.at('proxy').optionalObject(['inboundListen', 'appHost', 'connectTimeout', 'inboundMode', 'outboundPolicy']) ?? doc.at('proxy');
+  const proxy = doc.at('proxy').optionalObject(['inboundListen', 'appHost', 'connectTimeout', 'inboundMode', 'outboundPolicy', 'core']) ?? doc.at('proxy');
   const inboundMode = proxy.at('inboundMode').string(AGENT_DEFAULTS.inboundMode);
   if (inboundMode !== 'PERMISSIVE' && inboundMode !== 'STRICT') proxy.at('inboundMode').fail('must be PERMISSIVE or STRICT');
   const outboundPolicy = proxy.at('outboundPolicy').string(AGENT_DEFAULTS.outboundPolicy);
   if (outboundPolicy !== 'allow-any' && outboundPolicy !== 'registry-only') proxy.at('outboundPolicy').fail('must be allow-any or registry-only');
+  const core = proxy.at('core').string('');
+  if (core !== '' && core !== 'typescript' && core !== 'native' && core !== 'auto') proxy.at('core').fail('must be typescript, native or auto');
   const admin = doc.at('admin').optionalObject(['listen', 'metricsListen']) ?? doc.at('admin');
   const tel = doc.at('telemetry').optionalObject(['metrics', 'accessLog', 'tracing', 'statsInterval']) ?? doc.at('telemetry');
   const tr = tel.at('tracing').optionalObject(['otlpEndpoint', 'sample']) ?? tel.at('tracing');
@@ -248,6 +252,7 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
       connectTimeoutMs: proxy.at('connectTimeout').parse((s) => parseDuration(s, 'connectTimeout'), AGENT_DEFAULTS.connectTimeout),
       inboundMode: inboundMode as 'PERMISSIVE' | 'STRICT',
       outboundPolicy: outboundPolicy as 'allow-any' | 'registry-only',
+      ...(core !== '' ? { core: core as 'typescript' | 'native' | 'auto' } : {}),
     },
     admin: {
       listen: admin.at('listen').parse((s) => parseHostPort(s, 'listen'), AGENT_DEFAULTS.adminListen),

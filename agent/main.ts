@@ -87,6 +87,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     identity: id,
     logger,
     connectTimeoutMs: config.proxy.connectTimeoutMs,
+    ...(config.proxy.core !== undefined ? { core: config.proxy.core } : {}),
     client: { locality: config.workload.locality, network: config.workload.network, labels: { ...config.workload.labels } },
     records: telemetry.sink,
     workload: telemetry.local,

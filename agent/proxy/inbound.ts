@@ -12,7 +12,7 @@ import type { PeerWorkload, RecordSink } from './record';
 import { UNKNOWN_PEER } from './record';
 import { splice } from './splice';
 import type { AuthzMatcher } from '../../policy/authz/compile';
-import { RBAC_DENIED, RBAC_FLAG, authorizeTcp } from './authz';
+import { type AuthzConnection, RBAC_DENIED, RBAC_FLAG, authorizeTcp } from './authz';
 import { RATE_LIMITED, RL_FLAG, type InboundRateLimits } from './ratelimit';
 import { failureCode } from './stats';
 import { type IdentityContexts, acceptPeerIdentity } from './tls';
@@ -56,6 +56,12 @@ export interface InboundDeps {
   rateLimits?: InboundRateLimits;
 }
 
+/** An open mesh connection as revocation sees it. */
+export interface SerialTracked {
+  destroy(): void;
+  once(event: 'close', listener: () => void): unknown;
+}
+
 /** The inbound mTLS listener; see the file comment. */
 export class InboundListener {
   readonly server: tls.Server;
@@ -66,7 +72,7 @@ export class InboundListener {
   /** The snapshot's compiled AuthorizationPolicies (agent/proxy/authz.ts). */
   private authorization: AuthzMatcher | undefined;
   /** Open mesh connections by the peer certificate's serial, so a revocation can close them. */
-  private readonly bySerial = new Map<string, Set<tls.TLSSocket>>();
+  private readonly bySerial = new Map<string, Set<SerialTracked>>();
   /** Keep-alive pools to the local apps, by host:port, for HTTP/1.1 mesh connections. */
   private readonly appPools = new Map<string, ConnectionPool>();
   private readonly http1: Http1InboundDeps;
@@ -182,15 +188,69 @@ export class InboundListener {
   }
 
   private onHandshakeError(err: Error, socket: tls.TLSSocket): void {
-    this.trace(UNKNOWN_PEER).finish('KEDGE_TLS_HANDSHAKE_FAILED', 0, 0);
     // A client certificate from another CA completes the handshake and is
     // then destroyed by Node (the error is just a hang-up); the verify result
     // in authorizationError is the real reason.
     const reason = socket.authorizationError ?? (err as NodeJS.ErrnoException).code ?? errorMessage(err);
+    this.handshakeRefused(`${socket.remoteAddress}:${socket.remotePort}`, String(reason), errorMessage(err));
+    socket.destroy();
+  }
+
+  /** Records and logs a refused handshake (Node's, or the native core's). */
+  handshakeRefused(remote: string, reason: string, err: string): void {
+    this.trace(UNKNOWN_PEER).finish('KEDGE_TLS_HANDSHAKE_FAILED', 0, 0);
     // Expected for clients outside the mesh; warn, since between meshes it
     // usually means the trust bundles do not match.
-    this.deps.logger.warn({ remote: `${socket.remoteAddress}:${socket.remotePort}`, reason: String(reason), err: errorMessage(err) }, 'inbound TLS handshake refused: client has no certificate from the mesh trust bundle');
-    socket.destroy();
+    this.deps.logger.warn({ remote, reason, err }, 'inbound TLS handshake refused: client has no certificate from the mesh trust bundle');
+  }
+
+  /**
+   * The checks after a verified handshake, for Node's TLS server and the
+   * native core alike: the peer's SPIFFE ID (`accepted`), its serial against
+   * the revoked ones, and a local target for the SNI. Returns the record and
+   * target, or undefined after recording, logging and `destroy`ing a refusal.
+   */
+  admit(sni: string, serial: string, accepted: { spiffeId: string } | KedgeError, destroy: () => void): { trace: ConnectionTrace; peer: PeerWorkload; target: LocalTarget } | undefined {
+    const peer = accepted instanceof KedgeError ? UNKNOWN_PEER : peerFromSpiffe(accepted.spiffeId);
+    const trace = this.trace(peer);
+    const refuse = (err: KedgeError, fields: Record<string, unknown> = {}): undefined => {
+      trace.finish(err.code, 0, 0);
+      this.deps.logger.warn({ peer: peer.principal || '(none accepted)', sni, serial, ...fields, err: err.message, code: err.code }, 'inbound connection refused');
+      destroy();
+      return undefined;
+    };
+    if (accepted instanceof KedgeError) return refuse(accepted);
+    if (serial !== '' && this.revoked.has(serial)) {
+      return refuse(new KedgeError('KEDGE_PEER_CERT_REVOKED', `client ${accepted.spiffeId} presented certificate serial ${serial}, which the federation has revoked; the workload must get a new certificate (or was removed on purpose)`));
+    }
+    try {
+      const { port, hostname } = parseSni(sni);
+      trace.update({ service: destinationService(hostname, hostname, port) });
+      const target = this.targets.get(targetKey(port, hostname));
+      if (target === undefined) {
+        throw new KedgeError('KEDGE_NO_LOCAL_TARGET', `no local target serves port ${port} of ${hostname}; check the workload's registered service ports`);
+      }
+      return { trace, peer, target };
+    } catch (err) {
+      return refuse(err instanceof KedgeError ? err : new KedgeError(failureCode(err, 'KEDGE_NO_LOCAL_TARGET'), errorMessage(err)));
+    }
+  }
+
+  /**
+   * The AuthorizationPolicies' and local rate limits' verdict on an opaque
+   * connection, for both cores; a refusal is recorded here and the caller
+   * closes the connection.
+   */
+  admitOpaque(trace: ConnectionTrace, peer: PeerWorkload, target: LocalTarget, c: AuthzConnection): boolean {
+    if (!authorizeTcp(this.authorization, this.deps.logger, c)) {
+      trace.finish(RBAC_DENIED, 0, 0, RBAC_FLAG);
+      return false;
+    }
+    if (this.deps.rateLimits && !this.deps.rateLimits.tcp({ principal: peer.principal, hostname: target.hostname })) {
+      trace.finish(RATE_LIMITED, 0, 0, RL_FLAG);
+      return false;
+    }
+    return true;
   }
 
   private onSecureConnection(socket: tls.TLSSocket): void {
@@ -200,30 +260,9 @@ export class InboundListener {
     const resumed = socket.isSessionReused();
     const cert = socket.getPeerCertificate();
     const serial = (cert?.serialNumber ?? '').toUpperCase();
-    const accepted = acceptPeerIdentity(cert, this.deps.trustDomains());
-    const peer = accepted instanceof KedgeError ? UNKNOWN_PEER : peerFromSpiffe(accepted.spiffeId);
-    const trace = this.trace(peer);
-    const refuse = (err: KedgeError, fields: Record<string, unknown> = {}): void => {
-      trace.finish(err.code, 0, 0);
-      this.deps.logger.warn({ peer: peer.principal || '(none accepted)', sni, serial, ...fields, err: err.message, code: err.code }, 'inbound connection refused');
-      socket.destroy();
-    };
-    if (accepted instanceof KedgeError) return refuse(accepted);
-    if (serial !== '' && this.revoked.has(serial)) {
-      return refuse(new KedgeError('KEDGE_PEER_CERT_REVOKED', `client ${accepted.spiffeId} presented certificate serial ${serial}, which the federation has revoked; the workload must get a new certificate (or was removed on purpose)`));
-    }
-
-    let target: LocalTarget | undefined;
-    try {
-      const { port, hostname } = parseSni(sni);
-      trace.update({ service: destinationService(hostname, hostname, port) });
-      target = this.targets.get(targetKey(port, hostname));
-      if (target === undefined) {
-        throw new KedgeError('KEDGE_NO_LOCAL_TARGET', `no local target serves port ${port} of ${hostname}; check the workload's registered service ports`);
-      }
-    } catch (err) {
-      return refuse(err instanceof KedgeError ? err : new KedgeError(failureCode(err, 'KEDGE_NO_LOCAL_TARGET'), errorMessage(err)));
-    }
+    const admitted = this.admit(sni, serial, acceptPeerIdentity(cert, this.deps.trustDomains()), () => socket.destroy());
+    if (admitted === undefined) return;
+    const { trace, peer, target } = admitted;
     this.trackSerial(serial, socket);
     // Half-close is forwarded from here on (documented as settable before 'end').
     socket.allowHalfOpen = true;
@@ -232,13 +271,7 @@ export class InboundListener {
     if (socket.alpnProtocol === 'http/1.1') return serveHttp1Inbound(socket, target, peer, this.deps.self(), trace, this.http1, resumed);
     if (socket.alpnProtocol === 'h2') return serveHttp2Inbound(socket, target, peer, this.deps.self(), trace, this.http2);
 
-    if (!authorizeTcp(this.authorization, this.deps.logger, { principal: peer.principal, remoteAddress: socket.remoteAddress, localAddress: socket.localAddress, targetPort: target.targetPort, sni })) {
-      trace.finish(RBAC_DENIED, 0, 0, RBAC_FLAG);
-      socket.destroy();
-      return;
-    }
-    if (this.deps.rateLimits && !this.deps.rateLimits.tcp({ principal: peer.principal, hostname: target.hostname })) {
-      trace.finish(RATE_LIMITED, 0, 0, RL_FLAG);
+    if (!this.admitOpaque(trace, peer, target, { principal: peer.principal, remoteAddress: socket.remoteAddress, localAddress: socket.localAddress, targetPort: target.targetPort, sni })) {
       socket.destroy();
       return;
     }
@@ -272,7 +305,8 @@ export class InboundListener {
     });
   }
 
-  private trackSerial(serial: string, socket: tls.TLSSocket): void {
+  /** Closes `socket` when its peer's serial is revoked by a later snapshot (a TLS socket, or a native core connection). */
+  trackSerial(serial: string, socket: SerialTracked): void {
     if (serial === '') return;
     let set = this.bySerial.get(serial);
     if (set === undefined) this.bySerial.set(serial, (set = new Set()));

@@ -9,6 +9,8 @@ import { type HostPort, formatHostPort } from '../../proto/model/address';
 import { KedgeError } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { originalDst as nativeOriginalDst } from '../native';
+import { nativeCoreMissing } from '../native/core';
+import { NativeDataPath } from '../native/datapath';
 import type { Random, Topology } from './balancer/types';
 import { type BalancerState, MeshBalancers, UNKNOWN_TOPOLOGY } from './balancers';
 import { CaptureFront, DEFAULT_DETECT_TIMEOUT_MS, type InboundMode } from './capture-front';
@@ -91,6 +93,29 @@ export interface ProxyOptions {
   workload?: Partial<Omit<PeerWorkload, 'principal'>>;
   /** Tracing on (an OTLP endpoint is configured): the share of new traces sampled. Undefined: trace headers pass through untouched. */
   traceSample?: number | undefined;
+  /**
+   * Which forwarding core serves opaque (tcp) connections on the upstream
+   * listeners and the inbound port: `typescript` (the default, and the
+   * reference), `native` (agent/native: its own I/O thread with epoll and
+   * OpenSSL; KEDGE_NATIVE_CORE_MISSING when it is not built), or `auto`
+   * (native when built, else typescript). Default: $KEDGE_PROXY_CORE, else
+   * typescript.
+   */
+  core?: ProxyCore;
+}
+
+/** The forwarding core a proxy runs; see ProxyOptions.core. */
+export type ProxyCore = 'typescript' | 'native' | 'auto';
+
+/** Whether `core` resolves to the native core here; throws KEDGE_NATIVE_CORE_MISSING for `native` without it, KEDGE_PROXY_CORE_INVALID for a wrong name. */
+export function useNativeCore(core: string | undefined): boolean {
+  const c = core ?? process.env.KEDGE_PROXY_CORE ?? 'typescript';
+  if (c === 'typescript') return false;
+  if (c !== 'native' && c !== 'auto') throw new KedgeError('KEDGE_PROXY_CORE_INVALID', `proxy core ${JSON.stringify(c)} is not one of typescript, native, auto (from ${core !== undefined ? 'the proxy options' : 'KEDGE_PROXY_CORE'})`);
+  const missing = nativeCoreMissing();
+  if (missing === undefined) return true;
+  if (c === 'auto') return false;
+  throw missing;
 }
 
 const NO_SERIALS: ReadonlySet<string> = new Set();
@@ -103,13 +128,15 @@ const LISTEN_HINTS: Record<string, string> = {
   EADDRNOTAVAIL: 'the address is not assigned to any interface of this host',
 };
 
+function listenFailed(err: NodeJS.ErrnoException, at: HostPort, what: string): KedgeError {
+  const code = err.code ?? 'error';
+  const hint = LISTEN_HINTS[code] ?? 'check the address in the agent configuration';
+  return new KedgeError('KEDGE_LISTEN_FAILED', `${what} cannot listen on ${formatHostPort(at)} (${code}): ${hint}`, { cause: err });
+}
+
 function listen(server: Server, at: HostPort, what: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      const code = err.code ?? 'error';
-      const hint = LISTEN_HINTS[code] ?? 'check the address in the agent configuration';
-      reject(new KedgeError('KEDGE_LISTEN_FAILED', `${what} cannot listen on ${formatHostPort(at)} (${code}): ${hint}`, { cause: err }));
-    };
+    const onError = (err: NodeJS.ErrnoException): void => reject(listenFailed(err, at, what));
     server.once('error', onError);
     server.listen(at.port, at.host, () => {
       server.off('error', onError);
@@ -149,6 +176,8 @@ export class Proxy {
   private trustDomains: ReadonlySet<string>;
   private readonly logger: Logger;
   private closing: Promise<void> | undefined;
+  /** The native forwarding core, when ProxyOptions.core selects it. */
+  private readonly native: NativeDataPath | undefined;
 
   constructor(private readonly opts: ProxyOptions) {
     this.logger = opts.logger.child({ component: 'proxy' });
@@ -197,6 +226,19 @@ export class Proxy {
         originalDst: opts.originalDst ?? nativeOriginalDst,
       });
     }
+    if (useNativeCore(opts.core)) {
+      this.native = new NativeDataPath({
+        identity: opts.identity,
+        upstreams: this.upstreams,
+        deps,
+        // Inbound capture keeps its TypeScript front (it tells mesh mTLS from
+        // an app's own traffic); the core then serves upstream listeners only.
+        inbound: opts.inboundCapture === undefined ? this.inbound : undefined,
+        inboundLogger: this.logger.child({ listener: 'inbound' }),
+        trustDomains: () => this.trustDomains,
+        connectTimeoutMs: deps.connectTimeoutMs,
+      });
+    }
     const capture = opts.inboundCapture;
     if (capture !== undefined) {
       this.front = new CaptureFront({
@@ -222,15 +264,27 @@ export class Proxy {
 
   /** Binds the inbound listener and every upstream; on any failure closes what was bound and rejects with KEDGE_LISTEN_FAILED. */
   async start(): Promise<void> {
-    const binds: Array<[Server, HostPort, string]> = [
-      [this.inboundServer, this.opts.inboundListen, 'inbound listener'],
-      ...this.upstreams.map((u): [Server, HostPort, string] => [u.server, u.spec.listen, `upstream listener for ${u.spec.service}:${u.spec.port}`]),
-      ...(this.outbound?.servers ?? []).map((server, i): [Server, HostPort, string] => [server, this.outbound!.listen[i]!, 'outbound capture listener']),
+    const native = this.native;
+    const nativeBind = (bind: () => void, at: HostPort, what: string) => async (): Promise<void> => {
+      try {
+        bind();
+      } catch (err) {
+        throw listenFailed(err as NodeJS.ErrnoException, at, what);
+      }
+    };
+    const binds: Array<[Server, HostPort, string, (() => Promise<void>) | undefined]> = [
+      [this.inboundServer, this.opts.inboundListen, 'inbound listener', native && !this.front ? nativeBind(() => native.listenInbound(this.opts.inboundListen), this.opts.inboundListen, 'inbound listener') : undefined],
+      ...this.upstreams.map((u): [Server, HostPort, string, (() => Promise<void>) | undefined] => {
+        const what = `upstream listener for ${u.spec.service}:${u.spec.port}`;
+        return [u.server, u.spec.listen, what, native ? nativeBind(() => native.listenUpstream(u, u.spec.listen), u.spec.listen, what) : undefined];
+      }),
+      ...(this.outbound?.servers ?? []).map((server, i): [Server, HostPort, string, undefined] => [server, this.outbound!.listen[i]!, 'outbound capture listener', undefined]),
     ];
-    const results = await Promise.allSettled(binds.map(([server, at, what]) => listen(server, at, what)));
+    const results = await Promise.allSettled(binds.map(([server, at, what, bind]) => (bind ? bind() : listen(server, at, what))));
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure !== undefined) {
-      await Promise.all(binds.map(([server], i) => (results[i]?.status === 'fulfilled' ? stopListening(server) : undefined)));
+      native?.stopListening();
+      await Promise.all(binds.map(([server, , , bind], i) => (results[i]?.status === 'fulfilled' && bind === undefined ? stopListening(server) : undefined)));
       throw failure.reason;
     }
     this.logger.info(
@@ -239,6 +293,7 @@ export class Proxy {
         upstreams: this.upstreamAddresses().map(formatHostPort),
         ...(this.outbound ? { outbound: this.outboundAddresses().map(formatHostPort), outboundPolicy: this.opts.outboundPolicy ?? 'allow-any' } : {}),
         ...(this.opts.inboundCapture ? { inboundCapture: this.opts.inboundCapture.mode } : {}),
+        core: this.native ? 'native' : 'typescript',
       },
       'proxy listening',
     );
@@ -247,6 +302,7 @@ export class Proxy {
   /** Rotates the certificate: new connections, both directions, use `id`; open connections continue undisturbed. Throws KEDGE_TLS_IDENTITY_INVALID and keeps the old identity if `id` does not load. */
   setIdentity(id: TlsIdentity): void {
     const contexts = buildIdentityContexts(id);
+    this.native?.setIdentity(id);
     this.inbound.setIdentity(contexts);
     // Fresh sessions: a resumed session would keep the old client
     // certificate and a server chain checked against the old trust bundle.
@@ -299,7 +355,7 @@ export class Proxy {
   }
 
   inboundAddress(): HostPort {
-    return addressOf(this.inboundServer);
+    return (!this.front && this.native?.inboundAddress()) || addressOf(this.inboundServer);
   }
 
   /** Where the outbound capture listeners are bound; empty without outbound capture. */
@@ -308,7 +364,7 @@ export class Proxy {
   }
 
   upstreamAddresses(): HostPort[] {
-    return this.upstreams.map((u) => addressOf(u.server));
+    return this.upstreams.map((u) => this.native?.upstreamAddress(u) ?? addressOf(u.server));
   }
 
   /** A copy of the counters. */
@@ -331,6 +387,7 @@ export class Proxy {
     // The TLS server behind a capture front never listens; closing it is harmless.
     const servers = [this.inbound.server, ...(this.front ? [this.front.server] : []), ...this.upstreams.map((u) => u.server), ...(this.outbound?.servers ?? [])];
     const stopped = Promise.all(servers.map(stopListening));
+    this.native?.stopListening();
     // Idle keep-alive connections would hold the drain for nothing: pools
     // close theirs, sessions close when idle or after their exchange.
     this.pools.close();
@@ -338,7 +395,7 @@ export class Proxy {
     this.inbound.closePools();
     for (const s of this.sessions) s.drain();
     const sets = [this.inbound.sockets, ...(this.front ? [this.front.sockets] : []), ...this.upstreams.map((u) => u.sockets), ...(this.outbound ? [this.outbound.sockets] : [])];
-    const open = (): number => sets.reduce((n, s) => n + s.size, 0);
+    const open = (): number => sets.reduce((n, s) => n + s.size, 0) + (this.native?.open() ?? 0);
     // Polling only runs during shutdown; it keeps the hot path free of
     // per-connection idle callbacks.
     const deadline = performance.now() + drainMs;
@@ -348,6 +405,8 @@ export class Proxy {
       this.logger.warn({ sockets: left, drainMs }, 'proxy drain timed out; destroying open connections');
       for (const set of sets) for (const s of [...set] as Socket[]) s.destroy();
     }
+    // Closes what is still open in the core (each with its record) and stops its thread.
+    this.native?.destroy();
     await stopped;
     this.logger.info({}, 'proxy closed');
   }

@@ -56,10 +56,17 @@ export function acceptPeerIdentity(cert: tls.PeerCertificate | undefined, trustD
   // Counted from the raw string as well: uriSans skips entries Node had to
   // quote, which must still count as URI SANs here.
   const raw = (san.match(/(?:^|, )"?URI:/g) ?? []).length;
-  const uris = uriSans(san);
-  const refuse = (why: string): KedgeError => new KedgeError('KEDGE_PEER_IDENTITY_REFUSED', `client certificate (serial ${cert?.serialNumber ?? '?'}) refused: ${why}; mesh workloads carry exactly one URI SAN spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`);
-  if (raw === 0) return refuse('it has no URI SAN (no SPIFFE ID)');
-  if (raw > 1 || uris.length !== 1) return refuse(`it has ${raw} URI SANs (${uris.join(', ') || 'unreadable'})`);
+  return acceptPeerUris(cert?.serialNumber ?? '?', raw, uriSans(san), trustDomains);
+}
+
+/**
+ * acceptPeerIdentity from what a handshake outside Node read (the native
+ * core): `rawCount` URI SANs were present, `uris` are the readable ones.
+ */
+export function acceptPeerUris(serial: string, rawCount: number, uris: readonly string[], trustDomains: ReadonlySet<string>): { spiffeId: string } | KedgeError {
+  const refuse = (why: string): KedgeError => new KedgeError('KEDGE_PEER_IDENTITY_REFUSED', `client certificate (serial ${serial}) refused: ${why}; mesh workloads carry exactly one URI SAN spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`);
+  if (rawCount === 0) return refuse('it has no URI SAN (no SPIFFE ID)');
+  if (rawCount > 1 || uris.length !== 1) return refuse(`it has ${rawCount} URI SANs (${uris.join(', ') || 'unreadable'})`);
   const id = parseSpiffeId(uris[0]!);
   if (id === undefined) return refuse(`its URI SAN ${uris[0]} is not a workload SPIFFE ID`);
   if (!trustDomains.has(id.trustDomain)) return refuse(`its trust domain ${id.trustDomain} is not the mesh's (${[...trustDomains].join(', ')})`);

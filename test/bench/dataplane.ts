@@ -21,7 +21,8 @@ const arg = (name: string, def: string): string => {
 const ROUNDS = Number(arg('rounds', '3'));
 const SECONDS = Number(arg('seconds', '5'));
 const CONNECTIONS = Number(arg('connections', '50'));
-const ALL = ['direct', 'kedge-l4', 'kedge-l7', 'haproxy-l4', 'haproxy-l7', 'nginx-l4', 'nginx-l7'];
+// `-native`: the same Kedge pair on the native forwarding core (agent/native, ProxyOptions.core).
+const ALL = ['direct', 'kedge-l4', 'kedge-l4-native', 'kedge-l7', 'kedge-l7-native', 'haproxy-l4', 'haproxy-l7', 'nginx-l4', 'nginx-l7'];
 const CASES = arg('cases', ALL.join(',')).split(',');
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const ANCHORS = process.env.PERF_ANCHORS ?? path.resolve(REPO, '..', 'shared', 'perf-anchors');
@@ -86,9 +87,10 @@ const leaf = side === 'client' ? 'client' : 'server';
 const identity = { spiffeId: 'spiffe://cluster.local/ns/default/sa/' + leaf, certChainPem: fs.readFileSync(d + '/' + leaf + '.crt', 'utf8'), keyPem: fs.readFileSync(d + '/' + leaf + '.key', 'utf8'), trustBundlePem: fs.readFileSync(d + '/ca.crt', 'utf8'), serial: '', notAfter: new Date(Date.now() + 86400e3) };
 const HOST = 'server.default.svc.cluster.local';
 const logger = pino({ level: 'warn' });
+const core = process.env.CORE;
 const p = side === 'client'
-  ? new Proxy({ inboundListen: { host: '127.0.0.1', port: 0 }, targets: [], upstreams: [{ service: 'server.default', port: 80, listen: { host: '127.0.0.1', port: 19080 } }], identity, logger })
-  : new Proxy({ inboundListen: { host: '127.0.0.3', port: 15006 }, targets: [{ hostname: HOST, servicePort: 80, host: '127.0.0.1', targetPort: 18080 }], upstreams: [], identity, logger });
+  ? new Proxy({ inboundListen: { host: '127.0.0.1', port: 0 }, targets: [], upstreams: [{ service: 'server.default', port: 80, listen: { host: '127.0.0.1', port: 19080 } }], identity, logger, core })
+  : new Proxy({ inboundListen: { host: '127.0.0.3', port: 15006 }, targets: [{ hostname: HOST, servicePort: 80, host: '127.0.0.1', targetPort: 18080 }], upstreams: [], identity, logger, core });
 p.setSnapshot({ version: '1', services: new Map([['server.default', { key: 'server.default', hostname: HOST, vip: '', ports: [{ name: 'web', port: 80, protocol: proto }], endpoints: [{ address: '127.0.0.3', mtlsPort: 15006, identity: 'spiffe://cluster.local/ns/default/sa/server', workload: 'server', healthy: true, ports: [] }], version: '1' }]]) });
 p.start().catch((e) => { console.error(e); process.exit(1); });
 `;
@@ -100,10 +102,10 @@ interface Pair {
 
 async function startPair(name: string): Promise<Pair> {
   const procs: ChildProcess[] = [];
-  const [kind, layer] = name.split('-') as [string, string];
+  const [kind, layer, variant] = name.split('-') as [string, string, string | undefined];
   if (kind === 'direct') return { pids: [], stop: async () => undefined };
   if (kind === 'kedge') {
-    const env = { ...process.env, PROXY_JS: path.join(REPO, 'dist', 'agent', 'proxy', 'proxy.js'), REPO, CERTS: certs, PROTO: layer === 'l7' ? 'http' : 'tcp' };
+    const env = { ...process.env, PROXY_JS: path.join(REPO, 'dist', 'agent', 'proxy', 'proxy.js'), REPO, CERTS: certs, PROTO: layer === 'l7' ? 'http' : 'tcp', CORE: variant === 'native' ? 'native' : 'typescript' };
     procs.push(start(process.execPath, ['-e', KEDGE_CHILD], { ...env, SIDE: 'server' }));
     procs.push(start(process.execPath, ['-e', KEDGE_CHILD], { ...env, SIDE: 'client' }));
   } else if (kind === 'haproxy') {
@@ -194,7 +196,7 @@ async function main(): Promise<void> {
   console.log('|---|---|---|---|---|---|---|');
   for (const [name, rs] of results) {
     const rps = med(rs.map((r) => r.rps));
-    const base = name.endsWith('l7') ? haL7 : name.endsWith('l4') ? haL4 : NaN;
+    const base = name.includes('-l7') ? haL7 : name.includes('-l4') ? haL4 : NaN;
     console.log(`| ${name} | ${rps.toFixed(0)} | ${med(rs.map((r) => r.p50)).toFixed(2)} | ${med(rs.map((r) => r.p99)).toFixed(2)} | ${name === 'direct' ? '-' : med(rs.map((r) => r.cpuPerK)).toFixed(3)} | ${name === 'direct' ? '-' : med(rs.map((r) => r.rssMb)).toFixed(0)} | ${Number.isNaN(base) ? '-' : `${(rps / base).toFixed(2)}x`} |`);
   }
   console.log(`\nload average after: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);

@@ -13,6 +13,8 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { TRAFFIC_POLICY_DEFAULTS } from '../../policy/traffic-policy';
 import { compileServiceRoutes, validateRouteDocument, type RouteObject } from '../../policy/routes';
 import { mulberry32 } from '../../agent/proxy/balancer/random';
+import { PROXY_CORES } from '../support/cores';
+import type { ProxyCore } from '../../agent/proxy/proxy';
 import { Proxy } from '../../agent/proxy/proxy';
 import type { RequestRecord, TrafficRecord } from '../../agent/proxy/record';
 import type { EndpointView, ProxySnapshot, ServiceView } from '../../agent/proxy/types';
@@ -74,7 +76,7 @@ interface Ep {
   view: EndpointView;
 }
 
-async function endpoint(name: string, ca: ReturnType<typeof makeCa>, records: TrafficRecord[]): Promise<Ep> {
+async function endpoint(name: string, ca: ReturnType<typeof makeCa>, records: TrafficRecord[], core: ProxyCore): Promise<Ep> {
   const a = await app(name);
   const leaf = makeLeaf(ca, `${TD}/ns/shop/sa/cart-${name}`);
   const proxy = new Proxy({
@@ -84,6 +86,7 @@ async function endpoint(name: string, ca: ReturnType<typeof makeCa>, records: Tr
     identity: toTlsIdentity(leaf),
     logger: logCapture().logger,
     records: { open: () => undefined, finish: (r) => records.push(r) },
+    core,
   });
   await proxy.start();
   const at = proxy.inboundAddress();
@@ -145,7 +148,9 @@ function raw(port: number, bytes: string | Buffer): Promise<string> {
   });
 }
 
-describe('HTTP/1.1 through the mesh', () => {
+// Every case runs against each forwarding core (test/support/cores.ts): on
+// the native core HTTP connections are handed to the TypeScript stacks.
+for (const core of PROXY_CORES) describe(`HTTP/1.1 through the mesh (${core} core)`, () => {
   const ca = makeCa('http1-mesh');
   const serverRecords: TrafficRecord[] = [];
   const clientRecords: TrafficRecord[] = [];
@@ -155,7 +160,7 @@ describe('HTTP/1.1 through the mesh', () => {
   let port: number;
 
   before(async () => {
-    [a, b] = await Promise.all([endpoint('a', ca, serverRecords), endpoint('b', ca, serverRecords)]);
+    [a, b] = await Promise.all([endpoint('a', ca, serverRecords, core), endpoint('b', ca, serverRecords, core)]);
     client = new Proxy({
       inboundListen: { host: '127.0.0.1', port: 0 },
       targets: [],
@@ -164,6 +169,7 @@ describe('HTTP/1.1 through the mesh', () => {
       logger: logCapture().logger,
       random: mulberry32(7),
       records: { open: () => undefined, finish: (r) => clientRecords.push(r) },
+      core,
     });
     await client.start();
     port = client.upstreamAddresses()[0]!.port;

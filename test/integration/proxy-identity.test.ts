@@ -14,6 +14,7 @@ import { buildSni } from '../../proto/model/sni';
 import { logCapture, type LogLine } from '../support/logs';
 import { makeCa, makeLeaf, makeLeafWithSan, type TestLeaf, toTlsIdentity } from '../support/pki';
 import { eventually } from '../support/procs';
+import { PROXY_CORES } from '../support/cores';
 
 const TD = 'spiffe://kedge.test';
 const SERVER_ID = `${TD}/ns/shop/sa/cart`;
@@ -34,7 +35,8 @@ function connect(at: { host: string; port: number }, leaf: TestLeaf): { socket: 
   return { socket, done };
 }
 
-describe('inbound peer identity', () => {
+// Every case runs against each forwarding core (test/support/cores.ts).
+for (const core of PROXY_CORES) describe(`inbound peer identity (${core} core)`, () => {
   const ca = makeCa('identity-mesh');
   const client = makeLeaf(ca, CLIENT_ID);
   let app: net.Server;
@@ -58,6 +60,7 @@ describe('inbound peer identity', () => {
       identity: toTlsIdentity(makeLeaf(ca, SERVER_ID)),
       logger: log.logger,
       federatedTrustDomains: ['partner.test'],
+      core,
     });
     await proxy.start();
   });

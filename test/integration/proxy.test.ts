@@ -18,6 +18,8 @@ import { hasCode } from '../../proto/model/errors';
 import { buildSni } from '../../proto/model/sni';
 import { makeCa, makeLeaf, type TestLeaf, toTlsIdentity } from '../support/pki';
 import { logCapture, type LogLine } from '../support/logs';
+import { PROXY_CORES } from '../support/cores';
+import type { ProxyCore } from '../../agent/proxy/proxy';
 
 const TD = 'spiffe://kedge.test';
 const CLIENT_ID = `${TD}/ns/shop/sa/frontend`;
@@ -124,13 +126,13 @@ interface Endpoint {
   view: (identity?: string, healthy?: boolean) => EndpointView;
 }
 
-async function endpoint(leaf: TestLeaf, tcpPort: number, httpPort: number): Promise<Endpoint> {
+async function endpoint(leaf: TestLeaf, tcpPort: number, httpPort: number, core: ProxyCore): Promise<Endpoint> {
   const { logger, lines } = logCapture();
   const targets: LocalTarget[] = [
     { hostname: HOST, servicePort: TCP_PORT, host: '127.0.0.1', targetPort: tcpPort },
     { hostname: HOST, servicePort: HTTP_PORT, host: '127.0.0.1', targetPort: httpPort },
   ];
-  const proxy = new Proxy({ inboundListen: LOCAL, targets, upstreams: [], identity: toTlsIdentity(leaf), logger });
+  const proxy = new Proxy({ inboundListen: LOCAL, targets, upstreams: [], identity: toTlsIdentity(leaf), logger, core });
   await proxy.start();
   const at = proxy.inboundAddress();
   return { proxy, lines, view: (identity = leaf.spiffeId, healthy = true) => ({ address: at.host, mtlsPort: at.port, identity, workload: leaf.spiffeId.split('/').pop()!, healthy, ports: [] }) };
@@ -162,7 +164,8 @@ function snapshot(endpoints: EndpointView[], version = 'v1', policy?: TrafficPol
 const firstLine = (b: Buffer): string => String(b).split('\n')[0]!;
 const failures = (p: Proxy, dir: 'inbound' | 'outbound', code: string): number => p.stats()[dir].failures[code] ?? 0;
 
-describe('proxy data path', () => {
+// Every case runs against each forwarding core (test/support/cores.ts).
+for (const core of PROXY_CORES) describe(`proxy data path (${core} core)`, () => {
   const ca = makeCa('mesh');
   const clientLeaf = makeLeaf(ca, CLIENT_ID);
   const closers: Array<() => Promise<void>> = [];
@@ -180,16 +183,16 @@ describe('proxy data path', () => {
     const [httpA, httpB] = await Promise.all([httpServer('a'), httpServer('b')]);
     for (const s of [whoA.server, whoB.server, whoI.server, httpA, httpB]) closers.push(() => closeServer(s));
     whoAPort = whoA.port;
-    a = await endpoint(makeLeaf(ca, A_ID), whoA.port, portOf(httpA));
-    b = await endpoint(makeLeaf(ca, B_ID), whoB.port, portOf(httpB));
-    impostor = await endpoint(makeLeaf(ca, IMPOSTOR_ID), whoI.port, portOf(httpA));
+    a = await endpoint(makeLeaf(ca, A_ID), whoA.port, portOf(httpA), core);
+    b = await endpoint(makeLeaf(ca, B_ID), whoB.port, portOf(httpB), core);
+    impostor = await endpoint(makeLeaf(ca, IMPOSTOR_ID), whoI.port, portOf(httpA), core);
     const upstreams: UpstreamSpec[] = [
       { service: 'cart.shop', port: TCP_PORT, listen: LOCAL },
       { service: 'cart.shop', port: HTTP_PORT, listen: LOCAL },
     ];
     const log = logCapture();
     clientLog = log.lines;
-    client = new Proxy({ inboundListen: LOCAL, targets: [], upstreams, identity: toTlsIdentity(clientLeaf), logger: log.logger, connectTimeoutMs: 500, client: CLIENT_TOPOLOGY, random: mulberry32(5) });
+    client = new Proxy({ inboundListen: LOCAL, targets: [], upstreams, identity: toTlsIdentity(clientLeaf), logger: log.logger, connectTimeoutMs: 500, client: CLIENT_TOPOLOGY, random: mulberry32(5), core });
     await client.start();
     [tcpPort, httpPortOf] = client.upstreamAddresses().map((x) => x.port) as [number, number];
     for (const p of [a.proxy, b.proxy, impostor.proxy, client]) closers.push(() => p.close(200));
@@ -235,6 +238,10 @@ describe('proxy data path', () => {
     assert.equal(out.byEndpoint[formatHostPort(a.proxy.inboundAddress())]!.total, 2);
     assert.equal(out.byEndpoint[formatHostPort(b.proxy.inboundAddress())]!.total, 2);
     assert.ok(clientLog.some((l) => l.msg === 'outbound' && l.peer === A_ID && l.bytesOut === 'hello 0\n'.length));
+    // The core under test carried them, on both sides.
+    const carried = (l: LogLine): boolean => (core === 'native' ? l.core === 'native' : l.core === undefined);
+    assert.ok(clientLog.filter((l) => l.msg === 'outbound').every(carried));
+    assert.ok(a.lines.filter((l) => l.msg === 'inbound').every(carried));
   });
 
   it('carries large transfers with backpressure and half-close', T, async () => {
@@ -420,7 +427,7 @@ describe('proxy data path', () => {
   });
 
   it('close() drains for the given time, then destroys open connections', T, async () => {
-    const draining = await endpoint(makeLeaf(ca, A_ID), whoAPort, whoAPort);
+    const draining = await endpoint(makeLeaf(ca, A_ID), whoAPort, whoAPort, core);
     client.setSnapshot(snapshot([draining.view()]));
     const sock = net.connect({ host: '127.0.0.1', port: tcpPort });
     let received = '';
@@ -457,6 +464,7 @@ describe('proxy data path', () => {
         upstreams: [{ service: 'cart.shop', port: TCP_PORT, listen: { host: '127.0.0.1', port: portOf(taken) } }],
         identity: toTlsIdentity(clientLeaf),
         logger: logCapture().logger,
+        core,
       });
       await assert.rejects(proxy.start(), (err) => {
         assert.ok(hasCode(err, 'KEDGE_LISTEN_FAILED'));

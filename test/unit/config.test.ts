@@ -73,8 +73,13 @@ describe('agent config', () => {
     ['bad name', GOOD.replace('name: vm-1', 'name: VM_1'), /workload\.name: "VM_1" is not a valid name/],
     // It once meant milliseconds.
     ['a duration without a unit', GOOD.replace('proxy: { inboundListen: 127.0.0.2:15006 }', 'proxy: { inboundListen: 127.0.0.2:15006, connectTimeout: 1 }'), /proxy\.connectTimeout: must be a string, not the bare number 1; a duration needs its unit, such as 1s or 1ms/],
+    ['an unknown forwarding core', GOOD.replace('proxy: { inboundListen: 127.0.0.2:15006 }', 'proxy: { inboundListen: 127.0.0.2:15006, core: turbo }'), /proxy\.core: must be typescript, native or auto/],
   ];
   for (const [name, text, pattern] of cases) it(`rejects: ${name}`, () => badConfig(text, pattern));
+  it('takes the forwarding core, and leaves it to $KEDGE_PROXY_CORE when absent', () => {
+    assert.equal(parseAgentConfig(GOOD.replace('proxy: { inboundListen: 127.0.0.2:15006 }', 'proxy: { inboundListen: 127.0.0.2:15006, core: native }'), '/x/a.yaml').proxy.core, 'native');
+    assert.equal(parseAgentConfig(GOOD, '/x/a.yaml').proxy.core, undefined);
+  });
 });
 
 describe('federation config', () => {
