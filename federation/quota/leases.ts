@@ -35,7 +35,9 @@ export interface LeasesMessage {
 export type UsageIn = QuotaUsageOut;
 
 interface ProxyState {
+  /** Admitted in `window` as last reported. */
   admitted: number;
+  window: number;
   rate: number;
   grant: number;
   next: number;
@@ -113,9 +115,13 @@ export class QuotaLeaser {
         this.keys.set(id, (k = { quota: u.quota, principal: u.principal, window: Math.floor(now / q.windowMs), claimed: 0, claimedNext: 0, proxies: new Map() }));
       }
       let p = k.proxies.get(agent);
-      if (!p) k.proxies.set(agent, (p = { admitted: 0, rate: 0, grant: 0, next: 0, reportedAt: now }));
+      if (!p) k.proxies.set(agent, (p = { admitted: 0, window: 0, rate: 0, grant: 0, next: 0, reportedAt: now }));
       // A count for another window than ours says nothing about this one.
-      if (u.window === Math.floor(now / q.windowMs)) p.admitted = Math.max(p.admitted, Math.min(u.admitted, q.requests));
+      const w = Math.floor(now / q.windowMs);
+      if (u.window === w) {
+        p.admitted = p.window === w ? Math.max(p.admitted, Math.min(u.admitted, q.requests)) : Math.min(u.admitted, q.requests);
+        p.window = w;
+      }
       p.rate = Math.min(u.seen, 1e9) / Math.max(1, Math.min(u.intervalMs, 60_000));
       p.reportedAt = now;
     }
@@ -163,7 +169,8 @@ export class QuotaLeaser {
       for (const p of k.proxies.values()) {
         p.grant = carried ? p.next : 0;
         p.next = 0;
-        if (p.admitted > 0) p.admitted = 0;
+        // A report for the new window may already be in.
+        if (p.window !== w) p.admitted = 0;
       }
       k.claimed = carried ? k.claimedNext : 0;
       k.claimedNext = 0;

@@ -4,6 +4,7 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { validateRateLimitDocument } from '../../policy/ratelimit/validate';
+import { applyRateLimits } from '../../agent/registration/ratelimit';
 
 const local = (spec: unknown, apiVersion = 'policy.kedge.dev/v1alpha1') => ({ apiVersion, kind: 'HTTPLocalRateLimitPolicy', metadata: { name: 'rl', namespace: 'shop' }, spec });
 const quota = (spec: Record<string, unknown>) => ({ apiVersion: 'policy.kedge.dev/v1alpha1', kind: 'MeshQuota', metadata: { name: 'q', namespace: 'shop' }, spec: { targetRef: { kind: 'Service', name: 'b' }, requests: 100, ...spec } });
@@ -49,4 +50,18 @@ describe('rate-limit validation', () => {
       assert.ok(e.some((x) => re.test(x)), `expected ${re} in:\n${e.join('\n')}`);
     });
   }
+});
+
+describe('the agent applying pushed rate-limit documents', () => {
+  it('a document it cannot use is rejected alone, named; the others are enforced', () => {
+    const good = JSON.stringify(local({ targetRef: target, identity: { requestsPerSecond: 10 } }));
+    const q = JSON.stringify(quota({}));
+    const bad = JSON.stringify(local({ targetRef: target, identity: { requestsPerSecond: -1 } }));
+    const r = applyRateLimits([good, bad, q, '{not json']);
+    assert.equal(r.local.length, 1);
+    assert.equal(r.quotas.length, 1);
+    assert.equal(r.rejected.length, 2);
+    assert.match(r.rejected[0]!, /^rejected, not enforced: HTTPLocalRateLimitPolicy shop\/rl: spec\.identity\.requestsPerSecond: is -1/);
+    assert.match(r.rejected[1]!, /^rate-limit document 4: not JSON/);
+  });
 });
