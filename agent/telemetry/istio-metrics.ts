@@ -106,6 +106,8 @@ export interface IstioMetricsStats {
 }
 
 const SEP = '\u0000';
+/** Histogram series rendered between two yields of renderAsync (~3 MB of text). */
+const RENDER_SLICE = 50;
 
 /** Istio's standard metrics as a RecordSink; see the file comment. */
 export class IstioMetrics implements RecordSink {
@@ -297,14 +299,54 @@ export class IstioMetrics implements RecordSink {
 
   /** The text exposition of every istio_* family. */
   render(): string {
+    let text = '';
+    for (const part of this.pieces()) text += part;
+    return text;
+  }
+
+  /**
+   * The same text in pieces of RENDER_SLICE series, the event loop free
+   * between them, for /metrics to stream: a request series with Istio's
+   * labels is ~57 KB of text (three histograms of 20 buckets, ~1 KB of
+   * labels a line), so one string of a few hundred series would hold the
+   * data path for hundreds of milliseconds, and one of ~9,000 would pass
+   * V8's longest string.
+   */
+  async *stream(): AsyncGenerator<string> {
+    for (const part of this.pieces()) {
+      yield part;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** The exposition in pieces of at most RENDER_SLICE series each. */
+  private *pieces(): Generator<string> {
     const out: string[] = [];
+    let n = 0;
+    // Called after each series: hands out what was built every RENDER_SLICE series.
+    const tick = (): string | undefined => {
+      if (++n % RENDER_SLICE !== 0) return undefined;
+      const piece = out.join('');
+      out.length = 0;
+      return piece;
+    };
     const req = [...this.requests.values()];
     const tcp = [...this.tcp.values()];
     out.push(familyHeader('istio_requests_total', 'counter', 'Requests, by Istio standard labels.'));
     for (const s of req) out.push(`istio_requests_total{${s.labels}} ${s.requests}\n`);
-    this.histogram(out, 'istio_request_duration_milliseconds', 'Request duration in milliseconds.', req, (s) => s.duration);
-    this.histogram(out, 'istio_request_bytes', 'Request body sizes in bytes.', req, (s) => s.requestBytes);
-    this.histogram(out, 'istio_response_bytes', 'Response body sizes in bytes.', req, (s) => s.responseBytes);
+    const histograms: [string, string, (s: RequestSeries) => Histogram][] = [
+      ['istio_request_duration_milliseconds', 'Request duration in milliseconds.', (s) => s.duration],
+      ['istio_request_bytes', 'Request body sizes in bytes.', (s) => s.requestBytes],
+      ['istio_response_bytes', 'Response body sizes in bytes.', (s) => s.responseBytes],
+    ];
+    for (const [name, help, get] of histograms) {
+      out.push(familyHeader(name, 'histogram', help));
+      for (const s of req) {
+        this.histogram(out, name, s.labels, get(s));
+        const piece = tick();
+        if (piece !== undefined) yield piece;
+      }
+    }
     const grpc = req.filter((s) => s.grpc);
     out.push(familyHeader('istio_request_messages_total', 'counter', 'gRPC messages sent by clients.'));
     for (const s of grpc) out.push(`istio_request_messages_total{${s.labels}} ${s.requestMessages}\n`);
@@ -320,20 +362,17 @@ export class IstioMetrics implements RecordSink {
     counter('istio_tcp_connections_closed_total', 'TCP connections closed.', (s) => s.closed);
     out.push(familyHeader('istio_build', 'gauge', 'Proxy build: component and version.'));
     out.push(`istio_build{component="proxy",tag="${escapeLabelValue(this.opts.version)}"} 1\n`);
-    return out.join('');
+    yield out.join('');
   }
 
-  private histogram(out: string[], name: string, help: string, series: RequestSeries[], get: (s: RequestSeries) => Histogram): void {
-    out.push(familyHeader(name, 'histogram', help));
-    for (const s of series) {
-      const h = get(s);
-      let cum = 0;
-      const prefix = `${name}_bucket{${s.labels}`;
-      for (let i = 0; i < h.counts.length; i++) {
-        cum += h.counts[i]!;
-        out.push(`${prefix}${this.bucketLabels[i]} ${cum}\n`);
-      }
-      out.push(`${prefix},le="+Inf"} ${h.count}\n${name}_sum{${s.labels}} ${formatValue(h.sum)}\n${name}_count{${s.labels}} ${h.count}\n`);
+  /** One series of a histogram family: cumulative buckets, +Inf, sum and count. */
+  private histogram(out: string[], name: string, labels: string, h: Histogram): void {
+    let cum = 0;
+    const prefix = `${name}_bucket{${labels}`;
+    for (let i = 0; i < h.counts.length; i++) {
+      cum += h.counts[i]!;
+      out.push(`${prefix}${this.bucketLabels[i]} ${cum}\n`);
     }
+    out.push(`${prefix},le="+Inf"} ${h.count}\n${name}_sum{${labels}} ${formatValue(h.sum)}\n${name}_count{${labels}} ${h.count}\n`);
   }
 }

@@ -23,7 +23,7 @@ const HINTS: Record<string, string> = {
 };
 
 /** Starts the listener; rejects with KEDGE_LISTEN_FAILED naming the address and what to do. */
-export async function startMetricsServer(listen: HostPort, render: () => Promise<string> | string, what = 'admin.metricsListen'): Promise<MetricsServer> {
+export async function startMetricsServer(listen: HostPort, render: () => Promise<string> | string | AsyncIterable<string>, what = 'admin.metricsListen'): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -34,8 +34,18 @@ export async function startMetricsServer(listen: HostPort, render: () => Promise
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`try ${METRICS_PATHS.join(' or ')}\n`);
       return;
     }
-    Promise.resolve()
-      .then(render)
+    let page: ReturnType<typeof render>;
+    try {
+      page = render();
+    } catch (err) {
+      res.writeHead(500, { 'content-type': 'text/plain' }).end(`cannot render metrics: ${errorMessage(err)}\n`);
+      return;
+    }
+    if (typeof page === 'object' && Symbol.asyncIterator in page) {
+      void streamPage(res, page, req.method === 'HEAD');
+      return;
+    }
+    Promise.resolve(page)
       .then((body) => {
         res.writeHead(200, { 'content-type': EXPOSITION_CONTENT_TYPE });
         res.end(req.method === 'HEAD' ? undefined : body);
@@ -60,4 +70,19 @@ export async function startMetricsServer(listen: HostPort, render: () => Promise
         server.closeAllConnections();
       }),
   };
+}
+
+/** Writes a page piece by piece, waiting for the client to drain; a failure mid-page cuts the response (the scrape fails, visibly). */
+async function streamPage(res: http.ServerResponse, page: AsyncIterable<string>, head: boolean): Promise<void> {
+  try {
+    res.writeHead(200, { 'content-type': EXPOSITION_CONTENT_TYPE });
+    if (head) return void res.end();
+    for await (const piece of page) {
+      if (res.destroyed) return;
+      if (!res.write(piece)) await new Promise<void>((resolve) => { res.once('drain', resolve); res.once('close', resolve); });
+    }
+    res.end();
+  } catch {
+    res.destroy();
+  }
 }

@@ -69,16 +69,23 @@ export class AgentTelemetry {
 
   /** The whole /metrics page: istio_* then kedge_* and process metrics. */
   async render(): Promise<string> {
+    let text = '';
+    for await (const piece of this.stream()) text += piece;
+    return text;
+  }
+
+  /** The same page in pieces, as /metrics streams it. */
+  async *stream(): AsyncGenerator<string> {
     this.registry ??= createAgentRegistry(this.sources, this.opts.mode);
-    const own = await this.registry.metrics();
-    return (this.istio?.render() ?? '') + own;
+    if (this.istio) yield* this.istio.stream();
+    yield await this.registry.metrics();
   }
 
   /** Binds /metrics; on failure logs why and returns undefined (the agent keeps running). */
   async listen(at: HostPort): Promise<HostPort | undefined> {
     this.sweepTimer ??= setInterval(() => this.istio?.sweep(), SWEEP_INTERVAL_MS).unref();
     try {
-      this.server = await startMetricsServer(at, () => this.render());
+      this.server = await startMetricsServer(at, () => this.stream());
       return this.server.address;
     } catch (err) {
       this.opts.logger.error({ component: 'telemetry', listen: formatHostPort(at), code: (err as { code?: string }).code, err: errorMessage(err) }, 'metrics endpoint not started; the data path runs without it');

@@ -7,7 +7,9 @@
 // the caller's trace, the server proxy's span a child of the client's.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -25,6 +27,8 @@ import { logCapture } from '../support/logs';
 import { makeCa, makeLeaf, toTlsIdentity } from '../support/pki';
 import { eventually } from '../support/procs';
 import { parseExposition, select } from '../support/prom-text';
+import { startMetricsServer } from '../../agent/telemetry/server';
+import { buildSni } from '../../proto/model/sni';
 
 const TD = 'spiffe://cluster.local';
 const HOST = 'reviews.default.svc.cluster.local';
@@ -284,6 +288,85 @@ describe('metadata exchange and trace context between two proxies', () => {
     assert.equal(client.labels.destination_version, 'unknown');
   });
 
+  it('bad input: a peer\'s metadata with quotes, newlines and raw non-UTF-8 bytes is escaped in the exposition, and promtool parses the page', async () => {
+    const raw = meshClient(ppLeaf, server.inboundAddress());
+    try {
+      // Percent-encoded quote, newline and backslash, and two raw bytes that are no UTF-8 (sent as latin1).
+      assert.equal(await raw.get('v1;w=we%22ird%0Aname;a=%5C;v=\u00ff\u00fe'), 200);
+      // Percent-encoded bytes that are no UTF-8: the claim is refused whole, the certificate stays.
+      assert.equal(await raw.get('v1;w=bad%FF%FE'), 200);
+    } finally {
+      raw.close();
+    }
+    const text = serverMetrics.render();
+    const s = select(parseExposition(text), 'istio_requests_total', { reporter: 'destination', source_principal: ppLeaf.spiffeId });
+    const odd = s.find((x) => x.labels.source_workload === 'we"ird\nname');
+    assert.ok(odd, JSON.stringify(s.map((x) => x.labels.source_workload)));
+    assert.equal(odd.labels.source_app, '\\');
+    assert.equal(odd.labels.source_version, '\u00ff\u00fe');
+    assert.ok(s.some((x) => x.labels.source_workload === 'unknown' && x.value >= 1), 'the undecodable claim counted under the certificate only');
+    assert.ok(!text.includes('bad'), 'nothing of the refused claim reached a label');
+    // The exposition stays valid UTF-8 and one sample a line.
+    assert.match(text, /source_workload="we\\"ird\\nname"/);
+    assert.equal(spawnSync('promtool', ['--version']).error, undefined, 'promtool is missing: apt-get install -y prometheus');
+    const r = spawnSync('promtool', ['check', 'metrics'], { input: Buffer.from(text, 'utf8') });
+    assert.doesNotMatch(String(r.stderr) + String(r.stdout), /parse|unexpected|invalid/i, String(r.stderr));
+  });
+
+  it('bad input: scrapes during a burst of new series always parse, and no count goes back', async () => {
+    // Streamed as the agent streams it (a slice of series at a time, the event loop free between).
+    const metrics = await startMetricsServer({ host: '127.0.0.1', port: 0 }, () => serverMetrics.stream(), 'test metrics');
+    const raw = meshClient(ppLeaf, server.inboundAddress(), 16);
+    const seen = new Map<string, number>();
+    let scrapes = 0;
+    let done = false;
+    const scrape = async (): Promise<void> => {
+      const body = await new Promise<string>((resolve, reject) => {
+        http.get({ host: metrics.address.host, port: metrics.address.port, path: '/metrics' }, (res) => {
+          let b = '';
+          res.setEncoding('utf8').on('data', (c: string) => (b += c)).on('end', () => resolve(b));
+        }).on('error', reject);
+      });
+      // A whole page every time: each family declared once, istio_build last.
+      for (const family of ['istio_requests_total', 'istio_request_duration_milliseconds', 'istio_response_bytes']) {
+        assert.equal(body.split(`# TYPE ${family} `).length, 2, `${family} declared once`);
+      }
+      assert.match(body, /\nistio_build\{component="proxy",tag="test"\} 1\n$/);
+      const counters = body.split('\n').filter((l) => l.startsWith('istio_requests_total{')).join('\n');
+      for (const x of select(parseExposition(counters), 'istio_requests_total')) {
+        const key = JSON.stringify(x.labels);
+        assert.ok(x.value >= (seen.get(key) ?? 0), `a counter went back: ${key}`);
+        seen.set(key, x.value);
+      }
+      scrapes++;
+    };
+    const scraper = (async () => {
+      while (!done) await scrape();
+    })();
+    const burst = 300;
+    try {
+      let next = 0;
+      await Promise.all(Array.from({ length: 16 }, async () => {
+        while (next < burst) {
+          const i = next++;
+          assert.equal(await raw.get(`v1;w=burst-${i};n=default`), 200);
+        }
+      }));
+    } finally {
+      done = true;
+      await scraper;
+      raw.close();
+    }
+    await scrape();
+    // The last page parses whole.
+    assert.ok(select(parseExposition(serverMetrics.render()), 'istio_request_duration_milliseconds_count').length >= burst);
+    const burstSeries = [...seen.keys()].filter((k) => k.includes('"source_workload":"burst-'));
+    assert.equal(burstSeries.length, burst, 'one series per new peer');
+    assert.ok(scrapes > 2, `scrapes ${scrapes}`);
+    console.log(`# ${scrapes} scrapes during a burst of ${burst} new series`);
+    await metrics.close();
+  });
+
   it('tracing: each hop exports a span in the caller\'s trace, the server hop a child of the client hop; the app sees the server hop as parent', async () => {
     const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
     const callerSpan = '00f067aa0ba902b7';
@@ -331,6 +414,19 @@ describe('metadata exchange and trace context between two proxies', () => {
     assert.deepEqual(clientSpans.stats().dropped, 0);
   });
 });
+
+/**
+ * A hand-made client proxy: HTTP/1.1 over mesh mTLS with productpage's
+ * certificate, straight to the server proxy, writing its own x-kedge-peer.
+ */
+function meshClient(leaf: { certPem: string; keyPem: string; ca: { certPem: string } }, at: { host: string; port: number }, sockets = 8) {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: sockets, cert: leaf.certPem, key: leaf.keyPem, ca: leaf.ca.certPem, servername: buildSni(HTTP_PORT, HOST), ALPNProtocols: ['http/1.1'], checkServerIdentity: () => undefined });
+  const get = (peerHeader: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      https.get({ host: at.host, port: at.port, path: '/raw', agent, headers: { [PEER_HEADER]: peerHeader } }, (res) => res.resume().on('end', () => resolve(res.statusCode ?? 0))).on('error', reject);
+    });
+  return { get, close: () => agent.destroy() };
+}
 
 function pick(labels: Record<string, string>, prefix: string): Record<string, string> {
   return Object.fromEntries(Object.entries(labels).filter(([k]) => k.startsWith(prefix)));
