@@ -6,7 +6,7 @@ import type { SourceStatus } from '../sources/types';
 import type { RouteRow as MeshRouteRow } from '../mesh/routes';
 import type { PushStatus } from '../push/session';
 import { formatLocality } from '../../proto/model/locality';
-import { KEYED_SECTIONS, sortRows, type AuthzPolicyRow, type DashboardState, type EndpointRow, type Role, type ServiceRow, type WorkloadRow } from '../ui/model/state';
+import { KEYED_SECTIONS, sortRows, type AuthzPolicyRow, type DashboardState, type PeerAuthPolicyRow, type RateLimitPolicyRow, type EndpointRow, type Role, type ServiceRow, type WorkloadRow } from '../ui/model/state';
 import type { EdgeAggregate } from '../stats';
 import { trafficEdges } from '../mesh/traffic-graph';
 
@@ -23,6 +23,8 @@ export interface StateInputs {
   routeRows: () => readonly MeshRouteRow[];
   policies: () => { name: string; service: string; document: unknown }[];
   authorization: () => readonly AuthzPolicyRow[];
+  peerAuthentication: () => readonly PeerAuthPolicyRow[];
+  rateLimits: () => readonly RateLimitPolicyRow[];
   /** Traffic aggregates reported within the window (this replica's agents). */
   traffic: (windowMs: number) => readonly EdgeAggregate[];
 }
@@ -94,7 +96,9 @@ export async function dashboardState(inp: StateInputs, role: Role, nowMs: number
     sources: inp.sources().map((s) => ({ name: s.name, kind: s.kind, connected: s.connected, stale: s.stale, lastSync: s.lastSync, error: s.error, services: s.services, endpoints: s.endpoints })),
     routes: inp.routeRows().map((r) => ({ kind: r.kind, namespace: r.namespace, name: r.name, source: r.source, parents: r.parents, backends: r.backends, rules: r.rules, warnings: r.warnings, ...(r.error ? { error: r.error } : {}) })),
     policies: inp.policies().map((p) => ({ ...p, warnings: known(p.service) ? [] : [`no service ${p.service} in the mesh yet: the policy waits for it`] })),
-    authorization: inp.authorization().map((a) => ({ namespace: a.namespace, name: a.name, action: a.action, selector: a.selector, rules: a.rules, workloads: a.workloads, ...(a.error ? { error: a.error } : {}) })),
+    authorization: inp.authorization().map((a) => ({ namespace: a.namespace, name: a.name, action: a.action, selector: a.selector, rules: a.rules, workloads: a.workloads, source: a.source, warnings: a.warnings, ...(a.error ? { error: a.error } : {}) })),
+    peerAuthentication: inp.peerAuthentication().map((p) => ({ namespace: p.namespace, name: p.name, selector: p.selector, mode: p.mode, ports: p.ports, workloads: p.workloads, source: p.source, warnings: p.warnings, ...(p.error ? { error: p.error } : {}) })),
+    rateLimits: inp.rateLimits().map((r) => ({ kind: r.kind, namespace: r.namespace, name: r.name, service: r.service, limit: r.limit, workloads: r.workloads, ...(r.error ? { error: r.error } : {}) })),
     traffic: {
       windowSeconds: TRAFFIC_WINDOW_MS / 1000,
       reportingAgents: new Set(traffic.map((t) => (t.reporter === 'source' ? t.sourceWorkload : t.destinationWorkload))).size,

@@ -104,6 +104,9 @@ export function createHttpApi(deps: HttpDeps): http.Server {
     if (!deps.authz) throw new HttpError(501, 'KEDGE_NOT_IMPLEMENTED', 'this federation was started without authorization policies');
     return deps.authz;
   };
+  // Registered workloads as the policy tables match them: by labels (security policies), by the services they serve (rate limits).
+  const namedWorkloads = () => deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, labels: a.workload.labels }));
+  const servingWorkloads = () => deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, services: a.services.map((s) => `${s.name}.${a.workload.namespace}`) }));
   const rateLimitTable = (): RateLimitTable => {
     if (!deps.rateLimits) throw new HttpError(501, 'KEDGE_NOT_IMPLEMENTED', 'this federation was started without rate limits');
     return deps.rateLimits;
@@ -179,7 +182,7 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       deps.rebuild();
       return { kind, namespace: ns, name, deleted: true };
     }],
-    ['GET', /^\/api\/v1\/authorizationpolicies$/, () => authzTable().rows(deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, labels: a.workload.labels })))],
+    ['GET', /^\/api\/v1\/authorizationpolicies$/, () => authzTable().rows(namedWorkloads())],
     ['POST', /^\/api\/v1\/authorizationpolicies$/, async (_r, body) => {
       if (!Array.isArray(body)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send a JSON list of AuthorizationPolicy documents');
       const result = await authzTable().apply(body);
@@ -196,7 +199,7 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       deps.logger.info({ namespace: ns, name }, 'authorization policy deleted');
       return { kind: 'AuthorizationPolicy', namespace: ns, name, deleted: true };
     }],
-    ['GET', /^\/api\/v1\/peerauthentications$/, () => authzTable().peerAuthRows(deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, labels: a.workload.labels })))],
+    ['GET', /^\/api\/v1\/peerauthentications$/, () => authzTable().peerAuthRows(namedWorkloads())],
     ['POST', /^\/api\/v1\/peerauthentications$/, async (_r, body) => {
       if (!Array.isArray(body)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send a JSON list of PeerAuthentication documents');
       const result = await authzTable().apply(body, 'PeerAuthentication');
@@ -213,7 +216,7 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       deps.logger.info({ namespace: ns, name }, 'peer authentication deleted');
       return { kind: 'PeerAuthentication', namespace: ns, name, deleted: true };
     }],
-    ['GET', /^\/api\/v1\/ratelimits$/, () => rateLimitTable().rows(deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, services: a.services.map((s) => `${s.name}.${a.workload.namespace}`) })))],
+    ['GET', /^\/api\/v1\/ratelimits$/, () => rateLimitTable().rows(servingWorkloads())],
     ['POST', /^\/api\/v1\/ratelimits$/, async (_r, body) => {
       if (!Array.isArray(body)) throw new HttpError(400, 'KEDGE_BAD_REQUEST', 'send a JSON list of HTTPLocalRateLimitPolicy and MeshQuota documents');
       const result = await rateLimitTable().apply(body);
@@ -358,7 +361,9 @@ export function createHttpApi(deps: HttpDeps): http.Server {
         sources: deps.sources,
         routeRows: deps.routeRows,
         policies: () => deps.policies.list(),
-        authorization: () => (deps.authz ? deps.authz.rows(deps.agents().map((a) => ({ name: a.workload.name, namespace: a.workload.namespace, labels: a.workload.labels }))) : []),
+        authorization: () => (deps.authz ? deps.authz.rows(namedWorkloads()) : []),
+        peerAuthentication: () => (deps.authz ? deps.authz.peerAuthRows(namedWorkloads()) : []),
+        rateLimits: () => (deps.rateLimits ? deps.rateLimits.rows(servingWorkloads()) : []),
         traffic: (windowMs) => deps.trafficEdges?.(windowMs) ?? deps.trafficStats?.edges(windowMs) ?? [],
       }, role, Date.now()),
     logger: deps.logger,

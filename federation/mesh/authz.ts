@@ -16,7 +16,7 @@ import { peerAuthLevel, resolvePeerAuth } from '../../policy/peer-auth/resolve';
 import { validatePeerAuthentication } from '../../policy/peer-auth/validate';
 import type { Store } from '../store/types';
 import { WatchedMap } from '../store/watched-map';
-import type { AuthzPolicyRow } from '../ui/model/state';
+import type { AuthzPolicyRow, PeerAuthPolicyRow } from '../ui/model/state';
 
 export const AUTHZ_PREFIX = '/kedge/authz/';
 
@@ -27,27 +27,11 @@ export const SECURITY_KINDS: readonly SecurityKind[] = ['AuthorizationPolicy', '
 /** One policy as `kedge get authorizationpolicies` lists it (the dashboard shows the same row). */
 export interface AuthzRow extends AuthzPolicyRow {
   kind: 'AuthorizationPolicy';
-  /** `kedge apply`, or `kubernetes/<cluster>`. */
-  source: string;
-  /** A cluster's document shadowed by an applied one, and the like. */
-  warnings: string[];
 }
 
-/** One policy as `kedge get peerauthentications` lists it. */
-export interface PeerAuthRow {
+/** One policy as `kedge get peerauthentications` lists it (the dashboard shows the same row). */
+export interface PeerAuthRow extends PeerAuthPolicyRow {
   kind: 'PeerAuthentication';
-  namespace: string;
-  name: string;
-  /** `(mesh)`, `(namespace)` or the selector's labels. */
-  selector: string;
-  mode: string;
-  /** portLevelMtls as `8080=DISABLE`. */
-  ports: string[];
-  /** Registered workloads it applies to now (`namespace/name`), whether or not a more specific policy overrides it. */
-  workloads: string[];
-  source: string;
-  warnings: string[];
-  error?: string;
 }
 
 /** A workload as rows and pushes see it. */

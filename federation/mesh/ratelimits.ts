@@ -8,23 +8,12 @@ import type { MeshQuotaPolicy, RateLimitDocument } from '../../policy/ratelimit/
 import { validateRateLimitDocument } from '../../policy/ratelimit/validate';
 import type { Store } from '../store/types';
 import { WatchedMap } from '../store/watched-map';
+import type { RateLimitPolicyRow } from '../ui/model/state';
 
 export const RATELIMITS_PREFIX = '/kedge/ratelimits/';
 
-/** One document as `kedge get ratelimits` lists it. */
-export interface RateLimitRow {
-  kind: string;
-  namespace: string;
-  name: string;
-  /** name.namespace of the service it targets. */
-  service: string;
-  /** `10/s per identity, 100/s total`, `100 per 1m per principal`. */
-  limit: string;
-  /** Registered workloads serving the service (`namespace/name`): where it is enforced. */
-  workloads: string[];
-  /** Set when the stored document no longer validates. */
-  error?: string;
-}
+/** One document as `kedge get ratelimits` lists it (the dashboard shows the same row). */
+export type RateLimitRow = RateLimitPolicyRow;
 
 interface Parsed {
   id: string;

@@ -116,7 +116,11 @@ describe('dashboard in chromium', { skip: SKIP_WITHOUT_CHROMIUM }, () => {
 
   it('draws the service graph from the agents\' reports: the edge\'s rate, success and mTLS, and a click shows its policies and recent errors', async () => {
     const audit = path.join(tempDir('dashboard-authz'), 'authz.yaml');
-    fs.writeFileSync(audit, 'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: audit-deletes, namespace: default }\nspec:\n  action: AUDIT\n  rules:\n  - to: [{ operation: { methods: [DELETE] } }]\n');
+    fs.writeFileSync(audit, [
+      'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: audit-deletes, namespace: default }\nspec:\n  action: AUDIT\n  rules:\n  - to: [{ operation: { methods: [DELETE] } }]\n',
+      'apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default-permissive, namespace: default }\nspec:\n  mtls: { mode: PERMISSIVE }\n',
+      'apiVersion: policy.linkerd.io/v1alpha1\nkind: HTTPLocalRateLimitPolicy\nmetadata: { name: reviews-total, namespace: default }\nspec:\n  targetRef: { kind: Service, name: reviews }\n  total: { requestsPerSecond: 10000 }\n',
+    ].join('---\n'));
     const applied = await runKedge(['apply', '-f', audit, '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.equal(applied.code, 0, applied.stderr);
     const web = agents.find((a) => a.spec.name === 'web')!;
@@ -141,6 +145,8 @@ describe('dashboard in chromium', { skip: SKIP_WITHOUT_CHROMIUM }, () => {
     const detail = page.locator('aside[data-detail="wl:shop/web->svc:reviews.default"]');
     await detail.waitFor({ timeout: 5_000 });
     assert.match(await detail.innerText(), /AuthorizationPolicy default\/audit-deletes: AUDIT/);
+    assert.match(await detail.innerText(), /PeerAuthentication default\/default-permissive: PERMISSIVE/);
+    assert.match(await detail.innerText(), /HTTPLocalRateLimitPolicy default\/reviews-total: /);
     assert.match(await detail.innerText(), /No route attaches to reviews\.default/);
     const errors = detail.locator('tr.edge-error');
     assert.ok((await errors.count()) >= 1);
@@ -156,6 +162,8 @@ describe('dashboard in chromium', { skip: SKIP_WITHOUT_CHROMIUM }, () => {
     const authz = page.locator('tr[data-authz="default/audit-deletes"]');
     await authz.waitFor();
     assert.match(await authz.innerText(), /AUDIT[\s\S]*in force on \d+ workloads?/);
+    assert.match(await page.locator('tr[data-peerauth="default/default-permissive"]').innerText(), /PERMISSIVE[\s\S]*in force on \d+ workloads?/);
+    assert.match(await page.locator('tr[data-ratelimit="HTTPLocalRateLimitPolicy/default/reviews-total"]').innerText(), /reviews\.default[\s\S]*in force on 1 workload/);
   });
 
   it('shows workloads with host facts, SPIFFE ID and certificate expiry, and a SIGKILLed agent disconnected within 2 s of the federation noticing', async () => {

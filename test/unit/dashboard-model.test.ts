@@ -265,8 +265,16 @@ describe('dashboard service graph', () => {
       ],
       policies: [{ name: 'orders', service: 'orders.shop', warnings: [], document: {} }],
       authorization: [
-        { namespace: 'shop', name: 'deny-batch', action: 'DENY', selector: '(namespace)', rules: 1, workloads: ['shop/orders-1'] },
-        { namespace: 'shop', name: 'nothing', action: 'ALLOW', selector: 'app=none', rules: 1, workloads: [] },
+        { namespace: 'shop', name: 'deny-batch', action: 'DENY', selector: '(namespace)', rules: 1, workloads: ['shop/orders-1'], source: 'kedge apply', warnings: [] },
+        { namespace: 'shop', name: 'nothing', action: 'ALLOW', selector: 'app=none', rules: 1, workloads: [], source: 'kedge apply', warnings: [] },
+      ],
+      peerAuthentication: [
+        { namespace: 'shop', name: 'strict', selector: '(namespace)', mode: 'STRICT', ports: ['8080=PERMISSIVE'], workloads: ['shop/orders-1'], source: 'kedge apply', warnings: [] },
+        { namespace: 'front', name: 'other', selector: '(namespace)', mode: 'DISABLE', ports: [], workloads: ['front/web-1'], source: 'kedge apply', warnings: [] },
+      ],
+      rateLimits: [
+        { kind: 'HTTPLocalRateLimitPolicy', namespace: 'shop', name: 'orders-rl', service: 'orders.shop', limit: '10/s per identity', workloads: ['shop/orders-1'] },
+        { kind: 'MeshQuota', namespace: 'shop', name: 'web-q', service: 'web.front', limit: '100 per 1m per principal', workloads: [] },
       ],
     });
     const g = graphView(st, '');
@@ -287,23 +295,31 @@ describe('dashboard service graph', () => {
     assert.deepEqual(d.routes.map((r) => r.name), ['split']);
     assert.equal(d.trafficPolicy?.name, 'orders');
     assert.deepEqual(d.authorization.map((a) => a.name), ['deny-batch']);
+    assert.deepEqual(d.peerAuthentication.map((p) => p.name), ['strict']);
+    assert.deepEqual(d.rateLimits.map((r) => r.name), ['orders-rl']);
     assert.equal(d.errors.length, 1);
     assert.equal(edgeDetail(st, 'gone->svc:x'), undefined);
   });
 
-  it('lists authorization policies: in force, selecting nothing, invalid', () => {
+  it('lists authorization, peer authentication and rate-limit policies: in force, selecting nothing, invalid, warned', () => {
     const v = policyView(state({
       authorization: [
-        { namespace: 'shop', name: 'b', action: 'ALLOW', selector: 'app=orders', rules: 2, workloads: ['shop/orders-1', 'shop/orders-2'] },
-        { namespace: 'shop', name: 'a', action: 'DENY', selector: 'app=none', rules: 1, workloads: [] },
-        { namespace: 'kedge-system', name: 'c', action: 'AUDIT', selector: '(mesh)', rules: 1, workloads: [], error: 'unknown field spec.foo' },
+        { namespace: 'shop', name: 'b', action: 'ALLOW', selector: 'app=orders', rules: 2, workloads: ['shop/orders-1', 'shop/orders-2'], source: 'kedge apply', warnings: [] },
+        { namespace: 'shop', name: 'a', action: 'DENY', selector: 'app=none', rules: 1, workloads: [], source: 'kedge apply', warnings: [] },
+        { namespace: 'kedge-system', name: 'c', action: 'AUDIT', selector: '(mesh)', rules: 1, workloads: [], source: 'kubernetes/east', warnings: [], error: 'unknown field spec.foo' },
+        { namespace: 'shop', name: 'd', action: 'ALLOW', selector: '(namespace)', rules: 1, workloads: ['shop/orders-1'], source: 'kubernetes/east', warnings: ['shadowed by the applied copy'] },
       ],
+      peerAuthentication: [{ namespace: 'kedge-system', name: 'mesh', selector: '(mesh)', mode: 'STRICT', ports: [], workloads: ['shop/orders-1'], source: 'kedge apply', warnings: [] }],
+      rateLimits: [{ kind: 'MeshQuota', namespace: 'shop', name: 'q', service: 'gone.shop', limit: '100 per 1m per principal', workloads: [] }],
     }), '');
     assert.deepEqual(v.authorization.map((a) => [a.id, a.badge.level, a.badge.text]), [
       ['kedge-system/c', 'bad', 'invalid, not pushed: unknown field spec.foo'],
       ['shop/a', 'warn', 'selects no registered workload'],
       ['shop/b', 'ok', 'in force on 2 workloads'],
+      ['shop/d', 'warn', 'in force on 1 workload; shadowed by the applied copy'],
     ]);
+    assert.deepEqual(v.peerAuthentication.map((p) => [p.id, p.badge.text]), [['kedge-system/mesh', 'in force on 1 workload']]);
+    assert.deepEqual(v.rateLimits.map((r) => [r.id, r.badge.level, r.badge.text]), [['MeshQuota/shop/q', 'warn', 'no registered workload serves the service']]);
     assert.equal(policyView(state({ authorization: v.authorization.map((a) => a.row) }), 'deny').authorization.length, 1);
   });
 });

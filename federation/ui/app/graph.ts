@@ -98,6 +98,8 @@ function EdgeDetailPanel({ id, detail, onClose }: { id: string; detail: ReturnTy
       ${detail.trafficPolicy ? html`<li>TrafficPolicy ${detail.trafficPolicy.name}</li>` : html`<li class="muted">no TrafficPolicy</li>`}
       ${detail.authorization.map((a) => html`<li data-edge-authz=${`${a.namespace}/${a.name}`}>AuthorizationPolicy ${a.namespace}/${a.name}: ${a.action}, ${a.rules} rule${a.rules === 1 ? '' : 's'}, selector ${a.selector}</li>`)}
       ${detail.authorization.length === 0 ? html`<li class="muted">no AuthorizationPolicy selects its workloads</li>` : null}
+      ${detail.peerAuthentication.map((p) => html`<li data-edge-peerauth=${`${p.namespace}/${p.name}`}>PeerAuthentication ${p.namespace}/${p.name}: ${p.mode}${p.ports.length ? ` (ports ${p.ports.join(', ')})` : ''}</li>`)}
+      ${detail.rateLimits.map((r) => html`<li data-edge-ratelimit=${`${r.kind}/${r.namespace}/${r.name}`}>${r.kind} ${r.namespace}/${r.name}: ${r.limit}</li>`)}
     </ul>
     <h4>Recent errors</h4>
     ${detail.errors.length === 0 ? html`<p class="muted">None in the window.</p>` : html`<div class="scroll"><table>

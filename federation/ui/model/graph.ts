@@ -3,7 +3,7 @@
 // edge with a badge (success rate and mTLS in words), and the detail of one
 // edge: the routes, traffic policy and authorization policies that apply to
 // its destination, and its recent errors.
-import type { AuthzPolicyRow, DashboardState, EdgeError, PolicyRow, RouteRow, TrafficEdgeRow } from './state';
+import type { AuthzPolicyRow, DashboardState, EdgeError, PeerAuthPolicyRow, PolicyRow, RateLimitPolicyRow, RouteRow, TrafficEdgeRow } from './state';
 import type { Badge, Level } from './health';
 import { formatBytes } from './workloads';
 
@@ -107,11 +107,15 @@ export interface EdgeDetail {
   trafficPolicy: PolicyRow | undefined;
   /** AuthorizationPolicies selecting a workload behind the destination service. */
   authorization: AuthzPolicyRow[];
+  /** PeerAuthentications applying to its workloads. */
+  peerAuthentication: PeerAuthPolicyRow[];
+  /** Rate limits and quotas on the destination service. */
+  rateLimits: RateLimitPolicyRow[];
   errors: EdgeError[];
 }
 
 /** The detail of edge `id`, or undefined when it is not in the window any more. */
-export function edgeDetail(state: Pick<DashboardState, 'traffic' | 'routes' | 'policies' | 'authorization' | 'endpoints'>, id: string): EdgeDetail | undefined {
+export function edgeDetail(state: Pick<DashboardState, 'traffic' | 'routes' | 'policies' | 'authorization' | 'peerAuthentication' | 'rateLimits' | 'endpoints'>, id: string): EdgeDetail | undefined {
   const row = state.traffic.edges.find((e) => e.id === id);
   if (!row) return undefined;
   const edge = graphView({ traffic: { ...state.traffic, edges: [row] } }, '').edges[0]!;
@@ -122,6 +126,8 @@ export function edgeDetail(state: Pick<DashboardState, 'traffic' | 'routes' | 'p
     routes: svc === '' ? [] : state.routes.filter((r) => r.parents.some((p) => p === svc || p.startsWith(`${svc}:`))),
     trafficPolicy: svc === '' ? undefined : state.policies.find((p) => p.service === svc),
     authorization: state.authorization.filter((a) => a.workloads.some((w) => workloads.has(w))),
+    peerAuthentication: state.peerAuthentication.filter((p) => p.workloads.some((w) => workloads.has(w))),
+    rateLimits: svc === '' ? [] : state.rateLimits.filter((r) => r.service === svc),
     errors: row.errors,
   };
 }

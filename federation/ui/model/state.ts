@@ -169,6 +169,41 @@ export interface AuthzPolicyRow {
   rules: number;
   /** Registered workloads it selects now (`namespace/name`). */
   workloads: string[];
+  /** `kedge apply`, or `kubernetes/<cluster>`. */
+  source: string;
+  /** A cluster's document shadowed by an applied one, and the like. */
+  warnings: string[];
+  error?: string;
+}
+
+/** A PeerAuthentication as /api/v1/peerauthentications lists it. */
+export interface PeerAuthPolicyRow {
+  namespace: string;
+  name: string;
+  /** `(mesh)`, `(namespace)` or the selector's labels. */
+  selector: string;
+  mode: string;
+  /** portLevelMtls as `8080=DISABLE`. */
+  ports: string[];
+  /** Registered workloads it applies to now (`namespace/name`), whether or not a more specific policy overrides it. */
+  workloads: string[];
+  source: string;
+  warnings: string[];
+  error?: string;
+}
+
+/** An HTTPLocalRateLimitPolicy or MeshQuota as /api/v1/ratelimits lists it. */
+export interface RateLimitPolicyRow {
+  kind: string;
+  namespace: string;
+  name: string;
+  /** name.namespace of the service it targets. */
+  service: string;
+  /** `10/s per identity, 100/s total`, `100 per 1m per principal`. */
+  limit: string;
+  /** Registered workloads serving the service (`namespace/name`): where it is enforced. */
+  workloads: string[];
+  /** Set when the stored document no longer validates. */
   error?: string;
 }
 
@@ -182,11 +217,13 @@ export interface DashboardState {
   routes: RouteRow[];
   policies: PolicyRow[];
   authorization: AuthzPolicyRow[];
+  peerAuthentication: PeerAuthPolicyRow[];
+  rateLimits: RateLimitPolicyRow[];
   traffic: TrafficSection;
 }
 
 /** The feed's section names, in the order they are sent. */
-export const SECTIONS = ['meta', 'services', 'endpoints', 'workloads', 'sources', 'routes', 'policies', 'authorization', 'traffic'] as const satisfies readonly (keyof DashboardState)[];
+export const SECTIONS = ['meta', 'services', 'endpoints', 'workloads', 'sources', 'routes', 'policies', 'authorization', 'peerAuthentication', 'rateLimits', 'traffic'] as const satisfies readonly (keyof DashboardState)[];
 
 /**
  * The sections the feed sends row by row once the page has them: a change
@@ -217,7 +254,7 @@ export type FeedMessage =
 
 /** An empty state, before the first sections arrive. */
 export function emptyState(): DashboardState {
-  return { meta: { replica: '', trustDomain: '', role: 'viewer', now: '' }, services: [], endpoints: [], workloads: [], sources: [], routes: [], policies: [], authorization: [], traffic: { windowSeconds: 60, reportingAgents: 0, edges: [] } };
+  return { meta: { replica: '', trustDomain: '', role: 'viewer', now: '' }, services: [], endpoints: [], workloads: [], sources: [], routes: [], policies: [], authorization: [], peerAuthentication: [], rateLimits: [], traffic: { windowSeconds: 60, reportingAgents: 0, edges: [] } };
 }
 
 function applyRowChanges<T>(rows: readonly T[], changes: RowChanges<T>, key: (r: T) => string): T[] {
