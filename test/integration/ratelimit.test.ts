@@ -150,6 +150,7 @@ describe('local rate limits', () => {
     for (const [who, r] of [['a', ra], ['b', rb]] as const) {
       // The bucket holds 10 and refills 10 per second: 10 + 10 × the run's length may pass.
       const expected = 10 + 10 * r.seconds;
+      process.stdout.write(`# ${who}: ${r.ok} of 90 admitted, ${r.refused} refused (429) in ${r.seconds} s; the bucket allows ${expected.toFixed(1)}\n`);
       assert.equal(r.other, 0, `${who}: only 2xx and 429`);
       assert.equal(r.ok + r.refused, 90);
       assert.ok(Math.abs(r.ok - expected) <= Math.max(3, expected * 0.1), `${who}: ${r.ok} admitted in ${r.seconds} s, expected about ${expected.toFixed(1)}`);
@@ -165,6 +166,10 @@ describe('local rate limits', () => {
     const log = await server.proc.waitForLog((l) => l.msg === 'refused by rate limit' && l.policy === 'shop/web-per-identity', 5_000, 'the refusal log line');
     assert.equal(log.limit, 'identity');
     assert.match(String(log.peer), /^spiffe:\/\/cluster\.local\/ns\/default\/sa\/[ab]$/);
+    // The per-request record of the server proxy counts the refusal with Envoy's flag.
+    const record = await server.proc.waitForLog((l) => l.msg === 'inbound' && l.status === 429, 5_000, 'the record of a refused request');
+    assert.equal(record.flags, 'RL');
+    assert.equal(record.code, 'KEDGE_RATE_LIMITED');
   });
 
   it('gRPC: a call past the limit gets RESOURCE_EXHAUSTED; TCP: a connection past the connection rate is closed', T, async () => {
@@ -172,6 +177,8 @@ describe('local rate limits', () => {
     assert.deepEqual(codes.slice(0, 3), [0, 0, 0], `codes ${codes.join(',')}`);
     assert.ok(codes.slice(3).includes(grpc.status.RESOURCE_EXHAUSTED), `codes ${codes.join(',')}`);
     assert.ok(codes.every((c) => c === 0 || c === grpc.status.RESOURCE_EXHAUSTED), `codes ${codes.join(',')}`);
+    const grpcRecord = await server.proc.waitForLog((l) => l.msg === 'inbound' && l.grpcStatus === grpc.status.RESOURCE_EXHAUSTED, 5_000, 'the record of a refused gRPC call');
+    assert.equal(grpcRecord.flags, 'RL');
     const echoes = [];
     for (let i = 0; i < 5; i++) echoes.push(await tcpExchange(b.upstreams[1]!));
     assert.deepEqual(echoes.slice(0, 2), ['ping\n', 'ping\n']);
@@ -231,6 +238,7 @@ describe('429 back-off in client balancing', () => {
     assert.equal(toBusy + toOk, 60);
     assert.equal(statuses.filter((s) => s === 429).length, toBusy);
     // Without back-off, random two-choice over two endpoints sends about half to each.
+    process.stdout.write(`# 60 requests: ${toBusy} to the endpoint answering 429, ${toOk} to the other\n`);
     assert.ok(toBusy <= 12, `${toBusy} of 60 requests went to the endpoint answering 429 (${toOk} to the other)`);
   });
 });
