@@ -24,6 +24,10 @@ const CONNECTIONS = Number(arg('connections', '50'));
 // `-native`: the same Kedge pair on the native forwarding core (agent/native, ProxyOptions.core).
 const ALL = ['direct', 'kedge-l4', 'kedge-l4-native', 'kedge-l7', 'kedge-l7-native', 'haproxy-l4', 'haproxy-l7', 'nginx-l4', 'nginx-l7'];
 const CASES = arg('cases', ALL.join(',')).split(',');
+// --perf DIR: `perf record -g` on each pair's processes during the measured
+// run (Kedge proxies then run with --perf-basic-prof so JavaScript frames
+// have names); summarise with `perf report -i DIR/<case>-<round>.data`.
+const PERF_DIR = arg('perf', '');
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const ANCHORS = process.env.PERF_ANCHORS ?? path.resolve(REPO, '..', 'shared', 'perf-anchors');
 const CLK_TCK = 100;
@@ -106,8 +110,9 @@ async function startPair(name: string): Promise<Pair> {
   if (kind === 'direct') return { pids: [], stop: async () => undefined };
   if (kind === 'kedge') {
     const env = { ...process.env, PROXY_JS: path.join(REPO, 'dist', 'agent', 'proxy', 'proxy.js'), REPO, CERTS: certs, PROTO: layer === 'l7' ? 'http' : 'tcp', CORE: variant === 'native' ? 'native' : 'typescript' };
-    procs.push(start(process.execPath, ['-e', KEDGE_CHILD], { ...env, SIDE: 'server' }));
-    procs.push(start(process.execPath, ['-e', KEDGE_CHILD], { ...env, SIDE: 'client' }));
+    const flags = PERF_DIR ? ['--perf-basic-prof'] : [];
+    procs.push(start(process.execPath, [...flags, '-e', KEDGE_CHILD], { ...env, SIDE: 'server' }));
+    procs.push(start(process.execPath, [...flags, '-e', KEDGE_CHILD], { ...env, SIDE: 'client' }));
   } else if (kind === 'haproxy') {
     procs.push(start('haproxy', ['-db', '-f', config(`haproxy/${layer}-server.cfg`)]));
     procs.push(start('haproxy', ['-db', '-f', config(`haproxy/${layer}-client.cfg`)]));
@@ -142,17 +147,19 @@ function ms(v: string, unit: string): number {
   return unit === 'us' ? n / 1000 : unit === 's' ? n * 1000 : n;
 }
 
-async function measure(name: string): Promise<Result> {
+async function measure(name: string, round: number): Promise<Result> {
   const pair = await startPair(name);
   const port = name === 'direct' ? 18080 : 19080;
   try {
     // Warm up: connections, JIT, TLS sessions.
     spawnSync('wrk', ['-t1', `-c${CONNECTIONS}`, '-d1s', `http://127.0.0.1:${port}/`]);
+    const perf = PERF_DIR && pair.pids.length > 0 ? spawn('perf', ['record', '-g', '-q', '-o', path.join(PERF_DIR, `${name}-${round}.data`), '-p', pair.pids.join(','), '--', 'sleep', String(SECONDS)], { stdio: 'ignore' }) : undefined;
     const before = pair.pids.map(usage);
     const t0 = performance.now();
     const out = sh('wrk', ['-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, '--latency', `http://127.0.0.1:${port}/`]);
     const wall = (performance.now() - t0) / 1000;
     const after = pair.pids.map(usage);
+    if (perf) await new Promise((r) => (perf.exitCode !== null ? r(undefined) : perf.once('exit', r)));
     const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
     const lat = (p: string): number => {
       const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
@@ -183,7 +190,7 @@ async function main(): Promise<void> {
   console.log(`# dataplane: ${ROUNDS} interleaved rounds x ${SECONDS}s, wrk -t1 -c${CONNECTIONS}, ${os.cpus().length} vCPU, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   for (let round = 1; round <= ROUNDS; round++) {
     for (const name of CASES) {
-      const r = await measure(name);
+      const r = await measure(name, round);
       if (!results.has(name)) results.set(name, []);
       results.get(name)!.push(r);
       console.log(`round ${round} ${name.padEnd(11)} ${r.rps.toFixed(0).padStart(7)} rps  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  ${r.cpuPerK.toFixed(3)} vCPU/krps/proxy  ${r.rssMb.toFixed(0)} MB/proxy  errors ${r.errors}`);

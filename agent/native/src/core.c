@@ -65,6 +65,8 @@ typedef struct end {
   int fd;
   SSL *ssl;
   int rd_eof;   // EOF (or close_notify) read
+  int rd_ready; // plain end: the kernel may hold bytes (an epoll edge since the last short read)
+  int hup;      // the peer's FIN (or an error) was signalled: read until EOF, whatever the size
   int wr_shut;  // our FIN (and close_notify) sent
   uint64_t rd_bytes, wr_bytes;
   ep_ref ref;
@@ -413,12 +415,15 @@ static void nodelay(int fd) {
 
 static long end_read(end *e, unsigned char *buf, size_t n, char *why, size_t wn) {
   if (e->ssl) {
-    ERR_clear_error();
+    // The error queue is empty here: every error path below clears it.
     int r = SSL_read(e->ssl, buf, (int)n);
     if (r > 0) return r;
     int err = SSL_get_error(e->ssl, r);
     if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return IO_AGAIN;
-    if (err == SSL_ERROR_ZERO_RETURN) return IO_EOF;
+    if (err == SSL_ERROR_ZERO_RETURN) {
+      ERR_clear_error();
+      return IO_EOF;
+    }
     // A TCP FIN without close_notify: Node takes it for an end too.
     if (err == SSL_ERROR_SYSCALL && errno == 0) return IO_EOF;
     if (err == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
@@ -429,16 +434,23 @@ static long end_read(end *e, unsigned char *buf, size_t n, char *why, size_t wn)
     return IO_ERR;
   }
   ssize_t r = recv(e->fd, buf, n, 0);
-  if (r > 0) return r;
+  if (r > 0) {
+    // A short read emptied the receive queue: the next byte brings a new
+    // edge, so no read is tried (for an EAGAIN) until then.
+    if ((size_t)r < n && !e->hup) e->rd_ready = 0;
+    return r;
+  }
   if (r == 0) return IO_EOF;
-  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return IO_AGAIN;
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+    e->rd_ready = 0;
+    return IO_AGAIN;
+  }
   snprintf(why, wn, "%s", strerror(errno));
   return IO_ERR;
 }
 
 static long end_write(end *e, const unsigned char *buf, size_t n, char *why, size_t wn) {
   if (e->ssl) {
-    ERR_clear_error();
     int r = SSL_write(e->ssl, buf, (int)n);
     if (r > 0) return r;
     int err = SSL_get_error(e->ssl, r);
@@ -489,7 +501,7 @@ static void pump(core *c, conn *x) {
         progress = 1;
       }
       if (x->off[d] == x->len[d]) x->off[d] = x->len[d] = 0;
-      if (x->len[d] == 0 && !src->rd_eof) {
+      if (x->len[d] == 0 && !src->rd_eof && (src->ssl || src->rd_ready)) {
         long n = end_read(src, x->buf[d], BUFSZ, why, sizeof why);
         if (n > 0) {
           x->len[d] = (size_t)n;
@@ -519,6 +531,7 @@ static void pump(core *c, conn *x) {
 
 static void start_splice(core *c, conn *x) {
   set_deadline(c, x, 0);
+  x->e[0].rd_ready = x->e[1].rd_ready = 1;
   for (int i = 0; i < 2; i++) {
     if (!x->buf[i]) x->buf[i] = malloc(BUFSZ);
     if (!x->buf[i]) return finish(c, x, "KEDGE_NATIVE_NO_MEMORY", "out of memory for the splice buffers", 1);
@@ -778,7 +791,8 @@ static void peek_hello(core *c, conn *x) {
 }
 
 static void on_end_event(core *c, conn *x, int idx, uint32_t events) {
-  (void)events;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) x->e[idx].rd_ready = 1;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) x->e[idx].hup = 1;
   switch (x->state) {
     case S_PEEK:
       if (idx == 0) peek_hello(c, x);
