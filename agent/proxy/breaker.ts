@@ -92,6 +92,11 @@ export class ServiceBreaker {
     this.waiters.shift()?.();
   }
 
+  /** Every waiter tries again (an HTTP/2 session opened or closed: it may serve all of them). */
+  wakeAll(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
   /** Requests queued for a free connection now. */
   get waiting(): number {
     return this.waiters.length;

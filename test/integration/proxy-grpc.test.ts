@@ -6,14 +6,10 @@
 // metadata, deadlines and cancellation pass end to end.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as http2 from 'node:http2';
-import type * as net from 'node:net';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { protoPath as healthProto } from 'grpc-health-check';
 import { compileServiceRoutes, validateRouteDocument, type RouteObject } from '../../policy/routes';
 import { TRAFFIC_POLICY_DEFAULTS } from '../../policy/traffic-policy';
 import { Proxy } from '../../agent/proxy/proxy';
@@ -22,105 +18,18 @@ import type { EndpointView, ServiceView } from '../../agent/proxy/types';
 import { logCapture } from '../support/logs';
 import { makeCa, makeLeaf, toTlsIdentity } from '../support/pki';
 import { eventually } from '../support/procs';
+import { BIG, type EchoClient, type EchoServer, type Msg, echoClient, echoServer, h2App, loadEcho } from '../support/grpc-echo';
 
 const TD = 'spiffe://kedge.test';
 const HOST = 'echo.shop.svc.cluster.local';
 const GRPC_PORT = 9090;
 const H2_PORT = 8080;
 const T = { timeout: 60_000 };
-const BIG = 8 * 1024 * 1024;
-
-const PROTO = `
-syntax = "proto3";
-package kedge.test;
-message Msg { string text = 1; bytes data = 2; int32 code = 3; int32 count = 4; int32 delay_ms = 5; }
-service Echo {
-  rpc Unary(Msg) returns (Msg);
-  rpc Stream(Msg) returns (stream Msg);
-  rpc Bidi(stream Msg) returns (stream Msg);
-}
-`;
-
-interface Msg {
-  text?: string;
-  data?: Buffer;
-  code?: number;
-  count?: number;
-  delayMs?: number;
-}
-
-type EchoClient = grpc.Client & {
-  Unary(m: Msg, md: grpc.Metadata, o: grpc.CallOptions, cb: (err: grpc.ServiceError | null, r?: Msg) => void): grpc.ClientUnaryCall;
-  Stream(m: Msg, md?: grpc.Metadata): grpc.ClientReadableStream<Msg>;
-  Bidi(): grpc.ClientDuplexStream<Msg, Msg>;
-};
-
-function loadEcho(): grpc.GrpcObject {
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kedge-grpc-')), 'echo.proto');
-  fs.writeFileSync(file, PROTO);
-  return grpc.loadPackageDefinition(protoLoader.loadSync(file, { keepCase: false, longs: Number, defaults: true }));
-}
-
-interface EchoServer {
-  server: grpc.Server;
-  port: number;
-  calls: number;
-  cancelled: number;
-}
-
-async function echoServer(name: string, pkg: grpc.GrpcObject): Promise<EchoServer> {
-  const e: EchoServer = { server: new grpc.Server({ 'grpc.max_receive_message_length': BIG, 'grpc.max_send_message_length': BIG }), port: 0, calls: 0, cancelled: 0 };
-  const svc = ((pkg.kedge as grpc.GrpcObject).test as grpc.GrpcObject).Echo as grpc.ServiceClientConstructor;
-  e.server.addService(svc.service, {
-    Unary: (call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) => {
-      e.calls++;
-      call.on('cancelled', () => e.cancelled++);
-      const m = call.request;
-      const reply = (): void => {
-        const trailer = new grpc.Metadata();
-        trailer.set('x-trailer', `t-${name}`);
-        trailer.set('x-bin-bin', Buffer.from([0, 1, 2, 255]));
-        if (m.code) return cb({ code: m.code, details: `failing with ${m.code}`, metadata: trailer } as grpc.ServiceError);
-        const md = new grpc.Metadata();
-        md.set('x-server', name);
-        const seen = call.metadata.get('x-bin-bin')[0];
-        if (seen !== undefined) md.set('x-echo-bin', seen as Buffer);
-        call.sendMetadata(md);
-        cb(null, { text: `${name}:${m.text}`, data: m.data }, trailer);
-      };
-      if (m.delayMs) setTimeout(reply, m.delayMs);
-      else reply();
-    },
-    Stream: (call: grpc.ServerWritableStream<Msg, Msg>) => {
-      e.calls++;
-      for (let i = 0; i < (call.request.count ?? 0); i++) call.write({ text: `${name}:${i}` });
-      call.end();
-    },
-    Bidi: (call: grpc.ServerDuplexStream<Msg, Msg>) => {
-      e.calls++;
-      call.on('data', (m: Msg) => call.write({ text: m.text }));
-      call.on('end', () => call.end());
-      call.on('cancelled', () => e.cancelled++);
-    },
-  });
-  e.port = await new Promise<number>((resolve, reject) => e.server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
-  return e;
-}
-
-/** An h2c app for the `http2` port: answers every request with its name. */
-async function h2App(name: string): Promise<{ server: http2.Http2Server; port: number }> {
-  const server = http2.createServer((req, res) => {
-    req.resume();
-    req.on('end', () => res.end(`${name} ${req.url}\n`));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return { server, port: (server.address() as net.AddressInfo).port };
-}
 
 describe('HTTP/2 and gRPC through the mesh', () => {
   const ca = makeCa('grpc-mesh');
   const pkg = loadEcho();
-  const Echo = ((pkg.kedge as grpc.GrpcObject).test as grpc.GrpcObject).Echo as unknown as new (addr: string, creds: grpc.ChannelCredentials, opts?: grpc.ChannelOptions) => EchoClient;
+  const Echo = echoClient(pkg);
   const servers: EchoServer[] = [];
   const h2apps: Awaited<ReturnType<typeof h2App>>[] = [];
   const proxies: Proxy[] = [];
@@ -310,6 +219,38 @@ describe('HTTP/2 and gRPC through the mesh', () => {
       assert.equal(servers[0]!.calls + servers[1]!.calls - before, 4, 'the first attempt and three retries');
     } finally {
       set(service());
+    }
+  });
+
+  it('grpc.health.v1 Check and Watch (grpc-node\'s own health service) pass through the pair', T, async () => {
+    const hpkg = grpc.loadPackageDefinition(protoLoader.loadSync(healthProto, { keepCase: true, enums: String, defaults: true }));
+    type HealthClient = grpc.Client & {
+      Check(r: { service: string }, cb: (err: grpc.ServiceError | null, res?: { status: string }) => void): void;
+      Watch(r: { service: string }): grpc.ClientReadableStream<{ status: string }>;
+    };
+    const Health = (((hpkg.grpc as grpc.GrpcObject).health as grpc.GrpcObject).v1 as grpc.GrpcObject).Health as unknown as new (a: string, c: grpc.ChannelCredentials) => HealthClient;
+    const health = new Health(`127.0.0.1:${grpcPort}`, grpc.credentials.createInsecure());
+    const check = (service: string): Promise<{ err: grpc.ServiceError | null; status?: string }> => new Promise((r) => health.Check({ service }, (err, res) => r({ err, ...(res ? { status: res.status } : {}) })));
+    try {
+      assert.deepEqual(await check(''), { err: null, status: 'SERVING' });
+      assert.deepEqual(await check('kedge.test.Echo'), { err: null, status: 'SERVING' });
+      const unknown = await check('no.such.Service');
+      assert.equal(unknown.err?.code, grpc.status.NOT_FOUND, 'the server\'s NOT_FOUND passes unchanged');
+      const watch = health.Watch({ service: 'kedge.test.Echo' });
+      const seen: string[] = [];
+      watch.on('data', (m: { status: string }) => seen.push(m.status));
+      watch.on('error', () => undefined);
+      await eventually(() => seen[0] === 'SERVING', 5_000, 'the first Watch answer');
+      // The watch stream rides one endpoint; both change, so whichever it is tells the client.
+      for (const s of servers) s.health.setStatus('kedge.test.Echo', 'NOT_SERVING');
+      await eventually(() => seen.includes('NOT_SERVING'), 5_000, 'the Watch stream to carry the change');
+      assert.deepEqual(seen, ['SERVING', 'NOT_SERVING']);
+      const ended = new Promise<grpc.StatusObject>((r) => watch.on('status', r));
+      watch.cancel();
+      assert.equal((await ended).code, grpc.status.CANCELLED);
+    } finally {
+      for (const s of servers) s.health.setStatus('kedge.test.Echo', 'SERVING');
+      health.close();
     }
   });
 

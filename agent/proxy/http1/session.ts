@@ -464,6 +464,11 @@ export class Http1Session {
   private timeout(ex: Exchange, which: 'request' | 'attempt'): void {
     if (ex.finished) return;
     const a = ex.attempt;
+    // A backendRequest timeout before any answer is a 504 the route may retry (Envoy's per-try timeout).
+    if (which === 'attempt' && a !== undefined && a.sentDown === 0 && this.shouldRetry(ex, 504)) {
+      ex.tried.add(a.up.host);
+      return this.retry(ex, a, 'KEDGE_ATTEMPT_TIMEOUT', 'gateway-error', 504);
+    }
     if (a !== undefined) {
       this.detach(a);
       a.up.done(false, undefined);

@@ -10,18 +10,13 @@ import type { InboundRateLimits } from '../ratelimit';
 import { randomUUID } from 'node:crypto';
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
-import { KedgeError } from '../../../proto/model/errors';
 import { buildSni } from '../../../proto/model/sni';
 import { modifyPath, pickBackend, redirectLocation } from '../../../policy/routes/apply';
 import type { HeaderModifier } from '../../../policy/routes/types';
-import { TRAFFIC_POLICY_DEFAULTS } from '../../../policy/traffic-policy';
-import { connectAttempts, logOutlier } from '../attempts';
 import type { MeshEndpoint } from '../balancers';
-import { refusalMessage } from '../breaker';
 import { type ConnectionTrace, destinationService } from '../connection-record';
 import { endpointPeer } from '../../telemetry/peer-metadata';
 import { PEER_HEADER, PEER_ONLY, peerFromHeader, peerHeaderOf, requestAdd, requestRemove, startHop } from '../../telemetry/hop';
-import { dialEndpoint, dialPlaintext } from '../dial';
 import type { MeshDeps, MeshRoute } from '../engine';
 import { dialApp } from '../http1/inbound';
 import type { PeerWorkload, RecordSink } from '../record';
@@ -29,6 +24,8 @@ import { UNKNOWN_PEER } from '../record';
 import { RequestTrace, requestLogFields, traceIdOf } from '../request-record';
 import type { LocalTarget, ServiceView } from '../types';
 import type { Logger } from '../../../proto/model/log';
+import { retryAdmission, streamConnector } from './connect';
+import { mirrorTap } from './mirror';
 import { type H2Sessions, sessionOver } from './sessions';
 import type { Drainable } from '../http1/session';
 import { GRPC, type H2Answer, type H2Upstream, type StreamPlan, forwardStream, grpcTimeoutMs } from './stream';
@@ -75,9 +72,6 @@ function modify(set: Record<string, string>, remove: Set<string>, mod: HeaderMod
   // HTTP/2 headers are a map here: an added value joins any existing one.
   for (const { name, value } of mod.add) set[name] = set[name] === undefined ? value : `${set[name]}, ${value}`;
 }
-
-/** Route rules whose unimplemented mirror was already reported (once per process). */
-const mirrorWarned = new Set<string>();
 
 const isGrpc = (h: http2.IncomingHttpHeaders): boolean => String(h['content-type'] ?? '').startsWith('application/grpc');
 
@@ -137,10 +131,6 @@ export function serveHttp2Outbound(client: net.Socket, route: MeshRoute, trace: 
         plan.answer = { status: 404, grpcStatus: GRPC.UNIMPLEMENTED, code: 'KEDGE_NO_ROUTE', message: `no route rule of ${service.key} port ${port} matches ${method} ${path}`, flag: 'NR' };
       } else {
         t.route = target.ref.id;
-        if (target.filters.mirrors.length > 0 && !mirrorWarned.has(target.ref.id)) {
-          mirrorWarned.add(target.ref.id);
-          deps.logger.warn({ ...fields, route: target.ref.id }, 'RequestMirror is not implemented on HTTP/2 and gRPC ports yet: this rule\'s requests are not mirrored');
-        }
         const fault = target.filters.fault;
         if (target.redirect !== undefined) {
           const location = redirectLocation(target.redirect, { scheme: 'http', host: authority.replace(/:\d+$/, ''), port, path, query });
@@ -167,6 +157,9 @@ export function serveHttp2Outbound(client: net.Socket, route: MeshRoute, trace: 
             if (rw?.path !== undefined) plan.path = `${modifyPath(path, rw.path)}${query ? `?${query}` : ''}`;
             if (rw?.hostname !== undefined) setHeaders[':authority'] = rw.hostname;
             if (target.timeouts.requestMs !== undefined && target.timeouts.requestMs > 0) plan.timeoutMs = target.timeouts.requestMs;
+            if (target.timeouts.backendRequestMs !== undefined && target.timeouts.backendRequestMs > 0) plan.attemptTimeoutMs = target.timeouts.backendRequestMs;
+            const mirrors = target.filters.mirrors.filter((m) => Math.random() < m.fraction);
+            if (mirrors.length > 0) plan.taps = mirrors.map((mirror) => mirrorTap(deps, { mirror, request: { method, path: fullPath, authority }, fields, timeoutMs: target.timeouts.requestMs }));
             if (target.retry !== undefined) plan.retry = { httpStatuses: target.retry.httpCodes, grpcStatuses: target.retry.grpcCodes, attempts: target.retry.attempts, backoffMs: target.retry.backoffMs };
           }
         }
@@ -175,44 +168,20 @@ export function serveHttp2Outbound(client: net.Socket, route: MeshRoute, trace: 
     // grpc-timeout caps the route's timeout (the client gives up then anyway).
     if (deadline !== undefined && plan.timeoutMs !== undefined) plan.timeoutMs = Math.min(plan.timeoutMs, deadline);
 
-    const entry = deps.balancers.entry(backend.service);
-    const policy = backend.service.policy ?? TRAFFIC_POLICY_DEFAULTS;
-    const breaker = deps.breakers.get(backend.service.key, policy.circuitBreaker, policy.retryBudget);
-    const sni = buildSni(backend.port, backend.service.hostname);
-    const timeoutMs = entry.balancer.connectTimeoutMs() ?? deps.connectTimeoutMs;
-    const open = async (e: MeshEndpoint): Promise<http2.ClientHttp2Session> => {
-      if (e.view.plaintext) return sessionOver(await dialPlaintext(e.view, e.port, timeoutMs, deps.track), `http://${backend.service.hostname}:${backend.port}`);
-      const s = await dialEndpoint(e.view, sni, deps.clientTls(), timeoutMs, deps.track, ['h2']);
-      if (s.alpnProtocol !== 'h2') {
-        s.destroy();
-        throw new KedgeError('KEDGE_UPSTREAM_NO_H2', `endpoint ${e.key} (${e.view.workload}) did not agree to HTTP/2 on mesh TLS (ALPN ${String(s.alpnProtocol)}); its agent may predate the HTTP/2 stack`);
-      }
-      return sessionOver(s, `https://${backend.service.hostname}:${backend.port}`);
-    };
-    let admitted = false;
-    const connect = async (tried: Set<string>): Promise<H2Upstream | H2Answer> => {
-      if (!admitted) {
-        const r = breaker.admitRequest();
-        if (typeof r === 'string') return { status: 503, grpcStatus: GRPC.UNAVAILABLE, code: 'KEDGE_CIRCUIT_OPEN', message: refusalMessage(backend.service.key, r, policy.circuitBreaker), flag: 'UO' };
-        releases.push(r);
-        admitted = true;
-      }
-      const r = await connectAttempts(
-        { entry, servicePort: backend.port, request: { method, path: fullPath, authority }, tried, fields, gone: () => down.destroyed, allowRepeat: true, ...(route.preferred && backend.service === service ? { preferred: entry.endpointFor(route.preferred, port) } : {}) },
-        deps,
-        t,
-        (e) => deps.h2.get(`${e.key}|${e.view.plaintext ? '' : sni}`, e.key, () => open(e)),
-      );
-      if (r instanceof KedgeError) {
-        const flag = r.code === 'KEDGE_NO_ENDPOINTS' ? 'UH' : r.code === 'KEDGE_CIRCUIT_OPEN' ? 'UO' : 'UF';
-        return { status: 503, grpcStatus: GRPC.UNAVAILABLE, code: r.code, message: r.message, flag };
-      }
-      const pick = r.pick;
-      ep = pick.endpoint;
-      t.destination = endpointPeer(ep.view);
-      const picked = ep;
-      return { session: r.conn, host: ep.key, done: (outcome) => logOutlier(deps.logger, pick.onEnd(outcome), picked, fields, outcome ?? '') };
-    };
+    const preferred = route.preferred && backend.service === service && backend.port === port ? deps.balancers.entry(service).endpointFor(route.preferred, port) : undefined;
+    const connect = streamConnector(deps, {
+      backend: { service: backend.service, port: backend.port, preferred },
+      request: { method, path: fullPath, authority },
+      fields,
+      gone: () => down.destroyed,
+      log: t,
+      releases,
+      onEndpoint: (e) => {
+        ep = e;
+        t.destination = endpointPeer(e.view);
+      },
+    });
+    if (plan.retry !== undefined) plan.admitRetry = retryAdmission(deps, backend.service, fields, releases);
     forwardStream(down, headers, plan, connect);
   };
   serveSession(client, onStream, () => trace.finish('', client.bytesWritten, client.bytesRead), deps.logger, deps.sessions);
@@ -259,8 +228,8 @@ export function serveHttp2Inbound(socket: net.Socket, target: LocalTarget, peer:
     if (denied ?? limited) plan.answer = denied ?? limited;
     const connect = async (): Promise<H2Upstream | H2Answer> => {
       try {
-        const session = await deps.apps.get(appAddr, appAddr, async () => sessionOver(await dialApp(target, deps.connectTimeoutMs, deps.track), `http://${appAddr}`));
-        return { session, host: appAddr, done: () => undefined };
+        const conn = await deps.apps.get(appAddr, appAddr, async () => sessionOver(await dialApp(target, deps.connectTimeoutMs, deps.track), `http://${appAddr}`));
+        return { request: (h, o) => conn.request(h, o), host: appAddr, done: () => undefined };
       } catch (err) {
         return { status: 503, grpcStatus: GRPC.UNAVAILABLE, code: 'KEDGE_TARGET_CONNECT_FAILED', message: `the app at ${appAddr} refused the connection (${(err as Error).message}); check that it listens there`, flag: 'UF' };
       }

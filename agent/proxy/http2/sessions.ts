@@ -1,16 +1,71 @@
 // HTTP/2 sessions the proxy opens: to endpoints' proxies over mTLS (ALPN
-// h2) and to local apps in h2c. One multiplexed session per endpoint and
-// SNI, opened on first use (concurrent first requests share the one being
-// opened), dropped when it closes or receives GOAWAY, and closed when the
-// pool is closed. Streams are the unit of balancing; sessions are only
-// transport.
+// h2) and to local apps in h2c. One active multiplexed session per
+// endpoint and SNI, opened on first use (concurrent first requests share
+// the one being opened). A session that carried maxRequestsPerConnection
+// streams is retired: it takes no new stream, finishes the ones it has
+// (still counted as a connection, as Envoy counts draining ones) and
+// closes; the next stream opens a new one. A session with no stream for
+// the idle timeout is closed. Streams are the unit of balancing; sessions
+// are only transport.
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
 
-interface Entry {
-  endpoint: string;
-  session: Promise<http2.ClientHttp2Session>;
+/** What a session is kept under: TrafficPolicy's maxRequestsPerConnection (0: unlimited) and poolIdleTimeout (0: never). */
+export interface H2Limits {
+  maxRequestsPerConnection: number;
+  idleTimeoutMs: number;
+}
+
+const NO_LIMITS: H2Limits = { maxRequestsPerConnection: 0, idleTimeoutMs: 0 };
+
+/** One session of a pool key, opening, active or retired. */
+export class H2Conn {
   live: http2.ClientHttp2Session | undefined;
+  /** Streams open on it now. */
+  active = 0;
+  /** Streams it carried. */
+  total = 0;
+  /** Takes no new stream (maxRequestsPerConnection reached, GOAWAY, closed). */
+  retired = false;
+  private idle: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly endpoint: string,
+    readonly ready: Promise<http2.ClientHttp2Session>,
+    public limits: H2Limits,
+  ) {}
+
+  /** Opens a stream on the session, counting it; retires the session when it reached its stream limit. */
+  request(headers: http2.OutgoingHttpHeaders, options: http2.ClientSessionRequestOptions): http2.ClientHttp2Stream {
+    const s = this.live!;
+    const stream = s.request(headers, options);
+    this.active++;
+    this.total++;
+    if (this.idle !== undefined) clearTimeout(this.idle);
+    this.idle = undefined;
+    stream.once('close', () => {
+      this.active--;
+      if (this.active === 0 && !this.retired && this.limits.idleTimeoutMs > 0) {
+        this.idle = setTimeout(() => this.retire(), this.limits.idleTimeoutMs);
+        this.idle.unref();
+      }
+    });
+    const max = this.limits.maxRequestsPerConnection;
+    if (max > 0 && this.total >= max) this.retire();
+    return stream;
+  }
+
+  /** Takes no new stream; closes once the open ones finished. */
+  retire(): void {
+    this.retired = true;
+    if (this.idle !== undefined) clearTimeout(this.idle);
+    if (this.live !== undefined && !this.live.closed) this.live.close();
+  }
+
+  /** Usable for a new stream now. */
+  get usable(): boolean {
+    return this.live !== undefined && !this.retired && !this.live.closed && !this.live.destroyed;
+  }
 }
 
 /**
@@ -36,48 +91,89 @@ export function sessionOver(socket: net.Socket, authority: string): http2.Client
 
 /** Sessions by key; see the file comment. */
 export class H2Sessions {
-  private readonly sessions = new Map<string, Entry>();
+  /** Every session of a key: the newest may be active, older ones are retired and draining. */
+  private readonly byKey = new Map<string, H2Conn[]>();
 
-  /** The session for `key` (endpoint address:port, plus SNI), opened with `open` when there is none. */
-  get(key: string, endpoint: string, open: () => Promise<http2.ClientHttp2Session>): Promise<http2.ClientHttp2Session> {
-    const e = this.sessions.get(key);
-    if (e !== undefined && (e.live === undefined || (!e.live.closed && !e.live.destroyed))) return e.session;
-    const entry: Entry = { endpoint, session: open(), live: undefined };
-    this.sessions.set(key, entry);
-    entry.session.then(
+  /** The active session of `key`, if one is open and takes streams. */
+  ready(key: string): H2Conn | undefined {
+    const list = this.byKey.get(key);
+    const last = list?.[list.length - 1];
+    return last?.usable === true ? last : undefined;
+  }
+
+  /** Whether `key` has any session (opening, active or draining). */
+  has(key: string): boolean {
+    return (this.byKey.get(key)?.length ?? 0) > 0;
+  }
+
+  /**
+   * The session for `key` (endpoint address:port, plus SNI): the active
+   * one, the one being opened, or a new one opened with `open`. `onClose`
+   * runs when a session opened here closes (a connection became free).
+   */
+  get(key: string, endpoint: string, open: () => Promise<http2.ClientHttp2Session>, limits: H2Limits = NO_LIMITS, onClose?: () => void): Promise<H2Conn> {
+    const list = this.byKey.get(key) ?? [];
+    const last = list[list.length - 1];
+    if (last !== undefined && !last.retired && (last.live === undefined || last.usable)) {
+      last.limits = limits;
+      return last.ready.then(() => last);
+    }
+    const conn = new H2Conn(endpoint, open(), limits);
+    list.push(conn);
+    this.byKey.set(key, list);
+    const drop = (): void => {
+      conn.retired = true;
+      const l = this.byKey.get(key);
+      const i = l?.indexOf(conn) ?? -1;
+      if (l === undefined || i < 0) return;
+      l.splice(i, 1);
+      if (l.length === 0) this.byKey.delete(key);
+      onClose?.();
+    };
+    return conn.ready.then(
       (s) => {
-        entry.live = s;
-        const drop = (): void => {
-          if (this.sessions.get(key) === entry) this.sessions.delete(key);
-        };
+        conn.live = s;
         s.once('close', drop);
-        s.once('goaway', drop);
-        s.once('error', drop);
+        // GOAWAY from the peer: no new streams here; it still counts until it closes.
+        s.once('goaway', () => (conn.retired = true));
+        s.once('error', () => (conn.retired = true));
+        if (s.closed || s.destroyed) drop();
+        return conn;
       },
-      () => {
-        if (this.sessions.get(key) === entry) this.sessions.delete(key);
+      (err: unknown) => {
+        drop();
+        throw err;
       },
     );
-    return entry.session;
+  }
+
+  /** Sessions open or opening to `endpoints` now (active and draining), for maxConnections. */
+  connections(endpoints: Iterable<string>): number {
+    const want = new Set(endpoints);
+    let n = 0;
+    for (const list of this.byKey.values()) for (const c of list) if (want.has(c.endpoint)) n++;
+    return n;
   }
 
   /** Sessions open now, for tests and the admin endpoint. */
   get size(): number {
-    return this.sessions.size;
+    let n = 0;
+    for (const list of this.byKey.values()) n += list.length;
+    return n;
   }
 
   /** Closes sessions whose endpoint `keep` rejects. */
   prune(keep: (endpoint: string) => boolean): void {
-    for (const [key, e] of this.sessions) {
-      if (keep(e.endpoint)) continue;
-      this.sessions.delete(key);
-      void e.session.then((s) => s.close(), () => undefined);
+    for (const [key, list] of this.byKey) {
+      if (list.length === 0 || keep(list[0]!.endpoint)) continue;
+      this.byKey.delete(key);
+      for (const c of list) void c.ready.then((s) => s.close(), () => undefined);
     }
   }
 
   /** Closes every session gracefully (GOAWAY; open streams finish). */
   close(): void {
-    for (const e of this.sessions.values()) void e.session.then((s) => s.close(), () => undefined);
-    this.sessions.clear();
+    for (const list of this.byKey.values()) for (const c of list) void c.ready.then((s) => s.close(), () => undefined);
+    this.byKey.clear();
   }
 }

@@ -22,7 +22,8 @@ const DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-
 
 /** An upstream for one attempt of a stream. */
 export interface H2Upstream {
-  session: http2.ClientHttp2Session;
+  /** Opens the attempt's stream (on a pooled session, counted there). */
+  request(headers: http2.OutgoingHttpHeaders, options: http2.ClientSessionRequestOptions): http2.ClientHttp2Stream;
   host: string;
   /** The attempt is over; `outcome` goes to outlier detection. */
   done(outcome: Outcome | undefined): void;
@@ -64,11 +65,32 @@ export interface StreamPlan {
   retry?: { httpStatuses: ReadonlySet<number>; grpcStatuses: ReadonlySet<number>; attempts: number; backoffMs: number };
   /** Whole-stream limit in ms (the route's timeout capped by grpc-timeout); 0 or undefined: none. */
   timeoutMs?: number;
+  /** Per-attempt limit in ms (the route's timeouts.backendRequest); 0 or undefined: none. */
+  attemptTimeoutMs?: number;
+  /** Admits a retry of a retryable answer (circuit breaker maxRetries, retry budget); absent: always. */
+  admitRetry?: () => boolean;
+  /** Copies of the request (RequestMirror): each sees the request's bytes; nothing comes back. */
+  taps?: readonly StreamTap[];
   delayMs?: number;
   responseSet: Record<string, string>;
   responseRemove: ReadonlySet<string>;
   /** Telemetry's hook: sees the response headers that go downstream (the peer's metadata header). */
   onResponse?: (h: http2.IncomingHttpHeaders) => void;
+}
+
+/**
+ * A copy of the request stream (RequestMirror). It gets the outgoing
+ * headers once, then every request body chunk and the end; the primary
+ * never waits for it, and it must never throw.
+ */
+export interface StreamTap {
+  start(headers: http2.OutgoingHttpHeaders): void;
+  data(d: Buffer): void;
+  end(): void;
+  /** The client cancelled the request. */
+  cancel(): void;
+  /** The primary finished: the copy has a bounded time left. */
+  settle(): void;
 }
 
 /** How a side connects an attempt. */
@@ -145,7 +167,7 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
   const tried = new Set<string>();
   const reqMessages = new MessageCounter();
   const resMessages = new MessageCounter();
-  let current: { up: H2Upstream; out: http2.ClientHttp2Stream; responded: boolean } | undefined;
+  let current: { up: H2Upstream; out: http2.ClientHttp2Stream; responded: boolean; timer: NodeJS.Timeout | undefined } | undefined;
   let timer: NodeJS.Timeout | undefined;
 
   const outHeaders: http2.OutgoingHttpHeaders = {};
@@ -155,6 +177,7 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
   }
   for (const [k, v] of Object.entries(plan.setHeaders)) outHeaders[k] = v;
   if (plan.path !== undefined) outHeaders[':path'] = plan.path;
+  const taps = plan.answer === undefined ? (plan.taps ?? []) : [];
 
   const finish = (code: string): void => {
     if (finished) return;
@@ -163,6 +186,7 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
     t.requestMessages = reqMessages.count;
     t.responseMessages = resMessages.count;
     t.finish(code);
+    for (const tap of taps) tap.settle();
     onDone?.();
   };
 
@@ -193,16 +217,50 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
     const c = current;
     if (c === undefined) return;
     current = undefined;
+    if (c.timer !== undefined) clearTimeout(c.timer);
     c.out.removeAllListeners('response').removeAllListeners('data').removeAllListeners('trailers').removeAllListeners('end').removeAllListeners('close');
     c.out.on('error', () => undefined);
     if (!c.out.destroyed) c.out.close(NGHTTP2_CANCEL);
     c.up.done(outcome);
   };
 
+  // A retryable answer is retried while attempts are left, the body is
+  // still in the replay buffer and the breaker admits it; otherwise it
+  // goes to the client flagged URX, as Envoy does.
   const retryable = (status: number, grpcStatus: number): boolean => {
     const r = plan.retry;
-    if (r === undefined || overflow || retries >= r.attempts) return false;
-    return r.httpStatuses.has(status) || (grpcStatus >= 0 && r.grpcStatuses.has(grpcStatus));
+    if (r === undefined || !(r.httpStatuses.has(status) || (grpcStatus >= 0 && r.grpcStatuses.has(grpcStatus)))) return false;
+    if (overflow || retries >= r.attempts || !(plan.admitRetry?.() ?? true)) {
+      t.flag('URX');
+      return false;
+    }
+    return true;
+  };
+
+  const retryAfter = (host: string, code: string, outcome: Outcome | undefined): void => {
+    retries++;
+    tried.add(host);
+    t.attemptFailed(host, code);
+    dropAttempt(outcome);
+    const backoff = plan.retry?.backoffMs ?? 0;
+    if (backoff > 0) setTimeout(() => void attempt(), backoff);
+    else void attempt();
+  };
+
+  // The route's backendRequest timeout for one attempt: before any answer
+  // it is a 504 the route may retry (Envoy's per-try timeout); mid-answer
+  // the stream is reset, as for the whole-request timeout.
+  const attemptTimedOut = (c: NonNullable<typeof current>): void => {
+    if (finished || current !== c) return;
+    if (c.responded) {
+      t.flag('UT');
+      dropAttempt(undefined);
+      if (!down.destroyed) down.close(NGHTTP2_CANCEL);
+      return finish('KEDGE_REQUEST_TIMEOUT');
+    }
+    if (retryable(504, GRPC.DEADLINE_EXCEEDED)) return retryAfter(c.up.host, 'KEDGE_ATTEMPT_TIMEOUT', 'gateway-error');
+    dropAttempt('gateway-error');
+    answer({ status: 504, grpcStatus: GRPC.DEADLINE_EXCEEDED, code: 'KEDGE_REQUEST_TIMEOUT', message: `no answer within the backend request timeout of ${plan.attemptTimeoutMs} ms`, flag: 'UT' });
   };
 
   const attempt = async (): Promise<void> => {
@@ -215,15 +273,16 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
     t.upstreamHost = up.host;
     let out: http2.ClientHttp2Stream;
     try {
-      out = up.session.request(outHeaders, { endStream: false });
+      out = up.request(outHeaders, { endStream: false });
     } catch (err) {
       up.done('reset');
       t.attemptFailed(up.host, 'KEDGE_UPSTREAM_RESET');
       if (retries++ < 2) return void attempt();
       return answer({ status: 503, grpcStatus: GRPC.UNAVAILABLE, code: 'KEDGE_UPSTREAM_RESET', message: `cannot open a stream to ${up.host}: ${(err as Error).message}`, flag: 'UC' });
     }
-    const c = { up, out, responded: false };
+    const c: NonNullable<typeof current> = { up, out, responded: false, timer: undefined };
     current = c;
+    if (plan.attemptTimeoutMs !== undefined && plan.attemptTimeoutMs > 0) c.timer = setTimeout(() => attemptTimedOut(c), plan.attemptTimeoutMs);
     out.on('error', () => undefined);
     for (const b of replay) out.write(b);
     if (reqEnded) out.end();
@@ -233,17 +292,6 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
       status = Number(h[':status'] ?? 0);
       const trailersOnly = (flags & FLAG_END_STREAM) !== 0;
       if (trailersOnly && h['grpc-status'] !== undefined) grpcStatus = Number(h['grpc-status']);
-      if (trailersOnly && retryable(status, grpcStatus)) {
-        retries++;
-        tried.add(up.host);
-        t.attemptFailed(up.host, 'KEDGE_UPSTREAM_RETRYABLE_STATUS');
-        dropAttempt(outcomeOf(status, grpcStatus));
-        const backoff = plan.retry?.backoffMs ?? 0;
-        if (backoff > 0) setTimeout(() => void attempt(), backoff);
-        else void attempt();
-        return;
-      }
-      if (trailersOnly && plan.retry !== undefined && (plan.retry.httpStatuses.has(status) || plan.retry.grpcStatuses.has(grpcStatus))) t.flag('URX');
       // A 503 a Kedge server proxy answered for an unreachable app never reached it: try elsewhere.
       if (h['x-kedge-proxy-error'] === 'KEDGE_TARGET_CONNECT_FAILED' && !overflow && retries < 2) {
         retries++;
@@ -253,6 +301,10 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
         void attempt();
         return;
       }
+      // The HTTP status is known from the headers (a 503 with a body is
+      // retried too: nothing went to the client yet); a gRPC status only
+      // from a trailers-only answer.
+      if (retryable(status, grpcStatus)) return retryAfter(up.host, 'KEDGE_UPSTREAM_RETRYABLE_STATUS', outcomeOf(status, grpcStatus));
       t.responseCode = status;
       if (grpcStatus >= 0) t.grpcStatus = grpcStatus;
       plan.onResponse?.(h);
@@ -303,6 +355,7 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
     });
     out.on('close', () => {
       if (current !== c) return;
+      if (c.timer !== undefined) clearTimeout(c.timer);
       const rst = out.rstCode ?? NGHTTP2_NO_ERROR;
       if (!c.responded) {
         // Refused or reset before any answer: never reached the app when refused.
@@ -329,6 +382,7 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
 
   down.on('data', (d: Buffer) => {
     t.requestBytes += d.length;
+    for (const tap of taps) tap.data(d);
     if (plan.grpc) reqMessages.feed(d);
     if (!overflow) {
       if (replayBytes + d.length > REPLAY_BYTES) {
@@ -347,6 +401,7 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
   });
   down.on('end', () => {
     reqEnded = true;
+    for (const tap of taps) tap.end();
     const c = current;
     if (c !== undefined && !c.out.destroyed) c.out.end();
   });
@@ -355,11 +410,13 @@ export function forwardStream(down: http2.ServerHttp2Stream, headers: http2.Inco
     if (finished) return;
     // The client cancelled (RST_STREAM) or went away: the server sees a cancel.
     t.flag('DC');
+    for (const tap of taps) tap.cancel();
     dropAttempt(undefined);
     finish('KEDGE_DOWNSTREAM_CLOSED');
   });
 
   if (plan.answer !== undefined) return answer(plan.answer);
+  for (const tap of taps) tap.start(outHeaders);
   if (plan.timeoutMs !== undefined && plan.timeoutMs > 0) {
     timer = setTimeout(() => {
       if (finished) return;
