@@ -18,6 +18,7 @@ import type { EndpointView, ServiceView } from '../../agent/proxy/types';
 import { logCapture } from '../support/logs';
 import { makeCa, makeLeaf, toTlsIdentity } from '../support/pki';
 import { eventually } from '../support/procs';
+import { startServerProxy } from '../support/proxies';
 import { BIG, type EchoClient, type EchoServer, type Msg, echoClient, echoServer, h2App, loadEcho } from '../support/grpc-echo';
 
 const TD = 'spiffe://kedge.test';
@@ -68,22 +69,12 @@ describe('HTTP/2 and gRPC through the mesh', () => {
       const h = await h2App(name);
       servers.push(s);
       h2apps.push(h);
-      const leaf = makeLeaf(ca, `${TD}/ns/shop/sa/echo-${name}`);
-      const p = new Proxy({
-        inboundListen: { host: '127.0.0.1', port: 0 },
-        targets: [
-          { hostname: HOST, servicePort: GRPC_PORT, host: '127.0.0.1', targetPort: s.port },
-          { hostname: HOST, servicePort: H2_PORT, host: '127.0.0.1', targetPort: h.port },
-        ],
-        upstreams: [],
-        identity: toTlsIdentity(leaf),
-        logger: logCapture().logger,
-        records: { open: () => undefined, finish: (r) => records.push(r) },
-      });
-      await p.start();
-      proxies.push(p);
-      const at = p.inboundAddress();
-      views.push({ address: at.host, mtlsPort: at.port, identity: leaf.spiffeId, workload: `echo-${name}`, healthy: true, ports: [] });
+      const { proxy, view } = await startServerProxy(ca, `${TD}/ns/shop/sa/echo-${name}`, `echo-${name}`, [
+        { hostname: HOST, servicePort: GRPC_PORT, host: '127.0.0.1', targetPort: s.port },
+        { hostname: HOST, servicePort: H2_PORT, host: '127.0.0.1', targetPort: h.port },
+      ], records);
+      proxies.push(proxy);
+      views.push(view);
     }
     client = new Proxy({
       inboundListen: { host: '127.0.0.1', port: 0 },

@@ -62,6 +62,9 @@ export interface EchoServer {
   calls: number;
   /** Unary calls answered. */
   answered: number;
+  /** Unary calls being handled now, and the most at once. */
+  inFlight: number;
+  maxInFlight: number;
   cancelled: number;
   /** Texts of unary requests, in order. */
   texts: string[];
@@ -76,15 +79,26 @@ export interface EchoServer {
 /** An echo server named `name` on 127.0.0.1 (h2c), with grpc.health.v1. */
 export async function echoServer(name: string, pkg: grpc.GrpcObject): Promise<EchoServer> {
   const health = new HealthImplementation({ '': 'SERVING', 'kedge.test.Echo': 'SERVING' });
-  const e: EchoServer = { server: new grpc.Server({ 'grpc.max_receive_message_length': BIG, 'grpc.max_send_message_length': BIG }), port: 0, calls: 0, answered: 0, cancelled: 0, texts: [], bidiMessages: 0, mode: { delayMs: 0 }, health };
+  const e: EchoServer = { server: new grpc.Server({ 'grpc.max_receive_message_length': BIG, 'grpc.max_send_message_length': BIG }), port: 0, calls: 0, answered: 0, inFlight: 0, maxInFlight: 0, cancelled: 0, texts: [], bidiMessages: 0, mode: { delayMs: 0 }, health };
   const svc = ((pkg.kedge as grpc.GrpcObject).test as grpc.GrpcObject).Echo as grpc.ServiceClientConstructor;
   e.server.addService(svc.service, {
     Unary: (call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) => {
       e.calls++;
-      call.on('cancelled', () => e.cancelled++);
+      let open = true;
+      const over = (): void => {
+        if (open) e.inFlight--;
+        open = false;
+      };
+      call.on('cancelled', () => {
+        e.cancelled++;
+        over();
+      });
       const m = call.request;
       e.texts.push(m.text ?? '');
+      e.inFlight++;
+      e.maxInFlight = Math.max(e.maxInFlight, e.inFlight);
       const reply = (): void => {
+        over();
         e.answered++;
         const trailer = new grpc.Metadata();
         trailer.set('x-trailer', `t-${name}`);

@@ -68,23 +68,27 @@ export function streamConnector(deps: MeshDeps, a: StreamConnectArgs): (tried: S
     }
     return sessionOver(s, `https://${backend.service.hostname}:${backend.port}`);
   };
+  const sessionLimits = { maxRequestsPerConnection: limits.maxRequestsPerConnection, idleTimeoutMs: policy.poolIdleTimeoutMs };
+  // A session with a stream reserved for this request.
   const session = async (e: MeshEndpoint): Promise<H2Conn> => {
     const key = keyOf(e);
-    const ready = deps.h2.ready(key);
-    if (ready !== undefined) return ready;
     const endpointKeys = [...entry.endpoints()].map((x) => x.key);
     // Over maxConnections, a new session is opened only for an endpoint with none (Envoy's rule).
     const full = (): boolean => deps.h2.has(key) && deps.h2.connections(endpointKeys) >= limits.maxConnections;
-    const pending = await breaker.pend(full());
-    if (typeof pending === 'string') throw new KedgeError('KEDGE_CIRCUIT_OPEN', refusalMessage(backend.service.key, pending, limits));
-    try {
-      // Woken when a session of the service closes or opens; another stream may have been first, so look again.
-      while (deps.h2.ready(key) === undefined && full()) await new Promise<void>((r) => breaker.waitOnce(r));
-      const conn = await deps.h2.get(key, e.key, () => open(e), { maxRequestsPerConnection: limits.maxRequestsPerConnection, idleTimeoutMs: policy.poolIdleTimeoutMs }, () => breaker.wakeAll());
-      breaker.wakeAll();
-      return conn;
-    } finally {
-      pending();
+    for (;;) {
+      const ready = deps.h2.ready(key, sessionLimits);
+      if (ready?.reserve() === true) return ready;
+      const pending = await breaker.pend(full());
+      if (typeof pending === 'string') throw new KedgeError('KEDGE_CIRCUIT_OPEN', refusalMessage(backend.service.key, pending, limits));
+      try {
+        // Woken when a session of the service closes or opens; another stream may have been first, so look again.
+        while (deps.h2.ready(key) === undefined && full()) await new Promise<void>((r) => breaker.waitOnce(r));
+        const conn = await deps.h2.get(key, e.key, () => open(e), sessionLimits, () => breaker.wakeAll());
+        breaker.wakeAll();
+        if (conn.reserve()) return conn;
+      } finally {
+        pending();
+      }
     }
   };
   let admitted = false;
@@ -108,10 +112,17 @@ export function streamConnector(deps: MeshDeps, a: StreamConnectArgs): (tried: S
     const { pick, conn } = r;
     const ep = pick.endpoint;
     a.onEndpoint?.(ep);
+    let opened = false;
     return {
-      request: (h, o) => conn.request(h, o),
+      request: (h, o) => {
+        opened = true;
+        return conn.request(h, o);
+      },
       host: ep.key,
-      done: (outcome) => logOutlier(deps.logger, pick.onEnd(outcome), ep, fields, outcome ?? ''),
+      done: (outcome) => {
+        if (!opened) conn.unreserve();
+        logOutlier(deps.logger, pick.onEnd(outcome), ep, fields, outcome ?? '');
+      },
     };
   };
 }

@@ -229,6 +229,8 @@ export function serveHttp2Inbound(socket: net.Socket, target: LocalTarget, peer:
     const connect = async (): Promise<H2Upstream | H2Answer> => {
       try {
         const conn = await deps.apps.get(appAddr, appAddr, async () => sessionOver(await dialApp(target, deps.connectTimeoutMs, deps.track), `http://${appAddr}`));
+        // No stream limit towards apps: the reservation always succeeds.
+        conn.reserve();
         return { request: (h, o) => conn.request(h, o), host: appAddr, done: () => undefined };
       } catch (err) {
         return { status: 503, grpcStatus: GRPC.UNAVAILABLE, code: 'KEDGE_TARGET_CONNECT_FAILED', message: `the app at ${appAddr} refused the connection (${(err as Error).message}); check that it listens there`, flag: 'UF' };

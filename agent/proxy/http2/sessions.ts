@@ -25,6 +25,8 @@ export class H2Conn {
   active = 0;
   /** Streams it carried. */
   total = 0;
+  /** Streams promised to requests (reserve), opened or about to be. */
+  reserved = 0;
   /** Takes no new stream (maxRequestsPerConnection reached, GOAWAY, closed). */
   retired = false;
   private idle: NodeJS.Timeout | undefined;
@@ -35,7 +37,26 @@ export class H2Conn {
     public limits: H2Limits,
   ) {}
 
-  /** Opens a stream on the session, counting it; retires the session when it reached its stream limit. */
+  /**
+   * Promises a stream to one request, within maxRequestsPerConnection;
+   * false when the session cannot take it (look for another). Several
+   * requests may be handed the same session before any opens its stream.
+   */
+  reserve(): boolean {
+    if (!this.usable) return false;
+    this.reserved++;
+    return true;
+  }
+
+  /** A reserved stream will not be opened after all. */
+  unreserve(): void {
+    this.reserved--;
+    if (this.active > 0) return;
+    if (this.retired) this.retire();
+    else this.idleSoon();
+  }
+
+  /** Opens a reserved stream on the session, counting it; retires the session when it reached its stream limit. */
   request(headers: http2.OutgoingHttpHeaders, options: http2.ClientSessionRequestOptions): http2.ClientHttp2Stream {
     const s = this.live!;
     const stream = s.request(headers, options);
@@ -45,26 +66,46 @@ export class H2Conn {
     this.idle = undefined;
     stream.once('close', () => {
       this.active--;
-      if (this.active === 0 && !this.retired && this.limits.idleTimeoutMs > 0) {
-        this.idle = setTimeout(() => this.retire(), this.limits.idleTimeoutMs);
-        this.idle.unref();
-      }
+      if (this.active > 0) return;
+      if (this.retired) this.closeLive();
+      else this.idleSoon();
     });
     const max = this.limits.maxRequestsPerConnection;
     if (max > 0 && this.total >= max) this.retire();
     return stream;
   }
 
-  /** Takes no new stream; closes once the open ones finished. */
+  private idleSoon(): void {
+    if (this.retired || this.limits.idleTimeoutMs <= 0) return;
+    if (this.idle !== undefined) clearTimeout(this.idle);
+    this.idle = setTimeout(() => this.retire(), this.limits.idleTimeoutMs);
+    this.idle.unref();
+  }
+
+  /**
+   * Takes no new stream; closes once the open ones finished. (Closing at
+   * once would refuse a stream whose HEADERS Node has not sent yet.)
+   */
   retire(): void {
     this.retired = true;
     if (this.idle !== undefined) clearTimeout(this.idle);
+    if (this.active === 0 && this.reserved === this.total) this.closeLive();
+  }
+
+  private closeLive(): void {
     if (this.live !== undefined && !this.live.closed) this.live.close();
   }
 
-  /** Usable for a new stream now. */
+  /** Usable for a new stream now: open, not retired, with room under maxRequestsPerConnection. */
   get usable(): boolean {
-    return this.live !== undefined && !this.retired && !this.live.closed && !this.live.destroyed;
+    const max = this.limits.maxRequestsPerConnection;
+    return this.live !== undefined && !this.retired && !this.live.closed && !this.live.destroyed && (max === 0 || this.reserved < max);
+  }
+
+  /** Might still take a stream: being opened with room, or usable. */
+  get open(): boolean {
+    const max = this.limits.maxRequestsPerConnection;
+    return this.live === undefined ? !this.retired && (max === 0 || this.reserved < max) : this.usable;
   }
 }
 
@@ -94,11 +135,25 @@ export class H2Sessions {
   /** Every session of a key: the newest may be active, older ones are retired and draining. */
   private readonly byKey = new Map<string, H2Conn[]>();
 
-  /** The active session of `key`, if one is open and takes streams. */
-  ready(key: string): H2Conn | undefined {
+  /** The active session of `key`, if one is open and takes streams under `limits` (the policy now). */
+  ready(key: string, limits?: H2Limits): H2Conn | undefined {
     const list = this.byKey.get(key);
     const last = list?.[list.length - 1];
-    return last?.usable === true ? last : undefined;
+    if (last === undefined) return undefined;
+    if (limits !== undefined) last.limits = limits;
+    if (last.usable) return last;
+    // Full under a (perhaps lowered) maxRequestsPerConnection: it drains and closes; a new one takes the streams.
+    this.retireIfFull(last);
+    return undefined;
+  }
+
+  /**
+   * A session full under a (perhaps lowered) maxRequestsPerConnection
+   * drains and closes; a new one takes the streams. One with a reserved
+   * stream not yet opened is left alone: opening it retires the session.
+   */
+  private retireIfFull(c: H2Conn): void {
+    if (c.live !== undefined && !c.retired && c.reserved > 0 && c.reserved === c.total) c.retire();
   }
 
   /** Whether `key` has any session (opening, active or draining). */
@@ -114,9 +169,10 @@ export class H2Sessions {
   get(key: string, endpoint: string, open: () => Promise<http2.ClientHttp2Session>, limits: H2Limits = NO_LIMITS, onClose?: () => void): Promise<H2Conn> {
     const list = this.byKey.get(key) ?? [];
     const last = list[list.length - 1];
-    if (last !== undefined && !last.retired && (last.live === undefined || last.usable)) {
+    if (last !== undefined) {
       last.limits = limits;
-      return last.ready.then(() => last);
+      if (last.open) return last.ready.then(() => last);
+      this.retireIfFull(last);
     }
     const conn = new H2Conn(endpoint, open(), limits);
     list.push(conn);
