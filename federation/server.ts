@@ -180,6 +180,8 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     }, 250);
     holdTimer.unref();
     const rebuild = (): MeshView => {
+      // A cluster's security policies go to agents on their own message; the table pushes when they change.
+      for (const src of sources) if (src.securityPolicies) authz.setClusterDocuments(`cluster ${src.name}`, src.securityPolicies());
       const r = currentRoutes();
       const next = buildMeshView(registry.all(), { vips: vips.table(), policies: policies.table(), routes: r.perService }, sources.map((src) => src.services() as SourceService[]));
       vips.ensure(next.services.keys());

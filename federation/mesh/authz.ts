@@ -2,7 +2,7 @@
 // documents (security.istio.io/v1) applied with `kedge apply -f`, durable in
 // the store under /kedge/authz/<Kind>/<namespace>/<name> and watched by every
 // replica, plus those read from configured Kubernetes clusters (held in
-// memory per cluster; an applied document of the same kind, namespace and
+// memory per cluster, source `cluster <name>`; an applied document of the same kind, namespace and
 // name wins, the cluster's one shows as a warning). Each agent is pushed only
 // the documents that apply to its workload; `kedge authz check` compiles the
 // same documents with the same matcher the proxies use.
@@ -62,6 +62,7 @@ export class AuthzTable {
   private rev = 0;
   /** Per cluster source: id to JSON, as the cluster's watch last listed them. */
   private readonly clusters = new Map<string, Map<string, string>>();
+  private readonly lastLists = new Map<string, readonly unknown[]>();
   readonly rootNamespace: string;
 
   constructor(private readonly store: Store, private readonly opts: { logger: Logger; onChange: () => void; rootNamespace?: string; now?: () => Date }) {
@@ -88,6 +89,9 @@ export class AuthzTable {
    * them, validated here: a bad one shows as invalid and is pushed nowhere).
    */
   setClusterDocuments(source: string, docs: readonly unknown[]): void {
+    // A source hands back the same array until something changed.
+    if (this.lastLists.get(source) === docs) return;
+    this.lastLists.set(source, docs);
     const next = new Map<string, string>();
     for (const doc of docs) {
       const kind = kindOf(doc);
@@ -113,7 +117,7 @@ export class AuthzTable {
       const have = taken.get(id);
       if (have) {
         const list = shadowed.get(id) ?? [];
-        list.push(`${source} also has ${id}; the copy from ${have.source} is in force, delete one of them`);
+        list.push(`also defined by ${source}; the copy from ${have.source} is used`);
         shadowed.set(id, list);
         return;
       }

@@ -49,6 +49,12 @@ export interface Source {
    * returned them; the same array until they change. Absent: the source has none.
    */
   routes?(): readonly unknown[];
+  /**
+   * AuthorizationPolicy and PeerAuthentication documents (Kubernetes
+   * sources), as the API server returned them; the same array until they
+   * change. Absent: the source has none.
+   */
+  securityPolicies?(): readonly unknown[];
   status(): SourceStatus;
   close(): Promise<void>;
 }

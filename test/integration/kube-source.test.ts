@@ -18,8 +18,8 @@ import type { SourceService } from '../../federation/sources/types';
 import { KubeApiDouble, writeKubeconfig } from '../support/kube-double';
 import { endpointSlice, node, replicas, service } from '../support/fixtures/kube';
 
-// Services, EndpointSlices, Nodes, HTTPRoutes and GRPCRoutes.
-const WATCHES = 5;
+// Services, EndpointSlices, Nodes, HTTPRoutes, GRPCRoutes, AuthorizationPolicies and PeerAuthentications.
+const WATCHES = 7;
 
 const NODES = [
   { name: 'node-b', zone: 'us-east1-b' },

@@ -4,7 +4,9 @@
 // (gateway.networking.k8s.io/v1) with the same reflectors, handed to the
 // federation as documents (routes()). A cluster without the Gateway API
 // CRDs answers 404 for those: it has no routes, and its endpoints are not
-// affected. A cluster that stays unreachable for
+// affected. AuthorizationPolicies and PeerAuthentications
+// (security.istio.io/v1) likewise (securityPolicies()); a cluster without
+// Istio's CRDs has none. A cluster that stays unreachable for
 // staleAfterMs keeps its last endpoints, marked STALE, instead of emptying
 // the mesh; it is fresh again as soon as every watch is re-established.
 import type { KubeConfig, V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
@@ -73,6 +75,9 @@ export class KubernetesSource implements Source {
   private readonly httpRoutes: Reflector<RouteObject>;
   private readonly grpcRoutes: Reflector<RouteObject>;
   private currentRoutes: readonly unknown[] = [];
+  private readonly authorizationPolicies: Reflector<RouteObject>;
+  private readonly peerAuthentications: Reflector<RouteObject>;
+  private currentSecurity: readonly unknown[] = [];
   // Incremental mapping: only services whose Service, slices or nodes changed are mapped again.
   private readonly mapped = new Map<string, { svc: SourceService; fp: string }>();
   private readonly slicesByService = new Map<string, Map<string, V1EndpointSlice>>();
@@ -145,6 +150,17 @@ export class KubernetesSource implements Source {
     });
     this.httpRoutes = routeReflector('httproutes');
     this.grpcRoutes = routeReflector('grpcroutes');
+    const securityReflector = (plural: 'authorizationpolicies' | 'peerauthentications') => new Reflector<RouteObject>({
+      ...common,
+      // Policies say nothing about endpoints either.
+      onState: () => {},
+      onObjects: () => this.securityChanged(),
+      resource: plural,
+      watchPath: `/apis/security.istio.io/v1/${plural}`,
+      list: (signal) => custom.listClusterCustomObject({ group: 'security.istio.io', version: 'v1', plural }, withSignal(signal)) as Promise<{ items?: RouteObject[]; metadata?: { resourceVersion?: string } }>,
+    });
+    this.authorizationPolicies = securityReflector('authorizationpolicies');
+    this.peerAuthentications = securityReflector('peerauthentications');
   }
 
   /**
@@ -159,6 +175,8 @@ export class KubernetesSource implements Source {
     for (const r of this.reflectors()) r.start();
     this.httpRoutes.start();
     this.grpcRoutes.start();
+    this.authorizationPolicies.start();
+    this.peerAuthentications.start();
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.cfg.startWaitMs ?? KUBERNETES_SOURCE_DEFAULTS.startWaitMs)));
     await Promise.race([Promise.all(this.reflectors().map((r) => r.firstAttempt)), waited]);
@@ -173,6 +191,11 @@ export class KubernetesSource implements Source {
   /** HTTPRoutes and GRPCRoutes of the cluster (outside excluded namespaces), the same array until one changes. */
   routes(): readonly unknown[] {
     return this.currentRoutes;
+  }
+
+  /** AuthorizationPolicies and PeerAuthentications of the cluster (outside excluded namespaces), the same array until one changes. */
+  securityPolicies(): readonly unknown[] {
+    return this.currentSecurity;
   }
 
   status(): SourceStatus {
@@ -196,6 +219,8 @@ export class KubernetesSource implements Source {
     for (const r of this.reflectors()) r.close();
     this.httpRoutes.close();
     this.grpcRoutes.close();
+    this.authorizationPolicies.close();
+    this.peerAuthentications.close();
   }
 
   /** Checks a pod's service-account token with this cluster's TokenReview. */
@@ -249,6 +274,19 @@ export class KubernetesSource implements Source {
     this.stale = true;
     this.log.warn({ staleAfterMs: this.staleAfterMs }, 'Kubernetes cluster unreachable; serving its last endpoints as STALE');
     this.recompute();
+  }
+
+  private securityChanged(): void {
+    if (this.closed) return;
+    const keep = (o: RouteObject) => !this.excluded.has(o.metadata?.namespace ?? '');
+    const withKind = (kind: string) => (o: RouteObject) => ({ ...o, apiVersion: 'security.istio.io/v1', kind });
+    this.currentSecurity = [...this.authorizationPolicies.items().filter(keep).map(withKind('AuthorizationPolicy')), ...this.peerAuthentications.items().filter(keep).map(withKind('PeerAuthentication'))];
+    if (!this.started) return;
+    try {
+      this.onChange();
+    } catch (err) {
+      this.log.error({ err: errorMessage(err) }, 'onChange handler failed');
+    }
   }
 
   private routesChanged(): void {

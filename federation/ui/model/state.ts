@@ -169,7 +169,7 @@ export interface AuthzPolicyRow {
   rules: number;
   /** Registered workloads it selects now (`namespace/name`). */
   workloads: string[];
-  /** `kedge apply`, or `kubernetes/<cluster>`. */
+  /** `kedge apply`, or `cluster <name>`. */
   source: string;
   /** A cluster's document shadowed by an applied one, and the like. */
   warnings: string[];

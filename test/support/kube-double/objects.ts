@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 
 /** The resources the double serves. */
-export type Resource = 'services' | 'endpointslices' | 'nodes' | 'httproutes' | 'grpcroutes';
+export type Resource = 'services' | 'endpointslices' | 'nodes' | 'httproutes' | 'grpcroutes' | 'authorizationpolicies' | 'peerauthentications';
 
 /** How a resource appears on the wire. */
 export interface ResourceInfo {
@@ -22,6 +22,9 @@ export const RESOURCES: Record<Resource, ResourceInfo> = {
   // Gateway API CRDs, as a cluster with them installed serves them.
   httproutes: { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', listKind: 'HTTPRouteList', namespaced: true },
   grpcroutes: { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', listKind: 'GRPCRouteList', namespaced: true },
+  // Istio's security CRDs.
+  authorizationpolicies: { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', listKind: 'AuthorizationPolicyList', namespaced: true },
+  peerauthentications: { apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', listKind: 'PeerAuthenticationList', namespaced: true },
 };
 
 /** Any stored object (a fixture's V1Service, V1EndpointSlice, V1Node...): only metadata is interpreted. */
@@ -55,7 +58,7 @@ function keyOf(namespace: string | undefined, name: string): string {
 
 /** Objects, history and resourceVersions of one fake cluster. */
 export class KubeObjectStore {
-  private readonly objects: Record<Resource, Map<string, KubeObject>> = { services: new Map(), endpointslices: new Map(), nodes: new Map(), httproutes: new Map(), grpcroutes: new Map() };
+  private readonly objects: Record<Resource, Map<string, KubeObject>> = { services: new Map(), endpointslices: new Map(), nodes: new Map(), httproutes: new Map(), grpcroutes: new Map(), authorizationpolicies: new Map(), peerauthentications: new Map() };
   private history: StoredEvent[] = [];
   private listeners = new Set<(ev: StoredEvent) => void>();
   /** Last resourceVersion handed out. */

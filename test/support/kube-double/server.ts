@@ -71,6 +71,8 @@ export class KubeApiDouble {
   port = 0;
   /** False: the Gateway API CRDs are not installed, so httproutes and grpcroutes answer 404 as a real cluster does. */
   gatewayApiInstalled = true;
+  /** False: Istio's security CRDs are not installed, so authorizationpolicies and peerauthentications answer 404. */
+  istioInstalled = true;
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
   private readonly watches = new Set<ActiveWatch>();
@@ -250,7 +252,8 @@ export class KubeApiDouble {
       return;
     }
     const route = parseRoute(url.pathname);
-    if (!route || req.method !== 'GET' || (!this.gatewayApiInstalled && (route.resource === 'httproutes' || route.resource === 'grpcroutes'))) {
+    const missingCrd = (!this.gatewayApiInstalled && (route?.resource === 'httproutes' || route?.resource === 'grpcroutes')) || (!this.istioInstalled && (route?.resource === 'authorizationpolicies' || route?.resource === 'peerauthentications'));
+    if (!route || req.method !== 'GET' || missingCrd) {
       sendStatus(res, 404, 'NotFound', 'the server could not find the requested resource');
       return;
     }
@@ -389,7 +392,8 @@ function parseRoute(pathname: string): { resource: Resource; namespace: string |
   const core = /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?(services|nodes)(?:\/([^/]+))?$/.exec(pathname);
   const disc = /^\/apis\/discovery\.k8s\.io\/v1\/(?:namespaces\/([^/]+)\/)?(endpointslices)(?:\/([^/]+))?$/.exec(pathname);
   const gateway = /^\/apis\/gateway\.networking\.k8s\.io\/v1\/(?:namespaces\/([^/]+)\/)?(httproutes|grpcroutes)(?:\/([^/]+))?$/.exec(pathname);
-  const m = core ?? disc ?? gateway;
+  const security = /^\/apis\/security\.istio\.io\/v1\/(?:namespaces\/([^/]+)\/)?(authorizationpolicies|peerauthentications)(?:\/([^/]+))?$/.exec(pathname);
+  const m = core ?? disc ?? gateway ?? security;
   if (!m) return undefined;
   const resource = m[2] as Resource;
   if (resource === 'nodes' && m[1] !== undefined) return undefined;
