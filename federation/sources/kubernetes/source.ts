@@ -276,11 +276,17 @@ export class KubernetesSource implements Source {
     this.recompute();
   }
 
-  private securityChanged(): void {
-    if (this.closed) return;
+  /**
+   * The documents of custom-resource reflectors outside excluded namespaces,
+   * each with its apiVersion and kind (the list answer carries none per
+   * item; the reflector's resource says it).
+   */
+  private documentsOf(apiVersion: string, byKind: readonly [string, Reflector<RouteObject>][]): unknown[] {
     const keep = (o: RouteObject) => !this.excluded.has(o.metadata?.namespace ?? '');
-    const withKind = (kind: string) => (o: RouteObject) => ({ ...o, apiVersion: 'security.istio.io/v1', kind });
-    this.currentSecurity = [...this.authorizationPolicies.items().filter(keep).map(withKind('AuthorizationPolicy')), ...this.peerAuthentications.items().filter(keep).map(withKind('PeerAuthentication'))];
+    return byKind.flatMap(([kind, r]) => r.items().filter(keep).map((o) => ({ ...o, apiVersion, kind })));
+  }
+
+  private documentsChanged(): void {
     if (!this.started) return;
     try {
       this.onChange();
@@ -289,18 +295,16 @@ export class KubernetesSource implements Source {
     }
   }
 
+  private securityChanged(): void {
+    if (this.closed) return;
+    this.currentSecurity = this.documentsOf('security.istio.io/v1', [['AuthorizationPolicy', this.authorizationPolicies], ['PeerAuthentication', this.peerAuthentications]]);
+    this.documentsChanged();
+  }
+
   private routesChanged(): void {
     if (this.closed) return;
-    const keep = (o: RouteObject) => !this.excluded.has(o.metadata?.namespace ?? '');
-    // The list answer carries no kind per item; the reflector's resource says it.
-    const withKind = (kind: string) => (o: RouteObject) => ({ ...o, apiVersion: 'gateway.networking.k8s.io/v1', kind });
-    this.currentRoutes = [...this.httpRoutes.items().filter(keep).map(withKind('HTTPRoute')), ...this.grpcRoutes.items().filter(keep).map(withKind('GRPCRoute'))];
-    if (!this.started) return;
-    try {
-      this.onChange();
-    } catch (err) {
-      this.log.error({ err: errorMessage(err) }, 'onChange handler failed');
-    }
+    this.currentRoutes = this.documentsOf('gateway.networking.k8s.io/v1', [['HTTPRoute', this.httpRoutes], ['GRPCRoute', this.grpcRoutes]]);
+    this.documentsChanged();
   }
 
   private serviceChanged(c: ObjectChange<V1Service>): void {
