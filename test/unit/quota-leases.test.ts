@@ -96,6 +96,27 @@ describe('quota leases', () => {
     assert.equal(needOf({ admitted: 95, rate: 0.01, grant: 95 }, 2_000, 100), 5, 'never past the budget');
   });
 
+  it('reports are untrusted: a quota the agent was not pushed, an unknown quota or an oversized principal is dropped; counts are capped at the budget', async () => {
+    const q = quota('Closed');
+    let now = 5_000 * WINDOW + 1_000;
+    const leaser = new QuotaLeaser({ store, replica: 'r1', logger: silentLogger(), quotas: () => new Map([['shop/a-to-b', q]]), clock: () => now, timers: false });
+    const got: LeasesMessage[] = [];
+    leaser.attach('agent-x', (m) => got.push(m));
+    const w = Math.floor(now / WINDOW);
+    const usage = (over: Partial<{ quota: string; principal: string; admitted: number; seen: number }>) => ({ quota: 'shop/a-to-b', principal: A, window: w, admitted: 0, seen: 10, intervalMs: 1_000, ...over });
+    leaser.report('agent-x', [usage({})], () => false);
+    leaser.report('agent-x', [usage({ quota: 'shop/other' })], () => true);
+    leaser.report('agent-x', [usage({ principal: 'x'.repeat(321) })], () => true);
+    await leaser.tick();
+    assert.deepEqual(got.at(-1), { leases: [], reportIntervalMs: 1_000 }, 'a heartbeat, no lease');
+    leaser.report('agent-x', [usage({ admitted: 1e12, seen: 1e12 })], () => true);
+    now += 1_000;
+    await leaser.tick();
+    const lease = got.at(-1)!.leases[0]!;
+    assert.equal(lease.grant, 100, 'a claimed count past the budget gets the budget, no more');
+    leaser.close();
+  });
+
   it('300 requests per window unevenly across four proxies on two replicas: 100 ± 10% admitted per window, never more; demand moving is followed', async () => {
     const sim = new Sim(store, quota('Closed'), 1_000);
     await sim.run(6 * WINDOW);
