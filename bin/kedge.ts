@@ -21,11 +21,13 @@ commands:
   kedge capture install|remove|show [--dry-run] [--config FILE]
   kedge join JOIN_STRING [--root DIR] [--no-capture]   (join.sh runs it; see kedge token create --join)
   kedge vm leave [--root DIR]
+  kedge kube-inject -f FILE [--image IMAGE] [--root-sha256 HEX] ...   (adds the Kedge sidecar to workloads)
   kedge completion bash|zsh     (source <(kedge completion bash))
   kedge demo [--base-dir DIR]
   kedge version
 
-admin commands take --federation http://HOST:PORT and --admin-token-file FILE.
+admin commands take --federation https://HOST:PORT and --admin-token-file FILE (and --root-cert FILE when the
+root-cert.pem is not beside the token file).
 `;
 
 type Command = (argv: string[]) => Promise<number>;
@@ -49,6 +51,7 @@ const COMMANDS: Record<string, () => Command> = {
   capture: () => require('../cli/capture').runCapture,
   join: () => print((argv) => require('../cli/join').runJoin(argv, require('../../package.json').version)),
   vm: () => print(require('../cli/join').runVm),
+  'kube-inject': () => print((argv) => require('../cli/kube-inject').runKubeInject(argv, require('../../package.json').version)),
   completion: () => print(async (argv) =>
     (require('../cli/completion') as typeof import('../cli/completion')).runCompletion(argv, {
       commands: Object.keys(COMMANDS),

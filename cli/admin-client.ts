@@ -153,9 +153,22 @@ function rawRequest(url: URL, method: string, headers: Record<string, string>, b
   });
 }
 
+// An HTTPS-only federation answers plain HTTP with this code (and no version header).
+function refusedPlainHttp(res: RawResponse): void {
+  if (res.status !== 400 || !res.text.includes('KEDGE_HTTPS_ONLY')) return;
+  let e: { code?: string; message?: string } = {};
+  try {
+    e = JSON.parse(res.text) as typeof e;
+  } catch {
+    return;
+  }
+  if (e.code === 'KEDGE_HTTPS_ONLY') throw new KedgeError('KEDGE_HTTPS_ONLY', e.message ?? 'the federation serves HTTPS only: use https://');
+}
+
 /** The federation's version, from the header every answer carries (GET /healthz, no token needed). */
 export async function federationVersion(target: Pick<AdminTarget, 'baseUrl' | 'ca' | 'rootSha256'>): Promise<string> {
   const res = await send(target, 'GET', '/healthz', {});
+  refusedPlainHttp(res);
   const v = res.header('x-kedge-federation');
   if (!v) throw new KedgeError('KEDGE_NOT_A_FEDERATION', `${target.baseUrl} is not a Kedge federation (no x-kedge-federation header): point --federation at the federation's HTTP port (15014)`);
   return v;
@@ -164,6 +177,7 @@ export async function federationVersion(target: Pick<AdminTarget, 'baseUrl' | 'c
 /** Calls the API; non-2xx answers become KedgeErrors carrying the server's code. */
 export async function apiRequest<T>(target: AdminTarget, method: 'GET' | 'POST' | 'DELETE', route: string, body?: unknown): Promise<T> {
   const res = await send(target, method, route, { authorization: `Bearer ${target.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body === undefined ? undefined : JSON.stringify(body));
+  refusedPlainHttp(res);
   // Every answer of a Kedge federation carries this header; anything else on
   // the port (an agent's admin port, another server) is named as such.
   if (!res.header('x-kedge-federation')) {

@@ -15,7 +15,7 @@ import { isRateLimitDocument, validateRateLimitDocument } from '../policy/rateli
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
 
-const USAGE = 'kedge apply -f FILE [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge apply -f FILE [--federation https://HOST:PORT] [--admin-token-file FILE]';
 
 /** The documents of a file, split by kind, with what is wrong with each. */
 export interface PolicyFile {

@@ -8,7 +8,7 @@ import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
 import { renderTable } from './table';
 
-const USAGE = 'kedge authz check --from NAMESPACE/WORKLOAD --to SERVICE[.NAMESPACE][:PORT] [--method M] [--path P] [--host H] [--header k=v]... [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge authz check --from NAMESPACE/WORKLOAD --to SERVICE[.NAMESPACE][:PORT] [--method M] [--path P] [--host H] [--header k=v]... [-o table|json] [--federation https://HOST:PORT] [--admin-token-file FILE]';
 
 /** Renders a check's answer; golden-tested. */
 export function checkTable(a: AuthzCheckAnswer): string {

@@ -4,7 +4,7 @@ import { KedgeError } from '../proto/model/errors';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
 
-const USAGE = 'kedge ca status|rotate [--reissue] [--finish] [-o text|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge ca status|rotate [--reissue] [--finish] [-o text|json] [--federation https://HOST:PORT] [--admin-token-file FILE]';
 
 /** The CA status document of GET /api/v1/ca. */
 export interface CaStatusDoc {

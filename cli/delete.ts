@@ -9,7 +9,7 @@ import { KedgeError } from '../proto/model/errors';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget, type AdminTarget } from './admin-client';
 import { parseFlags } from './args';
 
-const USAGE = 'kedge delete -f FILE | kedge delete httproute|grpcroute|faultinjection|trafficpolicy|authorizationpolicy|peerauthentication|httplocalratelimitpolicy|meshquota|workload [NAMESPACE/]NAME | kedge delete token ID [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge delete -f FILE | kedge delete httproute|grpcroute|faultinjection|trafficpolicy|authorizationpolicy|peerauthentication|httplocalratelimitpolicy|meshquota|workload [NAMESPACE/]NAME | kedge delete token ID [--federation https://HOST:PORT] [--admin-token-file FILE]';
 
 /** Kinds by what users type: the kind, lowercase, singular or plural. */
 const KINDS: Record<string, string> = {};

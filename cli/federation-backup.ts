@@ -13,7 +13,7 @@ import { embeddedStoreParent, KEDGE_VERSION } from '../federation/server';
 import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
 
-const BACKUP_USAGE = 'kedge federation backup --out FILE [--data-dir DIR | --federation http://HOST:PORT --admin-token-file FILE]';
+const BACKUP_USAGE = 'kedge federation backup --out FILE [--data-dir DIR | --federation https://HOST:PORT --admin-token-file FILE]';
 const RESTORE_USAGE = 'kedge federation restore --data-dir DIR [--force] FILE';
 
 /** Writes a backup file; prints what it holds. */

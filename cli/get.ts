@@ -9,7 +9,7 @@ import type { RouteRow } from '../federation/mesh/routes';
 import type { AuthzRow, PeerAuthRow } from '../federation/mesh/authz';
 import type { RateLimitRow } from '../federation/mesh/ratelimits';
 
-const USAGE = 'kedge get services|workloads|endpoints|clusters|policies|routes|authorizationpolicies|peerauthentications|ratelimits|tokens [NAME] [-o table|json|yaml] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge get services|workloads|endpoints|clusters|policies|routes|authorizationpolicies|peerauthentications|ratelimits|tokens [NAME] [-o table|json|yaml] [--federation https://HOST:PORT] [--admin-token-file FILE]';
 
 /** A service row as the API returns it. */
 export interface ServiceRow {

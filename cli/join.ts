@@ -46,12 +46,28 @@ export function agentConfigFor(spec: JoinSpec, host: { name: string; address?: s
   return {
     federation: { address: spec.grpc, rootCert: abs.rootCert, tokenFile: abs.token },
     workload,
-    services: (spec.services ?? []).map((s) => {
-      const [name, port, target, protocol] = s.split(':');
-      return { name, ports: [{ name: protocol ?? 'tcp', port: Number(port), targetPort: Number(target ?? port), protocol: protocol ?? 'tcp' }] };
-    }),
+    services: servicesFromSpecs(spec.services ?? []),
     dataDir: abs.dataDir,
   };
+}
+
+/** The form of one served service: NAME:PORT[:TARGET[:PROTO]] (join strings, --serve, the kedge.io/services annotation). */
+export const SERVE_SPEC = /^[a-z0-9.-]+:\d{1,5}(:\d{1,5}(:[a-z0-9]+)?)?$/;
+
+/**
+ * Agent config services from NAME:PORT[:TARGET[:PROTO]] entries; entries
+ * of one name are one service with several ports (named by protocol, or
+ * protocol-port when there are several).
+ */
+export function servicesFromSpecs(specs: readonly string[]): { name: string; ports: { name: string; port: number; targetPort: number; protocol: string }[] }[] {
+  const byName = new Map<string, { port: number; targetPort: number; protocol: string }[]>();
+  for (const s of specs) {
+    const [name, port, target, protocol] = s.split(':') as [string, string, string?, string?];
+    const ports = byName.get(name) ?? [];
+    ports.push({ port: Number(port), targetPort: Number(target ?? port), protocol: protocol ?? 'tcp' });
+    byName.set(name, ports);
+  }
+  return [...byName].map(([name, ports]) => ({ name, ports: ports.map((p) => ({ name: ports.length === 1 ? p.protocol : `${p.protocol}-${p.port}`, ...p })) }));
 }
 
 /** A host name usable as a workload name (DNS-1123): lower-cased, other characters dashed. */

@@ -10,7 +10,7 @@ import { parseFlags } from './args';
 import { renderTable } from './table';
 import type { StatRow } from '../federation/stats';
 
-const USAGE = 'kedge stat services|workloads [NAME] [--from NAMESPACE/WORKLOAD] [--window 1m] [-o table|json] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge stat services|workloads [NAME] [--from NAMESPACE/WORKLOAD] [--window 1m] [-o table|json] [--federation https://HOST:PORT] [--admin-token-file FILE]';
 
 const pct = (v: number | null) => (v === null ? '-' : `${(v * 100).toFixed(2)}%`);
 const ms = (v: number | null) => (v === null ? '-' : `${v < 10 ? v.toFixed(1) : Math.round(v)}ms`);

@@ -6,7 +6,7 @@ import { ADMIN_FLAGS, apiRequest, resolveAdminTarget } from './admin-client';
 import { parseFlags } from './args';
 import { renderTable } from './table';
 
-const USAGE = 'kedge status [-o table|json|yaml] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+const USAGE = 'kedge status [-o table|json|yaml] [--federation https://HOST:PORT] [--admin-token-file FILE]';
 
 /** A status row as the API returns it. */
 export interface StatusRow {

@@ -11,7 +11,7 @@ import { parseFlags } from './args';
 import { joinCommand } from './join';
 
 const USAGE =
-  'kedge token create --namespace NS --service-account SA [--service NAME]... [--workload NAME|GLOB] [--labels k=v,...] [--gateway NETWORK [--new-network]] [--ttl 1h] [--uses 1] [--join [--advertise HOST[:PORT]] [--locality R/Z] [--network NET] [--serve NAME:PORT[:TARGET[:PROTO]]]...] [--federation http://HOST:PORT] [--admin-token-file FILE]\n       kedge token create --viewer [--ttl 24h] [--federation http://HOST:PORT] [--admin-token-file FILE]';
+  'kedge token create --namespace NS --service-account SA [--service NAME]... [--workload NAME|GLOB] [--labels k=v,...] [--gateway NETWORK [--new-network]] [--ttl 1h] [--uses 1] [--join [--advertise HOST[:PORT]] [--locality R/Z] [--network NET] [--serve NAME:PORT[:TARGET[:PROTO]]]...] [--federation https://HOST:PORT] [--admin-token-file FILE]\n       kedge token create --viewer [--ttl 24h] [--federation https://HOST:PORT] [--admin-token-file FILE]';
 
 /** Parses `k=v,k2=v2` (a value of * allows any value). */
 export function parseLabelGrant(s: string): Record<string, string> {

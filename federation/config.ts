@@ -33,6 +33,7 @@ export const FEDERATION_DEFAULTS = Object.freeze({
   exportedNamespaces: ['*'] as readonly string[],
   readinessSources: 'all',
   packageDir: '/var/lib/kedge/packages',
+  insecureHttp: false,
 });
 
 /** How the federation reaches a secured etcd: files, read when the store is opened. */
@@ -97,6 +98,11 @@ export interface FederationConfig {
   readinessSources: 'all' | 'none' | readonly string[];
   /** Where the packages joining hosts download are (served at /join/packages/). */
   packageDir: string;
+  /**
+   * Also answer plain HTTP on the HTTP API port, from loopback peers only
+   * (development); by default that port speaks HTTPS only.
+   */
+  insecureHttp: boolean;
 }
 
 /** The flag names `kedge federation` accepts, mapped to YAML keys. */
@@ -125,7 +131,11 @@ export const FEDERATION_FLAGS = {
   'max-token-uses': 'maxTokenUses',
   'readiness-sources': 'readinessSources',
   'package-dir': 'packageDir',
+  'insecure-http': 'insecureHttp',
 } as const;
+
+/** Flags that take no value (`--insecure-http`); the rest take one. */
+export const FEDERATION_BOOLEAN_FLAGS: ReadonlySet<string> = new Set(['insecure-http']);
 
 const YAML_KEYS = [...Object.values(FEDERATION_FLAGS), 'clusters', 'serviceEntries', 'exportedNamespaces', 'registrationLimits'] as readonly string[];
 
@@ -264,6 +274,7 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
     exportedNamespaces: parseExported(new Doc(source, merged).at('exportedNamespaces')),
     registrationLimits: parseLimits(new Doc(source, merged).at('registrationLimits')),
     packageDir: relKey('packageDir', at('packageDir').string(FEDERATION_DEFAULTS.packageDir)) as string,
+    insecureHttp: fromFlag.has('insecureHttp') ? merged.insecureHttp === 'true' : at('insecureHttp').bool(FEDERATION_DEFAULTS.insecureHttp),
   });
 }
 

@@ -430,15 +430,16 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
         scriptFile: path.resolve(__dirname, '..', '..', 'install', 'join.sh'),
       },
     });
-    // HTTPS (mesh-CA certificates naming the address dialled) and plain HTTP on one port.
+    // HTTPS (mesh-CA certificates naming the address dialled), and plain HTTP from loopback with --insecure-http, on one port.
     // Issued by the root the gRPC serving certificate comes from (the old one until a rotation ends); cleared at every CA change.
     contexts = new ServingContexts(({ ipAddresses, dnsNames }) => {
       const a = caManager.current().servingAuthority;
-      if (!a) throw new KedgeError('KEDGE_CA_KEY_UNAVAILABLE', `no HTTPS certificate: ${caManager.current().unavailable ?? 'no CA key'}; use plain HTTP until the CA key is available`);
+      if (!a) throw new KedgeError('KEDGE_CA_KEY_UNAVAILABLE', `no HTTPS certificate: ${caManager.current().unavailable ?? 'no CA key'}; make the CA key available (or, on loopback, start with --insecure-http)`);
       const s = a.issueServing(federationSpiffeId(config.trustDomain), { ttlMs: config.workloadCertTtlMs, ipAddresses, dnsNames: ['localhost', ...dnsNames] });
       return { chainPem: s.chainPem.join(''), keyPem: s.keyPem, notAfter: s.notAfter };
     });
-    const front = serveHttpAndHttps(api, contexts, { plaintext: true, logger });
+    if (config.insecureHttp) logger.warn({ listen: formatHostPort(config.listenHttp) }, 'plain HTTP is on for loopback peers (--insecure-http): development only, the admin token crosses in clear');
+    const front = serveHttpAndHttps(api, contexts, { plaintext: config.insecureHttp, logger });
     const httpPort = await listen(front, config.listenHttp);
     closers.push(() => new Promise<void>((resolve) => {
       front.close(() => resolve());

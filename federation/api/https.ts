@@ -51,11 +51,23 @@ export class ServingContexts {
   }
 }
 
+/** Whether a peer address is loopback (127.0.0.0/8, ::1, or IPv4-mapped loopback). */
+export function isLoopbackAddress(a: string | undefined): boolean {
+  if (!a) return false;
+  const p = plainAddress(a);
+  return p === '::1' || (net.isIPv4(p) && p.startsWith('127.'));
+}
+
+/** The answer to plain HTTP where only HTTPS is served: JSON with a stable code, as every API error. */
+export const HTTPS_ONLY_MESSAGE = 'this Kedge federation serves HTTPS only: use https:// (plain HTTP is only for loopback development, with kedge federation --insecure-http)';
+const HTTPS_ONLY_BODY = `${JSON.stringify({ code: 'KEDGE_HTTPS_ONLY', message: HTTPS_ONLY_MESSAGE })}\n`;
+const HTTPS_ONLY = `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(HTTPS_ONLY_BODY)}\r\nconnection: close\r\n\r\n${HTTPS_ONLY_BODY}`;
+
 /**
  * Accepts connections on `server`'s behalf: TLS ones are unwrapped with a
- * context from `contexts`, then both kinds go to the HTTP server. With
- * `plaintext: false` a plain HTTP request is answered with a 400 that says
- * to use https://.
+ * context from `contexts`, then go to the HTTP server. Plain HTTP goes there
+ * only with `plaintext: true` (--insecure-http) and from a loopback peer;
+ * otherwise it is answered with a 400 that says to use https://.
  */
 export function serveHttpAndHttps(server: http.Server, contexts: ServingContexts, opts: { plaintext: boolean; logger: Logger }): net.Server {
   const front = net.createServer({ pauseOnConnect: true }, (socket) => {
@@ -68,9 +80,19 @@ export function serveHttpAndHttps(server: http.Server, contexts: ServingContexts
       }
       socket.unshift(first);
       if (first[0] === TLS_HANDSHAKE) {
+        let initial: tls.SecureContext;
+        try {
+          initial = contexts.get(socket.localAddress ?? '127.0.0.1', undefined);
+        } catch (err) {
+          // No certificate can be issued (the CA key is unavailable): this
+          // connection fails, the federation keeps serving.
+          opts.logger.warn({ err: errorMessage(err), peer: socket.remoteAddress }, 'HTTPS connection refused: no serving certificate');
+          socket.destroy();
+          return;
+        }
         const secure = new tls.TLSSocket(socket, {
           isServer: true,
-          secureContext: contexts.get(socket.localAddress ?? '127.0.0.1', undefined),
+          secureContext: initial,
           SNICallback: (name, cb) => {
             try {
               cb(null, contexts.get(socket.localAddress ?? '127.0.0.1', name));
@@ -84,10 +106,10 @@ export function serveHttpAndHttps(server: http.Server, contexts: ServingContexts
           secure.destroy();
         });
         server.emit('connection', secure);
-      } else if (opts.plaintext) {
+      } else if (opts.plaintext && isLoopbackAddress(socket.remoteAddress)) {
         server.emit('connection', socket);
       } else {
-        socket.end('HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nthis Kedge federation serves HTTPS only: use https://\n');
+        socket.end(HTTPS_ONLY);
       }
     });
     socket.resume();

@@ -237,7 +237,7 @@ async function runConfig(opts: Options, replicas: 0 | 1 | 2, profileDir: string 
         cleanups.push(() => fed.stop());
         watch(`federation r${r}`, fed.pid);
       }
-      credentials = await signSharedCertificate({ dataDir: feds[0]!.dataDir, httpBase: `http://${feds[0]!.http}`, grpc: feds[0]!.grpc });
+      credentials = await signSharedCertificate({ dataDir: feds[0]!.dataDir, httpsUrl: `https://${feds[0]!.http}`, grpc: feds[0]!.grpc });
       addresses = feds.map((f) => f.grpc);
     }
 

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { MAX_BODY_BYTES } from '../../federation/api/http';
-import { startFederationProc, type FederationHandle } from '../support/mesh';
+import { fedFetch, startFederationProc, type FederationHandle } from '../support/mesh';
 
 describe('federation API bad input', () => {
   let fed: FederationHandle | undefined;
@@ -13,15 +13,15 @@ describe('federation API bad input', () => {
   it('answers 400 for GET /api/v1/services/%ff and 413 for an oversized body', async () => {
     fed = await startFederationProc();
     const auth = { authorization: `Bearer ${fs.readFileSync(fed.adminTokenFile, 'utf8').trim()}` };
-    const bad = await fetch(`${fed.httpUrl}/api/v1/services/%ff`, { headers: auth });
+    const bad = await fedFetch(fed, `/api/v1/services/%ff`, { headers: auth });
     assert.equal(bad.status, 400);
     assert.match(((await bad.json()) as { message: string }).message, /not valid percent-encoding/);
 
     const big = JSON.stringify({ namespace: 'default', serviceAccount: 'x', pad: 'x'.repeat(MAX_BODY_BYTES * 3) });
-    const res = await fetch(`${fed.httpUrl}/api/v1/tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: big });
+    const res = await fedFetch(fed, `/api/v1/tokens`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: big });
     assert.equal(res.status, 413);
     assert.equal(((await res.json()) as { code: string }).code, 'KEDGE_TOO_LARGE');
     // The federation still serves.
-    assert.equal((await fetch(`${fed.httpUrl}/healthz`)).status, 200);
+    assert.equal((await fedFetch(fed, `/healthz`)).status, 200);
   });
 });

@@ -51,7 +51,7 @@ describe('security policies survive an agent restart while the federation is dow
     ...(dataDir ? { dataDir } : {}),
   });
   let inboundPort = 0;
-  const admin = () => ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
+  const admin = () => ['--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile];
 
   before(async () => {
     fed = await startFederationProc();

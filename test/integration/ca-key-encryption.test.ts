@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { startKedge, tempDir, eventually, runKedge, type KedgeProcess } from '../support/procs';
-import { AgentHandle, FederationHandle, getJson, grantFlags, spawnAgentProc, startAgentProc, startFederationProc } from '../support/mesh';
+import { fedFetch, AgentHandle, FederationHandle, getJson, grantFlags, spawnAgentProc, startAgentProc, startFederationProc } from '../support/mesh';
 
 /** Every file of the embedded store, concatenated: what an attacker with the data dir reads. */
 function storeText(fed: FederationHandle): string {
@@ -21,7 +21,7 @@ function storeText(fed: FederationHandle): string {
 async function restartWith(fed: FederationHandle, keyArgs: string[], env: NodeJS.ProcessEnv = {}): Promise<FederationHandle> {
   const args = withoutKeyFlags(fed.args);
   args[args.indexOf('--listen-grpc') + 1] = fed.grpc;
-  args[args.indexOf('--listen-http') + 1] = fed.httpUrl.replace('http://', '');
+  args[args.indexOf('--listen-http') + 1] = fed.httpAddress;
   args.push(...keyArgs);
   const proc = startKedge('federation', args, { env });
   await proc.waitForMsg('federation ready', 20_000);
@@ -56,7 +56,10 @@ describe('CA key encrypted under the operator key', () => {
   before(async () => {
     fs.writeFileSync(kekFile, 'K3dge-test-key-encryption-key-0123456789\n', { mode: 0o600 });
     fs.writeFileSync(wrongFile, 'not-the-key-that-encrypted-the-ca-key\n', { mode: 0o600 });
-    fed = await startFederationProc({ args: ['--ca-key-encryption-key-file', kekFile] });
+    // --insecure-http: while its CA key is unavailable the federation cannot
+    // issue the HTTPS certificate of its HTTP port; this test then talks to
+    // it over plain HTTP on loopback.
+    fed = await startFederationProc({ args: ['--insecure-http', '--ca-key-encryption-key-file', kekFile] });
   });
   after(async () => {
     await Promise.all(agents.map((p) => p.stop('SIGKILL')));
@@ -71,7 +74,7 @@ describe('CA key encrypted under the operator key', () => {
     assert.ok(!fed.proc.logs.some((l) => /UNENCRYPTED/.test(String(l.msg))));
     const a = await startAgentProc(fed, { name: 'web', namespace: 'default', serviceAccount: 'web', address: '127.0.33.1' });
     agents.push(a.proc);
-    const status = await runKedge(['ca', 'status', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    const status = await runKedge(['ca', 'status', '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.match(status.stdout, /key encrypted, can sign/);
   });
 
@@ -85,16 +88,22 @@ describe('CA key encrypted under the operator key', () => {
     assert.match(String(line.msg), /agents keep connecting and receiving updates, but joins and renewals are refused until the CA key is available/);
     assert.match(String(line.reason), /encrypted and no key-encryption key is configured; give it with --ca-key-encryption-key-file FILE, the environment variable KEDGE_CA_KEY_ENCRYPTION_KEY or --ca-key-command CMD/);
 
+    // HTTPS needs a certificate from the CA, which cannot sign now: plain HTTP from loopback (--insecure-http) still answers.
+    const plain = `http://${fed.httpAddress}`;
+    const handshake = await fedFetch(fed, '/healthz').then(() => 'served', (err: Error) => err.message);
+    assert.notEqual(handshake, 'served', 'no HTTPS without the CA key');
+    const refusedTls = await fed.proc.waitForMsg('HTTPS connection refused: no serving certificate', 5_000);
+    assert.match(String(refusedTls.err), /no HTTPS certificate: .*make the CA key available \(or, on loopback, start with --insecure-http\)/);
     // Not ready (the CA check fails, naming why), though it serves.
-    const ready = await fetch(`${fed.httpUrl}/readyz`);
+    const ready = await fetch(`${plain}/readyz`);
     assert.equal(ready.status, 503);
     const body = (await ready.json()) as { checks: { name: string; ok: boolean; error?: string }[] };
     const caCheck = body.checks.find((c) => c.name === 'ca')!;
     assert.equal(caCheck.ok, false);
     assert.match(caCheck.error ?? '', /the CA cannot sign: this federation cannot sign certificates now: the CA private key in the store is encrypted and no key-encryption key/);
-    const status = await runKedge(['ca', 'status', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    const status = await runKedge(['ca', 'status', '--federation', plain, '--insecure-http', '--admin-token-file', fed.adminTokenFile]);
     assert.match(status.stdout, /CANNOT SIGN: the CA private key in the store is encrypted/);
-    const rotate = await runKedge(['ca', 'rotate', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    const rotate = await runKedge(['ca', 'rotate', '--federation', plain, '--insecure-http', '--admin-token-file', fed.adminTokenFile]);
     assert.equal(rotate.code, 1);
     assert.match(rotate.stderr, /cannot rotate the CA on a replica that cannot sign[\s\S]*KEDGE_CA_KEY_UNAVAILABLE/);
 
@@ -105,7 +114,7 @@ describe('CA key encrypted under the operator key', () => {
     // A joining agent gets a clear refusal and retries; its token is not spent.
     const spec = { name: 'late', namespace: 'default', serviceAccount: 'late', address: '127.0.33.2' };
     // Over plain HTTP: HTTPS on the HTTP port needs a certificate from the CA, which cannot sign now.
-    const made = await runKedge(['token', 'create', '--namespace', 'default', '--service-account', 'late', ...grantFlags(spec), '--federation', fed.httpUrl, '--insecure-http', '--admin-token-file', fed.adminTokenFile]);
+    const made = await runKedge(['token', 'create', '--namespace', 'default', '--service-account', 'late', ...grantFlags(spec), '--federation', plain, '--insecure-http', '--admin-token-file', fed.adminTokenFile]);
     assert.equal(made.code, 0, made.stderr);
     const token = made.stdout.trim();
     const late = await spawnAgentProc(fed, { ...spec, token });
@@ -136,7 +145,7 @@ describe('CA key encrypted under the operator key', () => {
     const late = agents[1]!;
     await late.waitForMsg('joined the mesh', 40_000);
     await late.waitForMsg('registered with the federation', 20_000);
-    const ready = await fetch(`${fed.httpUrl}/readyz`);
+    const ready = await fedFetch(fed, `/readyz`);
     const body = (await ready.json()) as { checks: { name: string; ok: boolean }[] };
     assert.equal(body.checks.find((c) => c.name === 'ca')?.ok, true);
   });

@@ -12,7 +12,7 @@ import type { CaStatusDoc } from '../../cli/ca';
 
 const PEM_RE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n?/g;
 const fps = (s: string) => (s.match(PEM_RE) ?? []).map((p) => new X509Certificate(p).fingerprint256);
-const ca = (fed: FederationHandle, args: string[]) => runKedge(['ca', ...args, '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+const ca = (fed: FederationHandle, args: string[]) => runKedge(['ca', ...args, '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
 async function status(fed: FederationHandle): Promise<CaStatusDoc> {
   const r = await ca(fed, ['status', '-o', 'json']);
   assert.equal(r.code, 0, r.stderr);

@@ -10,7 +10,7 @@ import * as http from 'node:http';
 import * as tls from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { runKedge, eventually } from '../support/procs';
-import { AgentHandle, FederationHandle, getJson, httpGet, restartFederationProc, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
+import { fedFetch, AgentHandle, FederationHandle, getJson, httpGet, restartFederationProc, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
 import type { CaStatusDoc } from '../../cli/ca';
 
 const PEM_RE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n?/g;
@@ -18,7 +18,7 @@ const pems = (s: string) => s.match(PEM_RE) ?? [];
 const fp = (pem: string) => new X509Certificate(pem).fingerprint256;
 
 function ca(fed: FederationHandle, args: string[]) {
-  return runKedge(['ca', ...args, '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+  return runKedge(['ca', ...args, '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
 }
 async function caStatus(fed: FederationHandle): Promise<CaStatusDoc> {
   const r = await ca(fed, ['status', '-o', 'json']);
@@ -30,7 +30,7 @@ const certs = (a: AgentHandle) => getJson<Certs>(`${a.adminUrl}/certs`);
 
 /** Fetches the SPIFFE bundle and checks it against the PEM roots: one x509-svid JWK per root, no kid, key parameters matching. */
 async function checkSpiffeBundle(fed: FederationHandle, rootsPem: string[]): Promise<{ spiffe_sequence: number }> {
-  const res = await fetch(`${fed.httpUrl}/.well-known/spiffe-bundle`, { signal: AbortSignal.timeout(5_000) });
+  const res = await fedFetch(fed, `/.well-known/spiffe-bundle`, { signal: AbortSignal.timeout(5_000) });
   assert.equal(res.status, 200);
   assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
   const doc = (await res.json()) as { keys: Record<string, unknown>[]; spiffe_sequence: number; spiffe_refresh_hint: number };
@@ -152,7 +152,7 @@ describe('CA rotation under steady traffic', () => {
     const newRoot = new X509Certificate(pems(fs.readFileSync(fed.rootCertFile, 'utf8'))[0]!);
     // The serving key is made off the event loop, so the new certificate follows the retirement shortly.
     await eventually(async () => (await servingCert(fed.grpc)).verify(newRoot.publicKey), 10_000, 'the federation to serve gRPC with a certificate from the new root');
-    assert.ok((await servingCert(fed.httpUrl.replace('http://', ''))).verify(newRoot.publicKey), 'and HTTPS on its HTTP port too');
+    assert.ok((await servingCert(fed.httpAddress)).verify(newRoot.publicKey), 'and HTTPS on its HTTP port too');
     const afterDoc = await checkSpiffeBundle(fed, pems(fs.readFileSync(fed.rootCertFile, 'utf8')));
     assert.equal(afterDoc.spiffe_sequence, before.spiffe_sequence + 2, 'one step adds the new root, one retires the old');
 

@@ -35,10 +35,10 @@ describe('CLI for a new user', () => {
     fs.writeFileSync(token, 'x');
     try {
       const url = `http://127.0.0.1:${(other.address() as { port: number }).port}`;
-      const r = await runKedge(['get', 'services', '--federation', url, '--admin-token-file', token]);
+      const r = await runKedge(['get', 'services', '--insecure-http', '--federation', url, '--admin-token-file', token]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /is not a Kedge federation .*point --federation at the federation's HTTP port \(15014\) \[KEDGE_NOT_A_FEDERATION\]/);
-      const v = await runKedge(['version', '--federation', url]);
+      const v = await runKedge(['version', '--insecure-http', '--federation', url]);
       assert.equal(v.code, 1);
       assert.match(v.stderr, /KEDGE_NOT_A_FEDERATION/);
     } finally {
@@ -48,9 +48,9 @@ describe('CLI for a new user', () => {
 
   it('prints the client version, and the federation version when it is reachable', async () => {
     fed ??= await startFederationProc();
-    const r = await runKedge(['version', '--federation', fed.httpUrl]);
+    const r = await runKedge(['version', '--federation', fed.httpsUrl, '--root-cert', fed.rootCertFile]);
     assert.equal(r.code, 0);
-    assert.equal(r.stdout, `kedge ${VERSION}\nfederation ${VERSION} (${fed.httpUrl})\n`);
+    assert.equal(r.stdout, `kedge ${VERSION}\nfederation ${VERSION} (${fed.httpsUrl})\n`);
     assert.equal((await runKedge(['--version'])).stdout, `kedge ${VERSION}\n`);
   });
 
@@ -62,11 +62,13 @@ describe('CLI for a new user', () => {
     const yaml = await runKedge(['status', '-o', 'yaml', '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.equal(yaml.stdout, '[]\n');
 
-    const plain = await runKedge(['get', 'services', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile], { env: { KEDGE_INSECURE_HTTP: '' } });
+    // Plain HTTP: the CLI refuses it unless asked, and this federation (HTTPS only, the default) refuses it too.
+    const plain = await runKedge(['get', 'services', '--federation', `http://${fed.httpAddress}`, '--admin-token-file', fed.adminTokenFile]);
     assert.equal(plain.code, 2);
     assert.match(plain.stderr, /is plain HTTP, which sends the admin token in clear: use https:\/\/.*or add --insecure-http/);
-    const allowed = await runKedge(['get', 'services', '--insecure-http', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile], { env: { KEDGE_INSECURE_HTTP: '' } });
-    assert.equal(allowed.code, 0, allowed.stderr);
+    const refused = await runKedge(['get', 'services', '--insecure-http', '--federation', `http://${fed.httpAddress}`, '--admin-token-file', fed.adminTokenFile]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /serves HTTPS only: use https:\/\/ .*--insecure-http\) \[KEDGE_HTTPS_ONLY\]/);
 
     // A token file away from its root-cert.pem: a pin or --root-cert is needed.
     const lone = path.join(tempDir('lone-token'), 'admin-token');

@@ -15,7 +15,7 @@ import { applySections, emptyState, type DashboardState, type FeedMessage } from
 /** The page's view of the feed: the state as sections and rows arrive. */
 function openFeed(fed: FederationHandle): { state: () => DashboardState; close(): void } {
   let state = emptyState();
-  const ws = new WebSocket(`${fed.httpUrl.replace(/^http/, 'ws')}/api/v1/feed`);
+  const ws = new WebSocket(`${fed.httpsUrl.replace(/^https/, 'wss')}/api/v1/feed`, { ca: fs.readFileSync(fed.rootCertFile, 'utf8') });
   ws.on('open', () => ws.send(JSON.stringify({ type: 'auth', token: fs.readFileSync(fed.adminTokenFile, 'utf8').trim() })));
   ws.on('message', (data) => {
     const msg = JSON.parse(String(data)) as FeedMessage;

@@ -35,7 +35,7 @@ describe('dashboard with 1,000 services and 5,000 workloads', { skip: SKIP_WITHO
 
   before(async () => {
     fed = await startFederationProc({ args: ['--trust-domain', BENCH_TRUST_DOMAIN, '--grace-period', '60s'] });
-    const credentials = await signSharedCertificate({ dataDir: fed.dataDir, httpBase: fed.httpUrl, grpc: fed.grpc });
+    const credentials = await signSharedCertificate({ dataDir: fed.dataDir, httpsUrl: fed.httpsUrl, grpc: fed.grpc });
     sim = forkHelper<ToSim, FromSim>('simulator', path.join(__dirname, '..', 'bench', 'support', 'sim-agents.js'));
     sim!.send({ type: 'start', config: { layout: LAYOUT, addresses: [fed.grpc], agentsPerChannel: 100, connectRate: 500, credentials, connectTimeoutMs: 200_000 } });
     // At a steady rate (10 s for all): a fleet restart storm is the federation-push benchmark's subject, not this test's.
@@ -59,7 +59,7 @@ describe('dashboard with 1,000 services and 5,000 workloads', { skip: SKIP_WITHO
   });
 
   it('logs in and counts the whole mesh', async () => {
-    await page.goto(`${fed.httpUrl}/ui/`);
+    await page.goto(`${fed.httpsUrl}/ui/`);
     await page.getByLabel('Admin or viewer token').fill(fs.readFileSync(fed.adminTokenFile, 'utf8').trim());
     await page.getByRole('button', { name: 'Log in' }).click();
     await page.locator('[data-feed="live"]').waitFor({ timeout: 30_000 });
@@ -101,7 +101,7 @@ describe('dashboard with 1,000 services and 5,000 workloads', { skip: SKIP_WITHO
     // Every frame after the first state was row changes or small sections, never the 5,000 workloads again.
     for (const f of frames.slice(frames.indexOf(full) + 1)) assert.equal((f.msg.sections?.workloads as unknown[] | undefined)?.length, undefined, `a later frame resent all workloads (${f.bytes} B)`);
     // The page shows it: the service's page lists the endpoint unhealthy.
-    await page.goto(`${fed.httpUrl}/ui/#/services/${serviceKeyOf(service)}`);
+    await page.goto(`${fed.httpsUrl}/ui/#/services/${serviceKeyOf(service)}`);
     await page.getByText(/0\/1 healthy|unhealthy/i).first().waitFor({ timeout: 10_000 });
     await page.screenshot({ path: path.join(shots, '03-changed-service.png') });
   });

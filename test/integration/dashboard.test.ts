@@ -13,7 +13,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { SKIP_WITHOUT_CHROMIUM, launchChromium } from '../support/browser';
-import { agentSeesEndpoints, createToken, grantFlags, httpGet, restartFederationProc, startAgentProc, startFederationProc, writeAgentConfig, type AgentHandle, type FederationHandle } from '../support/mesh';
+import { fedFetch, agentSeesEndpoints, createToken, grantFlags, httpGet, restartFederationProc, startAgentProc, startFederationProc, writeAgentConfig, type AgentHandle, type FederationHandle } from '../support/mesh';
 import { eventually, runKedge, startKedge, tempDir } from '../support/procs';
 
 
@@ -64,7 +64,7 @@ describe('dashboard in chromium', { skip: SKIP_WITHOUT_CHROMIUM }, () => {
   });
 
   it('refuses a wrong token at login and says why', async () => {
-    await page.goto(`${fed.httpUrl}/ui/`);
+    await page.goto(`${fed.httpsUrl}/ui/`);
     await page.getByLabel('Admin or viewer token').fill('not-the-token');
     await page.getByRole('button', { name: 'Log in' }).click();
     const err = page.locator('#login-error');
@@ -121,7 +121,7 @@ describe('dashboard in chromium', { skip: SKIP_WITHOUT_CHROMIUM }, () => {
       'apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default-permissive, namespace: default }\nspec:\n  mtls: { mode: PERMISSIVE }\n',
       'apiVersion: policy.linkerd.io/v1alpha1\nkind: HTTPLocalRateLimitPolicy\nmetadata: { name: reviews-total, namespace: default }\nspec:\n  targetRef: { kind: Service, name: reviews }\n  total: { requestsPerSecond: 10000 }\n',
     ].join('---\n'));
-    const applied = await runKedge(['apply', '-f', audit, '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    const applied = await runKedge(['apply', '-f', audit, '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.equal(applied.code, 0, applied.stderr);
     const web = agents.find((a) => a.spec.name === 'web')!;
     await agentSeesEndpoints(web, 'reviews.default', 1);
@@ -193,7 +193,7 @@ describe('dashboard in chromium', { skip: SKIP_WITHOUT_CHROMIUM }, () => {
     const file = path.join(tempDir('dashboard-route'), 'route.yaml');
     fs.writeFileSync(file, 'apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: reviews-split }\nspec:\n  parentRefs: [{ group: "", kind: Service, name: reviews, port: 9080 }]\n  rules:\n  - backendRefs: [{ name: reviews, port: 9080 }]\n');
     await page.keyboard.press('5');
-    const applied = await runKedge(['apply', '-f', file, '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    const applied = await runKedge(['apply', '-f', file, '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.equal(applied.code, 0, applied.stderr);
     await page.locator('tr[data-route="HTTPRoute/default/reviews-split"]').waitFor({ timeout: 5_000 });
     assert.match(await page.locator('tr[data-route="HTTPRoute/default/reviews-split"]').innerText(), /applied/);
@@ -202,12 +202,12 @@ describe('dashboard in chromium', { skip: SKIP_WITHOUT_CHROMIUM }, () => {
   });
 
   it('gives a viewer token (kedge token create --viewer) reads but refuses applies and deletes', async () => {
-    const made = await runKedge(['token', 'create', '--viewer', '--ttl', '1h', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    const made = await runKedge(['token', 'create', '--viewer', '--ttl', '1h', '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.equal(made.code, 0, made.stderr);
     const viewer = made.stdout.trim();
     assert.match(viewer, /^kedgeview1\./);
     const call = (method: string, p: string, body?: unknown) =>
-      fetch(`${fed.httpUrl}${p}`, { method, headers: { authorization: `Bearer ${viewer}`, 'content-type': 'application/json' }, ...(body ? { body: JSON.stringify(body) } : {}) });
+      fedFetch(fed, `${p}`, { method, headers: { authorization: `Bearer ${viewer}`, 'content-type': 'application/json' }, ...(body ? { body: JSON.stringify(body) } : {}) });
     assert.equal((await call('GET', '/api/v1/services')).status, 200);
     for (const [method, p, body] of [
       ['POST', '/api/v1/routes', []],
@@ -225,12 +225,12 @@ describe('dashboard in chromium', { skip: SKIP_WITHOUT_CHROMIUM }, () => {
     // The CLI with the viewer token is refused too, and the route is still there.
     const tokenFile = path.join(tempDir('viewer'), 'token');
     fs.writeFileSync(tokenFile, viewer);
-    const del = await runKedge(['delete', 'httproute', 'default/reviews-split', '--federation', fed.httpUrl, '--admin-token-file', tokenFile]);
+    const del = await runKedge(['delete', 'httproute', 'default/reviews-split', '--federation', fed.httpsUrl, '--admin-token-file', tokenFile, '--root-cert', fed.rootCertFile]);
     assert.notEqual(del.code, 0);
     assert.match(del.stderr, /read-only/);
     // In the page: a fresh tab logs in as a viewer and sees the same mesh.
     const tab = await browser.newPage();
-    await tab.goto(`${fed.httpUrl}/ui/#/policies`);
+    await tab.goto(`${fed.httpsUrl}/ui/#/policies`);
     await tab.getByLabel('Admin or viewer token').fill(viewer);
     await tab.getByRole('button', { name: 'Log in' }).click();
     await tab.getByText('viewer (read-only)').waitFor();
@@ -240,10 +240,10 @@ describe('dashboard in chromium', { skip: SKIP_WITHOUT_CHROMIUM }, () => {
   });
 
   it('ends the session of a viewer token that expires while the page is open, and refuses it at login', async () => {
-    const made = await runKedge(['token', 'create', '--viewer', '--ttl', '3s', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    const made = await runKedge(['token', 'create', '--viewer', '--ttl', '3s', '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.equal(made.code, 0, made.stderr);
     const tab = await browser.newPage();
-    await tab.goto(`${fed.httpUrl}/ui/`);
+    await tab.goto(`${fed.httpsUrl}/ui/`);
     await tab.getByLabel('Admin or viewer token').fill(made.stdout.trim());
     await tab.getByRole('button', { name: 'Log in' }).click();
     await tab.locator('[data-feed="live"]').waitFor();

@@ -11,7 +11,7 @@ import type { Etcd3 } from 'etcd3';
 import { EtcdRpc } from '../../federation/store/etcd-rpc';
 import { KedgeError } from '../../proto/model/errors';
 import { KedgeProcess, eventually, runKedge } from '../support/procs';
-import { AgentHandle, FederationHandle, agentSeesEndpoints, createToken, federationEndpoints, getJson, httpGet, spawnAgentProc, startAgentProc, startFederationProc, startHttpApp, writeFederationConfig } from '../support/mesh';
+import { fedFetch, AgentHandle, FederationHandle, agentSeesEndpoints, createToken, federationEndpoints, getJson, httpGet, spawnAgentProc, startAgentProc, startFederationProc, startHttpApp, writeFederationConfig } from '../support/mesh';
 
 describe('federation replicas on etcd', () => {
   let etcd: EtcdServer;
@@ -67,7 +67,7 @@ describe('federation replicas on etcd', () => {
     // recorded (written every few seconds) for the agents it does not hold.
     type Row = { agent: string; replica: string; ackedVersion: string; certNotAfter?: string; subscriptions: string[] };
     const status = await eventually(async () => {
-      const rows = JSON.parse((await runKedge(['status', '-o', 'json', '--federation', r2.httpUrl, '--admin-token-file', r2.adminTokenFile])).stdout) as Row[];
+      const rows = JSON.parse((await runKedge(['status', '-o', 'json', '--federation', r2.httpsUrl, '--admin-token-file', r2.adminTokenFile])).stdout) as Row[];
       return rows.every((r) => r.ackedVersion !== '' && r.certNotAfter) ? rows : undefined;
     }, 15_000, 'acked versions of both agents in r2\'s status');
     assert.deepEqual(status.map((s) => [s.agent, s.replica, s.subscriptions]), [['default/alpha', 'r1', ['beta.default']], ['default/beta', 'r2', ['alpha.default']]]);
@@ -103,7 +103,7 @@ describe('federation replicas on etcd', () => {
     const token = await eventually(() => createToken(r2, 'default', 'gamma').catch(() => undefined), 20_000, 'tokens to work again');
     assert.match(token, /^kedge1\./);
     const eps = await eventually(async () => {
-      const rows = JSON.parse((await runKedge(['get', 'endpoints', '-o', 'json', '--federation', r2.httpUrl, '--admin-token-file', r2.adminTokenFile])).stdout) as { service: string }[];
+      const rows = JSON.parse((await runKedge(['get', 'endpoints', '-o', 'json', '--federation', r2.httpsUrl, '--admin-token-file', r2.adminTokenFile])).stdout) as { service: string }[];
       return rows.length === 2 ? rows : undefined;
     }, 20_000, 'both registrations after the etcd restart');
     assert.deepEqual(eps.map((e) => e.service).sort(), ['alpha.default', 'beta.default']);
@@ -153,7 +153,7 @@ describe('a federation whose etcd refuses writes (NOSPACE alarm)', () => {
     assert.match(String(refused), /NOSPACE|space exceeded/i, 'etcd refused a write');
 
     // An admin write fails, naming the store and what to do.
-    const tok = await runKedge(['token', 'create', '--namespace', 'default', '--service-account', 'gamma', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    const tok = await runKedge(['token', 'create', '--namespace', 'default', '--service-account', 'gamma', '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.notEqual(tok.code, 0);
     assert.match(tok.stderr, /NOSPACE/);
     assert.match(tok.stderr, /alarm disarm/);
@@ -163,7 +163,7 @@ describe('a federation whose etcd refuses writes (NOSPACE alarm)', () => {
     await new Promise((r) => setTimeout(r, 3_500));
     assert.equal((await federationEndpoints(fed, 'alpha.default')).length, 1, 'alpha kept past the grace period');
     assert.equal((await federationEndpoints(fed, 'billing-db.shop')).length, 1, 'the static entry kept');
-    const health = await fetch(`${fed.httpUrl}/healthz`);
+    const health = await fedFetch(fed, `/healthz`);
     assert.equal(health.status, 200, 'the federation is up');
 
     // A new agent cannot join (its Sign consumes a token use: a write); it keeps retrying.

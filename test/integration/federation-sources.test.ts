@@ -11,7 +11,7 @@ import { KubeApiDouble, writeKubeconfig } from '../support/kube-double';
 import { endpointSlice, node, service } from '../support/fixtures/kube';
 import { ConsulDouble } from '../support/consul-double';
 import { eventually, runKedge, startKedge, tempDir, KedgeProcess } from '../support/procs';
-import { AgentHandle, FederationHandle, agentSeesEndpoints, getJson, httpGet, startAgentProc, startHttpApp, writeAgentConfig } from '../support/mesh';
+import { federationHandle, AgentHandle, FederationHandle, agentSeesEndpoints, getJson, httpGet, startAgentProc, startHttpApp, writeAgentConfig } from '../support/mesh';
 
 interface EndpointRow { service: string; address: string; cluster: string; network: string; locality: string; health: string; meshed: boolean; identity: string }
 
@@ -23,7 +23,7 @@ describe('federation across Kubernetes, Consul, static entries and VMs', () => {
   let fedProc: KedgeProcess;
   const agents: AgentHandle[] = [];
   const apps: { close(): Promise<void> }[] = [];
-  const admin = () => ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
+  const admin = () => ['--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile];
   const endpoints = async (svc: string) => JSON.parse((await runKedge(['get', 'endpoints', svc, '-o', 'json', ...admin()])).stdout) as EndpointRow[];
 
   before(async () => {
@@ -59,7 +59,7 @@ describe('federation across Kubernetes, Consul, static entries and VMs', () => {
     fs.writeFileSync(path.join(dir, 'federation.yaml'), YAML.stringify(config));
     fedProc = startKedge('federation', ['federation', '--config', path.join(dir, 'federation.yaml')]);
     const ready = await fedProc.waitForMsg('federation ready', 20_000);
-    fed = { proc: fedProc, dataDir: config.dataDir, grpc: String(ready.grpc), httpUrl: `http://${String(ready.http)}`, httpsUrl: `https://${String(ready.http)}`, adminTokenFile: path.join(config.dataDir, 'admin-token'), rootCertFile: path.join(config.dataDir, 'root-cert.pem'), args: [] };
+    fed = federationHandle(fedProc, config.dataDir, ready);
   });
   after(async () => {
     await Promise.all(agents.map((a) => a.proc.stop('SIGKILL')));

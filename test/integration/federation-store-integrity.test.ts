@@ -132,7 +132,7 @@ describe('federation data dir integrity', () => {
       const dir = copyDataDir();
       fed = await startFederationProc({ dataDir: dir });
       const backupFile = path.join(tempDir('backup'), 'kedge.backup');
-      const b = await runKedge(['federation', 'backup', '--out', backupFile, '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+      const b = await runKedge(['federation', 'backup', '--out', backupFile, '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
       assert.equal(b.code, 0, b.stderr);
       assert.match(b.stdout, /wrote .*: \d+ keys at store revision \d+/);
       assert.equal(fs.statSync(backupFile).mode & 0o777, 0o600);

@@ -45,7 +45,7 @@ describe('east-west gateway with real agents', () => {
     assert.ok(stats.gateway.forwarded >= 1);
 
     // The federation computes the same view for `kedge get endpoints --from`.
-    const from = JSON.parse((await runKedge(['get', 'endpoints', 'reviews.default', '--from', 'shop/web', '-o', 'json', '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile])).stdout) as { endpoints: { address: string; share: number }[] };
+    const from = JSON.parse((await runKedge(['get', 'endpoints', 'reviews.default', '--from', 'shop/web', '-o', 'json', '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile])).stdout) as { endpoints: { address: string; share: number }[] };
     assert.deepEqual(from.endpoints.map((e) => [e.address, e.share]), [['127.0.90.5', 100]]);
   });
 });

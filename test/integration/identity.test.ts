@@ -122,7 +122,7 @@ describe('agent start with the federation away', () => {
     const proc = startKedge('late', ['agent', '--config', writeAgentConfig(fed, { name: 'late', namespace: 'shop', serviceAccount: 'late', address: '127.0.20.9' }, path.join(dir, 'data'), writeToken(token))]);
     try {
       await eventually(() => proc.logs.filter((l) => l.msg === 'federation unreachable; will retry').length >= 2, 10_000, 'two retries');
-      const again = startKedge('federation', fed.args.map((a, i) => (fed.args[i - 1] === '--listen-grpc' ? fed.grpc : fed.args[i - 1] === '--listen-http' ? fed.httpUrl.slice(7) : a)));
+      const again = startKedge('federation', fed.args.map((a, i) => (fed.args[i - 1] === '--listen-grpc' ? fed.grpc : fed.args[i - 1] === '--listen-http' ? fed.httpAddress : a)));
       try {
         await proc.waitForMsg('registered with the federation', 20_000);
       } finally {

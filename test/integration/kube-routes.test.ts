@@ -13,7 +13,7 @@ import YAML from 'yaml';
 import { KubeApiDouble, writeKubeconfig } from '../support/kube-double';
 import { endpointSlice, gatewayRoute, node, service } from '../support/fixtures/kube';
 import { eventually, runKedge, startKedge, tempDir, type KedgeProcess } from '../support/procs';
-import { getJson, startAgentProc, type AgentHandle, type FederationHandle } from '../support/mesh';
+import { federationHandle, getJson, startAgentProc, type AgentHandle, type FederationHandle } from '../support/mesh';
 
 interface RouteRow { kind: string; namespace: string; name: string; source: string; backends: string[]; warnings: string[]; error?: string }
 interface ConfigDump { services: { key: string; routes?: { kind: string; metadata: { name: string }; spec: { rules: { backendRefs: { name: string; weight?: number }[] }[] } }[] }[] }
@@ -25,7 +25,7 @@ describe('routes from Kubernetes clusters', () => {
   let fed: FederationHandle;
   let client: AgentHandle;
   const dir = tempDir('kube-routes');
-  const admin = () => ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
+  const admin = () => ['--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile];
   const rows = async () => JSON.parse((await runKedge(['get', 'routes', '-o', 'json', ...admin()])).stdout) as RouteRow[];
   const heldRoutes = async () => (await getJson<ConfigDump>(`${client.adminUrl}/config`)).services.find((s) => s.key === 'reviews.default')?.routes ?? [];
   const split = (v1: number, v2: number) => [{ backendRefs: [{ name: 'reviews-v1', port: 9080, weight: v1 }, { name: 'reviews-v2', port: 9080, weight: v2 }] }];
@@ -54,7 +54,7 @@ describe('routes from Kubernetes clusters', () => {
     fs.writeFileSync(path.join(dir, 'federation.yaml'), YAML.stringify(config));
     fedProc = startKedge('federation', ['federation', '--config', path.join(dir, 'federation.yaml')]);
     const ready = await fedProc.waitForMsg('federation ready', 20_000);
-    fed = { proc: fedProc, dataDir: config.dataDir, grpc: String(ready.grpc), httpUrl: `http://${String(ready.http)}`, httpsUrl: `https://${String(ready.http)}`, adminTokenFile: path.join(config.dataDir, 'admin-token'), rootCertFile: path.join(config.dataDir, 'root-cert.pem'), args: [] };
+    fed = federationHandle(fedProc, config.dataDir, ready);
     client = await startAgentProc(fed, { name: 'client', namespace: 'default', serviceAccount: 'client', address: '127.0.72.9', network: 'net-east', upstreams: [{ service: 'reviews.default', port: 9080 }] });
   });
   after(async () => {

@@ -50,7 +50,7 @@ describe('plaintext endpoints: auto mTLS from VM agents', () => {
   let metrics: PlainApp;
   let ordersPlain: PlainApp;
   let ordersMeshed: Awaited<ReturnType<typeof startHttpApp>>;
-  const admin = () => ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
+  const admin = () => ['--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile];
   const upstream = (service: string, port: number): string => client.upstreams[client.spec.upstreams!.findIndex((u) => u.service === service && u.port === port)]!;
 
   before(async () => {

@@ -88,7 +88,7 @@ describe('local rate limits', () => {
   let app: Awaited<ReturnType<typeof startHttpApp>>;
   let echo: net.Server;
   let grpcServer: grpc.Server;
-  const admin = () => ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
+  const admin = () => ['--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile];
   const dir = tempDir('ratelimit');
 
   before(async () => {

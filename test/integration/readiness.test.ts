@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { ConsulDouble } from '../support/consul-double';
-import { startFederationProc, writeFederationConfig, type FederationHandle } from '../support/mesh';
+import { fedFetch, startFederationProc, writeFederationConfig, type FederationHandle } from '../support/mesh';
 import { eventually } from '../support/procs';
 
 interface ReadyBody { status: string; checks: { name: string; ok: boolean; error?: string }[] }
 async function readyz(fed: FederationHandle): Promise<{ status: number; body: ReadyBody }> {
-  const res = await fetch(`${fed.httpUrl}/readyz`, { signal: AbortSignal.timeout(5_000) });
+  const res = await fedFetch(fed, `/readyz`, { signal: AbortSignal.timeout(5_000) });
   return { status: res.status, body: (await res.json()) as ReadyBody };
 }
 
@@ -45,7 +45,7 @@ describe('federation readiness', () => {
 
     // Losing the source later keeps the replica ready: it serves the last endpoints, marked stale.
     await consul.down();
-    await eventually(async () => ((await fetch(`${fed.httpUrl}/api/v1/clusters`, { headers: { authorization: `Bearer ${fs.readFileSync(fed.adminTokenFile, 'utf8').trim()}` } }).then((r) => r.json())) as { connected: boolean }[]).some((c) => !c.connected), 30_000, 'the source to notice Consul is gone');
+    await eventually(async () => ((await fedFetch(fed, `/api/v1/clusters`, { headers: { authorization: `Bearer ${fs.readFileSync(fed.adminTokenFile, 'utf8').trim()}` } }).then((r) => r.json())) as { connected: boolean }[]).some((c) => !c.connected), 30_000, 'the source to notice Consul is gone');
     assert.equal((await readyz(fed)).status, 200);
   });
 

@@ -66,7 +66,7 @@ describe('routes', () => {
   let fed: FederationHandle;
   const agents: AgentHandle[] = [];
   let client: AgentHandle;
-  const admin = () => ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
+  const admin = () => ['--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile];
   const dir = tempDir('routes');
   const file = path.join(dir, 'routes.yaml');
   const clientConfig = () => getJson<ConfigDump>(`${client.adminUrl}/config`);

@@ -4,18 +4,13 @@
 // operations, process metrics.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import * as http from 'node:http';
 import { eventually } from '../support/procs';
-import { type AgentHandle, type FederationHandle, spawnAgentProc, startAgentProc, startFederationProc } from '../support/mesh';
+import { type AgentHandle, type FederationHandle, fedFetch, spawnAgentProc, startAgentProc, startFederationProc } from '../support/mesh';
 import { parseExposition, select, total } from '../support/prom-text';
 
-function get(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http.get(url, { agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (c: string) => (body += c)).on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    }).on('error', reject);
-  });
+async function get(fed: FederationHandle, route: string): Promise<{ status: number; body: string }> {
+  const res = await fedFetch(fed, route);
+  return { status: res.status, body: await res.text() };
 }
 
 describe('federation /metrics', () => {
@@ -29,10 +24,10 @@ describe('federation /metrics', () => {
 
   it('needs no admin token, while the API still does', async () => {
     fed = await startFederationProc();
-    const m = await get(`${fed.httpUrl}/metrics`);
+    const m = await get(fed, '/metrics');
     assert.equal(m.status, 200);
     assert.ok(total(parseExposition(m.body), 'process_resident_memory_bytes') > 0);
-    assert.equal((await get(`${fed.httpUrl}/api/v1/services`)).status, 401);
+    assert.equal((await get(fed, '/api/v1/services')).status, 401);
   });
 
   it('counts agents, pushes with their ACK latency, certificates, tokens and store operations', async () => {
@@ -40,7 +35,7 @@ describe('federation /metrics', () => {
     const bogus = await spawnAgentProc(fed, { name: 'intruder', namespace: 'default', serviceAccount: 'x', address: '127.0.14.2', token: 'not-a-token' });
     others.push(bogus.proc);
     const s = await eventually(async () => {
-      const s = parseExposition((await get(`${fed.httpUrl}/metrics`)).body);
+      const s = parseExposition((await get(fed, '/metrics')).body);
       return total(s, 'kedge_federation_connected_agents') === 1 && total(s, 'kedge_federation_push_latency_seconds_count') >= 1 && total(s, 'kedge_federation_join_tokens_total', { outcome: 'refused' }) >= 1 ? s : undefined;
     }, 20_000, 'one agent connected, a push acked, a token refused');
     assert.equal(total(s, 'kedge_federation_certificates_total', { credential: 'token', outcome: 'issued' }), 1);

@@ -103,10 +103,10 @@ async function startDetailsApp(svc: grpc.ServiceClientConstructor): Promise<{ po
 function scrapeConfig(fed: FederationHandle): unknown {
   const file = path.resolve(__dirname, '..', '..', '..', 'deploy', 'prometheus', 'prometheus.yml');
   const doc = YAML.parse(fs.readFileSync(file, 'utf8')) as { global: Record<string, string>; scrape_configs: Record<string, unknown>[] };
-  const fedHost = fed.httpUrl.replace('http://', '');
+  const fedHost = fed.httpAddress;
   doc.global.scrape_interval = '1s';
   doc.global.evaluation_interval = '1s';
-  const text = YAML.stringify(doc).replaceAll('kedge-federation:15014', fedHost).replaceAll('/etc/prometheus/kedge-admin-token', fed.adminTokenFile).replaceAll('refresh_interval: 30s', 'refresh_interval: 1s');
+  const text = YAML.stringify(doc).replaceAll('kedge-federation:15014', fedHost).replaceAll('/etc/prometheus/kedge-admin-token', fed.adminTokenFile).replaceAll('/etc/prometheus/kedge-root-cert.pem', fed.rootCertFile).replaceAll('refresh_interval: 30s', 'refresh_interval: 1s');
   return YAML.parse(text);
 }
 

@@ -22,7 +22,7 @@ describe('kedge stat', () => {
   });
 
   const stat = async (...args: string[]) => {
-    const r = await runKedge(['stat', ...args, '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+    const r = await runKedge(['stat', ...args, '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
     assert.equal(r.code, 0, r.stderr);
     return r.stdout;
   };
@@ -93,7 +93,7 @@ describe('kedge stat', () => {
       [['stat', 'workloads', 'reviews-v1'], /workload reviews-v1: write NAMESPACE\/NAME/],
       [['stat', 'services', '--window', '2h'], /window .*choose from 1s to 1h/],
     ] as const) {
-      const r = await runKedge([...args, '--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile]);
+      const r = await runKedge([...args, '--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile]);
       assert.notEqual(r.code, 0, args.join(' '));
       assert.match(r.stderr, re, args.join(' '));
     }

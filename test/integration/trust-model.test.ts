@@ -101,7 +101,7 @@ describe('trust model: what an ordinary token holder cannot do', () => {
 
   before(async () => {
     fed = await startFederationProc();
-    admin[1] = fed.httpUrl;
+    admin[1] = fed.httpsUrl;
     admin[3] = fed.adminTokenFile;
     const app = await startHttpApp('vm-1');
     apps.push(app);

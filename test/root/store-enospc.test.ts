@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { openEmbeddedStore } from '../../federation/store/embedded';
 import { hasCode } from '../../proto/model/errors';
 import { silentLogger } from '../../proto/model/log';
-import { restartFederationProc, startFederationProc, type FederationHandle } from '../support/mesh';
+import { fedFetch, restartFederationProc, startFederationProc, type FederationHandle } from '../support/mesh';
 import { eventually, tempDir } from '../support/procs';
 
 const mountPoint = tempDir('enospc');
@@ -92,7 +92,7 @@ describe('store on a full disk', () => {
       const dataDir = path.join(mountPoint, 'federation');
       fed = await startFederationProc({ dataDir });
       const auth = { authorization: `Bearer ${fs.readFileSync(fed.adminTokenFile, 'utf8').trim()}`, 'content-type': 'application/json' };
-      const createToken = () => fetch(`${fed!.httpUrl}/api/v1/tokens`, { method: 'POST', headers: auth, body: JSON.stringify({ namespace: 'default', serviceAccount: 'disk', ttl: '1h' }) });
+      const createToken = () => fedFetch(fed!, `/api/v1/tokens`, { method: 'POST', headers: auth, body: JSON.stringify({ namespace: 'default', serviceAccount: 'disk', ttl: '1h' }) });
       assert.equal((await createToken()).status, 200);
       const filler = fill(mountPoint);
       const refused = await eventually(async () => {
@@ -101,20 +101,20 @@ describe('store on a full disk', () => {
       }, 20_000, 'a token write to fail');
       assert.equal(refused.status, 503);
       assert.equal(((await refused.json()) as { code: string }).code, 'KEDGE_STORE_IO');
-      const notReady = await fetch(`${fed.httpUrl}/readyz`);
+      const notReady = await fedFetch(fed, `/readyz`);
       assert.equal(notReady.status, 503);
       const body = (await notReady.json()) as { checks: { name: string; ok: boolean; error?: string }[] };
       assert.match(body.checks.find((c) => c.name === 'store')?.error ?? '', /ENOSPC/);
-      assert.equal((await fetch(`${fed.httpUrl}/healthz`)).status, 200, 'alive, only not ready');
+      assert.equal((await fedFetch(fed, `/healthz`)).status, 200, 'alive, only not ready');
 
       fs.rmSync(filler);
-      await eventually(async () => (await fetch(`${fed!.httpUrl}/readyz`)).status === 200, 15_000, '/readyz 200 after space returned');
+      await eventually(async () => (await fedFetch(fed!, `/readyz`)).status === 200, 15_000, '/readyz 200 after space returned');
       assert.equal((await createToken()).status, 200);
-      const tokensBefore = ((await (await fetch(`${fed.httpUrl}/api/v1/tokens`, { headers: auth })).json()) as unknown[]).length;
+      const tokensBefore = ((await (await fedFetch(fed, `/api/v1/tokens`, { headers: auth })).json()) as unknown[]).length;
 
       await fed.proc.stop('SIGTERM');
       fed = await restartFederationProc(fed);
-      const tokensAfter = ((await (await fetch(`${fed.httpUrl}/api/v1/tokens`, { headers: auth })).json()) as unknown[]).length;
+      const tokensAfter = ((await (await fedFetch(fed, `/api/v1/tokens`, { headers: auth })).json()) as unknown[]).length;
       assert.equal(tokensAfter, tokensBefore, 'every acknowledged token kept, no refused one came back');
     });
   });

@@ -17,6 +17,10 @@ export async function launchChromium(): Promise<{ browser: BrowserContext; page:
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 1280, height: 800 },
+    // The federation serves the dashboard over HTTPS with a certificate from
+    // the test's fresh mesh root, which Chromium's store does not hold (the
+    // CLI tests check that chain); the browser accepts it without asking.
+    ignoreHTTPSErrors: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   return { browser, page: browser.pages()[0] ?? (await browser.newPage()) };

@@ -2,11 +2,11 @@
 // stream of HTTP requests whose every outcome is recorded with its time, so a
 // test counts exactly which requests failed and when, and a one-line result
 // per case that docs/RELIABILITY.md quotes.
-import * as fs from 'node:fs';
 import * as http from 'node:http';
 import { eventually } from './procs';
+import { fedFetch } from './fed-fetch';
 import {
-  type AgentHandle, type AgentSpec, type FederationHandle, agentSeesEndpoints, getJson, startAgentProc, startHttpApp,
+  type AgentHandle, type AgentSpec, type FederationHandle, agentSeesEndpoints, startAgentProc, startHttpApp,
 } from './mesh';
 
 /** One request's outcome: when it ended, whether it got the expected answer, and what went wrong. */
@@ -163,7 +163,9 @@ export async function startMeshPair(fed: FederationHandle, opts: {
 
 /** Every durable key the federation holds (its backup), as key -> value. */
 export async function durableState(fed: FederationHandle): Promise<Map<string, string>> {
-  const doc = await getJson<{ kvs: { key: string; value: string }[] }>(`${fed.httpUrl}/api/v1/backup`, fs.readFileSync(fed.adminTokenFile, 'utf8').trim());
+  const res = await fedFetch(fed, '/api/v1/backup', { admin: true });
+  if (!res.ok) throw new Error(`backup: HTTP ${res.status} ${await res.text()}`);
+  const doc = (await res.json()) as { kvs: { key: string; value: string }[] };
   return new Map(doc.kvs.map((kv) => [kv.key, kv.value]));
 }
 

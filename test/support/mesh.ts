@@ -6,15 +6,18 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { KedgeProcess, runKedge, startKedge, tempDir, eventually } from './procs';
+import { fedFetch } from './fed-fetch';
+
+export { fedFetch, type FedRequest } from './fed-fetch';
 
 /** A federation process and what tests need to talk to it. */
 export interface FederationHandle {
   proc: KedgeProcess;
   dataDir: string;
   grpc: string;
-  /** Plain HTTP on loopback (the CLI needs --insecure-http or $KEDGE_INSECURE_HTTP=1 for it). */
-  httpUrl: string;
-  /** The same port over HTTPS; the CLI verifies it with the root-cert.pem beside adminTokenFile. */
+  /** HOST:PORT of the HTTP API port (HTTPS only unless started with --insecure-http). */
+  httpAddress: string;
+  /** The HTTP API over HTTPS; the CLI verifies it with the root-cert.pem beside adminTokenFile, fedFetch with rootCertFile. */
   httpsUrl: string;
   adminTokenFile: string;
   rootCertFile: string;
@@ -35,16 +38,20 @@ export async function startFederationProc(opts: { dataDir?: string; args?: strin
   const args = ['federation', '--data-dir', dataDir, '--listen-grpc', `${host}:0`, '--listen-http', `${host}:0`, ...(opts.args ?? [])];
   const proc = startKedge('federation', args, { env: opts.env });
   const ready = await proc.waitForMsg('federation ready', 20_000);
+  return { ...federationHandle(proc, dataDir, ready), args, env: opts.env };
+}
+
+/** The handle of a federation process whose 'federation ready' line is `ready`. */
+export function federationHandle(proc: KedgeProcess, dataDir: string, ready: Record<string, unknown>): FederationHandle {
   return {
-    env: opts.env,
     proc,
     dataDir,
     grpc: String(ready.grpc),
-    httpUrl: `http://${String(ready.http)}`,
+    httpAddress: String(ready.http),
     httpsUrl: `https://${String(ready.http)}`,
     adminTokenFile: path.join(dataDir, 'admin-token'),
     rootCertFile: path.join(dataDir, 'root-cert.pem'),
-    args,
+    args: [],
   };
 }
 
@@ -59,7 +66,7 @@ export function writeFederationConfig(doc: Record<string, unknown>): string {
 export async function restartFederationProc(fed: FederationHandle): Promise<FederationHandle> {
   const args = fed.args.map((a) => a);
   args[args.indexOf('--listen-grpc') + 1] = fed.grpc;
-  args[args.indexOf('--listen-http') + 1] = fed.httpUrl.replace('http://', '');
+  args[args.indexOf('--listen-http') + 1] = fed.httpAddress;
   const proc = startKedge('federation', args, { env: fed.env });
   await proc.waitForMsg('federation ready', 20_000);
   return { ...fed, proc, args };
@@ -184,8 +191,7 @@ export async function getJson<T>(url: string, token?: string): Promise<T> {
 
 /** Endpoints of a service as the federation API reports them. */
 export async function federationEndpoints(fed: FederationHandle, service: string): Promise<{ address: string; workload: string; identity: string; health: string }[]> {
-  const token = fs.readFileSync(fed.adminTokenFile, 'utf8').trim();
-  const res = await fetch(`${fed.httpUrl}/api/v1/endpoints/${service}`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(5_000) });
+  const res = await fedFetch(fed, `/api/v1/endpoints/${service}`, { admin: true, signal: AbortSignal.timeout(5_000) });
   if (res.status === 404) return [];
   if (!res.ok) throw new Error(`endpoints ${service}: HTTP ${res.status}`);
   return (await res.json()) as never;

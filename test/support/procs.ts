@@ -7,13 +7,6 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { after } from 'node:test';
 
-// The CLI refuses plain-HTTP federation URLs unless told they are meant
-// (loopback development). Tests that still talk to fed.httpUrl (plain HTTP
-// on loopback) say so once here, for every CLI they start, also inside lab
-// namespaces; tests of the HTTPS path use fed.httpsUrl, which needs no
-// opt-in, and cli-polish checks the refusal with this unset.
-process.env.KEDGE_INSECURE_HTTP ??= '1';
-
 /** Path of the compiled CLI entry. */
 export const KEDGE_JS = path.resolve(__dirname, '..', '..', 'bin', 'kedge.js');
 

@@ -8,15 +8,16 @@ import { federationClient, signOnce } from '../../../agent/registration/client';
 import { generateKeyAndCsr } from '../../../agent/identity/csr';
 import { parseHostPort } from '../../../proto/model/address';
 import { formatSpiffeId } from '../../../proto/model/spiffe';
+import { fedFetch } from '../../support/fed-fetch';
 import { BENCH_NAMESPACE, BENCH_SERVICE_ACCOUNT, BENCH_TRUST_DOMAIN } from './layout';
 import type { AgentCredentials } from './protocol';
 
-/** Signs the shared certificate with the federation whose data dir, HTTP base URL and gRPC address are given. */
-export async function signSharedCertificate(fed: { dataDir: string; httpBase: string; grpc: string }): Promise<AgentCredentials> {
-  const admin = readFileSync(path.join(fed.dataDir, 'admin-token'), 'utf8').trim();
-  const res = await fetch(`${fed.httpBase}/api/v1/tokens`, {
+/** Signs the shared certificate with the federation whose data dir, HTTPS base URL and gRPC address are given. */
+export async function signSharedCertificate(fed: { dataDir: string; httpsUrl: string; grpc: string }): Promise<AgentCredentials> {
+  const res = await fedFetch({ httpsUrl: fed.httpsUrl, rootCertFile: path.join(fed.dataDir, 'root-cert.pem'), adminTokenFile: path.join(fed.dataDir, 'admin-token') }, '/api/v1/tokens', {
     method: 'POST',
-    headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+    admin: true,
+    headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ namespace: BENCH_NAMESPACE, serviceAccount: BENCH_SERVICE_ACCOUNT, ttl: '10m', uses: 1, workload: '*', services: ['*'], labels: { app: '*' } }),
     signal: AbortSignal.timeout(10_000),
   });
