@@ -77,7 +77,7 @@ class QuotaMesh {
     for (let i = 0; i < 4; i++) await eventually(async () => (await httpGet(this.clients[i]!.upstreams[0]!).catch(() => '')) === `b${i + 1}`, 20_000, `a${i + 1} reaches b${i + 1}`);
     const file = path.join(tempDir('quota'), 'quota.yaml');
     fs.writeFileSync(file, QUOTA);
-    const r = await runKedge(['apply', '-f', file, '--federation', feds[0]!.httpUrl, '--admin-token-file', feds[0]!.adminTokenFile]);
+    const r = await runKedge(['apply', '-f', file, '--federation', feds[0]!.httpsUrl, '--admin-token-file', feds[0]!.adminTokenFile]);
     assert.equal(r.code, 0, r.stderr);
     for (const s of this.servers) await s.proc.waitForLog((l) => l.msg === 'rate limits updated' && l.policies === 1, 15_000, `${s.spec.name} got the quota`);
   }
@@ -116,7 +116,7 @@ const within = (n: number) => n >= 0.9 * BUDGET && n <= 1.1 * BUDGET;
 describe('mesh-wide quota', () => {
   let fed: FederationHandle;
   const mesh = new QuotaMesh();
-  const admin = () => ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
+  const admin = () => ['--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile];
 
   before(async () => {
     fed = await startFederationProc();
