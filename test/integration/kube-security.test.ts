@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import YAML from 'yaml';
 import { KubeApiDouble, writeKubeconfig } from '../support/kube-double';
 import { eventually, runKedge, startKedge, tempDir, type KedgeProcess } from '../support/procs';
-import { curl, startAgentProc, startHttpApp, type AgentHandle, type FederationHandle } from '../support/mesh';
+import { federationHandle, curl, startAgentProc, startHttpApp, type AgentHandle, type FederationHandle } from '../support/mesh';
 
 interface Row { namespace: string; name: string; source: string; warnings: string[]; workloads: string[]; error?: string; mode?: string }
 
@@ -33,7 +33,7 @@ describe('security policies from Kubernetes clusters', () => {
   let sleep: AgentHandle;
   let attacker: AgentHandle;
   const dir = tempDir('kube-security');
-  const admin = () => ['--federation', fed.httpUrl, '--admin-token-file', fed.adminTokenFile];
+  const admin = () => ['--federation', fed.httpsUrl, '--admin-token-file', fed.adminTokenFile];
   const rows = async (kind: 'authorizationpolicies' | 'peerauthentications') => JSON.parse((await runKedge(['get', kind, '-o', 'json', ...admin()])).stdout) as Row[];
   const status = async (a: AgentHandle) => (await curl(`http://${a.upstreams[0]}/`)).status;
 
@@ -54,7 +54,7 @@ describe('security policies from Kubernetes clusters', () => {
     fs.writeFileSync(path.join(dir, 'federation.yaml'), YAML.stringify(config));
     fedProc = startKedge('federation', ['federation', '--config', path.join(dir, 'federation.yaml')]);
     const ready = await fedProc.waitForMsg('federation ready', 20_000);
-    fed = { proc: fedProc, dataDir: config.dataDir, grpc: String(ready.grpc), httpUrl: `http://${String(ready.http)}`, httpsUrl: `https://${String(ready.http)}`, adminTokenFile: path.join(config.dataDir, 'admin-token'), rootCertFile: path.join(config.dataDir, 'root-cert.pem'), args: [] };
+    fed = federationHandle(fedProc, config.dataDir, ready);
     app = await startHttpApp('httpbin');
     agents.push(await startAgentProc(fed, { name: 'httpbin', namespace: 'foo', serviceAccount: 'httpbin', address: '127.0.77.1', services: [{ name: 'httpbin', ports: [{ name: 'http', port: 8000, targetPort: app.port, protocol: 'http' }] }] }));
     sleep = await startAgentProc(fed, { name: 'sleep', namespace: 'default', serviceAccount: 'sleep', address: '127.0.77.2', upstreams: [{ service: 'httpbin.foo', port: 8000, listen: '127.0.77.2:0' }] });
