@@ -108,7 +108,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
   const stored = loadPolicies(config.dataDir);
   if (stored.kind === 'last-known-good') {
     security = applyAuthorization(stored.documents, selfWorkload, { fallback: config.proxy.inboundMode });
-    logger.info({ component: 'registration', savedAt: stored.savedAt, ...security.counts, peerAuthentication: describeModes(security) }, 'security policies restored from the data dir (last known good) until the federation pushes');
+    logger.info({ component: 'registration', savedAt: stored.savedAt, ...security.counts, rejected: security.rejected, peerAuthentication: describeModes(security) }, 'security policies restored from the data dir (last known good) until the federation pushes');
   } else if (stored.kind === 'fail-closed') {
     security = failClosed(selfWorkload);
     logger.error({ component: 'registration', reason: stored.reason }, 'security policies cannot be restored: failing closed (every inbound request denied, plaintext refused) until the federation pushes');

@@ -114,4 +114,20 @@ describe('security policies survive an agent restart while the federation is dow
     const saved = JSON.parse(fs.readFileSync(path.join(server.dataDir, 'policies.json'), 'utf8')) as { documents: string[] };
     assert.equal(saved.documents.length, 2, 'the pushed set replaced the damaged file');
   });
+
+  it('a saved document the agent cannot use is rejected alone at a restart; the others stay in force', T, async () => {
+    await fed.proc.stop('SIGKILL');
+    await server.proc.stop('SIGKILL');
+    const file = path.join(server.dataDir, 'policies.json');
+    const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as { savedAt: string; documents: string[] };
+    const bad = JSON.stringify({ apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'from-the-future', namespace: 'foo' }, spec: { action: 'DENY', rules: [{ from: [{ source: { ipBlocks: ['127.0.0.0/8'], futureField: true } }] }] } });
+    fs.writeFileSync(file, JSON.stringify({ ...saved, documents: [bad, ...saved.documents] }));
+    server = await startAgentProc(fed, serverSpec(inboundPort, server.dataDir), { waitRegistered: false });
+    const restored = await server.proc.waitForMsg('security policies restored from the data dir (last known good) until the federation pushes', 10_000);
+    assert.equal(restored.authorizationPolicies, 1);
+    assert.deepEqual(restored.rejected, ['rejected, not enforced: AuthorizationPolicy foo/from-the-future: spec.rules[0].from[0].source.futureField: unknown field (expected one of: principals, notPrincipals, requestPrincipals, notRequestPrincipals, namespaces, notNamespaces, serviceAccounts, notServiceAccounts, ipBlocks, notIpBlocks, remoteIpBlocks, notRemoteIpBlocks)']);
+    // The rejected DENY (it would deny every loopback client) is not in force; the good one is.
+    await eventually(async () => (await curl(`http://${attacker.upstreams[0]}/`)).status === 403, 15_000, 'the attacker denied');
+    assert.equal((await curl(`http://${sleep.upstreams[0]}/`)).status, 200);
+  });
 });
