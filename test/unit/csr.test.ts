@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { generateKeyAndCsr, parseCertChain } from '../../agent/identity/csr';
 import { CertificateAuthority, createRootCa, inspectCsr } from '../../federation/ca';
 import { KedgeError } from '../../proto/model/errors';
+import { CERT_BACKDATE_MS } from '../../proto/model/certs';
 
 const WEB = 'spiffe://example.org/ns/default/sa/web';
 
@@ -73,7 +74,7 @@ describe('parseCertChain', () => {
     assert.equal(info.notAfter.getTime(), signed.notAfter.getTime());
     const leaf = new crypto.X509Certificate(signed.chainPem[0]!);
     assert.equal(info.notBefore.getTime(), new Date(leaf.validFrom).getTime());
-    assert.equal(info.notAfter.getTime() - info.notBefore.getTime(), 3_600_000 + 60_000);
+    assert.equal(info.notAfter.getTime() - info.notBefore.getTime(), 3_600_000 + CERT_BACKDATE_MS, 'the lifetime asked for, plus the backdating for clock skew');
   });
 
   it('rejects certificates without exactly one SPIFFE URI SAN, naming what they have', () => {
