@@ -5,7 +5,7 @@
 // `http2` port. Streams are balanced one by one; trailers, status codes,
 // metadata, deadlines and cancellation pass end to end.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -18,7 +18,7 @@ import type { EndpointView, ServiceView } from '../../agent/proxy/types';
 import { logCapture } from '../support/logs';
 import { makeCa, makeLeaf, toTlsIdentity } from '../support/pki';
 import { eventually } from '../support/procs';
-import { startServerProxy } from '../support/proxies';
+import { establishedTo, startServerProxy } from '../support/proxies';
 import { BIG, type EchoClient, type EchoServer, type Msg, echoClient, echoServer, h2App, loadEcho } from '../support/grpc-echo';
 
 const TD = 'spiffe://kedge.test';
@@ -258,5 +258,28 @@ describe('HTTP/2 and gRPC through the mesh', () => {
       execFile('curl', ['-sS', '--http2-prior-knowledge', '--max-time', '5', `http://127.0.0.1:${h2Port}/curl`], (err, stdout) => (err ? reject(err) : resolve(stdout))),
     );
     assert.match(body, /^[ab] \/curl\n$/);
+  });
+
+  it('1,000 HTTP/2 client connections (h2load) ride at most one session per endpoint and port between the proxies, counted with ss', T, async () => {
+    const meshPorts = views.map((v) => v.mtlsPort);
+    const acceptedBefore = proxies.reduce((n, p) => n + p.stats().inbound.http.total, 0);
+    let most = await establishedTo(meshPorts);
+    const h2load = spawn('h2load', ['-n', '2000', '-c', '1000', '-m', '1', `http://127.0.0.1:${h2Port}/many`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    let sampling = Promise.resolve();
+    // Sampled at each of h2load's progress lines, all through the run.
+    h2load.stdout.on('data', (d: Buffer) => {
+      out += String(d);
+      sampling = sampling.then(async () => void (most = Math.max(most, await establishedTo(meshPorts))));
+    });
+    const code = await new Promise<number | null>((resolve) => h2load.on('close', resolve));
+    await sampling;
+    assert.equal(code, 0, out);
+    assert.match(out, /requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored/);
+    assert.match(out, /1000 total client\(s\)/);
+    // 2 endpoints x 2 service ports (grpc, http2): the SNI names the port.
+    assert.ok(most >= 2 && most <= 4, `${most} mesh connections seen by ss for 1,000 client connections`);
+    const accepted = proxies.reduce((n, p) => n + p.stats().inbound.http.total, 0) - acceptedBefore;
+    assert.ok(accepted <= 4, `${accepted} mesh connections accepted during the run`);
   });
 });

@@ -21,6 +21,7 @@ import type { EndpointView, ProxySnapshot, ServiceView } from '../../agent/proxy
 import { logCapture } from '../support/logs';
 import { makeCa, makeLeaf, toTlsIdentity } from '../support/pki';
 import { eventually } from '../support/procs';
+import { establishedTo } from '../support/proxies';
 
 const TD = 'spiffe://kedge.test';
 const CLIENT_ID = `${TD}/ns/shop/sa/frontend`;
@@ -210,6 +211,9 @@ for (const core of PROXY_CORES) describe(`HTTP/1.1 through the mesh (${core} cor
     for (let i = 0; i < 100; i++) assert.equal((await request(port, { path: `/short/${i}` })).status, 200);
     const after = a.proxy.stats().inbound.http.total + b.proxy.stats().inbound.http.total;
     assert.ok(after - before <= 2, `${after - before} new mesh connections for 100 client connections`);
+    // What the kernel holds: a few pooled mTLS connections, not one per client connection.
+    const established = await establishedTo([a.view.mtlsPort, b.view.mtlsPort]);
+    assert.ok(established >= 1 && established <= 4, `${established} mesh connections established (ss)`);
     assert.equal(client.stats().outbound.http.total >= 100, true);
   });
 

@@ -22,3 +22,11 @@ export async function startServerProxy(ca: TestCa, spiffeId: string, workload: s
   const at = proxy.inboundAddress();
   return { proxy, view: { address: at.host, mtlsPort: at.port, identity: leaf.spiffeId, workload, healthy: true, ports: [] } };
 }
+
+/** TCP connections established to any of `ports` on this host now, counted with `ss` (the client side of each: its peer port is one of them). */
+export async function establishedTo(ports: readonly number[]): Promise<number> {
+  const { execFile } = await import('node:child_process');
+  const filter = ports.map((p) => `dport = :${p}`).join(' or ');
+  const out = await new Promise<string>((resolve, reject) => execFile('ss', ['-Htn', 'state', 'established', `( ${filter} )`], (err, stdout) => (err ? reject(new Error(`ss failed (is iproute2 installed?): ${err.message}`)) : resolve(stdout))));
+  return out.split('\n').filter((l) => l.trim() !== '').length;
+}
