@@ -123,6 +123,8 @@ class EtcdProcess implements EtcdServer {
     private readonly readyTimeoutMs: number,
     private readonly tls: StartEtcdOptions['tls'],
     private readonly metricsPort: number,
+    /** Member name and the whole cluster's `name=peerURL,...` (default: one member named default). */
+    private readonly member: { name: string; initialCluster: string; token?: string } | undefined = undefined,
   ) {}
 
   get endpoint(): string {
@@ -138,11 +140,13 @@ class EtcdProcess implements EtcdServer {
     if (this.child) throw new Error(`etcd on ${this.endpoint} is already running`);
     const client = `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.clientPort}`;
     const peer = `http://127.0.0.1:${this.peerPort}`;
+    const member = this.member ?? { name: 'default', initialCluster: `default=${peer}` };
     const args = [
-      '--name=default', `--data-dir=${this.dataDir}`,
+      `--name=${member.name}`, `--data-dir=${this.dataDir}`,
       `--listen-client-urls=${client}`, `--advertise-client-urls=${client}`,
       `--listen-peer-urls=${peer}`, `--initial-advertise-peer-urls=${peer}`,
-      `--initial-cluster=default=${peer}`,
+      `--initial-cluster=${member.initialCluster}`,
+      ...(member.token ? [`--initial-cluster-token=${member.token}`] : []),
       '--logger=zap', '--log-outputs=stderr', '--log-level=warn',
       ...(this.tls
         ? [
@@ -259,4 +263,51 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdServer
       }
     }
   }
+}
+
+/** A cluster of etcd members on loopback; each member can be killed and restarted on its data dir. */
+export interface EtcdCluster {
+  readonly members: EtcdServer[];
+  /** Every member's client endpoint, comma-separated, as `--store etcd://…` takes them. */
+  readonly endpoints: string;
+  destroy(): Promise<void>;
+}
+
+/**
+ * Starts an etcd cluster of `size` members (default 3), each with its own
+ * temporary data dir, and resolves once every member reports healthy
+ * (/health answers true only when the cluster has a leader).
+ */
+export async function startEtcdCluster(size = 3, opts: { readyTimeoutMs?: number } = {}): Promise<EtcdCluster> {
+  const bin = etcdBinary();
+  const used = new Set<number>();
+  const port = async () => {
+    let p = await freePort();
+    while (used.has(p)) p = await freePort();
+    used.add(p);
+    return p;
+  };
+  const specs: { name: string; client: number; peer: number; dir: string }[] = [];
+  for (let i = 0; i < size; i++) {
+    const dir = mkdtempSync(join(tmpdir(), `kedge-etcd${i + 1}-`));
+    tempDirs.add(dir);
+    specs.push({ name: `m${i + 1}`, client: await port(), peer: await port(), dir });
+  }
+  const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peer}`).join(',');
+  const token = `kedge-test-${process.pid}-${specs[0]!.peer}`;
+  const members = specs.map((s) => new EtcdProcess(bin, s.dir, true, s.client, s.peer, [], opts.readyTimeoutMs ?? 30_000, undefined, 0, { name: s.name, initialCluster, token }));
+  // Members start together: none is healthy before a quorum has elected a leader.
+  try {
+    await Promise.all(members.map((m) => m.start()));
+  } catch (err) {
+    await Promise.all(members.map((m) => m.destroy()));
+    throw err;
+  }
+  return {
+    members,
+    endpoints: members.map((m) => m.endpoint).join(','),
+    destroy: async () => {
+      await Promise.all(members.map((m) => m.destroy()));
+    },
+  };
 }
