@@ -7,12 +7,12 @@
 // requests and writes failed and the time to recover (`# fault` lines;
 // docs/RELIABILITY.md).
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { type EtcdCluster, type EtcdServer, startEtcdCluster } from '../support/etcd';
 import { type FederationHandle, restartFederationProc, startFederationProc } from '../support/mesh';
 import { type MeshPair, SteadyLoad, countLogs, durableState, lostKeys, reportFault, startMeshPair } from '../support/faults';
 import { eventually } from '../support/procs';
+import { fedFetch } from '../support/fed-fetch';
 
 const DOWN_MS = 5_000;
 
@@ -54,9 +54,8 @@ describe('fault: replicas on a three-member etcd', () => {
     await etcd?.destroy();
   });
 
-  const createToken = (fed: FederationHandle, sa: string) => fetch(`${fed.httpUrl}/api/v1/tokens`, {
-    method: 'POST', signal: AbortSignal.timeout(10_000),
-    headers: { authorization: `Bearer ${fs.readFileSync(fed.adminTokenFile, 'utf8').trim()}`, 'content-type': 'application/json' },
+  const createToken = (fed: FederationHandle, sa: string) => fedFetch(fed, '/api/v1/tokens', {
+    method: 'POST', admin: true, headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ namespace: 'default', serviceAccount: sa, ttl: '1h' }),
   });
 
