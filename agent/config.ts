@@ -15,6 +15,7 @@ import { parseHealthCheck, type HealthCheckConfig } from './health';
 import { ACCESS_LOG_DEFAULTS, type AccessLogConfig } from './telemetry/access-log';
 import { TRACING_DEFAULTS, type TracingConfig } from './telemetry/tracing';
 import { GATEWAY_PORT } from '../proto/model/ports';
+import { LIMITS, parseLimits, type AgentLimits } from '../proto/model/limits';
 
 /** Defaults for every optional agent setting, in one place. */
 export const AGENT_DEFAULTS = Object.freeze({
@@ -101,6 +102,8 @@ export interface AgentConfig {
   captureDoc: Doc;
   /** For `--mode gateway`: where to listen (15443) and the address other networks reach it at. */
   gateway: { listen: HostPort; address: string | undefined };
+  /** Connections and idle timeouts per listener (proto/model/limits.ts, docs/limits.md). */
+  limits: AgentLimits;
 }
 
 /** The `telemetry:` block. */
@@ -117,7 +120,7 @@ export interface TelemetryConfig {
 
 const ACCESS_LOG_LEVELS = ['off', 'trace', 'debug', 'info', 'warn', 'error'] as const;
 
-const TOP = ['federation', 'workload', 'services', 'upstreams', 'proxy', 'admin', 'dataDir', 'capture', 'gateway', 'telemetry'] as const;
+const TOP = ['federation', 'workload', 'services', 'upstreams', 'proxy', 'admin', 'dataDir', 'capture', 'gateway', 'telemetry', 'limits'] as const;
 
 /** Reads and validates an agent config file. */
 export function loadAgentConfig(file: string): AgentConfig {
@@ -270,6 +273,7 @@ export function parseAgentConfig(text: string, file: string): AgentConfig {
       listen: doc.at('gateway').at('listen').parse((v) => parseHostPort(v, 'listen'), `0.0.0.0:${GATEWAY_PORT}`),
       address: (doc.at('gateway').optionalObject(['listen', 'address']) ?? doc.at('gateway')).at('address').optionalString(),
     },
+    limits: parseLimits(doc.at('limits'), LIMITS.agent),
   });
 }
 

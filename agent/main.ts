@@ -93,6 +93,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     workload: telemetry.local,
     // Trace headers are rewritten (each hop a span) only when the spans go somewhere.
     traceSample: config.telemetry.tracing.otlpEndpoint ? config.telemetry.tracing.sample : undefined,
+    limits: config.limits,
     ...(capture
       ? {
           // REDIRECT delivers captured local traffic to loopback.
@@ -116,7 +117,7 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
   const securityOf = () => ({ authorization: security?.matcher, peerAuthentication: security?.peerAuthentication });
   proxy.setSnapshot(toProxySnapshot(new Map(), '', config.workload.namespace, undefined, securityOf()));
   await proxy.start();
-  const metrics = await telemetry.listen(config.admin.metricsListen);
+  const metrics = await telemetry.listen(config.admin.metricsListen, config.limits.metrics);
   const { host, address } = await facts.catch(async (err: unknown) => {
     await proxy.close();
     throw err;
@@ -239,6 +240,9 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
     };
     dns = await startDnsServer({
       listen: { host: '127.0.0.1', port: capture.dnsPort },
+      tcpIdleTimeoutMs: config.limits.dnsTcp.idleTimeoutMs,
+      maxTcpConnections: config.limits.dnsTcp.maxConnections,
+      maxTcpConnectionsPerPeer: config.limits.dnsTcp.maxConnectionsPerPeer,
       ownNamespace: config.workload.namespace,
       lookup,
       onLookup: (key) => {
@@ -255,6 +259,8 @@ export async function runAgent(config: AgentConfig, logger: Logger, mode: 'sidec
   }
 
   const admin = await startAdmin(config.admin.listen, {
+    limits: config.limits.admin,
+    logger,
     identity: () => identity.current(),
     revokedSerials: () => revoked,
     services: () => session.currentServices(),
@@ -326,9 +332,9 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
   let gwServices: ReadonlyMap<string, Service__Output> = new Map();
   let gwVersion = '';
   let gwRevoked: ReadonlySet<string> = new Set();
-  const gateway = new EastWestGateway({ listen: config.gateway.listen, snapshot: () => current, logger: logger.child({ component: 'gateway' }), records: telemetry.sink });
+  const gateway = new EastWestGateway({ listen: config.gateway.listen, limits: config.limits.gateway, snapshot: () => current, logger: logger.child({ component: 'gateway' }), records: telemetry.sink });
   await gateway.start();
-  const metrics = await telemetry.listen(config.admin.metricsListen);
+  const metrics = await telemetry.listen(config.admin.metricsListen, config.limits.metrics);
   const { host, address } = await facts.catch(async (err: unknown) => {
     await gateway.close();
     throw err;
@@ -365,6 +371,8 @@ async function runGateway(config: AgentConfig, logger: Logger): Promise<RunningA
   identity.on('rotated', () => session.reportIdentity());
   session.start();
   const admin = await startAdmin(config.admin.listen, {
+    limits: config.limits.admin,
+    logger,
     identity: () => identity.current(),
     revokedSerials: () => gwRevoked,
     services: () => session.currentServices(),

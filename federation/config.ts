@@ -13,6 +13,7 @@ import { parseConsulCluster, type ConsulClusterConfig } from './sources/consul/c
 import { parseServiceEntries, STATIC_SOURCE_NAME, type ServiceEntry } from './sources/static';
 import { parseCidr4 } from './mesh/vips';
 import { REGISTRATION_LIMITS_DEFAULTS, type RegistrationLimits } from './api/limits';
+import { LIMITS, parseLimits, type FederationLimits } from '../proto/model/limits';
 import { KEK_ENV, type KekSource } from './ca/kek';
 
 /** Defaults for every optional federation setting, in one place. */
@@ -94,6 +95,8 @@ export interface FederationConfig {
   exportedNamespaces: readonly string[];
   /** What one agent may register and subscribe to (federation/api/limits.ts). */
   registrationLimits: RegistrationLimits;
+  /** Connections, idle timeouts, sizes and Sign throttling (proto/model/limits.ts, docs/limits.md). */
+  limits: FederationLimits;
   /** Sources that must have synced once before /readyz answers 200. */
   readinessSources: 'all' | 'none' | readonly string[];
   /** Where the packages joining hosts download are (served at /join/packages/). */
@@ -137,7 +140,7 @@ export const FEDERATION_FLAGS = {
 /** Flags that take no value (`--insecure-http`); the rest take one. */
 export const FEDERATION_BOOLEAN_FLAGS: ReadonlySet<string> = new Set(['insecure-http']);
 
-const YAML_KEYS = [...Object.values(FEDERATION_FLAGS), 'clusters', 'serviceEntries', 'exportedNamespaces', 'registrationLimits'] as readonly string[];
+const YAML_KEYS = [...Object.values(FEDERATION_FLAGS), 'clusters', 'serviceEntries', 'exportedNamespaces', 'registrationLimits', 'limits'] as readonly string[];
 
 function parseExported(d: Doc): string[] {
   if (d.isMissing()) return [...FEDERATION_DEFAULTS.exportedNamespaces];
@@ -148,7 +151,7 @@ function parseExported(d: Doc): string[] {
   });
 }
 
-function parseLimits(d: Doc): RegistrationLimits {
+function parseRegistrationLimits(d: Doc): RegistrationLimits {
   if (d.isMissing()) return { ...REGISTRATION_LIMITS_DEFAULTS };
   const keys = Object.keys(REGISTRATION_LIMITS_DEFAULTS) as (keyof RegistrationLimits)[];
   d.object(keys);
@@ -272,7 +275,8 @@ export function resolveFederationConfig(flags: Readonly<Record<string, string | 
       maxUses: wholeNumber(at('maxTokenUses'), FEDERATION_DEFAULTS.maxTokenUses),
     },
     exportedNamespaces: parseExported(new Doc(source, merged).at('exportedNamespaces')),
-    registrationLimits: parseLimits(new Doc(source, merged).at('registrationLimits')),
+    registrationLimits: parseRegistrationLimits(new Doc(source, merged).at('registrationLimits')),
+    limits: parseLimits(new Doc(source, merged).at('limits'), LIMITS.federation),
     packageDir: relKey('packageDir', at('packageDir').string(FEDERATION_DEFAULTS.packageDir)) as string,
     insecureHttp: fromFlag.has('insecureHttp') ? merged.insecureHttp === 'true' : at('insecureHttp').bool(FEDERATION_DEFAULTS.insecureHttp),
   });

@@ -2,7 +2,7 @@
 // view, push, and the gRPC and HTTP listeners.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { kedgeProto } from '../proto/loader';
 import { KedgeError, errorMessage } from '../proto/model/errors';
@@ -41,6 +41,7 @@ import { ViewerTokens } from './api/viewer-tokens';
 import { MemoryCertificateProvider } from './api/cert-provider';
 import { ADMIN_TOKEN_KEY, loadOrCreateAdminToken } from './bootstrap';
 import { refuseLostStore } from './store/data-dir-guard';
+import { checkDataDirVersion, checkMeshRecord, pluginRootFingerprint, type CaSource } from './store/mesh-record';
 import { exportBackup } from './store/backup';
 import { readiness } from './health/readiness';
 import { holdingRemovals, STARTUP_HOLD_MAX_MS } from './push/startup-hold';
@@ -50,6 +51,8 @@ import { Bindings, REVOKED_PREFIX } from './grants/bindings';
 import { WatchedMap } from './store/watched-map';
 import type { MeshService } from './mesh/types';
 import { readTextFile, writeFileAtomic } from '../proto/model/files';
+import { guardListener, type GuardStats, type ListenerGuard } from '../proto/model/listener-guard';
+import { warnIfDescriptorsShort } from '../proto/model/descriptors';
 
 /** The audience pods must project their service-account token for. */
 export const POD_TOKEN_AUDIENCE = 'kedge';
@@ -69,6 +72,10 @@ export interface RunningFederation {
   httpAddress: HostPort;
   view(): MeshView;
   close(): Promise<void>;
+  /** Connections open and refused per listener (limits.http, limits.grpc). */
+  listeners(): { http: GuardStats; grpc: GuardStats };
+  /** Sign calls in progress and refused by the throttle. */
+  signThrottle(): { pending: number; refused: number; sources: number };
 }
 
 /** Options of one start, not kept in the config. */
@@ -83,6 +90,8 @@ export const KEDGE_VERSION: string = (require('../../package.json') as { version
 /** Starts a replica; rejects (having released everything) when any part fails. */
 export async function startFederation(config: FederationConfig, logger: Logger, start: StartOptions = {}): Promise<RunningFederation> {
   fs.mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  // Before any file of the data dir is read: one from a newer Kedge is refused, naming it.
+  checkDataDirVersion(config.dataDir, KEDGE_VERSION);
   const closers: (() => Promise<void> | void)[] = [];
   const closeAll = async () => {
     for (const c of closers.reverse()) {
@@ -108,6 +117,18 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       dataDir: config.dataDir,
       adminTokenKey: ADMIN_TOKEN_KEY,
       init: start.init === true,
+      where: config.store.kind === 'etcd' ? `etcd ${config.store.endpoints.join(',')}` : path.join(embeddedStoreParent(config.dataDir), 'store'),
+    });
+
+    // Every replica on this store must agree on the trust domain and the CA, and be no older than the newest that used it.
+    const caSource: CaSource = config.caCertFile
+      ? { kind: 'plug-in', certFile: config.caCertFile, rootFingerprint: pluginRootFingerprint(readTextFile(config.caCertFile, 'KEDGE_CA_INVALID', '--ca-cert'), config.caCertFile) }
+      : { kind: 'built-in' };
+    await checkMeshRecord(store, {
+      trustDomain: config.trustDomain,
+      ca: caSource,
+      replica: config.replica,
+      version: KEDGE_VERSION,
       where: config.store.kind === 'etcd' ? `etcd ${config.store.endpoints.join(',')}` : path.join(embeddedStoreParent(config.dataDir), 'store'),
     });
 
@@ -276,6 +297,8 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       rateLimitsFor: (services) => rateLimits.documentsFor(services),
       quotaLeaser,
       limits: config.registrationLimits,
+      signLimits: config.limits.sign,
+      logLimits: config.limits.log,
       certClusters,
       reviewPodToken: async (cluster, token) => {
         const c = kubeClusters.get(cluster);
@@ -317,28 +340,41 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 5_000,
       'grpc.max_receive_message_length': config.registrationLimits.maxMessageBytes,
+      'grpc.max_concurrent_streams': config.limits.grpc.maxConcurrentStreams,
     });
     server.addService(kedgeProto().kedge.v1.Federation.service, service.handlers());
     // Client certificates are requested but not required: a first Sign comes
     // with a join token; everything else is checked in authenticatePeer.
     const creds = grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
-    const grpcPort = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(formatHostPort(config.listenGrpc), creds, (err, port) => (err ? reject(listenError('gRPC', config.listenGrpc, err)) : resolve(port)));
+    // Kedge accepts the TCP connections itself and hands them to gRPC, so
+    // the connection limits and the idle timeout apply before TLS.
+    const injector = server.createConnectionInjector(creds);
+    // Sockets not yet handed to an HTTP/2 session (mid-handshake) are not gRPC's to close.
+    const grpcSockets = new Set<net.Socket>();
+    const grpcFront = net.createServer((socket) => {
+      grpcSockets.add(socket);
+      socket.once('close', () => grpcSockets.delete(socket));
+      injector.injectConnection(socket);
     });
+    grpcFront.on('error', (err) => logger.warn({ err: errorMessage(err) }, 'gRPC listener error'));
+    const grpcGuard: ListenerGuard = guardListener(grpcFront, { name: 'federation gRPC', setting: 'limits.grpc', limits: config.limits.grpc, logger, log: config.limits.log });
+    const grpcPort = await listen(grpcFront, config.listenGrpc, 'gRPC');
     closers.push(
       () =>
         new Promise<void>((resolve) => {
+          grpcFront.close();
           const t = setTimeout(() => {
             server.forceShutdown();
+            for (const s of grpcSockets) s.destroy();
             resolve();
           }, 2_000);
           server.tryShutdown(() => {
             clearTimeout(t);
+            for (const s of grpcSockets) s.destroy();
             resolve();
           });
         }),
     );
-
     let started = false;
     // The self-check signs through whatever CA this replica has now (none while the CA key is unavailable).
     const signingCa = { signCsr: (csr: string, id: string, o?: { ttlMs?: number }) => caManager.authority().signCsr(csr, id, o) };
@@ -421,6 +457,7 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       trafficEdges: (windowMs: number) => sharedTraffic.edges(windowMs),
       logger,
       version: KEDGE_VERSION,
+      limits: config.limits.http,
       join: {
         version: KEDGE_VERSION,
         grpcPort: () => grpcPort,
@@ -439,8 +476,12 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
       return { chainPem: s.chainPem.join(''), keyPem: s.keyPem, notAfter: s.notAfter };
     });
     if (config.insecureHttp) logger.warn({ listen: formatHostPort(config.listenHttp) }, 'plain HTTP is on for loopback peers (--insecure-http): development only, the admin token crosses in clear');
-    const front = serveHttpAndHttps(api, contexts, { plaintext: config.insecureHttp, logger });
-    const httpPort = await listen(front, config.listenHttp);
+    const front = serveHttpAndHttps(api, contexts, { plaintext: config.insecureHttp, logger, limits: config.limits.http, log: config.limits.log, firstByteTimeoutMs: config.limits.http.headersTimeoutMs });
+    const httpPort = await listen(front, config.listenHttp, 'HTTP');
+    warnIfDescriptorsShort(logger, [
+      ['limits.http.maxConnections', config.limits.http.maxConnections],
+      ['limits.grpc.maxConnections', config.limits.grpc.maxConnections],
+    ]);
     closers.push(() => new Promise<void>((resolve) => {
       front.close(() => resolve());
       api.close(); // closes the dashboard feed's WebSockets
@@ -450,7 +491,14 @@ export async function startFederation(config: FederationConfig, logger: Logger, 
     const grpcAddress = { host: config.listenGrpc.host, port: grpcPort };
     const httpAddress = { host: config.listenHttp.host, port: httpPort };
     logger.info({ grpc: formatHostPort(grpcAddress), http: formatHostPort(httpAddress), trustDomain: config.trustDomain, replica: config.replica, dataDir: config.dataDir }, 'federation ready');
-    return { grpcAddress, httpAddress, view: () => view, close: closeAll };
+    return {
+      grpcAddress,
+      httpAddress,
+      view: () => view,
+      close: closeAll,
+      listeners: () => ({ http: front.guard!.stats(), grpc: grpcGuard.stats() }),
+      signThrottle: () => service!.signThrottle.stats(),
+    };
   } catch (err) {
     await closeAll();
     throw err;
@@ -490,9 +538,9 @@ function listenError(what: string, addr: HostPort, err: unknown): KedgeError {
   return new KedgeError('KEDGE_LISTEN_FAILED', `cannot listen for ${what} on ${formatHostPort(addr)}: ${errorMessage(err)}; is another process using it?`, { cause: err });
 }
 
-function listen(server: net.Server, addr: HostPort): Promise<number> {
+function listen(server: net.Server, addr: HostPort, what: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.once('error', (err) => reject(listenError('HTTP', addr, err)));
+    server.once('error', (err) => reject(listenError(what, addr, err)));
     server.listen(addr.port, addr.host, () => resolve((server.address() as { port: number }).port));
   });
 }

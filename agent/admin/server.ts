@@ -12,6 +12,9 @@ import { formatLocality } from '../../proto/model/locality';
 import type { BalancerState } from '../proxy/balancers';
 import type { TlsIdentity } from '../proxy/types';
 import type { SessionStatus } from '../registration/session';
+import type { Logger } from '../../proto/model/log';
+import { LIMITS, type ListenerLimits } from '../../proto/model/limits';
+import { guardListener } from '../../proto/model/listener-guard';
 
 /** What the admin endpoint reads from the agent. */
 export interface AdminDeps {
@@ -24,6 +27,10 @@ export interface AdminDeps {
   ready: () => boolean;
   /** The proxy's balancers (Proxy.describeBalancers); /balancer answers 503 without it. */
   balancer?: () => BalancerState;
+  /** Connection limits and idle timeout (limits.admin); the limits table's by default. */
+  limits?: ListenerLimits;
+  /** Where refused and idle-closed connections are logged (at a bounded rate). */
+  logger?: Logger;
 }
 
 /** Starts the admin server; rejects with KEDGE_LISTEN_FAILED when the address is taken. */
@@ -54,6 +61,9 @@ export async function startAdmin(listen: HostPort, deps: AdminDeps): Promise<{ a
       send(500, { code: 'KEDGE_INTERNAL', message: errorMessage(err) });
     }
   });
+  const limits = deps.limits ?? LIMITS.agent.admin;
+  server.keepAliveTimeout = Math.min(5_000, limits.idleTimeoutMs);
+  if (deps.logger) guardListener(server, { name: 'agent admin', setting: 'limits.admin', limits, logger: deps.logger });
   const port = await new Promise<number>((resolve, reject) => {
     server.once('error', (err) => reject(new KedgeError('KEDGE_LISTEN_FAILED', `cannot listen for admin on ${formatHostPort(listen)}: ${errorMessage(err)}; set admin.listen to a free address`, { cause: err })));
     server.listen(listen.port, listen.host, () => resolve((server.address() as { port: number }).port));

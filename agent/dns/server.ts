@@ -14,6 +14,8 @@ import { MAX_QUERY_BYTES } from './message';
 import type { MeshLookup } from './names';
 import { upstreamsWithoutSelf } from './resolvconf';
 import { forwardQuery } from './upstream';
+import { LIMITS, type ListenerLimits } from '../../proto/model/limits';
+import { guardListener } from '../../proto/model/listener-guard';
 
 /** The agent's DNS port (ARCHITECTURE.md, Ports). */
 export const DEFAULT_DNS_PORT = 15053;
@@ -32,8 +34,9 @@ export const DNS_DEFAULTS = {
   unknownWaitMs: 1_000,
   rewaitAfterMs: 30_000,
   pollIntervalMs: 25,
-  tcpIdleTimeoutMs: 10_000,
-  maxTcpConnections: 256,
+  tcpIdleTimeoutMs: LIMITS.agent.dnsTcp.idleTimeoutMs,
+  maxTcpConnections: LIMITS.agent.dnsTcp.maxConnections,
+  maxTcpConnectionsPerPeer: LIMITS.agent.dnsTcp.maxConnectionsPerPeer,
   // Queries one TCP connection may have in flight before reading pauses.
   maxTcpPipeline: 16,
   // Queries in flight over UDP before new datagrams are dropped.
@@ -69,6 +72,7 @@ export interface DnsServerOptions {
   rewaitAfterMs?: number;
   tcpIdleTimeoutMs?: number;
   maxTcpConnections?: number;
+  maxTcpConnectionsPerPeer?: number;
 }
 
 /** A running DNS proxy. */
@@ -170,7 +174,6 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   }
   const idleMs = opts.tcpIdleTimeoutMs ?? DNS_DEFAULTS.tcpIdleTimeoutMs;
   const tcp = net.createServer({ allowHalfOpen: true, pauseOnConnect: false });
-  tcp.maxConnections = opts.maxTcpConnections ?? DNS_DEFAULTS.maxTcpConnections;
   const udp = await bindBoth(opts.listen, tcp);
   const tcpAddr = tcp.address() as net.AddressInfo;
   const udpAddr = udp.address();
@@ -230,6 +233,13 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     sock.on('close', () => conns.delete(sock));
     serveTcp(sock);
   });
+  // Connection limits (limits.dnsTcp); the idle timeout is serveTcp's own, which spares a connection with queries in flight.
+  const tcpLimits: ListenerLimits = {
+    maxConnections: opts.maxTcpConnections ?? DNS_DEFAULTS.maxTcpConnections,
+    maxConnectionsPerPeer: Math.min(opts.maxTcpConnectionsPerPeer ?? DNS_DEFAULTS.maxTcpConnectionsPerPeer, opts.maxTcpConnections ?? DNS_DEFAULTS.maxTcpConnections),
+    idleTimeoutMs: idleMs,
+  };
+  guardListener(tcp, { name: 'DNS TCP', setting: 'limits.dnsTcp', limits: tcpLimits, logger: log, idle: false });
   tcp.on('error', (err) => log.warn({ err: errorMessage(err) }, 'DNS: TCP listener error'));
 
   function serveTcp(sock: net.Socket): void {

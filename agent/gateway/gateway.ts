@@ -11,6 +11,8 @@ import { type HostPort, formatHostPort } from '../../proto/model/address';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import type { Logger } from '../../proto/model/log';
 import { GATEWAY_PORT } from '../../proto/model/ports';
+import type { ListenerLimits } from '../../proto/model/limits';
+import { guardListener } from '../../proto/model/listener-guard';
 import { MAX_ATTEMPTS } from '../proxy/attempts';
 import type { Random } from '../proxy/balancer/types';
 import { MeshBalancers, UNKNOWN_TOPOLOGY } from '../proxy/balancers';
@@ -44,6 +46,8 @@ export interface GatewayOptions {
   /** The current mesh view: the services this gateway routes to, with only its own network's endpoints. Read once per connection. */
   snapshot: () => ProxySnapshot;
   logger: Logger;
+  /** Connection limits and idle timeout (limits.gateway); none when absent. */
+  limits?: ListenerLimits;
   helloTimeoutMs?: number;
   connectTimeoutMs?: number;
   /** Where every finished record goes besides the gateway's own counters (telemetry). */
@@ -97,6 +101,7 @@ export class EastWestGateway {
     // Half-open both ways once spliced: a client may finish sending and
     // still read the answer.
     this.server = net.createServer({ allowHalfOpen: true }, (client) => this.onConnection(client));
+    if (opts.limits) guardListener(this.server, { name: 'east-west gateway', setting: 'limits.gateway', limits: opts.limits, logger: this.logger });
   }
 
   /** Binds the listener; rejects with KEDGE_LISTEN_FAILED naming what to check. */

@@ -27,6 +27,8 @@ import { H2Sessions } from './http2/sessions';
 import { SessionCache, buildIdentityContexts, trustDomainOf } from './tls';
 import type { LocalTarget, ProxySnapshot, TlsIdentity, UpstreamSpec } from './types';
 import { type ClientTls, MAX_ATTEMPTS, UpstreamListener } from './upstream';
+import type { AgentLimits } from '../../proto/model/limits';
+import { guardListener, type GuardStats, type ListenerGuard } from '../../proto/model/listener-guard';
 
 export type { ConnectionCounters, ProxyStats, RequestCounters } from './stats';
 export type { InboundMode } from './capture-front';
@@ -102,6 +104,8 @@ export interface ProxyOptions {
    * typescript.
    */
   core?: ProxyCore;
+  /** Connection limits and idle timeouts of the inbound, upstream and outbound listeners (limits.*); none when absent. */
+  limits?: Pick<AgentLimits, 'inbound' | 'upstream' | 'outbound' | 'log'>;
 }
 
 /** The forwarding core a proxy runs; see ProxyOptions.core. */
@@ -178,6 +182,7 @@ export class Proxy {
   private closing: Promise<void> | undefined;
   /** The native forwarding core, when ProxyOptions.core selects it. */
   private readonly native: NativeDataPath | undefined;
+  private readonly guards = new Map<string, ListenerGuard>();
 
   constructor(private readonly opts: ProxyOptions) {
     this.logger = opts.logger.child({ component: 'proxy' });
@@ -280,6 +285,15 @@ export class Proxy {
       }),
       ...(this.outbound?.servers ?? []).map((server, i): [Server, HostPort, string, undefined] => [server, this.outbound!.listen[i]!, 'outbound capture listener', undefined]),
     ];
+    const l = this.opts.limits;
+    if (l) {
+      // Applied before the listeners' own code sees a connection (proto/model/listener-guard).
+      const guard = (name: string, server: Server, setting: 'inbound' | 'upstream' | 'outbound') =>
+        this.guards.set(name, guardListener(server, { name, setting: `limits.${setting}`, limits: l[setting], logger: this.logger, log: l.log }));
+      guard('inbound', this.inboundServer, 'inbound');
+      this.upstreams.forEach((u) => guard(`upstream ${formatHostPort(u.spec.listen)}`, u.server, 'upstream'));
+      (this.outbound?.servers ?? []).forEach((server, i) => guard(`outbound ${formatHostPort(this.outbound!.listen[i]!)}`, server, 'outbound'));
+    }
     const results = await Promise.allSettled(binds.map(([server, at, what, bind]) => (bind ? bind() : listen(server, at, what))));
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure !== undefined) {
@@ -365,6 +379,11 @@ export class Proxy {
 
   upstreamAddresses(): HostPort[] {
     return this.upstreams.map((u) => this.native?.upstreamAddress(u) ?? addressOf(u.server));
+  }
+
+  /** Per guarded listener: connections open, refused at its limits and closed idle. */
+  listenerStats(): Record<string, GuardStats> {
+    return Object.fromEntries([...this.guards].map(([k, g]) => [k, g.stats()]));
   }
 
   /** A copy of the counters. */

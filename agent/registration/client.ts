@@ -76,7 +76,7 @@ export function isTransient(err: unknown): boolean {
 }
 
 // KEDGE_CA_KEY_UNAVAILABLE: the federation serves but cannot sign until its operator supplies the CA key.
-const TRANSIENT = new Set(['KEDGE_FEDERATION_UNREACHABLE', 'KEDGE_INTERNAL', 'KEDGE_FEDERATION_ERROR', 'KEDGE_STORE_UNAVAILABLE', 'KEDGE_STORE_AUTH', 'KEDGE_CA_KEY_UNAVAILABLE']);
+const TRANSIENT = new Set(['KEDGE_FEDERATION_UNREACHABLE', 'KEDGE_INTERNAL', 'KEDGE_FEDERATION_ERROR', 'KEDGE_STORE_UNAVAILABLE', 'KEDGE_STORE_AUTH', 'KEDGE_CA_KEY_UNAVAILABLE', 'KEDGE_SIGN_THROTTLED']);
 
 /** The federation as the agent sees it: addresses tried in order, one pinned root. */
 export interface FederationTarget {

@@ -6,6 +6,9 @@ import * as http from 'node:http';
 import { KedgeError, errorMessage } from '../../proto/model/errors';
 import { type HostPort, formatHostPort } from '../../proto/model/address';
 import { EXPOSITION_CONTENT_TYPE } from './exposition';
+import type { Logger } from '../../proto/model/log';
+import type { ListenerLimits } from '../../proto/model/limits';
+import { guardListener } from '../../proto/model/listener-guard';
 
 /** A running metrics listener. */
 export interface MetricsServer {
@@ -23,7 +26,7 @@ const HINTS: Record<string, string> = {
 };
 
 /** Starts the listener; rejects with KEDGE_LISTEN_FAILED naming the address and what to do. */
-export async function startMetricsServer(listen: HostPort, render: () => Promise<string> | string | AsyncIterable<string>, what = 'admin.metricsListen'): Promise<MetricsServer> {
+export async function startMetricsServer(listen: HostPort, render: () => Promise<string> | string | AsyncIterable<string>, what = 'admin.metricsListen', guard?: { limits: ListenerLimits; logger: Logger }): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -55,6 +58,8 @@ export async function startMetricsServer(listen: HostPort, render: () => Promise
       });
   });
   server.keepAliveTimeout = 65_000;
+  // Connection limits and idle timeout (limits.metrics); the idle timeout sits above the keep-alive.
+  if (guard) guardListener(server, { name: 'agent metrics', setting: 'limits.metrics', limits: guard.limits, logger: guard.logger });
   const port = await new Promise<number>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       const code = err.code ?? 'error';

@@ -12,6 +12,7 @@ import { type AgentMetricsSources, createAgentRegistry } from './agent-metrics';
 import { fanout } from './fanout';
 import { IstioMetrics } from './istio-metrics';
 import { type MetricsServer, startMetricsServer } from './server';
+import type { ListenerLimits } from '../../proto/model/limits';
 import type { SpanSink } from './tracing';
 import { type StatRow, StatsSummary } from './stats-summary';
 
@@ -82,10 +83,10 @@ export class AgentTelemetry {
   }
 
   /** Binds /metrics; on failure logs why and returns undefined (the agent keeps running). */
-  async listen(at: HostPort): Promise<HostPort | undefined> {
+  async listen(at: HostPort, limits?: ListenerLimits): Promise<HostPort | undefined> {
     this.sweepTimer ??= setInterval(() => this.istio?.sweep(), SWEEP_INTERVAL_MS).unref();
     try {
-      this.server = await startMetricsServer(at, () => this.stream());
+      this.server = await startMetricsServer(at, () => this.stream(), undefined, limits ? { limits, logger: this.opts.logger } : undefined);
       return this.server.address;
     } catch (err) {
       this.opts.logger.error({ component: 'telemetry', listen: formatHostPort(at), code: (err as { code?: string }).code, err: errorMessage(err) }, 'metrics endpoint not started; the data path runs without it');

@@ -25,6 +25,15 @@ import { recordFromRegister } from './register';
 import { toGrpcError } from '../../proto/model/grpc-errors';
 import type { CertClusters } from './cert-clusters';
 import type { QuotaLeaser } from '../quota/leases';
+import { SignThrottle, peerSource } from './sign-throttle';
+import { BoundedLog } from '../../proto/model/bounded-log';
+import { LIMITS, type LogRateLimits, type SignLimits } from '../../proto/model/limits';
+
+/** A Sign failure that counts towards the source's wait: the caller could not prove who it is. */
+function isAuthFailure(err: unknown): boolean {
+  const code = (err as KedgeError).code;
+  return typeof code === 'string' && (code.startsWith('KEDGE_TOKEN_') || code === 'KEDGE_UNAUTHENTICATED' || code.startsWith('KEDGE_K8S_TOKEN_'));
+}
 
 /** Aggregates one traffic report may carry (an agent's own cap is 5,000). */
 const MAX_STATS_PER_REPORT = 5_000;
@@ -118,6 +127,9 @@ export interface GrpcDeps {
   clock?: () => number;
   /** Where agents' traffic summaries go, for `kedge stat`. */
   trafficStats?: TrafficStatsStore;
+  /** Sign admission (limits.sign) and how often refusals are logged (limits.log); the limits table's defaults when absent. */
+  signLimits?: SignLimits;
+  logLimits?: LogRateLimits;
   /** Metrics hooks: every Sign outcome, and each stream's pushes. */
   metrics?: { signed(credential: 'token' | 'kubernetes' | 'mtls', code: string | undefined): void; push: PushObserver };
 }
@@ -134,9 +146,15 @@ export class FederationService {
   private readonly startedAt: number;
   /** The revocation list last sent to agents, to send only changes. */
   private revocationsSent: string[] = [];
+  /** Admission of Sign calls per source address and across the replica. */
+  readonly signThrottle: SignThrottle;
+  /** 'Sign refused' lines, at a bounded rate with a count of the rest. */
+  readonly signRefusedLog: BoundedLog;
 
   constructor(private readonly deps: GrpcDeps) {
     this.clock = deps.clock ?? Date.now;
+    this.signThrottle = new SignThrottle(deps.signLimits ?? LIMITS.federation.sign, this.clock);
+    this.signRefusedLog = new BoundedLog(deps.logger, 'Sign refused', deps.logLimits ?? LIMITS.federation.log, 'warn', this.clock);
     this.limits = deps.limits ?? REGISTRATION_LIMITS_DEFAULTS;
     this.startedAt = this.clock();
   }
@@ -172,14 +190,25 @@ export class FederationService {
     return {
       Sign: (call, cb) => {
         const credential = call.request.joinToken ? 'token' : call.request.kubernetesToken ? 'kubernetes' : 'mtls';
+        const source = peerSource(call.getPeer());
+        const refusal = this.signThrottle.admit(source);
+        if (refusal) {
+          // Counted, answered with when to retry, and logged only within the bounded rate.
+          this.deps.metrics?.signed(credential, 'KEDGE_SIGN_THROTTLED');
+          this.signRefusedLog.log({ err: refusal.message, code: 'KEDGE_SIGN_THROTTLED', peer: source, retryAfterMs: refusal.retryAfterMs });
+          cb(toGrpcError(Object.assign(new KedgeError('KEDGE_SIGN_THROTTLED', `${refusal.message}; retry in ${refusal.retryAfterMs} ms`), { retryAfterMs: refusal.retryAfterMs })) as grpc.ServiceError);
+          return;
+        }
         this.sign(call.request, call)
           .then((res) => {
+            this.signThrottle.done(source, 'ok');
             this.deps.metrics?.signed(credential, undefined);
             cb(null, res);
           })
           .catch((err) => {
+            this.signThrottle.done(source, isAuthFailure(err) ? 'auth' : 'other');
             this.deps.metrics?.signed(credential, typeof (err as KedgeError).code === 'string' ? (err as KedgeError).code : 'KEDGE_INTERNAL');
-            this.deps.logger.warn({ err: errorMessage(err), code: (err as KedgeError).code }, 'Sign refused');
+            this.signRefusedLog.log({ err: errorMessage(err), code: (err as KedgeError).code, peer: source });
             cb(toGrpcError(err) as grpc.ServiceError);
           });
       },

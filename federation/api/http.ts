@@ -33,10 +33,11 @@ import { attachFeed } from './feed';
 import { dashboardState } from './dashboard-state';
 import { DEFAULT_UI_DIR, uiHandler } from './ui-static';
 import type { Role } from '../ui/model/state';
+import { LIMITS, type HttpLimits } from '../../proto/model/limits';
 import { caPemBundle, caRotate, caSpiffeBundle, caStatus, PEM_BUNDLE_PATH, SPIFFE_BUNDLE_PATH, type CaApiDeps } from './ca-routes';
 
-/** Largest request body the API reads. */
-export const MAX_BODY_BYTES = 64 * 1024;
+/** Largest request body the API reads by default (limits.http.maxBodyBytes). */
+export const MAX_BODY_BYTES = LIMITS.federation.http.maxBodyBytes;
 
 /** What the HTTP API reads from the federation. */
 export interface HttpDeps {
@@ -84,6 +85,8 @@ export interface HttpDeps {
   join?: JoinDeps;
   /** Sent as x-kedge-federation on every answer: how the CLI tells a federation from anything else on a port. */
   version?: string;
+  /** Header and body sizes, header timeout (default: the limits table). */
+  limits?: HttpLimits;
 }
 
 // GETs a viewer token may not make: the backup holds the CA key and every
@@ -281,7 +284,9 @@ export function createHttpApi(deps: HttpDeps): http.Server {
   const roleOf = (req: http.IncomingMessage): Role => roles.get(req) ?? 'viewer';
   const serveUi = uiHandler(deps.uiDir ?? DEFAULT_UI_DIR);
 
-  const server = http.createServer((req, res) => {
+  const limits = deps.limits ?? LIMITS.federation.http;
+  // Node answers 431 itself to a head over maxHeaderSize.
+  const server = http.createServer({ maxHeaderSize: limits.maxHeaderBytes }, (req, res) => {
     const send = (status: number, payload: unknown) => {
       const text = JSON.stringify(payload, null, 2);
       // After a 413 the rest of the body is not read: close once answered.
@@ -332,7 +337,7 @@ export function createHttpApi(deps: HttpDeps): http.Server {
       return send(403, { code: 'KEDGE_FORBIDDEN', message: `a viewer token is read-only: ${req.method} ${url.pathname} needs the admin token` });
     }
     roles.set(req, auth.role);
-    readBody(req)
+    readBody(req, limits.maxBodyBytes)
       .then((body) => route[2](req, body, (route[1].exec(url.pathname) ?? []).slice(1).map(decodePathPart)))
       .then((result) => send(200, result))
       .catch((err) => {
@@ -371,6 +376,11 @@ export function createHttpApi(deps: HttpDeps): http.Server {
   // Upgraded sockets are no longer the HTTP server's: closing the server
   // closes the feed's sockets too, so shutdown does not wait on open pages.
   server.once('close', closeFeed);
+  // A head must arrive within headersTimeout (Node answers 408 and closes),
+  // and a kept-alive connection idles at most 5 s between requests.
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = Math.max(limits.headersTimeoutMs, 60_000);
+  server.keepAliveTimeout = Math.min(5_000, limits.idleTimeoutMs);
   return server;
 }
 
@@ -394,20 +404,20 @@ function needCa(deps: HttpDeps): CaApiDeps {
   return deps.ca;
 }
 
-function readBody(req: http.IncomingMessage): Promise<unknown> {
+function readBody(req: http.IncomingMessage, maxBytes: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY_BYTES) {
+      if (size > maxBytes) {
         // Answer 413 and close, instead of a reset: the rest of the body is
         // read and dropped (up to a bound) so the client gets the answer.
-        if (chunks.length > 0 || size - c.length <= MAX_BODY_BYTES) {
+        if (chunks.length > 0 || size - c.length <= maxBytes) {
           chunks.length = 0;
-          reject(new HttpError(413, 'KEDGE_TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes; send less`));
+          reject(new HttpError(413, 'KEDGE_TOO_LARGE', `request body over ${maxBytes} bytes (limits.http.maxBodyBytes); send less`));
         }
-        if (size > MAX_DISCARD_BYTES) req.destroy();
+        if (size > Math.max(MAX_DISCARD_BYTES, maxBytes * 2)) req.destroy();
         return;
       }
       chunks.push(c);

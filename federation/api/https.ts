@@ -12,6 +12,8 @@ import * as tls from 'node:tls';
 import type * as http from 'node:http';
 import type { Logger } from '../../proto/model/log';
 import { errorMessage } from '../../proto/model/errors';
+import type { ListenerLimits, LogRateLimits } from '../../proto/model/limits';
+import { guardListener, type ListenerGuard } from '../../proto/model/listener-guard';
 
 /** Issues a serving certificate (chain PEM and key PEM) for the given names. */
 export type ServingIssuer = (names: { ipAddresses: string[]; dnsNames: string[] }) => { chainPem: string; keyPem: string; notAfter: Date };
@@ -69,10 +71,17 @@ const HTTPS_ONLY = `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r
  * only with `plaintext: true` (--insecure-http) and from a loopback peer;
  * otherwise it is answered with a 400 that says to use https://.
  */
-export function serveHttpAndHttps(server: http.Server, contexts: ServingContexts, opts: { plaintext: boolean; logger: Logger }): net.Server {
-  const front = net.createServer({ pauseOnConnect: true }, (socket) => {
+export function serveHttpAndHttps(server: http.Server, contexts: ServingContexts, opts: { plaintext: boolean; logger: Logger; limits?: ListenerLimits; log?: LogRateLimits; firstByteTimeoutMs?: number }): net.Server & { guard?: ListenerGuard } {
+  // The TCP socket under each TLS one, so an upgraded WebSocket can leave the idle timer.
+  const rawOf = new WeakMap<net.Socket, net.Socket>();
+  const front: net.Server & { guard?: ListenerGuard } = net.createServer({ pauseOnConnect: true }, (socket) => {
     socket.once('error', () => socket.destroy());
+    // A client that connects and sends nothing holds a descriptor: it has as
+    // long as a request head may take to send its first byte.
+    const silent = opts.firstByteTimeoutMs === undefined ? undefined : setTimeout(() => socket.destroy(), opts.firstByteTimeoutMs);
+    socket.once('close', () => clearTimeout(silent));
     socket.once('readable', () => {
+      clearTimeout(silent);
       const first: Buffer | null = socket.read(1);
       if (!first) {
         socket.destroy();
@@ -101,6 +110,7 @@ export function serveHttpAndHttps(server: http.Server, contexts: ServingContexts
             }
           },
         });
+        rawOf.set(secure, socket);
         secure.once('error', (err) => {
           opts.logger.debug({ err: errorMessage(err), peer: socket.remoteAddress }, 'HTTPS handshake failed');
           secure.destroy();
@@ -114,6 +124,13 @@ export function serveHttpAndHttps(server: http.Server, contexts: ServingContexts
     });
     socket.resume();
   });
+  if (opts.limits) {
+    const guard = guardListener(front, { name: 'federation HTTP', setting: 'limits.http', limits: opts.limits, logger: opts.logger, ...(opts.log ? { log: opts.log } : {}) });
+    front.guard = guard;
+    // The dashboard's feed is quiet while nothing changes; it authenticates
+    // within seconds or is dropped by the feed itself.
+    server.prependListener('upgrade', (_req: http.IncomingMessage, socket: net.Socket) => guard.exempt(rawOf.get(socket) ?? socket));
+  }
   // Keep the HTTP server's own close() and closeAllConnections() meaningful.
   server.once('close', () => front.close());
   return front;

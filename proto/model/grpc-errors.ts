@@ -18,13 +18,19 @@ const STATUS_BY_CODE: Record<string, grpc.status> = {
   KEDGE_K8S_TOKEN_AUDIENCE: grpc.status.UNAUTHENTICATED,
   KEDGE_K8S_TOKEN_NOT_SERVICE_ACCOUNT: grpc.status.UNAUTHENTICATED,
   KEDGE_CA_KEY_UNAVAILABLE: grpc.status.UNAVAILABLE,
+  KEDGE_SIGN_THROTTLED: grpc.status.RESOURCE_EXHAUSTED,
 };
+
+/** The standard gRPC retry pushback trailer: milliseconds the client should wait before retrying. */
+export const RETRY_PUSHBACK_KEY = 'grpc-retry-pushback-ms';
 
 /** A gRPC error object carrying a Kedge error's code and message. */
 export function toGrpcError(err: unknown): Partial<grpc.StatusObject> {
   const metadata = new grpc.Metadata();
   if (err instanceof KedgeError) {
     metadata.set('kedge-error-code', err.code);
+    const retryAfterMs = (err as KedgeError & { retryAfterMs?: number }).retryAfterMs;
+    if (typeof retryAfterMs === 'number') metadata.set(RETRY_PUSHBACK_KEY, String(retryAfterMs));
     return { code: STATUS_BY_CODE[err.code] ?? grpc.status.INTERNAL, details: err.message, metadata };
   }
   metadata.set('kedge-error-code', 'KEDGE_INTERNAL');

@@ -32,11 +32,11 @@ export function portOf(hostPort: string): number {
 }
 
 /** Starts `kedge federation` on 127.0.0.1 with kernel-chosen ports. */
-export async function startFederationProc(opts: { dataDir?: string; args?: string[]; host?: string; env?: NodeJS.ProcessEnv } = {}): Promise<FederationHandle> {
+export async function startFederationProc(opts: { dataDir?: string; args?: string[]; host?: string; env?: NodeJS.ProcessEnv; nofile?: number } = {}): Promise<FederationHandle> {
   const dataDir = opts.dataDir ?? tempDir('fed');
   const host = opts.host ?? '127.0.0.1';
   const args = ['federation', '--data-dir', dataDir, '--listen-grpc', `${host}:0`, '--listen-http', `${host}:0`, ...(opts.args ?? [])];
-  const proc = startKedge('federation', args, { env: opts.env });
+  const proc = startKedge('federation', args, { env: opts.env, ...(opts.nofile === undefined ? {} : { nofile: opts.nofile }) });
   const ready = await proc.waitForMsg('federation ready', 20_000);
   return { ...federationHandle(proc, dataDir, ready), args, env: opts.env };
 }

@@ -83,8 +83,10 @@ process.on('exit', killAll);
 after(killAll);
 
 /** Starts `kedge <args>` as a child process. */
-export function startKedge(name: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): KedgeProcess {
-  const child = spawn(process.execPath, [KEDGE_JS, ...args], {
+export function startKedge(name: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; nofile?: number } = {}): KedgeProcess {
+  // nofile: at most this many descriptors (soft and hard), as `ulimit -n` or a container runtime would set.
+  const [cmd, argv] = opts.nofile === undefined ? [process.execPath, [KEDGE_JS, ...args]] : ['prlimit', [`--nofile=${opts.nofile}:${opts.nofile}`, process.execPath, KEDGE_JS, ...args]];
+  const child = spawn(cmd, argv, {
     cwd: opts.cwd,
     env: { ...process.env, KEDGE_LOG_LEVEL: 'debug', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
