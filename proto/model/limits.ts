@@ -166,6 +166,10 @@ export function parseLimitGroup<T extends object>(d: Doc, defaults: T): T {
       out[f] = at.int(undefined, 1, COUNT_MAX);
     }
   }
+  // Lowering maxConnections alone lowers the per-address default with it; both given and at odds is refused.
+  if (out.maxConnectionsPerPeer !== undefined && out.maxConnections !== undefined && out.maxConnectionsPerPeer > out.maxConnections && d.at('maxConnectionsPerPeer').isMissing()) {
+    out.maxConnectionsPerPeer = out.maxConnections;
+  }
   if (out.maxConnectionsPerPeer !== undefined && out.maxConnections !== undefined && out.maxConnectionsPerPeer > out.maxConnections) {
     d.at('maxConnectionsPerPeer').fail(`is ${out.maxConnectionsPerPeer}, more than maxConnections (${out.maxConnections}): lower it or raise maxConnections`);
   }

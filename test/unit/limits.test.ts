@@ -51,6 +51,8 @@ describe('limits table', () => {
     bad({ inbound: { idleTimeoutMs: '1s' } }, /unknown field "idleTimeoutMs" \(expected one of: maxConnections, maxConnectionsPerPeer, idleTimeout\)/);
     bad({ inbound: { maxConnections: 10, maxConnectionsPerPeer: 20 } }, /inbound\.maxConnectionsPerPeer: is 20, more than maxConnections \(10\)/);
     bad({ inbnd: {} }, /unknown field "inbnd"/);
+    // Found by fuzzing: lowering maxConnections alone lowers the per-address default with it.
+    assert.equal(parseLimits(new Doc('f.yaml', { inbound: { maxConnections: 10 } }), LIMITS.agent).inbound.maxConnectionsPerPeer, 10);
     assert.throws(() => parseLimits(new Doc('x', { sign: { perSourceRate: -1 } }), LIMITS.federation), /sign\.perSourceRate: must be between 1/);
   });
 
