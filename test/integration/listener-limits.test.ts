@@ -26,7 +26,7 @@ import { makeCa, makeLeaf, toTlsIdentity } from '../support/pki';
 import { logCapture } from '../support/logs';
 
 /** A federation with at most `nofile` descriptors (soft and hard), as a container or `ulimit -n` would give it. */
-const federationUnderLimit = (nofile: number, args: string[] = []): Promise<FederationHandle> => startFederationProc({ nofile, args });
+const federationUnderLimit = (nofile: number, args: string[] = []): Promise<FederationHandle> => startFederationProc({ nofile, args: ['--insecure-http', ...args] });
 
 /** Opens a TCP connection from `localAddress`; resolves once connected, with a promise of its close. */
 function open(port: number, localAddress: string): Promise<{ socket: net.Socket; closed: Promise<void> }> {
@@ -58,7 +58,7 @@ describe('federation listener limits', () => {
   it('1,100 idle TCP connections from one address to the HTTP port do not block /healthz or Sign (under a 1,024-descriptor limit)', { timeout: 90_000 }, async () => {
     const fed = await federationUnderLimit(1024);
     const token = await createToken(fed, 'shop', 'web');
-    const port = Number(new URL(fed.httpUrl).port);
+    const port = Number(new URL(`http://${fed.httpAddress}`).port);
     const perPeer = LIMITS.federation.http.maxConnectionsPerPeer;
     const conns = await Promise.all(Array.from({ length: 1_100 }, () => open(port, '127.0.0.1').catch(() => undefined)));
     // Every connection over the per-address limit is closed at accept, freeing its descriptor.
@@ -68,7 +68,7 @@ describe('federation listener limits', () => {
     await eventually(() => closed + refusedAtOnce >= 1_100 - perPeer, 30_000, `${1_100 - perPeer} connections refused`);
     assert.equal(closed + refusedAtOnce, 1_100 - perPeer, 'exactly the per-address limit is held');
 
-    const health = await getFrom(`${fed.httpUrl}/healthz`, '127.0.0.2');
+    const health = await getFrom(`http://${fed.httpAddress}/healthz`, '127.0.0.2');
     assert.equal(health.status, 200);
     const { csrPem } = await generateKeyAndCsr();
     const client = federationClient(parseHostPort(fed.grpc, 'grpc'), fs.readFileSync(fed.rootCertFile, 'utf8'), undefined, 'cluster.local');
@@ -93,7 +93,7 @@ describe('federation listener limits', () => {
       },
     });
     const fed = await federationUnderLimit(4096, ['--config', config]);
-    const port = Number(new URL(fed.httpUrl).port);
+    const port = Number(new URL(`http://${fed.httpAddress}`).port);
     const held: { socket: net.Socket; closed: Promise<void> }[] = [];
     for (let i = 0; i < 10; i++) held.push(await open(port, '127.0.0.2'));
     const eleventh = await open(port, '127.0.0.2');
@@ -108,7 +108,7 @@ describe('federation listener limits', () => {
 
     // None of the 30 sent a byte: each is closed after the first-byte timeout, and the port serves again.
     await Promise.all(held.map((h) => h.closed));
-    assert.equal((await getFrom(`${fed.httpUrl}/healthz`, '127.0.0.5')).status, 200);
+    assert.equal((await getFrom(`http://${fed.httpAddress}/healthz`, '127.0.0.5')).status, 200);
 
     // A silent connection to the gRPC port is closed after its idle timeout.
     const grpcConn = await open(Number(fed.grpc.split(':').pop()), '127.0.0.6');
@@ -120,10 +120,10 @@ describe('federation listener limits', () => {
   it('answers 431 to a head over maxHeaderBytes and 413 to a body over maxBodyBytes', { timeout: 30_000 }, async () => {
     const config = writeFederationConfig({ limits: { http: { maxHeaderBytes: 2048, maxBodyBytes: 1024 } } });
     const fed = await federationUnderLimit(4096, ['--config', config]);
-    const big = await fetch(`${fed.httpUrl}/healthz`, { headers: { 'x-pad': 'x'.repeat(4096) } });
+    const big = await fetch(`http://${fed.httpAddress}/healthz`, { headers: { 'x-pad': 'x'.repeat(4096) } });
     assert.equal(big.status, 431);
     const token = fs.readFileSync(fed.adminTokenFile, 'utf8').trim();
-    const body = await fetch(`${fed.httpUrl}/api/v1/tokens`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ namespace: 'shop', serviceAccount: 'web', pad: 'x'.repeat(2048) }) });
+    const body = await fetch(`http://${fed.httpAddress}/api/v1/tokens`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ namespace: 'shop', serviceAccount: 'web', pad: 'x'.repeat(2048) }) });
     assert.equal(body.status, 413);
     assert.match(((await body.json()) as { message: string }).message, /over 1024 bytes \(limits\.http\.maxBodyBytes\)/);
     await fed.proc.stop('SIGKILL');

@@ -41,7 +41,7 @@ describe('replicas that do not match the mesh on their etcd', () => {
   let first: FederationHandle;
   before(async () => {
     etcd = await startEtcd();
-    first = await startFederationProc({ args: ['--store', `etcd://${etcd.endpoint}`, '--trust-domain', 'mesh.example', '--replica', 'fed-a'] });
+    first = await startFederationProc({ args: ['--store', `etcd://${etcd.endpoint}`, '--trust-domain', 'mesh.example', '--replica', 'fed-a', '--insecure-http'] });
   });
   after(async () => {
     await first?.proc.stop('SIGKILL');
@@ -61,7 +61,7 @@ describe('replicas that do not match the mesh on their etcd', () => {
 
   it('the first replica kept running and a matching one joins', { timeout: 60_000 }, async () => {
     const second = await startFederationProc({ args: ['--store', `etcd://${etcd.endpoint}`, '--trust-domain', 'mesh.example', '--replica', 'fed-d'] });
-    assert.equal((await fetch(`${first.httpUrl}/healthz`)).status, 200);
+    assert.equal((await fetch(`http://${first.httpAddress}/healthz`)).status, 200);
     await second.proc.stop('SIGKILL');
   });
 });
