@@ -90,11 +90,16 @@ describe('fault: agents and apps', () => {
   // was tried and reverted: it broke proxy-resilience's retry cases.
   it('an app that accepts and never answers: a backend timeout and a retry on 504 mask it, outlier detection ejects it', { timeout: 90_000, todo: 'l7: per-attempt timeouts are not retried nor ejected' }, async () => {
     // Endpoint 2's app accepts connections and never writes a byte.
-    const hung = net.createServer(() => undefined);
+    const held = new Set<net.Socket>();
+    const hung = net.createServer((s) => held.add(s));
     await new Promise<void>((r) => hung.listen(0, '127.0.0.1', () => r()));
-    cleanups.push(() => new Promise((r) => hung.close(() => r(undefined))));
+    // close() waits for every connection to end, and a hung app's never do.
+    cleanups.push(() => new Promise((r) => {
+      hung.close(() => r(undefined));
+      for (const s of held) s.destroy();
+    }));
     const hungPort = (hung.address() as net.AddressInfo).port;
-    const hungApp = { port: hungPort, hits: 0, server: undefined as never, close: async () => { hung.close(); } };
+    const hungApp = { port: hungPort, hits: 0, server: undefined as never, close: async () => { for (const s of held) s.destroy(); hung.close(); } };
     const pair: MeshPair = await startMeshPair(fed, { name: 'hang', net: '127.0.66', servers: 2, app: async (i) => (i === 1 ? hungApp : startHttpApp('hang')) });
     cleanups.push(() => pair.close());
 
