@@ -146,7 +146,7 @@ describe('federation data dir integrity', () => {
       fs.rmSync(path.join(dir, 'store'), { recursive: true });
       const r = await runKedge(['federation', 'restore', '--data-dir', dir, backupFile]);
       assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stdout, new RegExp(`restored ${TOKENS + 2} keys`)); // tokens, the CA and the admin token
+      assert.match(r.stdout, new RegExp(`restored ${TOKENS + 3} keys`)); // tokens, the CA, the admin token and the mesh identity record (/kedge/mesh/identity)
 
       const started = await startOn(dir);
       assert.ok(started.ready, started.stderr);
