@@ -14,6 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import YAML from 'yaml';
 import { LabProcess, NetLab } from '../support/netlab';
+import { eventually } from '../support/procs';
 
 const KEDGE = path.resolve(__dirname, '..', '..', 'bin', 'kedge.js');
 const PROXY_UID = 1337;
@@ -44,8 +45,8 @@ function waitLog(p: LabProcess, pred: (l: Record<string, unknown>) => boolean, w
   });
 }
 
-const APP = `for (const port of [9080, 9090]) require('node:http').createServer((q, s) => s.end('reviews ' + port)).listen(port, '127.0.0.1');
-setTimeout(() => console.log('ready'), 100);`;
+const APP = `let listening = 0;
+for (const port of [9080, 9090]) require('node:http').createServer((q, s) => s.end('reviews ' + port)).listen(port, '127.0.0.1', () => ++listening === 2 && console.log('ready'));`;
 
 const STRICT_NS = `apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -119,14 +120,7 @@ describe('PeerAuthentication in the netlab (root)', () => {
 
     const outside = (port: number) => lab.run(ext, 'curl', ['-sS', '--max-time', '8', `http://${ipB}:${port}/`], { allowFailure: true });
     const mesh = () => lab.run(a, 'curl', ['-sS', '--max-time', '8', 'http://127.0.0.1:19080/'], { allowFailure: true });
-    const waitMesh = async () => {
-      for (let i = 0; i < 100; i++) {
-        const r = await mesh();
-        if (r.stdout === 'reviews 9080') return;
-        await new Promise((res) => setTimeout(res, 100));
-      }
-      assert.fail('A never reached reviews over the mesh');
-    };
+    const waitMesh = () => eventually(async () => (await mesh()).stdout === 'reviews 9080', 20_000, 'A reaching reviews over the mesh');
 
     // Before any policy: plaintext from outside is served on both captured ports.
     assert.equal((await outside(9080)).stdout, 'reviews 9080');
