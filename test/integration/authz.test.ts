@@ -14,34 +14,10 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { runKedge, tempDir, eventually } from '../support/procs';
 import { AgentHandle, FederationHandle, curl, startAgentProc, startFederationProc, startHttpApp } from '../support/mesh';
+import { ECHO_DEF, EchoClient, tcpExchange } from '../support/mesh-clients';
 
 const T = { timeout: 120_000 };
 
-/** Sends a line over TCP; resolves with what came back before the connection closed (or the echo). */
-function tcpExchange(hostPort: string): Promise<string> {
-  const i = hostPort.lastIndexOf(':');
-  return new Promise((resolve) => {
-    const s = net.connect({ host: hostPort.slice(0, i), port: Number(hostPort.slice(i + 1)) });
-    let got = '';
-    const t = setTimeout(() => s.destroy(), 5_000);
-    s.setEncoding('utf8');
-    s.on('connect', () => s.write('ping\n'));
-    s.on('data', (d: string) => {
-      got += d;
-      if (got.includes('\n')) s.end();
-    });
-    s.on('error', () => undefined);
-    s.on('close', () => {
-      clearTimeout(t);
-      resolve(got);
-    });
-  });
-}
-
-// A gRPC service without a .proto: raw bytes in and out.
-const RAW = (b: Buffer): Buffer => b;
-const ECHO_DEF = { Check: { path: '/kedge.test.Echo/Check', requestStream: false, responseStream: false, requestSerialize: RAW, requestDeserialize: RAW, responseSerialize: RAW, responseDeserialize: RAW } } as const;
-const EchoClient = grpc.makeGenericClientConstructor(ECHO_DEF as unknown as grpc.ServiceDefinition, 'Echo');
 
 /** One unary call through a client proxy; resolves with the gRPC status code and message. */
 function grpcCall(hostPort: string): Promise<{ code: number; details: string }> {

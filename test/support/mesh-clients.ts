@@ -27,7 +27,8 @@ export function tcpExchange(hostPort: string): Promise<string> {
 const RAW = (b: Buffer): Buffer => b;
 /** /kedge.test.Echo/Check: a unary method whose server answers the request bytes. */
 export const ECHO_DEF = { Check: { path: '/kedge.test.Echo/Check', requestStream: false, responseStream: false, requestSerialize: RAW, requestDeserialize: RAW, responseSerialize: RAW, responseDeserialize: RAW } } as const;
-const EchoClient = grpc.makeGenericClientConstructor(ECHO_DEF as unknown as grpc.ServiceDefinition, 'Echo');
+/** A client for ECHO_DEF. */
+export const EchoClient = grpc.makeGenericClientConstructor(ECHO_DEF as unknown as grpc.ServiceDefinition, 'Echo');
 
 /** A grpc-js server for ECHO_DEF on 127.0.0.1:0 (h2c); resolves with it and its port. */
 export async function startEchoGrpc(): Promise<{ server: grpc.Server; port: number }> {
